@@ -1,0 +1,1 @@
+"""Compatibility namespace for code written against the AI Karen engine's API."""

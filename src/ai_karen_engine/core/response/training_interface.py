@@ -1,0 +1,37 @@
+"""The seed's import path, re-exporting flextrain's public API unchanged."""
+
+from flextrain import (
+    AdvancedTrainingConfig,
+    BasicTrainingConfig,
+    ConfigValidationError,
+    DatasetRegistry,
+    FlexibleTrainingInterface,
+    HardwareConstraints,
+    ModelCompatibility,
+    ModelCompatibilityChecker,
+    ModelResolver,
+    TrainingEnvironmentManager,
+    TrainingJob,
+    TrainingMode,
+    TrainingParameterValidator,
+    TrainingStatus,
+    TrainingType,
+)
+
+__all__ = [
+    "AdvancedTrainingConfig",
+    "BasicTrainingConfig",
+    "ConfigValidationError",
+    "DatasetRegistry",
+    "FlexibleTrainingInterface",
+    "HardwareConstraints",
+    "ModelCompatibility",
+    "ModelCompatibilityChecker",
+    "ModelResolver",
+    "TrainingEnvironmentManager",
+    "TrainingJob",
+    "TrainingMode",
+    "TrainingParameterValidator",
+    "TrainingStatus",
+    "TrainingType",
+]

@@ -1,0 +1,1 @@
+"""The `flextrain` command line (Typer + rich)."""

@@ -1,0 +1,61 @@
+"""Show a running job in the terminal: a progress bar with live loss."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from flextrain.jobs.store import TrainingJob
+from flextrain.service import TrainingService
+
+
+def follow_job(
+    service: TrainingService, job_id: str, console: Console, poll: float = 0.5
+) -> TrainingJob:
+    """Poll the store until the job ends; Ctrl-C cancels the job and re-raises."""
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    try:
+        with progress:
+            task = progress.add_task("starting", total=None, detail="")
+            while True:
+                job = service.require_job(job_id)
+                detail = []
+                if job.loss is not None:
+                    detail.append(f"loss {job.loss:.4f}")
+                if job.eval_loss is not None:
+                    detail.append(f"eval {job.eval_loss:.4f}")
+                if job.current_epoch:
+                    detail.append(f"epoch {job.current_epoch:.2f}")
+                progress.update(
+                    task,
+                    description=job.status.value,
+                    total=job.total_steps or None,
+                    completed=job.current_step,
+                    detail="  ".join(detail),
+                )
+                if job.is_finished:
+                    return job
+                time.sleep(poll)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]Interrupted: cancelling job {job_id}...")
+        service.cancel_job(job_id)
+        console.print(f"[yellow]Job {job_id} cancelled.")
+        raise

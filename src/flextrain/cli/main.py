@@ -1,0 +1,355 @@
+"""`flextrain` commands. Thin: parse, call the service, print.
+
+Every known error (bad config, unknown model or dataset, wrong job state) is
+printed as a message naming the problem and the fix, with exit code 2 for bad
+input and 1 for a failed job; no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from flextrain.cli.follow import follow_job
+from flextrain.config.enums import TrainingMode, TrainingStatus, TrainingType
+from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
+from flextrain.config.validation import ConfigValidationError
+from flextrain.data.registry import DatasetFormatError, DatasetNotFoundError
+from flextrain.hardware.detect import HardwareConstraints
+from flextrain.jobs.environment import EnvironmentSetupError
+from flextrain.jobs.store import TrainingJob
+from flextrain.models.resolve import ModelNotFoundError
+from flextrain.service import JobNotFoundError, JobStateError, TrainingService
+
+app = typer.Typer(
+    name="flextrain",
+    help="Check, estimate and really train Hugging Face models on your own hardware.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+jobs_app = typer.Typer(help="List, inspect and cancel training jobs.", no_args_is_help=True)
+datasets_app = typer.Typer(help="Registered datasets.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(datasets_app, name="datasets")
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+_BAD_INPUT = (
+    ConfigValidationError,
+    ModelNotFoundError,
+    DatasetNotFoundError,
+    DatasetFormatError,
+    JobNotFoundError,
+    JobStateError,
+    EnvironmentSetupError,
+    ValueError,
+)
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run `fn`, turning known errors into a message and an exit code."""
+    try:
+        return fn()
+    except ValidationError as exc:
+        err_console.print("[red]Invalid configuration:")
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"]) or "config"
+            err_console.print(f"  - {field}: {error['msg']}")
+        raise typer.Exit(2) from None
+    except _BAD_INPUT as exc:
+        err_console.print(f"[red]{exc}")
+        raise typer.Exit(2) from None
+
+
+def _service() -> TrainingService:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    return TrainingService()
+
+
+def _print_hardware(hw: HardwareConstraints) -> None:
+    table = Table(title="Hardware", show_header=False)
+    table.add_row("Platform", hw.platform)
+    table.add_row("CPU cores", str(hw.cpu_cores))
+    table.add_row(
+        "Memory available", f"{hw.available_memory_gb:.1f} of {hw.total_memory_gb:.1f} GB"
+    )
+    table.add_row("GPUs", ", ".join(hw.gpu_names) or "none")
+    table.add_row("GPU memory free", f"{hw.available_gpu_memory_gb:.1f} GB")
+    table.add_row("Mixed precision", "yes" if hw.supports_mixed_precision else "no")
+    table.add_row("Recommended precision", hw.recommended_precision)
+    table.add_row("Disk free", f"{hw.disk_free_gb:.1f} GB")
+    console.print(table)
+
+
+@app.command()
+def hardware(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the detected CPU, memory, GPUs and recommended precision."""
+    hw = HardwareConstraints.detect_current()
+    if as_json:
+        console.print_json(hw.model_dump_json())
+    else:
+        _print_hardware(hw)
+
+
+def _load_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ValueError(f"--config: file '{path}' does not exist.")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"--config: '{path}' must hold a mapping of config keys.")
+    return data
+
+
+_BASIC_KEYS = set(BasicTrainingConfig.model_fields)
+
+
+def build_config(values: dict[str, Any]) -> BasicTrainingConfig:
+    """Basic config unless an advanced-only key is present."""
+    if set(values) - _BASIC_KEYS:
+        return AdvancedTrainingConfig(**values)
+    return BasicTrainingConfig(**values)
+
+
+@app.command()
+def train(
+    model: Annotated[str | None, typer.Option(help="Model id or folder.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name or file.")] = None,
+    training_type: Annotated[
+        TrainingType | None, typer.Option("--type", help="Training type.")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="quick, balanced or thorough.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON file of config keys.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="num_epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="batch_size")] = None,
+    max_length: Annotated[int | None, typer.Option(help="max_length in tokens")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="learning_rate")] = None,
+    mixed_precision: Annotated[
+        bool | None, typer.Option("--mixed-precision/--no-mixed-precision")
+    ] = None,
+    gradient_checkpointing: Annotated[
+        bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")
+    ] = None,
+    eval_split: Annotated[float | None, typer.Option(help="Held-out share.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    logging_steps: Annotated[int | None, typer.Option()] = None,
+    save_steps: Annotated[int | None, typer.Option()] = None,
+    lora_target_modules: Annotated[
+        str | None, typer.Option(help="Comma-separated module names.")
+    ] = None,
+    output_dir: Annotated[str | None, typer.Option()] = None,
+    run_name: Annotated[str | None, typer.Option()] = None,
+    detach: Annotated[bool, typer.Option(help="Start and return; don't follow.")] = False,
+) -> None:
+    """Create a job and train it in the foreground (Ctrl-C cancels cleanly)."""
+
+    def run() -> TrainingJob:
+        values: dict[str, Any] = _load_config_file(config) if config else {}
+        flags = {
+            "model_id": model,
+            "dataset_id": dataset,
+            "training_type": training_type.value if training_type else None,
+            "preset": preset,
+            "num_epochs": epochs,
+            "batch_size": batch_size,
+            "max_length": max_length,
+            "learning_rate": learning_rate,
+            "use_mixed_precision": mixed_precision,
+            "gradient_checkpointing": gradient_checkpointing,
+            "eval_split": eval_split,
+            "seed": seed,
+            "logging_steps": logging_steps,
+            "save_steps": save_steps,
+            "lora_target_modules": (
+                [m.strip() for m in lora_target_modules.split(",") if m.strip()]
+                if lora_target_modules
+                else None
+            ),
+            "output_dir": output_dir,
+            "run_name": run_name,
+        }
+        values.update({k: v for k, v in flags.items() if v is not None})
+        missing = [
+            f"--{k}"
+            for k, key in (
+                ("model", "model_id"),
+                ("dataset", "dataset_id"),
+                ("type", "training_type"),
+            )
+            if key not in values
+        ]
+        if missing:
+            raise ValueError(f"Missing {', '.join(missing)} (or set them in --config).")
+        cfg = build_config(values)
+        service = _service()
+        job = service.create_job(cfg, strict_hardware=True)
+        for warning in job.warnings:
+            err_console.print(f"[yellow]warning: {warning}")
+        job = service.start_job(job.job_id)
+        console.print(f"Job [bold]{job.job_id}[/] started ({cfg.training_type.value}).")
+        if detach:
+            return job
+        return follow_job(service, job.job_id, console)
+
+    try:
+        job = _guard(run)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    _report_end(job)
+
+
+def _report_end(job: TrainingJob) -> None:
+    if job.status == TrainingStatus.COMPLETED:
+        console.print(f"[green]Completed.[/] Model saved to {job.model_path}")
+        for key in ("initial_eval_accuracy", "eval_accuracy", "initial_eval_loss", "eval_loss"):
+            if key in job.metrics:
+                console.print(f"  {key}: {job.metrics[key]:.4f}")
+    elif job.status == TrainingStatus.FAILED:
+        err_console.print(f"[red]Job {job.job_id} failed: {job.error_message}")
+        err_console.print(f"Log: {job.log_path}")
+        raise typer.Exit(1)
+    elif job.status == TrainingStatus.CANCELLED:
+        err_console.print(f"[yellow]Job {job.job_id} was cancelled.")
+        raise typer.Exit(1)
+    else:
+        console.print(f"Job {job.job_id} is {job.status.value}.")
+
+
+@app.command()
+def demo(
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 6,
+) -> None:
+    """Fine-tune the packaged all-MiniLM-L6-v2 with LoRA on demo/sentiment, offline."""
+    from flextrain.demo import DEMO_CONFIG
+
+    service = _service()
+    _print_hardware(service.hardware())
+    cfg = DEMO_CONFIG.model_copy(update={"num_epochs": epochs})
+    console.print(
+        f"Training [bold]{cfg.model_id}[/] with LoRA (r={cfg.lora_r}) on [bold]{cfg.dataset_id}[/]"
+        f" for {cfg.num_epochs} epochs; {cfg.eval_split:.0%} of the data is held out."
+    )
+
+    def run() -> TrainingJob:
+        job = service.create_job(cfg, strict_hardware=True)
+        job = service.start_job(job.job_id)
+        return follow_job(service, job.job_id, console)
+
+    try:
+        job = _guard(run)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if job.status != TrainingStatus.COMPLETED:
+        _report_end(job)
+        return
+    before = job.metrics.get("initial_eval_accuracy")
+    after = job.metrics.get("eval_accuracy")
+    console.print(
+        f"\nHeld-out accuracy ({job.metrics.get('eval_rows')} examples): "
+        f"[bold]{before:.3f}[/] before training -> [bold green]{after:.3f}[/] after."
+    )
+    console.print(f"LoRA adapter saved to [bold]{job.model_path}[/]")
+
+
+def _jobs_table(jobs: list[TrainingJob]) -> Table:
+    table = Table(title="Training jobs")
+    for col in ("id", "status", "type", "model", "dataset", "progress", "loss", "created"):
+        table.add_column(col)
+    for j in jobs:
+        table.add_row(
+            j.job_id,
+            j.status.value,
+            j.training_type.value,
+            j.model_id,
+            j.dataset_id,
+            f"{j.progress:.0%}",
+            f"{j.loss:.4f}" if j.loss is not None else "-",
+            j.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    return table
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Annotated[TrainingStatus | None, typer.Option(help="Only jobs in this status.")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List jobs, newest first."""
+    jobs = _guard(lambda: _service().list_jobs(status=status, limit=limit))
+    if as_json:
+        console.print_json(json.dumps([j.model_dump(mode="json") for j in jobs]))
+    else:
+        console.print(_jobs_table(jobs))
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Everything about one job."""
+    job = _guard(lambda: _service().require_job(job_id))
+    if as_json:
+        console.print_json(job.model_dump_json())
+        return
+    table = Table(title=f"Job {job.job_id}", show_header=False)
+    for key, value in job.model_dump(mode="json", exclude={"config", "metrics"}).items():
+        table.add_row(key, "" if value is None else str(value))
+    table.add_row("config", json.dumps(job.config))
+    table.add_row("metrics", json.dumps(job.metrics))
+    console.print(table)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str) -> None:
+    """Cancel a job: its worker and children stop within seconds."""
+    job = _guard(lambda: _service().cancel_job(job_id))
+    console.print(f"Job {job.job_id} is {job.status.value}.")
+
+
+@jobs_app.command("logs")
+def jobs_logs(job_id: str, tail: Annotated[int, typer.Option(min=1)] = 100) -> None:
+    """The last lines of a job's log."""
+    console.print(_guard(lambda: _service().read_log(job_id, tail)), markup=False, highlight=False)
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Bundled and registered datasets."""
+    rows = _guard(lambda: _service().datasets.describe_all())
+    table = Table(title="Datasets")
+    for col in ("id", "format", "rows", "labels", "path"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["dataset_id"],
+            r.get("format", "?"),
+            str(r.get("num_rows", "?")),
+            ", ".join(r.get("labels", [])),
+            r.get("path", r.get("error", "")),
+        )
+    console.print(table)
+
+
+@datasets_app.command("register")
+def datasets_register(name: str, path: Path, description: str = "") -> None:
+    """Name a JSONL/CSV/text file so jobs can use it as --dataset NAME."""
+    info = _guard(lambda: _service().datasets.register(name, path, description))
+    console.print(f"Registered '{info.dataset_id}': {info.num_rows} rows, columns {info.columns}.")
+
+
+def main() -> None:  # pragma: no cover - console-script shim
+    app()
+
+
+__all__ = ["TrainingMode", "app", "build_config", "main"]

@@ -1,0 +1,148 @@
+"""Training configurations: the seed's two tables, plus what a real run needs.
+
+Construction checks shape only (types, unknown keys); the meaning of the values
+is checked by `TrainingParameterValidator`, which sees the hardware, the model
+and the data and reports every problem at once instead of the first one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from flextrain.config.enums import TrainingType
+from flextrain.config.presets import PRESET_NAMES, preset_values
+
+SCHEDULER_TYPES = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+)
+
+OPTIMIZERS = (
+    "adamw_torch",
+    "adamw_torch_fused",
+    "adafactor",
+    "sgd",
+    "adagrad",
+    "rmsprop",
+)
+
+
+class BasicTrainingConfig(BaseModel):
+    """Basic mode: the seed's parameters, optionally filled from a named preset."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_assignment=True)
+
+    model_id: str = Field(description="Model to train: local folder, built-in id or hub id.")
+    dataset_id: str = Field(description="Registered dataset name, or a path to a data file.")
+    training_type: TrainingType = Field(description="What kind of training to run.")
+    num_epochs: int = Field(3, description="Passes over the training data.")
+    learning_rate: float = Field(2e-5, description="Peak learning rate.")
+    batch_size: int = Field(8, description="Examples per device per step.")
+    max_length: int = Field(512, description="Longest sequence in tokens; longer text is cut.")
+    use_mixed_precision: bool = Field(
+        True, description="Use bf16/fp16 when the GPU supports it (fp32 on CPU)."
+    )
+    gradient_checkpointing: bool = Field(
+        True, description="Recompute activations in backward to save memory."
+    )
+
+    # What a real run needs beyond the seed's table.
+    preset: Literal["quick", "balanced", "thorough"] | None = Field(
+        None, description="Fill unset knobs from a named preset: quick, balanced, thorough."
+    )
+    seed: int = Field(42, description="Random seed for data split, init and shuffling.")
+    eval_split: float = Field(0.1, description="Share of the data held out for evaluation.")
+    logging_steps: int = Field(10, description="Record loss and learning rate every N steps.")
+    save_steps: int | None = Field(
+        None, description="Checkpoint every N steps; None checkpoints once per epoch."
+    )
+    save_total_limit: int | None = Field(2, description="Keep at most N checkpoints.")
+    lora_target_modules: list[str] | None = Field(
+        None, description="Module names to adapt with LoRA; detected from the model if unset."
+    )
+    output_dir: str | None = Field(None, description="Where to write the result (job folder).")
+    run_name: str | None = Field(None, description="Human-readable name for the job.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("preset") is None:
+            return data
+        name = data["preset"]
+        if name not in PRESET_NAMES:
+            return data  # the Literal check names the field and the choices
+        try:
+            filled = preset_values(name, data.get("training_type"))
+        except ValueError:
+            return data  # a bad training_type is reported on its own field
+        if data.get("per_device_train_batch_size") is not None:
+            # The user chose the micro-batch; a preset batch_size would contradict it.
+            filled.pop("batch_size")
+        return {**filled, **data}
+
+
+class AdvancedTrainingConfig(BasicTrainingConfig):
+    """Advanced mode: every Trainer knob a user tunes, defaults from the seed's table."""
+
+    weight_decay: float = Field(0.01, description="Decoupled weight decay (AdamW).")
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    lr_scheduler_type: str = Field("linear", description=f"One of: {', '.join(SCHEDULER_TYPES)}.")
+    gradient_accumulation_steps: int = Field(1, description="Micro-batches per optimizer step.")
+    fp16: bool = Field(False, description="Train with fp16 autocast (CUDA only).")
+    bf16: bool = Field(False, description="Train with bf16 autocast.")
+    lora_r: int = Field(16, description="LoRA rank.")
+    lora_alpha: int = Field(32, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(0.1, description="Dropout on the LoRA path.")
+
+    per_device_train_batch_size: int | None = Field(
+        None, description="Overrides batch_size when set."
+    )
+    per_device_eval_batch_size: int | None = None
+    warmup_steps: int = Field(0, description="Linear warm-up steps.")
+    warmup_ratio: float = Field(0.0, description="Warm-up as a share of all steps (if no steps).")
+    max_steps: int = Field(-1, description="Stop after N optimizer steps (-1: run all epochs).")
+    max_grad_norm: float = Field(1.0, description="Gradient clipping norm (0 disables).")
+    optim: str = Field("adamw_torch", description=f"One of: {', '.join(OPTIMIZERS)}.")
+    label_smoothing_factor: float = 0.0
+    eval_strategy: Literal["no", "steps", "epoch"] = "epoch"
+    eval_steps: int | None = None
+    dataloader_num_workers: int = 0
+    evaluate_before_training: bool = Field(
+        True, description="Evaluate once before training so the gain can be shown."
+    )
+    num_threads: int | None = Field(
+        None, description="CPU threads for the worker; defaults to all cores."
+    )
+
+    @property
+    def train_batch_size(self) -> int:
+        """The micro-batch actually used: per_device_train_batch_size wins when given."""
+        return self.per_device_train_batch_size or self.batch_size
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.per_device_eval_batch_size or self.train_batch_size
+
+    @classmethod
+    def from_basic(cls, basic: BasicTrainingConfig) -> AdvancedTrainingConfig:
+        """Lift a basic config into the one shape the worker reads."""
+        if isinstance(basic, AdvancedTrainingConfig):
+            return basic
+        data = basic.model_dump(exclude={"preset"})
+        return cls(**data)
+
+
+TrainingConfig = BasicTrainingConfig | AdvancedTrainingConfig

@@ -1,0 +1,377 @@
+"""Semantic checks of a training configuration.
+
+Every rule runs and every problem is reported, each naming the field and the
+fix, so a user corrects a config in one pass. Facts about the hardware, the
+model and the data come in as plain data (never looked up here), which keeps
+the rules pure and each one testable with a passing and a failing case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from flextrain.config.enums import TrainingType
+from flextrain.config.schemas import (
+    OPTIMIZERS,
+    SCHEDULER_TYPES,
+    AdvancedTrainingConfig,
+    BasicTrainingConfig,
+)
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class ValidationIssue:
+    """One problem: which field, what is wrong, and how to fix it."""
+
+    field: str
+    message: str
+    fix: str
+    severity: Severity = "error"
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message} Fix: {self.fix}"
+
+
+class ConfigValidationError(ValueError):
+    """A configuration with at least one error; carries every issue found."""
+
+    def __init__(self, issues: Iterable[ValidationIssue]) -> None:
+        self.issues = list(issues)
+        errors = [i for i in self.issues if i.severity == "error"]
+        lines = "\n".join(f"  - {issue}" for issue in errors)
+        noun = "problem" if len(errors) == 1 else "problems"
+        super().__init__(f"Invalid training configuration ({len(errors)} {noun}):\n{lines}")
+
+    @property
+    def errors(self) -> list[ValidationIssue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+
+class HardwareFacts(Protocol):
+    """What the rules need to know about the machine (HardwareConstraints fits)."""
+
+    @property
+    def gpu_count(self) -> int: ...
+
+    @property
+    def supports_bf16(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the rules need to know about the model, read from its config."""
+
+    max_position_embeddings: int | None = None
+    linear_module_names: frozenset[str] | None = None
+    supports_gradient_checkpointing: bool = True
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What the rules need to know about the data, read from the file."""
+
+    num_rows: int
+    has_labels: bool
+    num_labels: int = 0
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """Everything a rule may look at; `fields_set` tells explicit values from defaults."""
+
+    config: AdvancedTrainingConfig
+    fields_set: frozenset[str]
+    hardware: HardwareFacts | None
+    model: ModelFacts | None
+    dataset: DatasetFacts | None
+
+
+Rule = Callable[[RuleContext], Iterable[ValidationIssue]]
+_RULES: list[Rule] = []
+
+
+def _rule(fn: Rule) -> Rule:
+    _RULES.append(fn)
+    return fn
+
+
+def _err(field: str, message: str, fix: str) -> ValidationIssue:
+    return ValidationIssue(field, message, fix, "error")
+
+
+def _warn(field: str, message: str, fix: str) -> ValidationIssue:
+    return ValidationIssue(field, message, fix, "warning")
+
+
+@_rule
+def _ids(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    c = ctx.config
+    if not c.model_id.strip():
+        yield _err("model_id", "is empty.", "name a local model folder, built-in or hub id.")
+    if not c.dataset_id.strip():
+        yield _err("dataset_id", "is empty.", "name a registered dataset or a data file path.")
+
+
+@_rule
+def _learning_rate(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    c = ctx.config
+    if not 0 < c.learning_rate <= 1:
+        yield _err(
+            "learning_rate",
+            f"{c.learning_rate} is outside (0, 1].",
+            "use a small positive rate: 1e-5 to 5e-5 for fine-tuning, 1e-4 to 5e-4 for LoRA.",
+        )
+
+
+@_rule
+def _counts(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    c = ctx.config
+    fields_set = ctx.fields_set
+    if c.num_epochs < 1 and c.max_steps <= 0:
+        yield _err("num_epochs", f"{c.num_epochs} is below 1.", "train for at least 1 epoch.")
+    for name in ("batch_size", "gradient_accumulation_steps", "logging_steps"):
+        value = getattr(c, name)
+        if value < 1:
+            yield _err(name, f"{value} is below 1.", f"set {name} to 1 or more.")
+    for name in (
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "save_steps",
+        "save_total_limit",
+        "eval_steps",
+        "num_threads",
+    ):
+        value = getattr(c, name)
+        if value is not None and value < 1:
+            yield _err(name, f"{value} is below 1.", f"set {name} to 1 or more, or leave it unset.")
+    if (
+        {"batch_size", "per_device_train_batch_size"} <= fields_set
+        and c.per_device_train_batch_size is not None
+        and c.per_device_train_batch_size != c.batch_size
+    ):
+        yield _err(
+            "per_device_train_batch_size",
+            f"{c.per_device_train_batch_size} disagrees with batch_size={c.batch_size}.",
+            "give only one of them, or the same value to both.",
+        )
+    if c.max_steps == 0 or c.max_steps < -1:
+        yield _err("max_steps", f"{c.max_steps} is not allowed.", "use -1 (all epochs) or >= 1.")
+    if c.seed < 0:
+        yield _err("seed", f"{c.seed} is negative.", "use a seed of 0 or more.")
+    if c.dataloader_num_workers < 0:
+        yield _err("dataloader_num_workers", "is negative.", "use 0 (main process) or more.")
+
+
+@_rule
+def _max_length(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    c = ctx.config
+    model = ctx.model
+    if c.max_length < 8:
+        yield _err("max_length", f"{c.max_length} is below 8 tokens.", "use 8 or more (128-512).")
+    elif model and model.max_position_embeddings and c.max_length > model.max_position_embeddings:
+        yield _err(
+            "max_length",
+            f"{c.max_length} is over the model's limit of {model.max_position_embeddings} tokens.",
+            f"set max_length to {model.max_position_embeddings} or less.",
+        )
+
+
+@_rule
+def _eval_split(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    c = ctx.config
+    data = ctx.dataset
+    if not 0 <= c.eval_split <= 0.5:
+        yield _err(
+            "eval_split",
+            f"{c.eval_split} is outside [0, 0.5].",
+            "hold out between 0 (no evaluation) and 0.5 of the data; 0.1 is typical.",
+        )
+    elif data is not None and c.eval_split > 0 and int(data.num_rows * c.eval_split) < 1:
+        yield _warn(
+            "eval_split",
+            f"holds out no row of {data.num_rows}.",
+            "add data or raise eval_split; evaluation is skipped.",
+        )
+
+
+@_rule
+def _precision(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    c = ctx.config
+    hardware = ctx.hardware
+    if c.fp16 and c.bf16:
+        yield _err("fp16", "fp16 and bf16 are both on.", "turn one of them off.")
+    if hardware is None:
+        return
+    if c.fp16 and hardware.gpu_count == 0:
+        yield _err(
+            "fp16",
+            "fp16 needs a CUDA GPU and this machine has none.",
+            "set fp16=False (training runs in fp32 on CPU).",
+        )
+    if c.bf16 and hardware.gpu_count > 0 and not hardware.supports_bf16:
+        yield _err(
+            "bf16",
+            "this GPU has no bf16 support (needs compute capability 8.0+).",
+            "set bf16=False and fp16=True instead.",
+        )
+
+
+@_rule
+def _optimizer(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    c = ctx.config
+    if not 0 <= c.weight_decay < 1:
+        yield _err("weight_decay", f"{c.weight_decay} is outside [0, 1).", "use 0 to 0.1.")
+    for name in ("adam_beta1", "adam_beta2"):
+        value = getattr(c, name)
+        if not 0 <= value < 1:
+            yield _err(name, f"{value} is outside [0, 1).", f"use e.g. {name}=0.9 / 0.999.")
+    if c.adam_epsilon <= 0:
+        yield _err("adam_epsilon", f"{c.adam_epsilon} is not positive.", "use 1e-8.")
+    if c.max_grad_norm < 0:
+        yield _err("max_grad_norm", "is negative.", "use 1.0, or 0 to disable clipping.")
+    if not 0 <= c.label_smoothing_factor < 1:
+        yield _err("label_smoothing_factor", "is outside [0, 1).", "use 0 to 0.2.")
+    if c.lr_scheduler_type not in SCHEDULER_TYPES:
+        yield _err(
+            "lr_scheduler_type",
+            f"'{c.lr_scheduler_type}' is not a known scheduler.",
+            f"use one of: {', '.join(SCHEDULER_TYPES)}.",
+        )
+    if c.optim not in OPTIMIZERS:
+        yield _err(
+            "optim",
+            f"'{c.optim}' is not a supported optimizer.",
+            f"use one of: {', '.join(OPTIMIZERS)}.",
+        )
+
+
+@_rule
+def _warmup(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    c = ctx.config
+    if c.warmup_steps < 0:
+        yield _err("warmup_steps", f"{c.warmup_steps} is negative.", "use 0 or more.")
+    if not 0 <= c.warmup_ratio < 1:
+        yield _err("warmup_ratio", f"{c.warmup_ratio} is outside [0, 1).", "use 0 to 0.1.")
+    if c.warmup_steps > 0 and c.warmup_ratio > 0:
+        yield _err(
+            "warmup_ratio", "both warmup_steps and warmup_ratio are set.", "give only one of them."
+        )
+
+
+@_rule
+def _lora(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    c = ctx.config
+    model = ctx.model
+    if c.training_type != TrainingType.LORA_ADAPTATION:
+        if c.lora_target_modules:
+            yield _warn(
+                "lora_target_modules",
+                "is ignored: training_type is not LoRA.",
+                "use training_type=lora_adaptation or drop the field.",
+            )
+        return
+    if c.lora_r < 1:
+        yield _err("lora_r", f"{c.lora_r} is below 1.", "use a rank of 4 to 64 (8 or 16 typical).")
+    if c.lora_alpha < 1:
+        yield _err("lora_alpha", f"{c.lora_alpha} is below 1.", "use lora_alpha = 2 x lora_r.")
+    elif c.lora_r >= 1 and c.lora_alpha < c.lora_r:
+        yield _err(
+            "lora_alpha",
+            f"{c.lora_alpha} is below lora_r={c.lora_r}, which damps the "
+            "adapter update (scale alpha/r < 1).",
+            f"set lora_alpha to at least {c.lora_r} (commonly {2 * c.lora_r}).",
+        )
+    if not 0 <= c.lora_dropout < 1:
+        yield _err("lora_dropout", f"{c.lora_dropout} is outside [0, 1).", "use 0 to 0.1.")
+    if c.lora_target_modules is not None and len(c.lora_target_modules) == 0:
+        yield _err(
+            "lora_target_modules",
+            "is an empty list.",
+            "leave it unset to detect targets, or name modules such as q_proj, v_proj.",
+        )
+    elif c.lora_target_modules and model and model.linear_module_names is not None:
+        missing = [m for m in c.lora_target_modules if m not in model.linear_module_names]
+        if missing:
+            found = ", ".join(sorted(model.linear_module_names)) or "none"
+            yield _err(
+                "lora_target_modules",
+                f"{', '.join(missing)} not found among the model's linear layers.",
+                f"choose from: {found}.",
+            )
+
+
+@_rule
+def _checkpointing(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    c = ctx.config
+    model = ctx.model
+    if c.gradient_checkpointing and model and not model.supports_gradient_checkpointing:
+        yield _warn(
+            "gradient_checkpointing",
+            "this model does not support it; it will be off.",
+            "set gradient_checkpointing=False to silence this.",
+        )
+
+
+@_rule
+def _data(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    c = ctx.config
+    data = ctx.dataset
+    if data is None:
+        return
+    if data.num_rows < 2:
+        yield _err(
+            "dataset_id",
+            f"the dataset has {data.num_rows} usable rows.",
+            "provide at least 2 rows (hundreds for a useful model).",
+        )
+    if c.training_type == TrainingType.TASK_SPECIFIC:
+        if not data.has_labels:
+            yield _err(
+                "dataset_id",
+                "task_specific training needs a 'label' column.",
+                "use a dataset with text and label columns, or another training type.",
+            )
+        elif data.num_labels < 2:
+            yield _err(
+                "dataset_id",
+                f"has {data.num_labels} distinct label(s).",
+                "provide examples of at least 2 labels.",
+            )
+
+
+class TrainingParameterValidator:
+    """Runs every rule and returns every issue, errors and warnings alike."""
+
+    def validate(
+        self,
+        config: BasicTrainingConfig,
+        *,
+        hardware: HardwareFacts | None = None,
+        model: ModelFacts | None = None,
+        dataset: DatasetFacts | None = None,
+    ) -> list[ValidationIssue]:
+        advanced = AdvancedTrainingConfig.from_basic(config)
+        fields_set = frozenset(config.model_fields_set)
+        issues: list[ValidationIssue] = []
+        ctx = RuleContext(advanced, fields_set, hardware, model, dataset)
+        for rule in _RULES:
+            issues.extend(rule(ctx))
+        return issues
+
+    def validate_or_raise(
+        self,
+        config: BasicTrainingConfig,
+        *,
+        hardware: HardwareFacts | None = None,
+        model: ModelFacts | None = None,
+        dataset: DatasetFacts | None = None,
+    ) -> list[ValidationIssue]:
+        """Raise ConfigValidationError listing every error; return the warnings."""
+        issues = self.validate(config, hardware=hardware, model=model, dataset=dataset)
+        if any(i.severity == "error" for i in issues):
+            raise ConfigValidationError(issues)
+        return issues

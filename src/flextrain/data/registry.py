@@ -1,0 +1,226 @@
+"""A minimal dataset registry: names for JSONL/CSV/text files.
+
+The full data manager (formats, versions, provenance) is its own piece of
+work; this gives jobs a stable `dataset_id` and lets the service check, before
+a worker starts, that the data can serve the requested training type.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import DateTime, String, select
+from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
+
+from flextrain.config.validation import DatasetFacts
+from flextrain.data.bundled import bundled_path
+from flextrain.db import Base
+
+DataFormat = Literal["jsonl", "json", "csv", "text"]
+_SUFFIXES: dict[str, DataFormat] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".txt": "text",
+    ".text": "text",
+}
+TEXT_COLUMNS = ("text", "content", "sentence", "document")
+LABEL_COLUMNS = ("label", "labels", "class", "category")
+# Instruction pairs are rendered to one text for language-model objectives.
+PROMPT_PAIRS = (("prompt", "response"), ("instruction", "output"), ("question", "answer"))
+
+BUNDLED = {
+    "demo/sentiment": ("sentiment.jsonl", "Short reviews labelled positive/negative (480 rows)"),
+    "demo/text": ("text.txt", "Everyday English prose, one passage a line (for pre-training)"),
+}
+
+
+class DatasetNotFoundError(LookupError):
+    """The dataset id names no registered dataset or readable file."""
+
+
+class DatasetFormatError(ValueError):
+    """The file exists but cannot serve as training data."""
+
+
+class DatasetRecord(Base):
+    __tablename__ = "datasets"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    path: Mapped[str] = mapped_column(String(2000))
+    format: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(String(1000), default="")
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=lambda: datetime.now(UTC)
+    )
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset is and what it can train, read from the file itself."""
+
+    dataset_id: str
+    path: Path
+    format: DataFormat
+    num_rows: int
+    columns: list[str]
+    text_column: str | None
+    label_column: str | None
+    labels: list[str] = field(default_factory=list)
+    prompt_columns: tuple[str, str] | None = None
+    description: str = ""
+
+    @property
+    def has_labels(self) -> bool:
+        return self.label_column is not None
+
+    def facts(self) -> DatasetFacts:
+        return DatasetFacts(self.num_rows, self.has_labels, len(self.labels))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset_id": self.dataset_id,
+            "path": str(self.path),
+            "format": self.format,
+            "num_rows": self.num_rows,
+            "columns": self.columns,
+            "text_column": self.text_column,
+            "label_column": self.label_column,
+            "labels": self.labels,
+            "description": self.description,
+        }
+
+
+def detect_format(path: Path) -> DataFormat:
+    try:
+        return _SUFFIXES[path.suffix.lower()]
+    except KeyError:
+        raise DatasetFormatError(
+            f"'{path.name}' has an unsupported extension. "
+            f"Fix: use one of {', '.join(sorted(_SUFFIXES))}."
+        ) from None
+
+
+def read_rows(path: Path, fmt: DataFormat) -> list[dict[str, Any]]:
+    """All rows as dicts; plain text gives one {'text': line} per non-empty line."""
+    if fmt == "text":
+        return [{"text": ln} for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if fmt == "csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    if fmt == "json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            data = data["data"]
+        if not isinstance(data, list):
+            raise DatasetFormatError(f"'{path.name}' must hold a JSON list of objects.")
+        return data
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DatasetFormatError(
+                f"'{path.name}' line {number} is not valid JSON ({exc.msg}). Fix: one JSON "
+                "object per line."
+            ) from None
+    return rows
+
+
+def inspect_file(path: Path, dataset_id: str | None = None, description: str = "") -> DatasetInfo:
+    """Read the file and work out its text, label and prompt columns."""
+    if not path.is_file():
+        raise DatasetNotFoundError(f"Dataset file '{path}' does not exist.")
+    fmt = detect_format(path)
+    rows = read_rows(path, fmt)
+    if not rows or not all(isinstance(r, dict) for r in rows):
+        raise DatasetFormatError(f"'{path.name}' has no rows of named fields.")
+    columns = list(rows[0].keys())
+    text_col = next((c for c in TEXT_COLUMNS if c in columns), None)
+    pair = next((p for p in PROMPT_PAIRS if p[0] in columns and p[1] in columns), None)
+    if text_col is None and pair is None:
+        raise DatasetFormatError(
+            f"'{path.name}' has columns {columns} but no text. Fix: add a 'text' column "
+            "(or prompt/response, instruction/output)."
+        )
+    label_col = next((c for c in LABEL_COLUMNS if c in columns), None)
+    labels: list[str] = []
+    if label_col is not None:
+        labels = sorted({str(r[label_col]) for r in rows if r.get(label_col) not in (None, "")})
+        if not labels:
+            label_col = None
+    return DatasetInfo(
+        dataset_id=dataset_id or str(path),
+        path=path.resolve(),
+        format=fmt,
+        num_rows=len(rows),
+        columns=columns,
+        text_column=text_col,
+        label_column=label_col,
+        labels=labels if label_col else [],
+        prompt_columns=pair,
+        description=description,
+    )
+
+
+class DatasetRegistry:
+    """Named datasets: the bundled demos plus files a user registers."""
+
+    def __init__(self, sessions: sessionmaker[Any]) -> None:
+        self._sessions = sessions
+
+    def register(self, name: str, path: str | Path, description: str = "") -> DatasetInfo:
+        """Record `name` for `path` after checking the file is usable training data."""
+        name = name.strip()
+        if not name:
+            raise ValueError("dataset name is empty. Fix: give a short name.")
+        if name in BUNDLED:
+            raise ValueError(f"'{name}' is a bundled dataset. Fix: choose another name.")
+        info = inspect_file(Path(path).expanduser(), name, description)
+        with self._sessions.begin() as session:
+            session.merge(
+                DatasetRecord(
+                    name=name, path=str(info.path), format=info.format, description=description
+                )
+            )
+        return info
+
+    def get(self, dataset_id: str) -> DatasetInfo:
+        """Info for a registered name, a bundled demo, or a direct file path."""
+        if dataset_id in BUNDLED:
+            filename, description = BUNDLED[dataset_id]
+            return inspect_file(bundled_path(filename), dataset_id, description)
+        with self._sessions() as session:
+            record = session.get(DatasetRecord, dataset_id)
+        if record is not None:
+            return inspect_file(Path(record.path), dataset_id, record.description)
+        path = Path(dataset_id).expanduser()
+        if path.is_file():
+            return inspect_file(path, dataset_id)
+        known = ", ".join(self.names())
+        raise DatasetNotFoundError(
+            f"Dataset '{dataset_id}' is not registered and is not a file. "
+            f"Fix: register it first, or use one of: {known}."
+        )
+
+    def names(self) -> list[str]:
+        with self._sessions() as session:
+            registered = session.scalars(select(DatasetRecord.name)).all()
+        return [*BUNDLED, *sorted(registered)]
+
+    def describe_all(self) -> list[dict[str, Any]]:
+        out = []
+        for name in self.names():
+            try:
+                out.append(self.get(name).to_dict())
+            except (DatasetNotFoundError, DatasetFormatError) as exc:
+                out.append({"dataset_id": name, "error": str(exc)})
+        return out

@@ -1,0 +1,5 @@
+"""Hardware detection (pure; never initialises CUDA)."""
+
+from flextrain.hardware.detect import GPUInfo, HardwareConstraints, detect_gpus
+
+__all__ = ["GPUInfo", "HardwareConstraints", "detect_gpus"]

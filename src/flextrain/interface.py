@@ -1,0 +1,129 @@
+"""FlexibleTrainingInterface: the seed's Python API over TrainingService.
+
+Methods that may take time (model inspection, environment checks, launching a
+worker) are async and run in a thread so an event loop stays responsive;
+`get_training_job` and `list_training_jobs` are plain reads and synchronous,
+as the seed's example calls them (`interface.get_training_job(id).progress`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from flextrain.config.enums import TrainingMode, TrainingStatus, TrainingType
+from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
+from flextrain.data.registry import DatasetInfo, DatasetRegistry
+from flextrain.hardware.detect import HardwareConstraints
+from flextrain.jobs.environment import TrainingEnvironment
+from flextrain.jobs.store import TrainingJob
+from flextrain.models.compatibility import ModelCompatibility
+from flextrain.models.resolve import ModelResolver
+from flextrain.service import TrainingService
+from flextrain.settings import Settings
+
+
+class FlexibleTrainingInterface:
+    """Check, create, start, watch and cancel training jobs from Python.
+
+    The three service arguments mirror the seed's constructor. Each defaults to
+    flextrain's own component: `enhanced_hf_service` resolves model ids
+    (ModelResolver), `training_data_manager` names datasets (DatasetRegistry),
+    `system_model_manager` is accepted for compatibility and unused so far.
+    """
+
+    def __init__(
+        self,
+        enhanced_hf_service: ModelResolver | None = None,
+        training_data_manager: DatasetRegistry | None = None,
+        system_model_manager: Any | None = None,
+        *,
+        settings: Settings | None = None,
+        service: TrainingService | None = None,
+    ) -> None:
+        self.service = service or TrainingService(settings)
+        if enhanced_hf_service is not None:
+            self.service.models = enhanced_hf_service
+            self.service.compatibility.resolver = enhanced_hf_service
+        if training_data_manager is not None:
+            self.service.datasets = training_data_manager
+        self.system_model_manager = system_model_manager
+
+    # -- checks ------------------------------------------------------------------------
+    async def check_model_compatibility(
+        self,
+        model_id: str,
+        training_type: TrainingType | str | None = None,
+        *,
+        batch_size: int = 8,
+        max_length: int = 512,
+    ) -> ModelCompatibility:
+        ttype = TrainingType(training_type) if training_type is not None else None
+        return await asyncio.to_thread(
+            self.service.check_compatibility,
+            model_id,
+            ttype,
+            batch_size=batch_size,
+            max_length=max_length,
+        )
+
+    async def setup_training_environment(
+        self, job_id: str | None = None, output_dir: str | Path | None = None
+    ) -> TrainingEnvironment:
+        """Create (or re-check) a job's folders: disk space and write permission first."""
+        import uuid
+
+        return await asyncio.to_thread(
+            self.service.environments.setup, job_id or uuid.uuid4().hex[:12], output_dir
+        )
+
+    async def get_hardware_constraints(self) -> HardwareConstraints:
+        return await asyncio.to_thread(self.service.hardware)
+
+    async def get_trainable_models(self) -> list[dict[str, Any]]:
+        """Built-in models with what they can be trained for."""
+        return await asyncio.to_thread(self._trainable_models)
+
+    def _trainable_models(self) -> list[dict[str, Any]]:
+        out = []
+        for model_id, description in ModelResolver.builtins().items():
+            compat = self.service.check_compatibility(model_id)
+            out.append(
+                {
+                    "model_id": model_id,
+                    "description": description,
+                    "num_parameters": compat.num_parameters,
+                    "supported_training_types": [t.value for t in compat.supported_training_types],
+                    "is_compatible": compat.is_compatible,
+                }
+            )
+        return out
+
+    # -- datasets ----------------------------------------------------------------------
+    def register_dataset(self, name: str, path: str | Path, description: str = "") -> DatasetInfo:
+        return self.service.datasets.register(name, path, description)
+
+    # -- jobs --------------------------------------------------------------------------
+    async def create_basic_training_job(self, config: BasicTrainingConfig) -> TrainingJob:
+        return await asyncio.to_thread(self.service.create_job, config, mode=TrainingMode.BASIC)
+
+    async def create_advanced_training_job(self, config: AdvancedTrainingConfig) -> TrainingJob:
+        return await asyncio.to_thread(self.service.create_job, config, mode=TrainingMode.ADVANCED)
+
+    async def start_training_job(self, job_id: str) -> TrainingJob:
+        return await asyncio.to_thread(self.service.start_job, job_id)
+
+    async def cancel_training_job(self, job_id: str) -> TrainingJob:
+        return await asyncio.to_thread(self.service.cancel_job, job_id)
+
+    async def wait_for_job(self, job_id: str, timeout: float | None = None) -> TrainingJob:
+        return await asyncio.to_thread(self.service.wait, job_id, timeout)
+
+    def get_training_job(self, job_id: str) -> TrainingJob | None:
+        return self.service.get_job(job_id)
+
+    def list_training_jobs(
+        self, status: TrainingStatus | None = None, limit: int = 100, offset: int = 0
+    ) -> list[TrainingJob]:
+        return self.service.list_jobs(status=status, limit=limit, offset=offset)

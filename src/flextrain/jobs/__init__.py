@@ -1,0 +1,1 @@
+"""Job store, environments and worker process supervision."""

@@ -1,0 +1,136 @@
+"""Per-job folders, checked before any training starts.
+
+A job that would fail an hour in because the disk is full or the folder is
+read-only should fail now, with the reason, and leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+_GIB = 1024**3
+
+
+class EnvironmentSetupError(RuntimeError):
+    """The job's folders cannot be created or used."""
+
+
+@dataclass(frozen=True)
+class TrainingEnvironment:
+    job_id: str
+    root: Path
+    output_dir: Path
+    checkpoint_dir: Path
+    logs_dir: Path
+    data_dir: Path
+    temp_dir: Path
+
+    @property
+    def log_file(self) -> Path:
+        return self.logs_dir / "train.log"
+
+    @property
+    def config_file(self) -> Path:
+        """The config the worker process reads (written by the service)."""
+        return self.root / "job.json"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.output_dir / "model"
+
+
+class TrainingEnvironmentManager:
+    """Creates, checks and cleans the folders of each job under `jobs_dir`."""
+
+    def __init__(self, jobs_dir: Path, min_free_gb: float = 0.5) -> None:
+        self.jobs_dir = jobs_dir
+        self.min_free_gb = min_free_gb
+
+    def layout(self, job_id: str, output_dir: str | Path | None = None) -> TrainingEnvironment:
+        """Where a job's files go, without touching the disk."""
+        root = self.jobs_dir / job_id
+        out = Path(output_dir).expanduser().resolve() if output_dir else root / "output"
+        return TrainingEnvironment(
+            job_id=job_id,
+            root=root,
+            output_dir=out,
+            checkpoint_dir=out / "checkpoints",
+            logs_dir=root / "logs",
+            data_dir=root / "data",
+            temp_dir=root / "tmp",
+        )
+
+    def setup(
+        self,
+        job_id: str,
+        output_dir: str | Path | None = None,
+        required_disk_gb: float | None = None,
+    ) -> TrainingEnvironment:
+        """Create the folders after checking free disk space and write permission."""
+        env = self.layout(job_id, output_dir)
+        need = max(self.min_free_gb, required_disk_gb or 0.0)
+        for target in {env.root, env.output_dir}:
+            self._check_disk(target, need)
+        created: list[Path] = []
+        try:
+            for folder in (
+                env.root,
+                env.output_dir,
+                env.checkpoint_dir,
+                env.logs_dir,
+                env.data_dir,
+                env.temp_dir,
+            ):
+                if not folder.exists():
+                    folder.mkdir(parents=True)
+                    created.append(folder)
+            for folder in (env.root, env.output_dir):
+                self._check_writable(folder)
+        except (OSError, EnvironmentSetupError) as exc:
+            for folder in reversed(created):
+                shutil.rmtree(folder, ignore_errors=True)
+            if isinstance(exc, EnvironmentSetupError):
+                raise
+            raise EnvironmentSetupError(
+                f"Cannot create job folders under {env.root}: {exc}. "
+                "Fix: choose a writable FLEXTRAIN_HOME or output_dir."
+            ) from exc
+        return env
+
+    def cleanup(self, env: TrainingEnvironment) -> None:
+        """Remove temporary files; outputs, checkpoints and logs stay."""
+        shutil.rmtree(env.temp_dir, ignore_errors=True)
+        shutil.rmtree(env.data_dir, ignore_errors=True)
+
+    def remove(self, env: TrainingEnvironment) -> None:
+        """Delete everything of a job (used when creating it failed half-way)."""
+        shutil.rmtree(env.root, ignore_errors=True)
+
+    @staticmethod
+    def _check_disk(path: Path, need_gb: float) -> None:
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        free_gb = psutil.disk_usage(str(probe)).free / _GIB
+        if free_gb < need_gb:
+            raise EnvironmentSetupError(
+                f"Only {free_gb:.2f} GB free at {probe}; this job needs {need_gb:.2f} GB. "
+                "Fix: free disk space or set output_dir / FLEXTRAIN_HOME on a larger disk."
+            )
+
+    @staticmethod
+    def _check_writable(folder: Path) -> None:
+        probe = folder / f".write-test-{uuid.uuid4().hex[:8]}"
+        try:
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise EnvironmentSetupError(
+                f"Cannot write to {folder}: {exc.strerror}. "
+                "Fix: fix the folder's permissions or choose another output_dir."
+            ) from exc

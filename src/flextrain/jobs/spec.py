@@ -1,0 +1,46 @@
+"""The run specification: everything a worker needs, resolved by the service.
+
+The service resolves ids to paths, picks the objective and the precision, and
+writes this to the job's `job.json`; the worker reads only this file. A run is
+therefore reproducible from the file alone, and the worker never needs the
+registries or the hardware probe.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from flextrain.config.schemas import AdvancedTrainingConfig
+
+Objective = Literal["sequence_classification", "causal_lm", "masked_lm"]
+Precision = Literal["bf16", "fp16", "fp32"]
+
+
+class DataSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    format: Literal["jsonl", "json", "csv", "text"]
+    text_column: str | None
+    label_column: str | None
+    labels: list[str]
+    prompt_columns: tuple[str, str] | None = None
+
+
+class RunSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    job_id: str
+    config: AdvancedTrainingConfig
+    model_path: str
+    objective: Objective
+    precision: Precision
+    lora_target_modules: list[str] | None
+    data: DataSpec
+    output_dir: str
+    checkpoint_dir: str
+    model_dir: str
+    temp_dir: str
+    num_threads: int

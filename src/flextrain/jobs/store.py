@@ -1,0 +1,246 @@
+"""Persistent job records, shared by every process through the database.
+
+The worker writes status and progress; front ends read them. Writes that
+would move a job out of a terminal state are refused at the SQL level (a
+conditional UPDATE), so a worker finishing a step cannot overwrite the
+CANCELLED a user set a moment earlier.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text, select, update
+from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
+
+from flextrain.config.enums import TERMINAL_STATUSES, TrainingMode, TrainingStatus, TrainingType
+from flextrain.db import Base
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobRecord(Base):
+    __tablename__ = "jobs"
+
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_name: Mapped[str | None] = mapped_column(String(200))
+    mode: Mapped[str] = mapped_column(String(16))
+    training_type: Mapped[str] = mapped_column(String(32))
+    model_id: Mapped[str] = mapped_column(String(500))
+    dataset_id: Mapped[str] = mapped_column(String(500))
+    config_json: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    current_epoch: Mapped[float] = mapped_column(Float, default=0.0)
+    total_epochs: Mapped[int] = mapped_column(Integer, default=0)
+    current_step: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int] = mapped_column(Integer, default=0)
+    loss: Mapped[float | None] = mapped_column(Float)
+    eval_loss: Mapped[float | None] = mapped_column(Float)
+    learning_rate: Mapped[float | None] = mapped_column(Float)
+    metrics_json: Mapped[str] = mapped_column(Text, default="{}")
+    warnings_json: Mapped[str] = mapped_column(Text, default="[]")
+    error_message: Mapped[str | None] = mapped_column(Text)
+    output_dir: Mapped[str | None] = mapped_column(String(2000))
+    model_path: Mapped[str | None] = mapped_column(String(2000))
+    log_path: Mapped[str | None] = mapped_column(String(2000))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    pid_started_at: Mapped[float | None] = mapped_column(Float)
+    owner: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class MetricRecord(Base):
+    """One logging step of one job: the history behind loss curves."""
+
+    __tablename__ = "job_metrics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("jobs.job_id", ondelete="CASCADE"), index=True
+    )
+    step: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[float | None] = mapped_column(Float)
+    values_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class TrainingJob(BaseModel):
+    """A training job as every front end sees it."""
+
+    job_id: str
+    run_name: str | None = None
+    mode: TrainingMode
+    training_type: TrainingType
+    model_id: str
+    dataset_id: str
+    config: dict[str, Any]
+    status: TrainingStatus
+    progress: float = Field(0.0, description="Fraction of optimizer steps done, 0 to 1.")
+    current_epoch: float = 0.0
+    total_epochs: int = 0
+    current_step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    eval_loss: float | None = None
+    learning_rate: float | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    error_message: str | None = None
+    output_dir: str | None = None
+    model_path: str | None = None
+    log_path: str | None = None
+    pid: int | None = None
+    owner: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    updated_at: datetime
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @classmethod
+    def from_record(cls, r: JobRecord) -> TrainingJob:
+        return cls(
+            job_id=r.job_id,
+            run_name=r.run_name,
+            mode=TrainingMode(r.mode),
+            training_type=TrainingType(r.training_type),
+            model_id=r.model_id,
+            dataset_id=r.dataset_id,
+            config=json.loads(r.config_json),
+            status=TrainingStatus(r.status),
+            progress=r.progress,
+            current_epoch=r.current_epoch,
+            total_epochs=r.total_epochs,
+            current_step=r.current_step,
+            total_steps=r.total_steps,
+            loss=r.loss,
+            eval_loss=r.eval_loss,
+            learning_rate=r.learning_rate,
+            metrics=json.loads(r.metrics_json or "{}"),
+            warnings=json.loads(r.warnings_json or "[]"),
+            error_message=r.error_message,
+            output_dir=r.output_dir,
+            model_path=r.model_path,
+            log_path=r.log_path,
+            pid=r.pid,
+            owner=r.owner,
+            created_at=r.created_at,
+            started_at=r.started_at,
+            completed_at=r.completed_at,
+            updated_at=r.updated_at,
+        )
+
+
+_TERMINAL = [s.value for s in TERMINAL_STATUSES]
+
+
+class JobStore:
+    """CRUD over jobs and their metric history."""
+
+    def __init__(self, sessions: sessionmaker[Any]) -> None:
+        self._sessions = sessions
+
+    def create(
+        self,
+        *,
+        job_id: str,
+        mode: TrainingMode,
+        config: dict[str, Any],
+        output_dir: str,
+        log_path: str,
+        warnings: list[str] | None = None,
+        owner: str | None = None,
+    ) -> TrainingJob:
+        record = JobRecord(
+            job_id=job_id,
+            run_name=config.get("run_name"),
+            mode=mode.value,
+            training_type=TrainingType(config["training_type"]).value,
+            model_id=config["model_id"],
+            dataset_id=config["dataset_id"],
+            config_json=json.dumps(config),
+            status=TrainingStatus.PENDING.value,
+            total_epochs=int(config.get("num_epochs", 0)),
+            warnings_json=json.dumps(warnings or []),
+            output_dir=output_dir,
+            log_path=log_path,
+            owner=owner,
+        )
+        with self._sessions.begin() as session:
+            session.add(record)
+            session.flush()
+            return TrainingJob.from_record(record)
+
+    def get(self, job_id: str) -> TrainingJob | None:
+        with self._sessions() as session:
+            record = session.get(JobRecord, job_id)
+            return TrainingJob.from_record(record) if record else None
+
+    def list_jobs(
+        self, *, status: TrainingStatus | None = None, limit: int = 100, offset: int = 0
+    ) -> list[TrainingJob]:
+        query = select(JobRecord).order_by(JobRecord.created_at.desc())
+        if status is not None:
+            query = query.where(JobRecord.status == status.value)
+        with self._sessions() as session:
+            records = session.scalars(query.limit(limit).offset(offset)).all()
+            return [TrainingJob.from_record(r) for r in records]
+
+    def update(self, job_id: str, *, allow_terminal: bool = False, **values: Any) -> bool:
+        """Set columns of a job; refused (False) once the job is terminal, unless allowed."""
+        if "status" in values and isinstance(values["status"], TrainingStatus):
+            values["status"] = values["status"].value
+        if "metrics" in values:
+            values["metrics_json"] = json.dumps(values.pop("metrics"))
+        values["updated_at"] = _now()
+        statement = update(JobRecord).where(JobRecord.job_id == job_id).values(**values)
+        if not allow_terminal:
+            statement = statement.where(JobRecord.status.not_in(_TERMINAL))
+        with self._sessions.begin() as session:
+            result = session.execute(statement)
+            return bool(getattr(result, "rowcount", 0))
+
+    def pid_started_at(self, job_id: str) -> float | None:
+        """Start time of the recorded worker pid, to tell it from a recycled pid."""
+        with self._sessions() as session:
+            return session.scalar(
+                select(JobRecord.pid_started_at).where(JobRecord.job_id == job_id)
+            )
+
+    def merge_metrics(self, job_id: str, values: dict[str, Any]) -> None:
+        """Add keys to the job's latest-metrics dict (e.g. accuracy before training)."""
+        with self._sessions.begin() as session:
+            record = session.get(JobRecord, job_id)
+            if record is None:
+                return
+            merged = {**json.loads(record.metrics_json or "{}"), **values}
+            record.metrics_json = json.dumps(merged)
+            record.updated_at = _now()
+
+    def add_metric(
+        self, job_id: str, *, step: int, epoch: float | None, values: dict[str, Any]
+    ) -> None:
+        with self._sessions.begin() as session:
+            session.add(
+                MetricRecord(job_id=job_id, step=step, epoch=epoch, values_json=json.dumps(values))
+            )
+
+    def metric_history(self, job_id: str) -> list[dict[str, Any]]:
+        query = select(MetricRecord).where(MetricRecord.job_id == job_id).order_by(MetricRecord.id)
+        with self._sessions() as session:
+            return [
+                {"step": m.step, "epoch": m.epoch, **json.loads(m.values_json)}
+                for m in session.scalars(query)
+            ]

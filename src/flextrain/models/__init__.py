@@ -1,0 +1,1 @@
+"""Model resolution (local folder, built-ins, hub), inspection and compatibility."""

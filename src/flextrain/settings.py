@@ -1,0 +1,51 @@
+"""Process-wide settings, built once at start-up and passed down.
+
+Nothing deep in the code reads environment variables itself: the worker
+process receives the same values on its command line, so a job always runs
+against the store that created it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path.home() / ".flextrain"
+
+
+class Settings(BaseSettings):
+    """Where flextrain keeps its state.
+
+    `home` holds the job database, job folders, registered datasets and the
+    built-in models generated on first use.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FLEXTRAIN_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home)
+    database_url: str | None = None
+    models_cache: Path | None = Field(
+        None, description="Where built-in models are generated; default HOME/models/builtin."
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'flextrain.db'}"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
+
+    @property
+    def builtin_models_dir(self) -> Path:
+        return self.models_cache or self.home / "models" / "builtin"
+
+    def ensure_home(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)

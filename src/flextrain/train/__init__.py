@@ -1,0 +1,1 @@
+"""The training worker: the only package that imports torch at module level."""

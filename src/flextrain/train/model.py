@@ -1,0 +1,96 @@
+"""Build the model for a run: pretrained or from config, with LoRA when asked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
+
+from flextrain.config.enums import TrainingType
+from flextrain.jobs.spec import RunSpec
+from flextrain.models.inspect import choose_lora_targets
+
+_AUTO = {
+    "sequence_classification": AutoModelForSequenceClassification,
+    "causal_lm": AutoModelForCausalLM,
+    "masked_lm": AutoModelForMaskedLM,
+}
+
+
+def load_tokenizer(spec: RunSpec) -> Any:
+    tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
+    if tokenizer.pad_token is None:
+        # Decoder tokenizers often lack a pad token; padding positions are masked anyway.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def build_model(spec: RunSpec, tokenizer: Any) -> tuple[Any, list[str]]:
+    """The model to train and the names of modules created fresh (not loaded)."""
+    auto = _AUTO[spec.objective]
+    kwargs: dict[str, Any] = {}
+    if spec.objective == "sequence_classification":
+        labels = spec.data.labels
+        kwargs = {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)},
+            "pad_token_id": tokenizer.pad_token_id,
+        }
+    fresh: list[str] = []
+    if spec.config.training_type == TrainingType.FULL_TRAINING:
+        config = AutoConfig.from_pretrained(spec.model_path, **kwargs)
+        torch.manual_seed(spec.config.seed)
+        model = auto.from_config(config)
+    else:
+        model, info = auto.from_pretrained(
+            spec.model_path, output_loading_info=True, dtype=torch.float32, **kwargs
+        )
+        # Module paths (not parameter names) of weights the checkpoint lacked.
+        fresh = sorted({key.rsplit(".", 1)[0] for key in info.get("missing_keys", [])})
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if spec.config.training_type == TrainingType.LORA_ADAPTATION:
+        model = _wrap_lora(model, spec, fresh)
+    return model, fresh
+
+
+def linear_module_names(model: PreTrainedModel) -> frozenset[str]:
+    return frozenset(
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    )
+
+
+def _wrap_lora(model: PreTrainedModel, spec: RunSpec, fresh: list[str]) -> Any:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    cfg = spec.config
+    targets = spec.lora_target_modules or choose_lora_targets(linear_module_names(model))
+    task_type = {
+        "sequence_classification": TaskType.SEQ_CLS,
+        "causal_lm": TaskType.CAUSAL_LM,
+        "masked_lm": None,
+    }[spec.objective]
+    # Heads created fresh for this task are random: they must train in full,
+    # or the adapter would be learning to feed a fixed random projection.
+    modules_to_save = [m for m in fresh if m not in targets] or None
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        task_type=task_type,
+        modules_to_save=modules_to_save,
+        bias="none",
+    )
+    return get_peft_model(model, lora)

@@ -1,0 +1,169 @@
+"""One training run, start to finish, with transformers Trainer (+ peft)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import (
+    DataCollatorForLanguageModeling,
+    DataCollatorWithPadding,
+    EvalPrediction,
+    Trainer,
+    TrainingArguments,
+)
+
+from flextrain.config.enums import TrainingStatus
+from flextrain.jobs.spec import RunSpec
+from flextrain.jobs.store import JobStore
+from flextrain.train.callbacks import StoreProgressCallback
+from flextrain.train.data import load_splits
+from flextrain.train.model import build_model, load_tokenizer
+
+
+def accuracy(prediction: EvalPrediction) -> dict[str, float]:
+    logits = prediction.predictions
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    predicted = np.asarray(logits).argmax(axis=-1)
+    return {"accuracy": float((predicted == np.asarray(prediction.label_ids)).mean())}
+
+
+def output_probe(model: Any, tokenizer: Any, sequences: list[list[int]]) -> dict[str, Any]:
+    """A few output values of the trained model on fixed inputs.
+
+    Stored beside the saved model so anyone (our tests included) can check that
+    what was saved reproduces what was trained.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    batch = tokenizer.pad({"input_ids": sequences}, return_tensors="pt").to(device)
+    with torch.no_grad():
+        logits = model(**batch).logits
+    return {"input_ids": sequences, "logits_head": logits.float().flatten()[:32].tolist()}
+
+
+def training_arguments(spec: RunSpec, has_eval: bool, supports_gc: bool) -> TrainingArguments:
+    """Map the run spec onto TrainingArguments (the one place knob names meet)."""
+    cfg = spec.config
+    warmup: float = cfg.warmup_steps if cfg.warmup_steps > 0 else cfg.warmup_ratio
+    eval_strategy = cfg.eval_strategy if has_eval else "no"
+    return TrainingArguments(
+        output_dir=spec.checkpoint_dir,
+        run_name=cfg.run_name or spec.job_id,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.train_batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        weight_decay=cfg.weight_decay,
+        adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2,
+        adam_epsilon=cfg.adam_epsilon,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=warmup,
+        max_grad_norm=cfg.max_grad_norm,
+        optim=cfg.optim,
+        label_smoothing_factor=cfg.label_smoothing_factor,
+        fp16=spec.precision == "fp16",
+        bf16=spec.precision == "bf16",
+        gradient_checkpointing=cfg.gradient_checkpointing and supports_gc,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        eval_strategy=eval_strategy,
+        eval_steps=cfg.eval_steps if eval_strategy == "steps" else None,
+        save_strategy="steps" if cfg.save_steps else "epoch",
+        save_steps=cfg.save_steps or 500,
+        save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        use_cpu=not torch.cuda.is_available(),
+        report_to="none",
+        disable_tqdm=True,
+    )
+
+
+def run_training(spec: RunSpec, store: JobStore) -> dict[str, Any]:
+    """Train, evaluate and save; returns the final metrics. Status goes to the store."""
+    torch.set_num_threads(spec.num_threads)
+    tokenizer = load_tokenizer(spec)
+    splits = load_splits(spec, tokenizer)
+    model, fresh = build_model(spec, tokenizer)
+    if fresh:
+        print(f"Newly initialised modules (trained in full): {', '.join(fresh)}")
+
+    if spec.objective == "sequence_classification":
+        collator: Any = DataCollatorWithPadding(tokenizer)
+        compute_metrics: Any = accuracy
+    else:
+        collator = DataCollatorForLanguageModeling(
+            tokenizer, mlm=spec.objective == "masked_lm", mlm_probability=0.15
+        )
+        compute_metrics = None
+
+    has_eval = "eval" in splits
+    supports_gc = bool(getattr(model, "supports_gradient_checkpointing", True))
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(spec, has_eval, supports_gc),
+        train_dataset=splits["train"],
+        eval_dataset=splits["eval"] if has_eval else None,
+        data_collator=collator,
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        callbacks=[StoreProgressCallback(store, spec.job_id)],
+    )
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    print(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
+    metrics: dict[str, Any] = {
+        "train_rows": len(splits["train"]),
+        "eval_rows": len(splits["eval"]) if has_eval else 0,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+    }
+    if has_eval and spec.config.evaluate_before_training:
+        # The "before" number lets a user see what training bought them.
+        before = trainer.evaluate()
+        metrics.update({f"initial_{k}": v for k, v in before.items() if k.startswith("eval_")})
+        store.merge_metrics(spec.job_id, metrics)
+
+    result = trainer.train()
+    metrics.update({k: v for k, v in result.metrics.items() if isinstance(v, int | float)})
+    metrics["train_loss"] = result.training_loss
+
+    if has_eval:
+        store.update(spec.job_id, status=TrainingStatus.EVALUATING)
+        after = trainer.evaluate()
+        metrics.update({k: v for k, v in after.items() if isinstance(v, int | float)})
+        if "eval_loss" in after:
+            store.update(spec.job_id, eval_loss=after["eval_loss"])
+
+    model_dir = Path(spec.model_dir)
+    trainer.save_model(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
+    probe = output_probe(model, tokenizer, [splits["train"][i]["input_ids"] for i in range(2)])
+    (model_dir / "flextrain.json").write_text(
+        json.dumps(
+            {
+                "job_id": spec.job_id,
+                "training_type": spec.config.training_type.value,
+                "objective": spec.objective,
+                "base_model": spec.config.model_id,
+                "base_model_path": spec.model_path,
+                "adapter": spec.config.training_type.value == "lora_adaptation",
+                "labels": spec.data.labels,
+                "metrics": metrics,
+                "probe": probe,
+            },
+            indent=2,
+        )
+    )
+    store.merge_metrics(spec.job_id, metrics)
+    return metrics

@@ -1,0 +1,106 @@
+"""Helpers for real-training tests: tiny data, running a job, reloading its output."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flextrain.config.schemas import BasicTrainingConfig
+from flextrain.jobs.store import TrainingJob
+from flextrain.service import TrainingService
+
+POSITIVE = ["good", "great", "lovely", "nice", "warm", "fresh", "bright", "happy"]
+NEGATIVE = ["bad", "awful", "poor", "cold", "dull", "sad", "broken", "late"]
+SUBJECTS = [
+    "the soup",
+    "the train",
+    "the garden",
+    "the market",
+    "the river",
+    "the bread",
+    "the library",
+    "the town",
+    "the weather",
+    "the room",
+]
+
+
+def write_keyword_sentiment(path: Path, rows: int = 160, seed: int = 0) -> Path:
+    """Labelled rows a tiny model can learn in seconds: the adjective decides."""
+    rng = random.Random(seed)
+    with path.open("w") as fh:
+        for i in range(rows):
+            label = "positive" if i % 2 == 0 else "negative"
+            word = rng.choice(POSITIVE if label == "positive" else NEGATIVE)
+            text = f"{rng.choice(SUBJECTS)} was {word} today"
+            fh.write(json.dumps({"text": text, "label": label}) + "\n")
+    return path
+
+
+def run_job(
+    service: TrainingService, config: BasicTrainingConfig, timeout: float = 240
+) -> TrainingJob:
+    job = service.create_job(config)
+    service.start_job(job.job_id)
+    job = service.wait(job.job_id, timeout=timeout, poll=0.2)
+    assert job.status.value == "completed", (job.error_message, service.read_log(job.job_id, 40))
+    return job
+
+
+def logged_losses(service: TrainingService, job_id: str) -> list[float]:
+    return [m["loss"] for m in service.store.metric_history(job_id) if "loss" in m]
+
+
+def reload_logits(model_dir: Path) -> tuple[list[float], list[float]]:
+    """Reload the saved model from disk; return (its probe logits, the recorded ones)."""
+    meta = json.loads((model_dir / "flextrain.json").read_text())
+    model = load_saved_model(model_dir, meta)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    batch = tokenizer.pad({"input_ids": meta["probe"]["input_ids"]}, return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        logits = model(**batch).logits
+    return logits.float().flatten()[:32].tolist(), meta["probe"]["logits_head"]
+
+
+def load_saved_model(model_dir: Path, meta: dict[str, Any]) -> Any:
+    objective = meta["objective"]
+    if meta["adapter"]:
+        from peft import (
+            AutoPeftModelForCausalLM,
+            AutoPeftModelForSequenceClassification,
+            PeftModel,
+        )
+
+        if objective == "causal_lm":
+            return AutoPeftModelForCausalLM.from_pretrained(model_dir)
+        if objective == "sequence_classification":
+            return AutoPeftModelForSequenceClassification.from_pretrained(model_dir)
+        from transformers import AutoModelForMaskedLM
+
+        base = AutoModelForMaskedLM.from_pretrained(meta["base_model_path"])
+        return PeftModel.from_pretrained(base, model_dir)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+    )
+
+    auto = {
+        "causal_lm": AutoModelForCausalLM,
+        "masked_lm": AutoModelForMaskedLM,
+        "sequence_classification": AutoModelForSequenceClassification,
+    }[objective]
+    return auto.from_pretrained(model_dir)
+
+
+def assert_reload_matches(model_dir: Path) -> None:
+    got, recorded = reload_logits(model_dir)
+    assert len(got) == len(recorded) > 0
+    assert torch.allclose(torch.tensor(got), torch.tensor(recorded), atol=1e-4), (got, recorded)
