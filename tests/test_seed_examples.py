@@ -24,7 +24,10 @@ def _run(script: str, settings: Settings) -> str:
     }
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / script)],
-        env=env, capture_output=True, text=True, timeout=180,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -75,6 +78,11 @@ def test_advanced_training_example_creates_the_job(
 
 def test_hardware_example_prints_every_field(settings: Settings) -> None:
     out = _run("seed_hardware.py", settings)
-    for label in ("Available Memory", "GPU Memory", "GPU Count", "Mixed Precision Support",
-                  "Recommended Precision"):
+    for label in (
+        "Available Memory",
+        "GPU Memory",
+        "GPU Count",
+        "Mixed Precision Support",
+        "Recommended Precision",
+    ):
         assert re.search(rf"^{label}: \S+", out, re.MULTILINE), out

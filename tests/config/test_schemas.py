@@ -132,11 +132,6 @@ class TestEnums:
         assert error["loc"] == ("training_type",)
         assert "lora_adaptation" in error["msg"]
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="src bug: with a preset, presets.preset_values raises on the bad "
-        "training_type inside the model validator, so the error has no field",
-    )
     def test_unknown_training_type_with_a_preset_names_the_field(self) -> None:
         with pytest.raises(ValidationError) as caught:
             BasicTrainingConfig(**{**REQUIRED, "training_type": "distillation", "preset": "quick"})

@@ -223,11 +223,6 @@ class TestCounts:
         issues = run(make(per_device_train_batch_size=4))
         assert on(issues, "per_device_train_batch_size") == []
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="src bug: a batch_size filled by a preset counts as explicitly set "
-        "(schemas.py _apply_preset puts it in model_fields_set)",
-    )
     def test_per_device_with_a_preset_batch_size_is_not_a_disagreement(self) -> None:
         issues = run(make(preset="quick", per_device_train_batch_size=4))
         assert on(issues, "per_device_train_batch_size") == []

@@ -17,6 +17,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from flextrain.cli.follow import follow_job
@@ -65,10 +66,10 @@ def _guard(fn: Callable[[], T]) -> T:
         err_console.print("[red]Invalid configuration:")
         for error in exc.errors():
             field = ".".join(str(p) for p in error["loc"]) or "config"
-            err_console.print(f"  - {field}: {error['msg']}")
+            err_console.print(f"  - {escape(field)}: {escape(error['msg'])}")
         raise typer.Exit(2) from None
     except _BAD_INPUT as exc:
-        err_console.print(f"[red]{exc}")
+        err_console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -196,7 +197,7 @@ def train(
         service = _service()
         job = service.create_job(cfg, strict_hardware=True)
         for warning in job.warnings:
-            err_console.print(f"[yellow]warning: {warning}")
+            err_console.print(f"warning: {warning}", style="yellow", markup=False)
         job = service.start_job(job.job_id)
         console.print(f"Job [bold]{job.job_id}[/] started ({cfg.training_type.value}).")
         if detach:
@@ -212,13 +213,15 @@ def train(
 
 def _report_end(job: TrainingJob) -> None:
     if job.status == TrainingStatus.COMPLETED:
-        console.print(f"[green]Completed.[/] Model saved to {job.model_path}")
+        console.print(f"[green]Completed.[/] Model saved to {escape(str(job.model_path))}")
         for key in ("initial_eval_accuracy", "eval_accuracy", "initial_eval_loss", "eval_loss"):
             if key in job.metrics:
                 console.print(f"  {key}: {job.metrics[key]:.4f}")
     elif job.status == TrainingStatus.FAILED:
-        err_console.print(f"[red]Job {job.job_id} failed: {job.error_message}")
-        err_console.print(f"Log: {job.log_path}")
+        err_console.print(
+            f"Job {job.job_id} failed: {job.error_message}", style="red", markup=False
+        )
+        err_console.print(f"Log: {job.log_path}", markup=False)
         raise typer.Exit(1)
     elif job.status == TrainingStatus.CANCELLED:
         err_console.print(f"[yellow]Job {job.job_id} was cancelled.")
@@ -260,7 +263,7 @@ def demo(
         f"\nHeld-out accuracy ({job.metrics.get('eval_rows')} examples): "
         f"[bold]{before:.3f}[/] before training -> [bold green]{after:.3f}[/] after."
     )
-    console.print(f"LoRA adapter saved to [bold]{job.model_path}[/]")
+    console.print(f"LoRA adapter saved to [bold]{escape(str(job.model_path))}[/]")
 
 
 def _jobs_table(jobs: list[TrainingJob]) -> Table:
@@ -272,8 +275,8 @@ def _jobs_table(jobs: list[TrainingJob]) -> Table:
             j.job_id,
             j.status.value,
             j.training_type.value,
-            j.model_id,
-            j.dataset_id,
+            escape(j.model_id),
+            escape(j.dataset_id),
             f"{j.progress:.0%}",
             f"{j.loss:.4f}" if j.loss is not None else "-",
             j.created_at.strftime("%Y-%m-%d %H:%M"),
@@ -304,9 +307,9 @@ def jobs_show(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
         return
     table = Table(title=f"Job {job.job_id}", show_header=False)
     for key, value in job.model_dump(mode="json", exclude={"config", "metrics"}).items():
-        table.add_row(key, "" if value is None else str(value))
-    table.add_row("config", json.dumps(job.config))
-    table.add_row("metrics", json.dumps(job.metrics))
+        table.add_row(key, "" if value is None else escape(str(value)))
+    table.add_row("config", escape(json.dumps(job.config)))
+    table.add_row("metrics", escape(json.dumps(job.metrics)))
     console.print(table)
 
 
@@ -332,11 +335,11 @@ def datasets_list() -> None:
         table.add_column(col)
     for r in rows:
         table.add_row(
-            r["dataset_id"],
+            escape(r["dataset_id"]),
             r.get("format", "?"),
             str(r.get("num_rows", "?")),
-            ", ".join(r.get("labels", [])),
-            r.get("path", r.get("error", "")),
+            escape(", ".join(r.get("labels", []))),
+            escape(r.get("path", r.get("error", ""))),
         )
     console.print(table)
 

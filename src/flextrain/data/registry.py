@@ -110,19 +110,21 @@ def detect_format(path: Path) -> DataFormat:
 def read_rows(path: Path, fmt: DataFormat) -> list[dict[str, Any]]:
     """All rows as dicts; plain text gives one {'text': line} per non-empty line."""
     if fmt == "text":
-        return [{"text": ln} for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        return [
+            {"text": ln} for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()
+        ]
     if fmt == "csv":
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             return list(csv.DictReader(fh))
     if fmt == "json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list):
             raise DatasetFormatError(f"'{path.name}' must hold a JSON list of objects.")
         return data
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -132,8 +132,12 @@ def _visible_indices(count: int) -> list[int]:
         part = part.strip()
         if not part.isdigit():
             return list(range(count)) if part.startswith(("GPU-", "MIG-")) else indices
-        if int(part) < count:
-            indices.append(int(part))
+        index = int(part)
+        if index >= count:
+            break  # CUDA stops enumerating at the first invalid ordinal
+        if index in indices:
+            return []  # a repeated ordinal makes CUDA see no device at all
+        indices.append(index)
     return indices
 
 

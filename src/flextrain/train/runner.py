@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,24 @@ def accuracy(prediction: EvalPrediction) -> dict[str, float]:
         logits = logits[0]
     predicted = np.asarray(logits).argmax(axis=-1)
     return {"accuracy": float((predicted == np.asarray(prediction.label_ids)).mean())}
+
+
+def _throughput_and_memory(
+    input_ids: list[list[int]], train_metrics: dict[str, Any]
+) -> dict[str, float]:
+    """Real tokens per second and peak memory: what the estimator is checked against."""
+    out: dict[str, float] = {}
+    runtime = float(train_metrics.get("train_runtime") or 0.0)
+    epochs = float(train_metrics.get("epoch") or 0.0)
+    if runtime > 0:
+        tokens = sum(len(ids) for ids in input_ids) * epochs
+        out["train_tokens_per_second"] = tokens / runtime
+    # ru_maxrss is in KiB on Linux: the process's peak resident memory so far.
+    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    if torch.cuda.is_available():
+        out["peak_gpu_allocated_gb"] = torch.cuda.max_memory_allocated() / 1024**3
+        out["peak_gpu_reserved_gb"] = torch.cuda.max_memory_reserved() / 1024**3
+    return out
 
 
 def output_probe(model: Any, tokenizer: Any, sequences: list[list[int]]) -> dict[str, Any]:
@@ -134,9 +153,12 @@ def run_training(spec: RunSpec, store: JobStore) -> dict[str, Any]:
         metrics.update({f"initial_{k}": v for k, v in before.items() if k.startswith("eval_")})
         store.merge_metrics(spec.job_id, metrics)
 
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     result = trainer.train()
     metrics.update({k: v for k, v in result.metrics.items() if isinstance(v, int | float)})
     metrics["train_loss"] = result.training_loss
+    metrics.update(_throughput_and_memory(splits["train"]["input_ids"], result.metrics))
 
     if has_eval:
         store.update(spec.job_id, status=TrainingStatus.EVALUATING)

@@ -1,0 +1,199 @@
+"""GPU checks, run by hand on a lent GPU machine (CI never has one).
+
+Checks: NVML detection (no CUDA in the parent), bf16 chosen automatically,
+explicit fp16, and for a ~95M-parameter Llama built from a config: peak GPU
+memory against flextrain's rough estimate and real tokens/s, for full
+fine-tuning, full with gradient checkpointing, and LoRA. Writes one JSON file.
+
+    python benchmarks/gpu_check.py OUT_DIR
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("FLEXTRAIN_HOME", "/tmp/flextrain-gpu")
+
+from flextrain.config.enums import TrainingType
+from flextrain.config.schemas import AdvancedTrainingConfig
+from flextrain.data.bundled import bundled_path
+from flextrain.models.compatibility import rough_memory_gb
+from flextrain.service import TrainingService
+
+RESULTS: dict[str, Any] = {}
+
+
+def record(name: str, fn: Any) -> None:
+    started = time.time()
+    try:
+        RESULTS[name] = {"ok": True, **fn()}
+    except Exception as exc:
+        RESULTS[name] = {
+            "ok": False,
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc()[-3000:],
+        }
+    RESULTS[name]["seconds"] = round(time.time() - started, 1)
+    print(name, json.dumps(RESULTS[name], default=str)[:1500], flush=True)
+
+
+def long_text_file(path: Path, rows: int = 320, seed: int = 0) -> Path:
+    lines = bundled_path("text.txt").read_text().splitlines()
+    rng = random.Random(seed)
+    with path.open("w") as fh:
+        for _ in range(rows):
+            fh.write(" ".join(rng.sample(lines, 20)) + "\n")  # ~400 tokens, cut to max_length
+    return path
+
+
+def build_bench_llama(service: TrainingService, folder: Path) -> Path:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tiny = service.models.resolve("flextrain/tiny-llama").path
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    small = os.environ.get("GPU_CHECK_SMALL") == "1"  # dry run on a CPU
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128 if small else 1024,
+        intermediate_size=256 if small else 2816,
+        num_hidden_layers=2 if small else 8,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        max_position_embeddings=1024,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def run(service: TrainingService, cfg: AdvancedTrainingConfig) -> dict[str, Any]:
+    job = service.create_job(cfg)
+    service.start_job(job.job_id)
+    job = service.wait(job.job_id, timeout=400)
+    spec = json.loads((service.settings.jobs_dir / job.job_id / "job.json").read_text())
+    history = [m["loss"] for m in service.store.metric_history(job.job_id) if "loss" in m]
+    out = {
+        "status": job.status.value,
+        "error": job.error_message,
+        "precision": spec["precision"],
+        "first_loss": history[0] if history else None,
+        "last_loss": history[-1] if history else None,
+        **{
+            k: job.metrics.get(k)
+            for k in (
+                "peak_gpu_allocated_gb",
+                "peak_gpu_reserved_gb",
+                "peak_rss_gb",
+                "train_tokens_per_second",
+                "train_runtime",
+                "train_samples_per_second",
+                "trainable_parameters",
+                "total_parameters",
+                "eval_loss",
+                "initial_eval_loss",
+            )
+        },
+    }
+    if job.status.value != "completed":
+        out["log_tail"] = service.read_log(job.job_id, 40)
+    return out
+
+
+def main(out_dir: Path) -> None:
+    service = TrainingService()
+    hw = service.hardware()
+    RESULTS["hardware"] = hw.model_dump()
+    print("hardware", hw.model_dump_json(), flush=True)
+    base = dict(dataset_id="demo/text", logging_steps=5, save_total_limit=1, eval_split=0.1)
+
+    record(
+        "tiny_auto_precision",
+        lambda: run(
+            service,
+            AdvancedTrainingConfig(
+                model_id="flextrain/tiny-llama",
+                training_type=TrainingType.FINE_TUNING,
+                num_epochs=2,
+                learning_rate=3e-3,
+                batch_size=16,
+                max_length=64,
+                **base,
+            ),
+        ),
+    )
+    record(
+        "tiny_fp16",
+        lambda: run(
+            service,
+            AdvancedTrainingConfig(
+                model_id="flextrain/tiny-llama",
+                training_type=TrainingType.FINE_TUNING,
+                num_epochs=1,
+                learning_rate=3e-3,
+                batch_size=16,
+                max_length=64,
+                fp16=True,
+                **base,
+            ),
+        ),
+    )
+
+    bench = build_bench_llama(service, Path("/tmp/bench-llama"))
+    data = long_text_file(
+        Path("/tmp/long.txt"), rows=40 if os.environ.get("GPU_CHECK_SMALL") == "1" else 320
+    )
+    info = service.inspect_model(str(bench))
+    RESULTS["bench_model_parameters"] = info.num_parameters
+    b, s = 16, 256
+    for name, ttype, gc, lr in (
+        ("bench_full_bf16", TrainingType.FINE_TUNING, False, 1e-4),
+        ("bench_full_bf16_checkpointing", TrainingType.FINE_TUNING, True, 1e-4),
+        ("bench_lora_bf16", TrainingType.LORA_ADAPTATION, False, 1e-3),
+    ):
+        cfg = AdvancedTrainingConfig(
+            model_id=str(bench),
+            dataset_id=str(data),
+            training_type=ttype,
+            num_epochs=1,
+            learning_rate=lr,
+            batch_size=b,
+            max_length=s,
+            gradient_checkpointing=gc,
+            logging_steps=5,
+            save_total_limit=1,
+            eval_split=0.1,
+            evaluate_before_training=False,
+        )
+
+        def go(cfg: AdvancedTrainingConfig = cfg, ttype: TrainingType = ttype) -> dict[str, Any]:
+            result = run(service, cfg)
+            result["rough_estimate_gb"] = rough_memory_gb(info, ttype, b, s)
+            return result
+
+        record(name, go)
+
+    import torch
+
+    RESULTS["parent_cuda_initialized"] = bool(torch.cuda.is_initialized())
+    RESULTS["parent_imported_torch"] = "torch" in sys.modules
+    print("parent_cuda_initialized", RESULTS["parent_cuda_initialized"], flush=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "gpu_results.json").write_text(json.dumps(RESULTS, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "."))
