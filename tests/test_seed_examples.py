@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from flextrain.config.enums import TrainingStatus
+from flextrain.config.validation import ConfigValidationError
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
 
@@ -74,6 +77,12 @@ def test_advanced_training_example_creates_the_job(
     # fp16 needs a GPU: kept as a warning on the plan, refused when started on this CPU.
     assert any("fp16" in w for w in job.warnings)
     assert "warning: fp16" in out
+    # Starting it here re-validates against this machine: refused with the reason.
+    with pytest.raises(ConfigValidationError, match="fp16: fp16 needs a CUDA GPU"):
+        service.start_job(job_id)
+    failed = service.require_job(job_id)
+    assert failed.status == TrainingStatus.FAILED and "fp16" in (failed.error_message or "")
+    assert failed.pid is None  # no worker was launched
 
 
 def test_hardware_example_prints_every_field(settings: Settings) -> None:

@@ -52,6 +52,9 @@ def test_fine_tuning_causal_lm_loss_falls_and_model_reloads(service: TrainingSer
     model_dir = Path(job.model_path or "")
     assert (model_dir / "model.safetensors").exists()
     assert job.progress == 1.0 and job.current_step == job.total_steps > 0
+    env = service.environment(job.job_id)
+    assert not env.temp_dir.exists() and not env.data_dir.exists()  # cleaned after
+    assert (env.root / "job.json").exists() and env.log_file.exists()
     assert_reload_matches(model_dir)
 
 

@@ -44,6 +44,8 @@ def build_worker_command(
             # The tokenizer's thread pool would compete with torch for the same cores.
             "TOKENIZERS_PARALLELISM": "false",
             "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+            # Progress bars of file writes only clutter the job log.
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         }
     )
     return argv, env

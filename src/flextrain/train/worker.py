@@ -18,6 +18,7 @@ from types import FrameType
 
 from flextrain.config.enums import TrainingStatus
 from flextrain.db import make_engine, make_sessionmaker
+from flextrain.jobs.environment import TrainingEnvironment, TrainingEnvironmentManager
 from flextrain.jobs.spec import RunSpec
 from flextrain.jobs.store import JobStore
 
@@ -47,10 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Job {args.job_id} is already {job.status.value}; nothing to do.")
         return 0
     spec_file = Path(args.home) / "jobs" / args.job_id / "job.json"
-    temp_dir: Path | None = None
+    spec_env: TrainingEnvironment | None = None
     try:
         spec = RunSpec.model_validate_json(spec_file.read_text())
-        temp_dir = Path(spec.temp_dir)
+        spec_env = TrainingEnvironmentManager(Path(args.home) / "jobs").layout(
+            spec.job_id, spec.config.output_dir
+        )
         print(
             f"[flextrain] job {spec.job_id}: {spec.config.training_type.value} "
             f"of {spec.config.model_id} on {spec.config.dataset_id} ({spec.objective}, "
@@ -90,10 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     finally:
-        if temp_dir is not None:
-            import shutil
-
-            shutil.rmtree(temp_dir, ignore_errors=True)
+        if spec_env is not None:
+            TrainingEnvironmentManager(Path(args.home) / "jobs").cleanup(spec_env)
 
 
 if __name__ == "__main__":
