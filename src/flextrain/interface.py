@@ -56,16 +56,27 @@ class FlexibleTrainingInterface:
         model_id: str,
         training_type: TrainingType | str | None = None,
         *,
+        config: BasicTrainingConfig | None = None,
+        dataset_id: str | None = None,
         batch_size: int = 8,
         max_length: int = 512,
+        probe: bool = False,
     ) -> ModelCompatibility:
+        """Full report: supported types, memory parts, time, verdict, recommendations.
+
+        Reads only the model's config; `probe=True` runs a few real steps in a
+        subprocess (seconds on small models) and reports the calibrated estimate.
+        """
         ttype = TrainingType(training_type) if training_type is not None else None
         return await asyncio.to_thread(
             self.service.check_compatibility,
             model_id,
             ttype,
+            config=config,
+            dataset_id=dataset_id,
             batch_size=batch_size,
             max_length=max_length,
+            probe=probe,
         )
 
     async def setup_training_environment(

@@ -19,11 +19,14 @@ from flextrain.config.enums import TrainingMode, TrainingStatus, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
 from flextrain.config.validation import (
     ConfigValidationError,
+    MemoryFacts,
     TrainingParameterValidator,
     ValidationIssue,
 )
 from flextrain.data.registry import DatasetInfo, DatasetRegistry
 from flextrain.db import make_engine, make_sessionmaker
+from flextrain.estimate.memory import estimate_memory
+from flextrain.estimate.recommend import recommend
 from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs.environment import TrainingEnvironment, TrainingEnvironmentManager
 from flextrain.jobs.process import (
@@ -33,11 +36,17 @@ from flextrain.jobs.process import (
     spawn,
     terminate_tree,
 )
-from flextrain.jobs.spec import DataSpec, Objective, Precision, RunSpec
+from flextrain.jobs.spec import DataSpec, RunSpec
 from flextrain.jobs.store import JobStore, TrainingJob
-from flextrain.models.compatibility import ModelCompatibility, ModelCompatibilityChecker
-from flextrain.models.inspect import ModelInfo, inspect_model
+from flextrain.models.compatibility import (
+    ModelCompatibility,
+    ModelCompatibilityChecker,
+    memory_budget,
+    training_setup,
+)
+from flextrain.models.inspect import ModelInfo, choose_lora_targets, inspect_model
 from flextrain.models.resolve import ModelResolver
+from flextrain.models.tasks import choose_objective, choose_precision
 from flextrain.settings import Settings
 
 
@@ -47,54 +56,6 @@ class JobNotFoundError(LookupError):
 
 class JobStateError(RuntimeError):
     """The job is in a state that does not allow the requested action."""
-
-
-def choose_objective(ttype: TrainingType, model: ModelInfo, data: DatasetInfo) -> Objective:
-    """The training objective for a type, a model and a dataset, or a clear error.
-
-    Labelled data means classification for every type except continued
-    pre-training, which always trains the language-model objective on the text.
-    """
-    classify = ttype == TrainingType.TASK_SPECIFIC or (
-        data.has_labels and ttype != TrainingType.CONTINUED_PRETRAINING
-    )
-    if classify:
-        if not model.supports_sequence_classification:
-            raise ConfigValidationError(
-                [
-                    ValidationIssue(
-                        "training_type",
-                        f"model type '{model.model_type}' has no sequence-classification head.",
-                        "use a model supported by AutoModelForSequenceClassification, "
-                        "or a dataset without labels for language modelling.",
-                    )
-                ]
-            )
-        return "sequence_classification"
-    if model.is_encoder and model.supports_masked_lm:
-        return "masked_lm"
-    if model.supports_causal_lm:
-        return "causal_lm"
-    raise ConfigValidationError(
-        [
-            ValidationIssue(
-                "training_type",
-                f"model type '{model.model_type}' has no language-model head for text data.",
-                "use a labelled dataset (classification) or a causal/masked LM model.",
-            )
-        ]
-    )
-
-
-def choose_precision(config: AdvancedTrainingConfig, hw: HardwareConstraints) -> Precision:
-    """Explicit fp16/bf16 win; otherwise use_mixed_precision picks what the GPU does best."""
-    if config.bf16:
-        return "bf16"
-    if config.fp16:
-        return "fp16"
-    if config.use_mixed_precision and hw.gpu_count > 0:
-        return "bf16" if hw.supports_bf16 else "fp16"
-    return "fp32"
 
 
 class TrainingService:
@@ -132,9 +93,29 @@ class TrainingService:
         return inspect_model(self.models.resolve_config(model_id).path)
 
     def check_compatibility(
-        self, model_id: str, training_type: TrainingType | None = None, **kwargs: int
+        self,
+        model_id: str,
+        training_type: TrainingType | None = None,
+        *,
+        config: BasicTrainingConfig | None = None,
+        dataset_id: str | None = None,
+        batch_size: int = 8,
+        max_length: int = 512,
+        probe: bool = False,
     ) -> ModelCompatibility:
-        return self.compatibility.check(model_id, training_type, hardware=self.hardware(), **kwargs)
+        """The full report: support, memory parts, time, recommendations (and probe)."""
+        dataset_name = dataset_id or (config.dataset_id if config else None)
+        dataset = self.datasets.get(dataset_name) if dataset_name else None
+        return self.compatibility.check(
+            model_id,
+            training_type,
+            hardware=self.hardware(),
+            config=AdvancedTrainingConfig.from_basic(config) if config else None,
+            dataset=dataset,
+            batch_size=batch_size,
+            max_length=max_length,
+            probe=probe,
+        )
 
     def validate(
         self, config: BasicTrainingConfig, *, hardware: HardwareConstraints | None = None
@@ -145,8 +126,9 @@ class TrainingService:
         """
         model = self.inspect_model(config.model_id)
         data = self.datasets.get(config.dataset_id)
+        memory = self._memory_facts(config, model, data, hardware) if hardware else None
         issues = self.validator.validate(
-            config, hardware=hardware, model=model.facts(), dataset=data.facts()
+            config, hardware=hardware, model=model.facts(), dataset=data.facts(), memory=memory
         )
         if not any(i.severity == "error" for i in issues):
             try:
@@ -154,6 +136,35 @@ class TrainingService:
             except ConfigValidationError as exc:
                 issues.extend(exc.issues)
         return issues, model, data
+
+    def _memory_facts(
+        self,
+        config: BasicTrainingConfig,
+        model: ModelInfo,
+        data: DatasetInfo,
+        hardware: HardwareConstraints,
+    ) -> MemoryFacts | None:
+        """The analytic memory estimate of `config` against this machine's budget."""
+        advanced = AdvancedTrainingConfig.from_basic(config)
+        try:
+            objective = choose_objective(advanced.training_type, model, data)
+        except ConfigValidationError:
+            return None  # reported by its own rule
+        setup = training_setup(model, advanced, hardware, objective, max(len(data.labels), 2))
+        arch = model.architecture()
+        budget, kind = memory_budget(hardware)
+        peak = estimate_memory(arch, setup).peak
+        targets = tuple(choose_lora_targets(model.linear_module_names))
+        options = recommend(arch, setup, budget, gpu_count=hardware.gpu_count, lora_targets=targets)
+        fits = [r for r in options if r.fits]
+        fix = (
+            f"{fits[0].description} (about {fits[0].estimate.peak / 1024**3:.2f} GB)."
+            if fits
+            else "use a smaller model or a machine with more memory."
+        )
+        return MemoryFacts(
+            peak / 1024**3, budget / 1024**3, "GPU" if kind == "gpu" else "system", fix
+        )
 
     # -- jobs --------------------------------------------------------------------------
     def create_job(

@@ -28,6 +28,7 @@ from flextrain.data.registry import DatasetFormatError, DatasetNotFoundError
 from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs.environment import EnvironmentSetupError
 from flextrain.jobs.store import TrainingJob
+from flextrain.models.compatibility import ModelCompatibility
 from flextrain.models.resolve import ModelNotFoundError
 from flextrain.service import JobNotFoundError, JobStateError, TrainingService
 
@@ -129,7 +130,7 @@ def train(
     model: Annotated[str | None, typer.Option(help="Model id or folder.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset name or file.")] = None,
     training_type: Annotated[
-        TrainingType | None, typer.Option("--type", help="Training type.")
+        str | None, typer.Option("--type", help="Training type or alias (lora, full, cpt).")
     ] = None,
     preset: Annotated[str | None, typer.Option(help="quick, balanced or thorough.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML/JSON file of config keys.")] = None,
@@ -161,7 +162,7 @@ def train(
         flags = {
             "model_id": model,
             "dataset_id": dataset,
-            "training_type": training_type.value if training_type else None,
+            "training_type": parse_training_type(training_type).value if training_type else None,
             "preset": preset,
             "num_epochs": epochs,
             "batch_size": batch_size,
@@ -264,6 +265,161 @@ def demo(
         f"[bold]{before:.3f}[/] before training -> [bold green]{after:.3f}[/] after."
     )
     console.print(f"LoRA adapter saved to [bold]{escape(str(job.model_path))}[/]")
+
+
+_TYPE_ALIASES = {
+    "lora": TrainingType.LORA_ADAPTATION,
+    "fine": TrainingType.FINE_TUNING,
+    "finetune": TrainingType.FINE_TUNING,
+    "cpt": TrainingType.CONTINUED_PRETRAINING,
+    "pretrain": TrainingType.CONTINUED_PRETRAINING,
+    "task": TrainingType.TASK_SPECIFIC,
+    "classification": TrainingType.TASK_SPECIFIC,
+    "full": TrainingType.FULL_TRAINING,
+    "scratch": TrainingType.FULL_TRAINING,
+}
+
+
+def parse_training_type(value: str) -> TrainingType:
+    """A training type by its value or a short alias (lora, full, cpt, task, fine)."""
+    key = value.strip().lower().replace("-", "_")
+    if key in _TYPE_ALIASES:
+        return _TYPE_ALIASES[key]
+    try:
+        return TrainingType(key)
+    except ValueError:
+        names = ", ".join([t.value for t in TrainingType] + sorted(_TYPE_ALIASES))
+        raise ValueError(
+            f"--type: '{value}' is not a training type. Fix: use one of {names}."
+        ) from None
+
+
+def _gb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} GB"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _print_check(report: ModelCompatibility) -> None:
+    facts = Table(title=f"Model {escape(report.model_id)}", show_header=False)
+    facts.add_row("Architecture", escape(str(report.architecture)))
+    facts.add_row("Parameters", f"{report.num_parameters:,}" if report.num_parameters else "-")
+    facts.add_row("Objective", str(report.objective))
+    facts.add_row("Task heads", ", ".join(report.task_heads) or "-")
+    facts.add_row("Supported types", ", ".join(t.value for t in report.supported_training_types))
+    for name, why in report.unsupported_reasons.items():
+        facts.add_row(f"  not {name}", why)
+    facts.add_row("LoRA targets", ", ".join(report.lora_target_modules) or "-")
+    facts.add_row("Max sequence", str(report.max_sequence_length))
+    facts.add_row(
+        "Gradient checkpointing", "yes" if report.supports_gradient_checkpointing else "no"
+    )
+    facts.add_row("Frameworks", ", ".join(f"{k} {v}" for k, v in report.framework_versions.items()))
+    console.print(facts)
+    if report.memory is not None:
+        m = report.memory
+        mem = Table(title=f"Memory ({m.source}, {m.device})")
+        mem.add_column("part")
+        mem.add_column("estimate", justify="right")
+        for label, value in (
+            ("weights", m.weights_gb),
+            ("gradients", m.gradients_gb),
+            ("optimizer states", m.optimizer_gb),
+            ("activations", m.activations_gb),
+            ("logits / loss", m.logits_gb),
+            ("framework baseline", m.baseline_gb),
+        ):
+            mem.add_row(label, _gb(value))
+        mem.add_row("[bold]peak", f"[bold]{_gb(m.peak_gb)}")
+        mem.add_row("available", _gb(m.available_gb))
+        console.print(mem)
+        console.print(f"Trainable parameters: {m.trainable_parameters:,} of {m.total_parameters:,}")
+        for note in m.notes:
+            console.print(f"  note: {note}", markup=False)
+    if report.time is not None:
+        t = report.time
+        where = f" (assuming {t.assumption})" if t.assumption else ""
+        console.print(
+            f"Time: about {_duration(t.seconds)} ({_duration(t.low_seconds)} to "
+            f"{_duration(t.high_seconds)}) for {t.epochs:g} epochs, {t.optimizer_steps} steps, "
+            f"{t.tokens_per_epoch:,} tokens per epoch{where}; source: {t.source}.",
+            markup=False,
+        )
+    if report.probe:
+        p = report.probe
+        console.print(
+            f"Probe: {len(p['points'])} points in {p['wall_seconds']:.1f} s; "
+            f"largest batch that fits: {p['largest_batch']}."
+        )
+    if report.is_compatible:
+        console.print(
+            f"[green]Compatible.[/] Recommended batch size: {report.recommended_batch_size}"
+        )
+    else:
+        console.print("[red]Not compatible:")
+        for issue in report.issues:
+            console.print(f"  - {issue}", markup=False, style="red")
+    for warning in report.warnings:
+        console.print(f"warning: {warning}", markup=False, style="yellow")
+    if report.recommendation_details:
+        recs = Table(title="What would fit")
+        recs.add_column("change")
+        recs.add_column("peak", justify="right")
+        recs.add_column("fits")
+        for r in report.recommendation_details:
+            recs.add_row(escape(r.description), _gb(r.peak_gb), "yes" if r.fits else "no")
+        console.print(recs)
+
+
+@app.command()
+def check(
+    model: Annotated[str, typer.Argument(help="Model id or folder.")],
+    training_type: Annotated[
+        str, typer.Option("--type", help="Training type or alias (lora, full, cpt, task).")
+    ] = "fine_tuning",
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    max_length: Annotated[int, typer.Option(min=8)] = 512,
+    dataset: Annotated[str | None, typer.Option(help="Dataset, for time per epoch.")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 3,
+    gradient_checkpointing: Annotated[
+        bool, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")
+    ] = False,
+    lora_r: Annotated[int, typer.Option(min=1)] = 16,
+    probe: Annotated[bool, typer.Option(help="Calibrate with a few real steps.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Will it fit and how long will it take: memory parts, time, verdict, fixes."""
+
+    def run() -> ModelCompatibility:
+        ttype = parse_training_type(training_type)
+        cfg = AdvancedTrainingConfig(
+            model_id=model,
+            dataset_id=dataset or "-",
+            training_type=ttype,
+            batch_size=batch_size,
+            max_length=max_length,
+            num_epochs=epochs,
+            gradient_checkpointing=gradient_checkpointing,
+            lora_r=lora_r,
+            lora_alpha=2 * lora_r,
+        )
+        return _service().check_compatibility(
+            model, ttype, config=cfg, dataset_id=dataset, probe=probe
+        )
+
+    report = _guard(run)
+    if as_json:
+        console.print_json(report.model_dump_json())
+    else:
+        _print_check(report)
+    if not report.is_compatible:
+        raise typer.Exit(1)
 
 
 def _jobs_table(jobs: list[TrainingJob]) -> Table:

@@ -88,9 +88,22 @@ class RuleContext:
     hardware: HardwareFacts | None
     model: ModelFacts | None
     dataset: DatasetFacts | None
+    memory: MemoryFacts | None = None
 
 
 Rule = Callable[[RuleContext], Iterable[ValidationIssue]]
+
+
+@dataclass(frozen=True)
+class MemoryFacts:
+    """The memory estimate for this config on this machine, and the best fix."""
+
+    peak_gb: float
+    available_gb: float
+    kind: str  # "GPU" or "system"
+    fix: str = "lower batch_size or max_length, or turn on gradient_checkpointing."
+
+
 _RULES: list[Rule] = []
 
 
@@ -343,6 +356,26 @@ def _data(ctx: RuleContext) -> Iterator[ValidationIssue]:
             )
 
 
+# An estimate is not a measurement: refuse only what clearly cannot fit, warn near the edge.
+MEMORY_REFUSE_FACTOR = 1.10
+MEMORY_WARN_FACTOR = 0.90
+
+
+@_rule
+def _memory(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    mem = ctx.memory
+    if mem is None:
+        return
+    message = (
+        f"needs about {mem.peak_gb:.2f} GB of {mem.kind} memory; "
+        f"{mem.available_gb:.2f} GB is available."
+    )
+    if mem.peak_gb > mem.available_gb * MEMORY_REFUSE_FACTOR:
+        yield _err("batch_size", message, mem.fix)
+    elif mem.peak_gb > mem.available_gb * MEMORY_WARN_FACTOR:
+        yield _warn("batch_size", message + " It may not fit.", mem.fix)
+
+
 class TrainingParameterValidator:
     """Runs every rule and returns every issue, errors and warnings alike."""
 
@@ -353,11 +386,12 @@ class TrainingParameterValidator:
         hardware: HardwareFacts | None = None,
         model: ModelFacts | None = None,
         dataset: DatasetFacts | None = None,
+        memory: MemoryFacts | None = None,
     ) -> list[ValidationIssue]:
         advanced = AdvancedTrainingConfig.from_basic(config)
         fields_set = frozenset(config.model_fields_set)
         issues: list[ValidationIssue] = []
-        ctx = RuleContext(advanced, fields_set, hardware, model, dataset)
+        ctx = RuleContext(advanced, fields_set, hardware, model, dataset, memory)
         for rule in _RULES:
             issues.extend(rule(ctx))
         return issues
@@ -369,9 +403,12 @@ class TrainingParameterValidator:
         hardware: HardwareFacts | None = None,
         model: ModelFacts | None = None,
         dataset: DatasetFacts | None = None,
+        memory: MemoryFacts | None = None,
     ) -> list[ValidationIssue]:
         """Raise ConfigValidationError listing every error; return the warnings."""
-        issues = self.validate(config, hardware=hardware, model=model, dataset=dataset)
+        issues = self.validate(
+            config, hardware=hardware, model=model, dataset=dataset, memory=memory
+        )
         if any(i.severity == "error" for i in issues):
             raise ConfigValidationError(issues)
         return issues

@@ -1,26 +1,70 @@
-"""Can this model be trained this way here? A first, rough answer.
+"""Can this model be trained this way here, how much memory, how long?
 
-Reads only the model's config (meta device); memory is a rough upper bound
-from bytes per parameter (HF "model memory anatomy": 16 B/param for fp32
-AdamW, weights only for a frozen LoRA base) plus an activation allowance.
+Reads only the model's config (the model is built on the meta device) and,
+for time, the dataset's size. Memory and time come from flextrain.estimate;
+`probe=True` replaces the analytic numbers with measured and fitted ones.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from flextrain.config.enums import TrainingType
+from flextrain.config.schemas import AdvancedTrainingConfig
+from flextrain.config.validation import ConfigValidationError
+from flextrain.data.registry import DatasetInfo, read_rows
+from flextrain.estimate.memory import MemoryEstimate, TrainingSetup, estimate_memory
+from flextrain.estimate.probe import ProbeError, build_request, run_probe
+from flextrain.estimate.recommend import largest_fitting_batch, recommend
+from flextrain.estimate.timing import device_flops_prior, estimate_time, flops_per_token
 from flextrain.hardware.detect import HardwareConstraints
 from flextrain.models.inspect import ModelInfo, choose_lora_targets, inspect_model
 from flextrain.models.resolve import ModelNotFoundError, ModelResolver
+from flextrain.models.tasks import choose_objective, choose_precision
 
 _GIB = 1024**3
-_BASELINE_GB = 0.8  # torch + transformers imported in the worker (measured ~0.6-0.9 GB)
-_FULL_BYTES_PER_PARAM = 16  # fp32 weights 4 + grads 4 + AdamW m,v 8
-_LORA_BYTES_PER_PARAM = 4  # frozen fp32 base; adapters are ~1% on top
+_ASSUMED_ROWS = 1000  # time is quoted per 1,000 rows of max_length when no dataset is named
+
+
+class MemoryReport(BaseModel):
+    device: str = Field(description="'cpu' (peak resident memory) or 'cuda' (peak reserved).")
+    weights_gb: float
+    gradients_gb: float
+    optimizer_gb: float
+    activations_gb: float
+    logits_gb: float
+    baseline_gb: float
+    peak_gb: float
+    available_gb: float
+    fits: bool
+    source: str = Field(description="'analytic' or 'probe'.")
+    trainable_parameters: int
+    total_parameters: int
+    notes: list[str] = Field(default_factory=list)
+
+
+class TimeReport(BaseModel):
+    seconds: float
+    low_seconds: float
+    high_seconds: float
+    tokens_per_epoch: int
+    epochs: float
+    optimizer_steps: int
+    flops_per_token: float
+    source: str = Field(description="'prior' (device class) or 'probe' (measured steps).")
+    assumption: str | None = None
+
+
+class RecommendationReport(BaseModel):
+    description: str
+    changes: dict[str, Any]
+    peak_gb: float
+    fits: bool
 
 
 class ModelCompatibility(BaseModel):
@@ -32,20 +76,27 @@ class ModelCompatibility(BaseModel):
     architecture: str | None = None
     model_type: str | None = None
     num_parameters: int | None = None
+    objective: str | None = None
     supported_training_types: list[TrainingType] = Field(default_factory=list)
     unsupported_reasons: dict[str, str] = Field(default_factory=dict)
+    task_heads: list[str] = Field(default_factory=list)
     lora_target_modules: list[str] = Field(default_factory=list)
     max_sequence_length: int | None = None
     supports_gradient_checkpointing: bool = False
+    needs_trust_remote_code: bool = False
     required_memory_gb: float | None = None
     available_memory_gb: float | None = None
     memory_kind: str | None = Field(None, description="'gpu' or 'system' memory compared.")
+    memory: MemoryReport | None = None
     recommended_batch_size: int | None = None
     estimated_training_time_hours: float | None = None
+    time: TimeReport | None = None
+    probe: dict[str, Any] | None = None
     framework_versions: dict[str, str] = Field(default_factory=dict)
     issues: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     recommendations: list[str] = Field(default_factory=list)
+    recommendation_details: list[RecommendationReport] = Field(default_factory=list)
 
 
 def framework_versions() -> dict[str, str]:
@@ -86,21 +137,67 @@ def supported_types(info: ModelInfo) -> tuple[list[TrainingType], dict[str, str]
     return supported, reasons
 
 
-def rough_memory_gb(
-    info: ModelInfo, training_type: TrainingType, batch_size: int, max_length: int
-) -> float:
-    """Upper-bound-ish memory for training, in GB (the full estimator refines this)."""
-    per_param = (
-        _LORA_BYTES_PER_PARAM
-        if training_type == TrainingType.LORA_ADAPTATION
-        else _FULL_BYTES_PER_PARAM
+def training_setup(
+    info: ModelInfo,
+    config: AdvancedTrainingConfig,
+    hardware: HardwareConstraints,
+    objective: str,
+    num_labels: int = 2,
+) -> TrainingSetup:
+    """The estimator's view of a config on this hardware."""
+    lora = config.training_type == TrainingType.LORA_ADAPTATION
+    targets = config.lora_target_modules or choose_lora_targets(info.linear_module_names)
+    return TrainingSetup(
+        objective=objective,  # type: ignore[arg-type]
+        lora=lora,
+        batch_size=config.train_batch_size,
+        seq_len=min(config.max_length, info.max_position_embeddings or config.max_length),
+        precision=choose_precision(config, hardware),
+        gradient_checkpointing=config.gradient_checkpointing
+        and info.supports_gradient_checkpointing,
+        optimizer=config.optim,
+        lora_r=config.lora_r,
+        lora_targets=tuple(targets) if lora else (),
+        num_labels=num_labels,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        device="cuda" if hardware.gpu_count > 0 else "cpu",
     )
-    states = info.num_parameters * per_param
-    hidden = info.hidden_size or 768
-    layers = info.num_layers or 12
-    # Korthikanti et al.: ~34 bytes * s * b * h per layer without recompute.
-    activations = 34 * batch_size * max_length * hidden * layers
-    return _BASELINE_GB + (states + activations) / _GIB
+
+
+def memory_budget(hardware: HardwareConstraints) -> tuple[float, str]:
+    """Bytes one training process may use, and which memory that is."""
+    if hardware.gpu_count > 0:
+        return min(g.free_memory_gb for g in hardware.gpus) * _GIB, "gpu"
+    return hardware.available_memory_gb * _GIB, "system"
+
+
+def tokens_per_epoch(
+    data: DatasetInfo | None, model_path: Path | None, max_length: int, eval_split: float = 0.0
+) -> tuple[int, int, str | None]:
+    """(tokens, rows) one epoch trains on, from a tokenized sample of the data, or an
+    assumption (returned as text) when no dataset is named."""
+    if data is None:
+        return (
+            _ASSUMED_ROWS * max_length,
+            _ASSUMED_ROWS,
+            f"{_ASSUMED_ROWS} rows of {max_length} tokens",
+        )
+    rows = read_rows(data.path, data.format)[:1000]
+    texts = [" ".join(str(v) for v in r.values() if isinstance(v, str)) for r in rows]
+    lengths: list[int] | None = None
+    if model_path is not None and (model_path / "tokenizer_config.json").exists():
+        try:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(model_path)
+            lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+        except Exception:
+            lengths = None
+    if lengths is None:  # ~1.3 tokens per English word for subword tokenizers
+        lengths = [int(len(t.split()) * 1.3) + 2 for t in texts]
+    train_rows = max(1, data.num_rows - int(data.num_rows * eval_split))
+    kept = sum(min(n, max_length) for n in lengths)
+    return int(kept * train_rows / max(len(lengths), 1)), train_rows, None
 
 
 class ModelCompatibilityChecker:
@@ -115,86 +212,210 @@ class ModelCompatibilityChecker:
         training_type: TrainingType | None = None,
         *,
         hardware: HardwareConstraints | None = None,
+        config: AdvancedTrainingConfig | None = None,
+        dataset: DatasetInfo | None = None,
         batch_size: int = 8,
         max_length: int = 512,
+        probe: bool = False,
     ) -> ModelCompatibility:
         versions = framework_versions()
+        base = {
+            "model_id": model_id,
+            "training_type": training_type,
+            "framework_versions": versions,
+        }
         try:
             resolved = self.resolver.resolve_config(model_id)
             info = inspect_model(resolved.path)
         except ModelNotFoundError as exc:
-            return ModelCompatibility(
-                model_id=model_id,
-                training_type=training_type,
-                is_compatible=False,
-                framework_versions=versions,
-                issues=[str(exc)],
-            )
+            return ModelCompatibility(**base, is_compatible=False, issues=[str(exc)])
         except (ValueError, OSError, KeyError) as exc:
-            # transformers raises ValueError for unknown model types / remote code.
+            text = str(exc)
+            if "trust_remote_code" in text:
+                return ModelCompatibility(
+                    **base,
+                    is_compatible=False,
+                    needs_trust_remote_code=True,
+                    issues=[
+                        f"Model '{model_id}' needs its own code (trust_remote_code): "
+                        "transformers does not support this architecture natively."
+                    ],
+                    recommendations=[
+                        "Review the model's code; flextrain never enables "
+                        "trust_remote_code silently."
+                    ],
+                )
             return ModelCompatibility(
-                model_id=model_id,
-                training_type=training_type,
+                **base,
                 is_compatible=False,
-                framework_versions=versions,
                 issues=[
                     f"Model '{model_id}' cannot be loaded by transformers "
-                    f"{versions['transformers']}: {exc}".strip()
+                    f"{versions['transformers']}: {text}".strip()
                 ],
-                recommendations=[
-                    "Update transformers, or if the model ships its own code, "
-                    "review it and opt in to trust_remote_code."
-                ],
+                recommendations=["Update transformers, or check the model's config.json."],
             )
         hw = hardware or HardwareConstraints.detect_current()
         supported, reasons = supported_types(info)
-        result: dict[str, Any] = {
-            "model_id": model_id,
-            "training_type": training_type,
-            "architecture": (info.architectures or [info.model_type])[0],
-            "model_type": info.model_type,
-            "num_parameters": info.num_parameters,
-            "supported_training_types": supported,
-            "unsupported_reasons": reasons,
-            "lora_target_modules": choose_lora_targets(info.linear_module_names),
-            "max_sequence_length": info.max_position_embeddings,
-            "supports_gradient_checkpointing": info.supports_gradient_checkpointing,
-            "framework_versions": versions,
-        }
+        heads = [
+            name
+            for name, ok in (
+                ("causal_lm", info.supports_causal_lm),
+                ("masked_lm", info.supports_masked_lm),
+                ("sequence_classification", info.supports_sequence_classification),
+            )
+            if ok
+        ]
+        ttype = training_type or (config.training_type if config else TrainingType.FINE_TUNING)
+        cfg = config or AdvancedTrainingConfig(
+            model_id=model_id,
+            dataset_id=dataset.dataset_id if dataset else "-",
+            training_type=ttype,
+            batch_size=batch_size,
+            max_length=max_length,
+        )
         issues: list[str] = []
         warnings: list[str] = []
-        recommendations: list[str] = []
         if training_type is not None and training_type not in supported:
             issues.append(
                 f"{training_type.value} is not supported: {reasons[training_type.value]}."
             )
-        ttype = training_type or TrainingType.FINE_TUNING
-        seq = min(max_length, info.max_position_embeddings or max_length)
-        on_gpu = hw.gpu_count > 0
-        available = hw.available_gpu_memory_gb if on_gpu else hw.available_memory_gb
-        required = rough_memory_gb(info, ttype, batch_size, seq)
-        batch = batch_size
-        while batch > 1 and rough_memory_gb(info, ttype, batch, seq) > available * 0.9:
-            batch //= 2
-        if rough_memory_gb(info, ttype, batch, seq) > available * 0.9:
+        objective: str
+        try:
+            objective = choose_objective(ttype, info, dataset)
+        except ConfigValidationError as exc:
+            issues.extend(str(i) for i in exc.issues)
+            objective = info.lm_objective  # estimate anyway, for the report
+        num_labels = max(len(dataset.labels), 2) if dataset else 2
+        if objective != ("masked_lm" if info.is_encoder else "causal_lm"):
+            info = inspect_model(resolved.path, objective=objective, num_labels=num_labels)
+        arch = info.architecture()
+        setup = training_setup(info, cfg, hw, objective, num_labels)
+        estimate = estimate_memory(arch, setup)
+        budget, kind = memory_budget(hw)
+        peak, source = float(estimate.peak), "analytic"
+        probe_report: dict[str, Any] | None = None
+        step_seconds: float | None = None
+        if probe:
+            try:
+                result = run_probe(
+                    build_request(
+                        str(self.resolver.resolve(model_id).path),
+                        setup,
+                        training_type=ttype.value,
+                        num_threads=cfg.num_threads or hw.cpu_cores,
+                    ),
+                    target_batch=setup.batch_size,
+                    budget_bytes=budget,
+                )
+                peak, source = float(result.predicted_peak_bytes), "probe"
+                step_seconds = result.predicted_step_seconds
+                probe_report = result.to_dict()
+            except ProbeError as exc:
+                warnings.append(f"Probe failed; analytic estimate shown. {exc}")
+        fits = peak <= budget
+        if not fits:
             issues.append(
-                f"Not enough {'GPU' if on_gpu else 'system'} memory: about {required:.1f} GB "
-                f"needed, {available:.1f} GB available."
+                f"Not enough {'GPU' if kind == 'gpu' else 'system'} memory: about "
+                f"{peak / _GIB:.2f} GB needed, {budget / _GIB:.2f} GB available."
             )
-            if ttype != TrainingType.LORA_ADAPTATION:
-                recommendations.append("Use LoRA adaptation: the base weights stay frozen.")
-        elif batch < batch_size:
-            recommendations.append(f"Lower the batch size to {batch} to fit in memory.")
-        if not on_gpu and info.num_parameters > 500_000_000:
+        lora_targets = tuple(choose_lora_targets(info.linear_module_names))
+        recs = recommend(arch, setup, budget, gpu_count=hw.gpu_count, lora_targets=lora_targets)
+        scale = peak / estimate.peak if estimate.peak else 1.0  # carry the probe's correction
+        rec_reports = [
+            RecommendationReport(
+                description=r.description,
+                changes=r.changes,
+                peak_gb=r.estimate.peak * scale / _GIB,
+                fits=r.estimate.peak * scale <= budget,
+            )
+            for r in recs
+        ]
+        if probe_report and probe_report.get("largest_batch") is not None:
+            best_batch = int(probe_report["largest_batch"])
+        else:
+            best_batch = largest_fitting_batch(arch, replace(setup, batch_size=1), budget * 0.95)
+        recommended = min(setup.batch_size, best_batch) if best_batch else 0
+        tokens, rows, assumption = tokens_per_epoch(
+            dataset,
+            resolved.path if resolved.source != "hub" else None,
+            setup.seq_len,
+            cfg.eval_split,
+        )
+        flops_range = device_flops_prior(
+            gpu_names=hw.gpu_names, cpu_cores=hw.cpu_cores, precision=setup.precision
+        )
+        time_source = "prior"
+        if step_seconds:
+            measured = flops_per_token(arch, setup) * setup.batch_size * setup.seq_len
+            rate = measured / step_seconds
+            flops_range, time_source = (rate * 0.9, rate, rate * 1.1), "probe"
+        timing = estimate_time(
+            arch,
+            setup,
+            tokens_per_epoch=tokens,
+            rows_per_epoch=rows,
+            epochs=cfg.num_epochs,
+            flops_range=flops_range,
+            source=time_source,
+        )
+        if hw.gpu_count == 0 and info.num_parameters > 500_000_000:
             warnings.append("Training a model this size on CPU will be very slow.")
+        memory = _memory_report(estimate, peak, budget, fits, source)
         return ModelCompatibility(
-            **result,
+            **base,
             is_compatible=not issues,
-            required_memory_gb=round(required, 3),
-            available_memory_gb=round(available, 3),
-            memory_kind="gpu" if on_gpu else "system",
-            recommended_batch_size=batch,
+            architecture=(info.architectures or [info.model_type])[0],
+            model_type=info.model_type,
+            num_parameters=info.num_parameters,
+            objective=objective,
+            supported_training_types=supported,
+            unsupported_reasons=reasons,
+            task_heads=heads,
+            lora_target_modules=list(lora_targets),
+            max_sequence_length=info.max_position_embeddings,
+            supports_gradient_checkpointing=info.supports_gradient_checkpointing,
+            required_memory_gb=round(peak / _GIB, 3),
+            available_memory_gb=round(budget / _GIB, 3),
+            memory_kind=kind,
+            memory=memory,
+            recommended_batch_size=recommended,
+            estimated_training_time_hours=timing.hours,
+            time=TimeReport(
+                seconds=timing.seconds,
+                low_seconds=timing.low_seconds,
+                high_seconds=timing.high_seconds,
+                tokens_per_epoch=timing.tokens_per_epoch,
+                epochs=timing.epochs,
+                optimizer_steps=timing.optimizer_steps,
+                flops_per_token=timing.flops_per_token,
+                source=timing.source,
+                assumption=assumption,
+            ),
+            probe=probe_report,
             issues=issues,
             warnings=warnings,
-            recommendations=recommendations,
+            recommendations=[r.description for r in rec_reports if r.fits]
+            or [r.description for r in rec_reports],
+            recommendation_details=rec_reports,
         )
+
+
+def _memory_report(
+    estimate: MemoryEstimate, peak: float, budget: float, fits: bool, source: str
+) -> MemoryReport:
+    return MemoryReport(
+        device=estimate.device,
+        weights_gb=estimate.weights / _GIB,
+        gradients_gb=estimate.gradients / _GIB,
+        optimizer_gb=estimate.optimizer / _GIB,
+        activations_gb=estimate.activations / _GIB,
+        logits_gb=estimate.logits / _GIB,
+        baseline_gb=estimate.baseline / _GIB,
+        peak_gb=peak / _GIB,
+        available_gb=budget / _GIB,
+        fits=fits,
+        source=source,
+        trainable_parameters=estimate.trainable_parameters,
+        total_parameters=estimate.total_parameters,
+        notes=estimate.notes,
+    )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flextrain.config.validation import ModelFacts
+from flextrain.estimate.memory import Architecture
 
 # LoRA targets by preference: attention projections first (LoRA paper, PEFT defaults).
 _TARGET_PREFERENCES: tuple[tuple[str, ...], ...] = (
@@ -41,6 +42,13 @@ class ModelInfo:
     supports_sequence_classification: bool
     supports_gradient_checkpointing: bool
     is_encoder: bool
+    num_attention_heads: int | None = None
+    num_key_value_heads: int | None = None
+    intermediate_size: int | None = None
+    tie_word_embeddings: bool = False
+    # (module path, in_features, out_features) of every nn.Linear: LoRA sizes come from here.
+    linear_layers: tuple[tuple[str, int, int], ...] = ()
+    needs_remote_code: bool = False
     config: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def facts(self) -> ModelFacts:
@@ -48,6 +56,22 @@ class ModelInfo:
             max_position_embeddings=self.max_position_embeddings,
             linear_module_names=self.linear_module_names,
             supports_gradient_checkpointing=self.supports_gradient_checkpointing,
+        )
+
+    def architecture(self) -> Architecture:
+        """The facts the memory and time estimates need."""
+        heads = self.num_attention_heads or 1
+        return Architecture(
+            num_parameters=self.num_parameters,
+            hidden_size=self.hidden_size or 0,
+            num_layers=self.num_layers or 0,
+            num_heads=heads,
+            num_kv_heads=self.num_key_value_heads or heads,
+            intermediate_size=self.intermediate_size or 4 * (self.hidden_size or 0),
+            vocab_size=self.vocab_size or 0,
+            is_encoder=self.is_encoder,
+            linear_layers=self.linear_layers,
+            model_type=self.model_type,
         )
 
     @property
@@ -68,8 +92,18 @@ def choose_lora_targets(linear_names: frozenset[str] | set[str]) -> list[str]:
     return sorted(n for n in linear_names if n not in _HEAD_NAMES)
 
 
-def inspect_model(path: Path, *, trust_remote_code: bool = False) -> ModelInfo:
-    """Read `config.json` under `path` and build the model on the meta device."""
+def inspect_model(
+    path: Path,
+    *,
+    objective: str | None = None,
+    num_labels: int = 2,
+    trust_remote_code: bool = False,
+) -> ModelInfo:
+    """Read `config.json` under `path` and build the model on the meta device.
+
+    `objective` picks the head ("sequence_classification", "causal_lm",
+    "masked_lm"); by default the model's language-model head.
+    """
     import torch
     from transformers import AutoConfig
     from transformers.models.auto import modeling_auto as auto
@@ -85,14 +119,25 @@ def inspect_model(path: Path, *, trust_remote_code: bool = False) -> ModelInfo:
         and not bool(getattr(config, "is_decoder", False))
         and (not causal or model_type in _ENCODER_TYPES)
     )
-    auto_cls = _auto_class(causal=causal and not is_encoder, masked=masked)
+    if objective == "sequence_classification":
+        from transformers import AutoModelForSequenceClassification
+
+        auto_cls: Any = AutoModelForSequenceClassification
+        config.num_labels = num_labels
+    elif objective == "causal_lm":
+        auto_cls = _auto_class(causal=True, masked=False)
+    elif objective == "masked_lm":
+        auto_cls = _auto_class(causal=False, masked=True)
+    else:
+        auto_cls = _auto_class(causal=causal and not is_encoder, masked=masked)
     with torch.device("meta"):
         model = auto_cls.from_config(config, trust_remote_code=trust_remote_code)
-    linear = frozenset(
-        name.rsplit(".", 1)[-1]
+    layers = tuple(
+        (name, module.in_features, module.out_features)
         for name, module in model.named_modules()
         if isinstance(module, torch.nn.Linear)
     )
+    linear = frozenset(name.rsplit(".", 1)[-1] for name, _, _ in layers)
     num_parameters = sum(p.numel() for p in model.parameters())
     return ModelInfo(
         model_type=model_type,
@@ -110,6 +155,12 @@ def inspect_model(path: Path, *, trust_remote_code: bool = False) -> ModelInfo:
             getattr(model, "supports_gradient_checkpointing", False)
         ),
         is_encoder=is_encoder,
+        num_attention_heads=_first(config, "num_attention_heads", "n_head"),
+        num_key_value_heads=_first(config, "num_key_value_heads", "num_attention_heads", "n_head"),
+        intermediate_size=_first(config, "intermediate_size", "n_inner", "ffn_dim"),
+        tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+        linear_layers=layers,
+        needs_remote_code=bool(getattr(config, "auto_map", None)),
         config=config.to_dict(),
     )
 

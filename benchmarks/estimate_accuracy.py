@@ -1,0 +1,281 @@
+"""Predicted vs measured peak memory and step time over a grid of configurations.
+
+Each configuration is measured in a fresh process (flextrain.train.probe_worker,
+the same model-building code a job uses), then compared with the analytic
+estimate and with the probe-calibrated estimate. Run by hand:
+
+    python benchmarks/estimate_accuracy.py [--out results.json] [--reuse results.json]
+
+On a GPU machine the measured value is torch.cuda.max_memory_reserved; on CPU
+the process's peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+BENCH_DIR = Path(os.environ.get("FLEXTRAIN_BENCH_DIR", "/tmp/flextrain-bench"))
+
+
+def medium_llama(tiny: Path) -> Path:
+    """The built-in decoder family at a second size (~25M parameters)."""
+    folder = BENCH_DIR / "medium-llama"
+    if (folder / "config.json").exists():
+        return folder
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=512,
+        intermediate_size=1376,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def minilm_for_bench() -> Path:
+    """Packaged MiniLM, or (where the package is absent, e.g. a GPU box) the same
+    architecture built from its config with random weights: memory and speed do
+    not depend on the weights' values."""
+    try:
+        from flextrain.models.builtin import minilm_path
+
+        return minilm_path()
+    except ImportError:
+        pass
+    source = Path(os.environ.get("FLEXTRAIN_BENCH_MINILM_CONFIG", ".bench/minilm-config"))
+    folder = BENCH_DIR / "minilm-arch"
+    if not (folder / "config.json").exists():
+        import torch
+        from transformers import AutoTokenizer, BertConfig, BertModel
+
+        torch.manual_seed(0)
+        BertModel(BertConfig.from_pretrained(source)).save_pretrained(folder)
+        AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return folder
+
+
+def grid(paths: dict[str, Path]) -> list[dict[str, Any]]:
+    """At least 12 configurations: two decoder sizes and MiniLM; full, LoRA,
+    classification; two batch sizes; two lengths; checkpointing on and off."""
+    rows: list[dict[str, Any]] = []
+
+    def add(model: str, objective: str, ttype: str, b: int, s: int, gc: bool) -> None:
+        rows.append(
+            {
+                "model": model,
+                "model_path": str(paths[model]),
+                "objective": objective,
+                "training_type": ttype,
+                "batch_size": b,
+                "seq_len": s,
+                "gradient_checkpointing": gc,
+            }
+        )
+
+    for b, s in ((4, 128), (16, 512)):
+        add("tiny-llama", "causal_lm", "fine_tuning", b, s, False)
+        add("medium-llama", "causal_lm", "fine_tuning", b, s, False)
+        add("medium-llama", "causal_lm", "lora_adaptation", b, s, False)
+        add("minilm", "sequence_classification", "fine_tuning", b, s, False)
+        add("minilm", "sequence_classification", "lora_adaptation", b, s, False)
+    add("medium-llama", "causal_lm", "fine_tuning", 16, 512, True)
+    add("medium-llama", "causal_lm", "lora_adaptation", 16, 512, True)
+    add("minilm", "sequence_classification", "fine_tuning", 16, 512, True)
+    add("minilm", "masked_lm", "continued_pretraining", 8, 256, False)
+    add("medium-llama", "causal_lm", "fine_tuning", 8, 256, False)
+    add("medium-llama", "sequence_classification", "task_specific", 8, 256, False)
+    return rows
+
+
+def measure(row: dict[str, Any], threads: int) -> dict[str, Any]:
+    request = {
+        "model_path": row["model_path"],
+        "objective": row["objective"],
+        "training_type": row["training_type"],
+        "gradient_checkpointing": row["gradient_checkpointing"],
+        "points": [[row["batch_size"], row["seq_len"]]],
+        "steps": 3,
+        "num_threads": threads,
+        "precision": row.get("precision", "fp32"),
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(request, fh)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "flextrain.train.probe_worker", fh.name],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    os.unlink(fh.name)
+    if done.returncode != 0:
+        return {"error": done.stderr[-2000:]}
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"event"')]
+    point = next(e for e in events if e["event"] == "point")
+    loaded = next(e for e in events if e["event"] == "loaded")
+    measured = point["gpu_peak_reserved"] or point["peak_rss"]
+    return {
+        "measured_bytes": measured,
+        "baseline_rss": loaded["baseline_rss"],
+        "step_time": statistics.median(point["step_times"][1:]),
+        "wall_s": time.monotonic() - started,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=Path("estimate_results.json"))
+    parser.add_argument("--reuse", type=Path, help="skip measuring; reuse this file")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--probe", action="store_true", help="also run the probe per row")
+    args = parser.parse_args()
+
+    import torch
+
+    from flextrain.models.builtin import TINY_LLAMA_ID, builtin_path
+
+    tiny = builtin_path(TINY_LLAMA_ID, BENCH_DIR / "builtin")
+    paths = {"tiny-llama": tiny, "medium-llama": medium_llama(tiny), "minilm": minilm_for_bench()}
+    rows = grid(paths)
+    if torch.cuda.is_available():  # the same grid in bf16 mixed precision on the GPU
+        for row in rows:
+            row.update(device="cuda", precision="bf16")
+    if args.reuse:
+        rows = json.loads(args.reuse.read_text())
+    else:
+        for row in rows:
+            row.update(measure(row, args.threads))
+            print(json.dumps(row), flush=True)
+            args.out.write_text(json.dumps(rows, indent=2))  # keep partial results
+    if args.probe:
+        for row in rows:
+            row.update(probe_row(row, args.threads))
+            print(
+                json.dumps(
+                    {
+                        k: row.get(k)
+                        for k in ("model", "batch_size", "seq_len", "probe_bytes", "probe_wall_s")
+                    }
+                ),
+                flush=True,
+            )
+            args.out.write_text(json.dumps(rows, indent=2))
+    args.out.write_text(json.dumps(rows, indent=2))
+    report(rows)
+
+
+def _setup(row: dict[str, Any]) -> Any:
+    from flextrain.estimate.memory import TrainingSetup
+    from flextrain.models.inspect import choose_lora_targets, inspect_model
+
+    key = (row["model_path"], row["objective"])
+    if key not in _INFO:
+        _INFO[key] = inspect_model(Path(row["model_path"]), objective=row["objective"])
+    info = _INFO[key]
+    lora = row["training_type"] == "lora_adaptation"
+    return info, TrainingSetup(
+        objective=row["objective"],
+        lora=lora,
+        batch_size=row["batch_size"],
+        seq_len=row["seq_len"],
+        gradient_checkpointing=row["gradient_checkpointing"],
+        lora_targets=tuple(choose_lora_targets(info.linear_module_names)) if lora else (),
+        precision=row.get("precision", "fp32"),
+        device="cuda" if row.get("device") == "cuda" else "cpu",
+    )
+
+
+def probe_row(row: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Calibrated estimate: probe at smaller batches, extrapolate to the row's batch."""
+    from flextrain.estimate.probe import ProbeError, build_request, run_probe
+
+    _, setup = _setup(row)
+    request = build_request(
+        row["model_path"], setup, training_type=row["training_type"], num_threads=threads
+    )
+    try:
+        result = run_probe(request, target_batch=row["batch_size"], timeout=900)
+    except ProbeError as exc:
+        return {"probe_error": str(exc)[-500:]}
+    return {
+        "probe_bytes": result.predicted_peak_bytes,
+        "probe_wall_s": result.wall_seconds,
+        "probe_step_time": result.predicted_step_seconds,
+    }
+
+
+_INFO: dict[tuple[str, str], Any] = {}
+
+
+def estimate_for_row(row: dict[str, Any]) -> int:
+    """The analytic estimate for one grid row."""
+    from flextrain.estimate.memory import estimate_memory
+
+    info, setup = _setup(row)
+    return estimate_memory(info.architecture(), setup).peak
+
+
+def report(rows: list[dict[str, Any]]) -> None:
+    errors: list[float] = []
+    probe_errors: list[float] = []
+    print(
+        "| model | objective | type | b | s | ckpt | measured GiB | analytic GiB | error "
+        "| probe GiB | error | step s (meas / probe) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        if "measured_bytes" not in row:
+            continue
+        measured = row["measured_bytes"]
+        predicted = estimate_for_row(row)
+        err = (predicted - measured) / measured
+        errors.append(err)
+        probe_cells = "| - | - | -"
+        if "probe_bytes" in row:
+            perr = (row["probe_bytes"] - measured) / measured
+            probe_errors.append(perr)
+            probe_cells = (
+                f"| {row['probe_bytes'] / 2**30:.3f} | {perr:+.1%} "
+                f"| {row['step_time']:.3f} / {row['probe_step_time']:.3f}"
+            )
+        print(
+            f"| {row['model']} | {row['objective']} | {row['training_type']} "
+            f"| {row['batch_size']} | {row['seq_len']} | {int(row['gradient_checkpointing'])} "
+            f"| {measured / 2**30:.3f} | {predicted / 2**30:.3f} | {err:+.1%} {probe_cells} |"
+        )
+    for name, errs in (("analytic", errors), ("probe", probe_errors)):
+        if errs:
+            abs_err = sorted(abs(e) for e in errs)
+            print(
+                f"{name}: {len(errs)} configs, median |error| {statistics.median(abs_err):.1%}, "
+                f"worst {abs_err[-1]:.1%}, most under-predicted {min(errs):+.1%}"
+            )
+
+
+if __name__ == "__main__":
+    main()

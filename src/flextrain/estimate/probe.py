@@ -1,0 +1,196 @@
+"""Calibration probe: a few real optimizer steps at small batches, then a fit.
+
+Memory at a fixed sequence length grows linearly with the batch (activations
+and logits are per row), so peaks at two or three small batch sizes give the
+fixed part M0 and the per-row slope; the same for step time. The fit predicts
+the requested batch and the largest one that fits. Steps run in a subprocess
+(flextrain.train.probe_worker) that builds the model with the training code
+itself, after at least two optimizer steps so AdamW's lazily created state is
+counted (ESTIMATION.md §6).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flextrain.estimate.memory import TrainingSetup
+
+
+class ProbeError(RuntimeError):
+    """The probe subprocess failed; the message carries the end of its output."""
+
+
+@dataclass(frozen=True)
+class ProbePoint:
+    batch_size: int
+    seq_len: int
+    peak_bytes: int
+    step_seconds: float
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    points: list[ProbePoint]
+    fixed_bytes: float
+    bytes_per_row: float
+    step_fixed_seconds: float
+    step_seconds_per_row: float
+    predicted_peak_bytes: int
+    predicted_step_seconds: float
+    largest_batch: int | None
+    wall_seconds: float
+    measured_on: str  # "cpu" (peak RSS) or "cuda" (peak reserved)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "points": [p.__dict__ for p in self.points],
+            "fixed_bytes": self.fixed_bytes,
+            "bytes_per_row": self.bytes_per_row,
+            "predicted_peak_gb": self.predicted_peak_bytes / 1024**3,
+            "predicted_step_seconds": self.predicted_step_seconds,
+            "largest_batch": self.largest_batch,
+            "wall_seconds": self.wall_seconds,
+            "measured_on": self.measured_on,
+        }
+
+
+def probe_batches(target: int) -> list[int]:
+    """Two or three batch sizes below the target (cheaper), distinct, ascending."""
+    if target <= 2:
+        return [1, 2]
+    candidates = sorted({max(1, target // 4), max(2, target // 2)})
+    if len(candidates) < 2:
+        candidates = [1, 2]
+    return candidates
+
+
+def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares intercept and slope."""
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    var = sum((x - mean_x) ** 2 for x in xs)
+    if var == 0:
+        return mean_y, 0.0
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var
+    return mean_y - slope * mean_x, slope
+
+
+def build_request(
+    model_path: str,
+    setup: TrainingSetup,
+    *,
+    training_type: str,
+    labels: list[str] | None = None,
+    batches: list[int] | None = None,
+    steps: int = 3,
+    num_threads: int = 1,
+) -> dict[str, Any]:
+    """The probe worker's request (pure, testable without launching)."""
+    return {
+        "model_path": model_path,
+        "objective": setup.objective,
+        "training_type": training_type,
+        "labels": labels or [str(i) for i in range(setup.num_labels)],
+        "precision": setup.precision,
+        "gradient_checkpointing": setup.gradient_checkpointing,
+        "optim": setup.optimizer,
+        "lora_r": setup.lora_r,
+        "lora_alpha": 2 * setup.lora_r,
+        "lora_target_modules": list(setup.lora_targets) or None,
+        "points": [[b, setup.seq_len] for b in (batches or probe_batches(setup.batch_size))],
+        "steps": steps,
+        "num_threads": num_threads,
+    }
+
+
+def run_probe(
+    request: dict[str, Any],
+    *,
+    target_batch: int,
+    budget_bytes: float | None = None,
+    margin: float = 0.05,
+    timeout: float = 300,
+) -> ProbeResult:
+    """Run the probe worker on `request` and fit its measurements."""
+    started = time.monotonic()
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(request, fh)
+    try:
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+        done = subprocess.run(
+            [sys.executable, "-m", "flextrain.train.probe_worker", fh.name],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ProbeError(f"The probe took longer than {timeout:.0f} s.") from exc
+    finally:
+        Path(fh.name).unlink(missing_ok=True)
+    if done.returncode != 0:
+        raise ProbeError(f"The probe failed: {done.stderr.strip()[-1500:]}")
+    events = [json.loads(ln) for ln in done.stdout.splitlines() if ln.startswith('{"event"')]
+    raw = [e for e in events if e["event"] == "point"]
+    if len(raw) < 2:
+        raise ProbeError("The probe returned fewer than two measurements.")
+    on_gpu = raw[0]["gpu_peak_reserved"] is not None
+    points = [
+        ProbePoint(
+            batch_size=e["batch_size"],
+            seq_len=e["seq_len"],
+            peak_bytes=int(e["gpu_peak_reserved"] if on_gpu else e["peak_rss"]),
+            # The first step allocates optimizer state; steady state is the rest.
+            step_seconds=statistics.median(e["step_times"][1:] or e["step_times"]),
+        )
+        for e in raw
+    ]
+    return fit_probe(
+        points,
+        target_batch,
+        budget_bytes,
+        margin,
+        time.monotonic() - started,
+        "cuda" if on_gpu else "cpu",
+    )
+
+
+def fit_probe(
+    points: list[ProbePoint],
+    target_batch: int,
+    budget_bytes: float | None,
+    margin: float,
+    wall_seconds: float,
+    measured_on: str,
+) -> ProbeResult:
+    xs = [float(p.batch_size) for p in points]
+    fixed, per_row = fit_line(xs, [float(p.peak_bytes) for p in points])
+    per_row = max(per_row, 0.0)
+    # Never predict below the largest measurement for a batch at least as big.
+    measured_max = max(p.peak_bytes for p in points if p.batch_size <= target_batch)
+    predicted = max(fixed + per_row * target_batch, measured_max)
+    t0, t_row = fit_line(xs, [p.step_seconds for p in points])
+    step = max(t0 + t_row * target_batch, 1e-6)
+    largest = None
+    if budget_bytes is not None and per_row > 0:
+        largest = max(0, int((budget_bytes * (1 - margin) - fixed) // per_row))
+    return ProbeResult(
+        points=points,
+        fixed_bytes=fixed,
+        bytes_per_row=per_row,
+        step_fixed_seconds=t0,
+        step_seconds_per_row=t_row,
+        predicted_peak_bytes=int(predicted),
+        predicted_step_seconds=step,
+        largest_batch=largest,
+        wall_seconds=wall_seconds,
+        measured_on=measured_on,
+    )

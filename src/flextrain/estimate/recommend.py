@@ -1,0 +1,112 @@
+"""What to change when a configuration does not fit, each with its estimate.
+
+Tried in the order a user loses least by: smaller micro-batch with gradient
+accumulation (same effective batch, same result, slower), gradient
+checkpointing (about 20-30% slower), mixed precision on GPU, LoRA instead of
+full fine-tuning, sharding over several GPUs; then combinations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from flextrain.estimate.memory import Architecture, MemoryEstimate, TrainingSetup, estimate_memory
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    description: str
+    changes: dict[str, Any]
+    estimate: MemoryEstimate
+    fits: bool
+
+
+def largest_fitting_batch(
+    arch: Architecture, setup: TrainingSetup, budget_bytes: float, upper: int = 4096
+) -> int:
+    """Largest micro-batch (powers of two, then exact) whose peak is within budget; 0 if none."""
+    if estimate_memory(arch, replace(setup, batch_size=1)).peak > budget_bytes:
+        return 0
+    lo, hi = 1, 2
+    while hi <= upper and estimate_memory(arch, replace(setup, batch_size=hi)).peak <= budget_bytes:
+        lo, hi = hi, hi * 2
+    hi = min(hi, upper + 1)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if estimate_memory(arch, replace(setup, batch_size=mid)).peak <= budget_bytes:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def recommend(
+    arch: Architecture,
+    setup: TrainingSetup,
+    budget_bytes: float,
+    *,
+    gpu_count: int = 0,
+    lora_targets: tuple[str, ...] = (),
+) -> list[Recommendation]:
+    """Changes that make `setup` fit in `budget_bytes`; empty when it already fits."""
+    if estimate_memory(arch, setup).peak <= budget_bytes:
+        return []
+    out: list[Recommendation] = []
+    effective = setup.batch_size * setup.gradient_accumulation_steps
+
+    def add(description: str, changes: dict[str, Any], candidate: TrainingSetup) -> None:
+        estimate = estimate_memory(arch, candidate)
+        out.append(Recommendation(description, changes, estimate, estimate.peak <= budget_bytes))
+
+    def smaller_batch(base: TrainingSetup, label: str, extra: dict[str, Any]) -> bool:
+        batch = largest_fitting_batch(
+            arch,
+            replace(base, gradient_accumulation_steps=2),
+            budget_bytes,
+            upper=max(setup.batch_size - 1, 1),
+        )
+        if batch < 1:
+            return False
+        accumulation = max(1, -(-effective // batch))
+        changes = {**extra, "batch_size": batch, "gradient_accumulation_steps": accumulation}
+        add(
+            f"{label}batch size {batch} with gradient accumulation {accumulation} "
+            f"(effective batch {batch * accumulation})",
+            changes,
+            replace(base, batch_size=batch, gradient_accumulation_steps=accumulation),
+        )
+        return True
+
+    smaller_batch(setup, "", {})
+    if not setup.gradient_checkpointing:
+        gc = replace(setup, gradient_checkpointing=True)
+        add(
+            "turn on gradient checkpointing (about 20-30% slower)",
+            {"gradient_checkpointing": True},
+            gc,
+        )
+        smaller_batch(gc, "gradient checkpointing and ", {"gradient_checkpointing": True})
+    if setup.device == "cuda" and setup.precision == "fp32":
+        add(
+            "train in bf16/fp16 mixed precision",
+            {"use_mixed_precision": True},
+            replace(setup, precision="bf16"),
+        )
+    if not setup.lora and lora_targets:
+        lora = replace(setup, lora=True, lora_targets=lora_targets)
+        add(
+            "use LoRA adaptation: the base weights stay frozen",
+            {"training_type": "lora_adaptation"},
+            lora,
+        )
+        if estimate_memory(arch, lora).peak > budget_bytes:
+            smaller_batch(lora, "LoRA, ", {"training_type": "lora_adaptation"})
+    if gpu_count > 1 and setup.strategy != "fsdp":
+        add(
+            f"shard the model over {gpu_count} GPUs with FSDP",
+            {"num_gpus": gpu_count},
+            replace(setup, num_gpus=gpu_count, strategy="fsdp"),
+        )
+    out.sort(key=lambda r: (not r.fits, 0))
+    return out

@@ -1,0 +1,123 @@
+"""Training time from FLOPs and a throughput prior, or from probed step times.
+
+FLOPs per token: 6·N for full training (forward 2N, backward 4N; Kaplan et al.,
+EleutherAI "Transformer Math 101"), about 4·N with LoRA (frozen weights get no
+weight gradients), plus one more forward (2·N) with gradient checkpointing;
+attention adds 12·L·h·s per token (PaLM appendix B). N counts the parameters
+that take part in matrix products (not an untied input embedding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flextrain.estimate.memory import Architecture, TrainingSetup
+
+# Dense peak TFLOP/s for 16-bit training by GPU name fragment (vendor data sheets).
+GPU_PEAK_TFLOPS = {
+    "H200": 989.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10": 125.0,
+    "L4": 121.0,
+    "4090": 165.0,
+    "3090": 71.0,
+    "V100": 125.0,
+    "T4": 65.0,
+}
+# Model FLOPs utilisation of single-GPU Hugging Face fine-tuning: a prior with a wide
+# range, replaced by the probe's measurement when one is run.
+GPU_MFU_PRIOR = (0.10, 0.25, 0.45)
+# Effective training FLOP/s per CPU core (fp32, AVX2 class), measured on this
+# project's machine with benchmarks/estimate_accuracy.py: low, typical, high.
+CPU_FLOPS_PER_CORE = (10e9, 25e9, 45e9)
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    tokens_per_epoch: int
+    epochs: float
+    optimizer_steps: int
+    flops_per_token: float
+    effective_flops_per_second: float
+    seconds: float
+    low_seconds: float
+    high_seconds: float
+    source: str  # "prior" or "probe"
+
+    @property
+    def hours(self) -> float:
+        return self.seconds / 3600
+
+
+def matmul_parameters(arch: Architecture, objective: str) -> int:
+    """Parameters used in matrix products per token."""
+    embedding = arch.vocab_size * arch.hidden_size
+    if objective == "sequence_classification":
+        return max(arch.num_parameters - embedding, 1)
+    # An LM head that is tied reuses the embedding as a matrix product: keep it once.
+    return max(arch.num_parameters - embedding, 1) + embedding
+
+
+def flops_per_token(arch: Architecture, setup: TrainingSetup) -> float:
+    n = matmul_parameters(arch, setup.objective)
+    passes = 4.0 if setup.lora else 6.0
+    if setup.gradient_checkpointing:
+        passes += 2.0
+    attention = 12.0 * arch.num_layers * arch.hidden_size * setup.seq_len
+    if setup.lora:
+        attention *= 2.0 / 3.0
+    return passes * n + attention
+
+
+def device_flops_prior(
+    *, gpu_names: list[str], cpu_cores: int, precision: str
+) -> tuple[float, float, float]:
+    """(low, typical, high) effective FLOP/s of this machine for training."""
+    if gpu_names:
+        peak = 0.0
+        for name in gpu_names:
+            match = next((v for k, v in GPU_PEAK_TFLOPS.items() if k in name), 100.0)
+            # fp32 runs on TF32 or plain FP32 units: about a quarter of 16-bit peak.
+            peak += match * 1e12 * (1.0 if precision in ("fp16", "bf16") else 0.25)
+        lo, mid, hi = GPU_MFU_PRIOR
+        return peak * lo, peak * mid, peak * hi
+    lo, mid, hi = CPU_FLOPS_PER_CORE
+    return lo * cpu_cores, mid * cpu_cores, hi * cpu_cores
+
+
+def estimate_time(
+    arch: Architecture,
+    setup: TrainingSetup,
+    *,
+    tokens_per_epoch: int,
+    rows_per_epoch: int,
+    epochs: float,
+    flops_range: tuple[float, float, float],
+    source: str = "prior",
+) -> TimeEstimate:
+    per_token = flops_per_token(arch, setup)
+    total = per_token * tokens_per_epoch * epochs
+    lo, mid, hi = flops_range
+    rows_per_step = setup.batch_size * setup.gradient_accumulation_steps * max(setup.num_gpus, 1)
+    steps = int(max(1, -(-rows_per_epoch // rows_per_step)) * epochs)
+    return TimeEstimate(
+        tokens_per_epoch=tokens_per_epoch,
+        epochs=epochs,
+        optimizer_steps=steps,
+        flops_per_token=per_token,
+        effective_flops_per_second=mid,
+        seconds=total / mid,
+        low_seconds=total / hi,
+        high_seconds=total / lo,
+        source=source,
+    )
+
+
+def tokens_from_lengths(lengths: list[int], max_length: int, total_rows: int) -> int:
+    """Tokens per epoch after truncation, scaled from a sample of row lengths."""
+    if not lengths:
+        return 0
+    kept = sum(min(n, max_length) for n in lengths)
+    return int(kept * total_rows / len(lengths))
