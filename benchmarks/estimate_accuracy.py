@@ -34,27 +34,20 @@ def medium_llama(tiny: Path) -> Path:
     folder = BENCH_DIR / "medium-llama"
     if (folder / "config.json").exists():
         return folder
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=512,
-        intermediate_size=1376,
-        num_hidden_layers=8,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    from flextrain.models.builtin import save_random_llama
+
+    return save_random_llama(
+        folder,
+        AutoTokenizer.from_pretrained(tiny),
+        hidden=512,
+        intermediate=1376,
+        layers=8,
+        heads=8,
+        kv_heads=4,
+        max_positions=1024,
     )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def minilm_for_bench() -> Path:
@@ -226,6 +219,7 @@ def probe_row(row: dict[str, Any], threads: int) -> dict[str, Any]:
         "probe_bytes": result.predicted_peak_bytes,
         "probe_wall_s": result.wall_seconds,
         "probe_step_time": result.predicted_step_seconds,
+        "probe_points": [p.__dict__ for p in result.points],
     }
 
 
@@ -238,6 +232,19 @@ def estimate_for_row(row: dict[str, Any]) -> int:
 
     info, setup = _setup(row)
     return estimate_memory(info.architecture(), setup).peak
+
+
+def analytic_step(row: dict[str, Any]) -> float:
+    """Step time from FLOPs and this machine's throughput prior (no probe)."""
+    from flextrain.estimate.timing import device_flops_prior, flops_per_token
+
+    info, setup = _setup(row)
+    flops = flops_per_token(info.architecture(), setup) * row["batch_size"] * row["seq_len"]
+    names = ["NVIDIA H200"] if row.get("device") == "cuda" else []
+    typical = device_flops_prior(
+        gpu_names=names, cpu_cores=os.cpu_count() or 1, precision=row.get("precision", "fp32")
+    )[1]
+    return flops / typical
 
 
 def report(rows: list[dict[str, Any]]) -> None:
@@ -261,7 +268,8 @@ def report(rows: list[dict[str, Any]]) -> None:
             probe_errors.append(perr)
             probe_cells = (
                 f"| {row['probe_bytes'] / 2**30:.3f} | {perr:+.1%} "
-                f"| {row['step_time']:.3f} / {row['probe_step_time']:.3f}"
+                f"| {row['step_time']:.2f} / {analytic_step(row):.2f} / "
+                f"{row['probe_step_time']:.2f}"
             )
         print(
             f"| {row['model']} | {row['objective']} | {row['training_type']} "

@@ -25,7 +25,8 @@ os.environ.setdefault("FLEXTRAIN_HOME", "/tmp/flextrain-gpu")
 from flextrain.config.enums import TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.data.bundled import bundled_path
-from flextrain.models.compatibility import rough_memory_gb
+from flextrain.estimate.memory import TrainingSetup, estimate_memory
+from flextrain.models.inspect import choose_lora_targets
 from flextrain.service import TrainingService
 
 RESULTS: dict[str, Any] = {}
@@ -55,29 +56,23 @@ def long_text_file(path: Path, rows: int = 320, seed: int = 0) -> Path:
 
 
 def build_bench_llama(service: TrainingService, folder: Path) -> Path:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
-    tiny = service.models.resolve("flextrain/tiny-llama").path
-    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    from flextrain.models.builtin import save_random_llama
+
+    tokenizer = AutoTokenizer.from_pretrained(service.models.resolve("flextrain/tiny-llama").path)
     small = os.environ.get("GPU_CHECK_SMALL") == "1"  # dry run on a CPU
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128 if small else 1024,
-        intermediate_size=256 if small else 2816,
-        num_hidden_layers=2 if small else 8,
-        num_attention_heads=16,
-        num_key_value_heads=8,
-        max_position_embeddings=1024,
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    return save_random_llama(
+        folder,
+        tokenizer,
+        hidden=128 if small else 1024,
+        intermediate=256 if small else 2816,
+        layers=2 if small else 8,
+        heads=16,
+        kv_heads=8,
+        max_positions=1024,
+        tie_embeddings=False,
     )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def run(service: TrainingService, cfg: AdvancedTrainingConfig) -> dict[str, Any]:
@@ -181,7 +176,18 @@ def main(out_dir: Path) -> None:
 
         def go(cfg: AdvancedTrainingConfig = cfg, ttype: TrainingType = ttype) -> dict[str, Any]:
             result = run(service, cfg)
-            result["rough_estimate_gb"] = rough_memory_gb(info, ttype, b, s)
+            lora = ttype == TrainingType.LORA_ADAPTATION
+            setup = TrainingSetup(
+                objective="causal_lm",
+                lora=lora,
+                batch_size=b,
+                seq_len=s,
+                precision="bf16",
+                gradient_checkpointing=cfg.gradient_checkpointing,
+                device="cuda",
+                lora_targets=tuple(choose_lora_targets(info.linear_module_names)) if lora else (),
+            )
+            result["estimate_gb"] = estimate_memory(info.architecture(), setup).peak / 2**30
             return result
 
         record(name, go)

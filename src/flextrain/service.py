@@ -39,6 +39,7 @@ from flextrain.jobs.process import (
 from flextrain.jobs.spec import DataSpec, RunSpec
 from flextrain.jobs.store import JobStore, TrainingJob
 from flextrain.models.compatibility import (
+    NO_DATASET,
     ModelCompatibility,
     ModelCompatibilityChecker,
     memory_budget,
@@ -105,6 +106,8 @@ class TrainingService:
     ) -> ModelCompatibility:
         """The full report: support, memory parts, time, recommendations (and probe)."""
         dataset_name = dataset_id or (config.dataset_id if config else None)
+        if dataset_name == NO_DATASET:
+            dataset_name = None  # a config made only to describe the run, no data named
         dataset = self.datasets.get(dataset_name) if dataset_name else None
         return self.compatibility.check(
             model_id,

@@ -23,6 +23,7 @@ from flextrain.config.schemas import (
 from flextrain.config.validation import (
     ConfigValidationError,
     DatasetFacts,
+    MemoryFacts,
     ModelFacts,
     TrainingParameterValidator,
     ValidationIssue,
@@ -105,6 +106,7 @@ def test_every_rule_has_a_test_class_here() -> None:
         "_lora",
         "_checkpointing",
         "_data",
+        "_memory",
     }
 
 
@@ -555,6 +557,64 @@ class TestData:
             "dataset_id",
             r"has 1 distinct label\(s\).*at least 2 labels",
         )
+
+
+class TestMemory:
+    FIX = "turn on gradient_checkpointing (about 1.20 GB)."
+
+    @staticmethod
+    def check(peak_gb: float, available_gb: float = 10.0, **extra: Any) -> list[ValidationIssue]:
+        memory = MemoryFacts(peak_gb=peak_gb, available_gb=available_gb, kind="system", **extra)
+        return TrainingParameterValidator().validate(
+            make(), hardware=cpu_hardware(), model=MODEL, dataset=DATA, memory=memory
+        )
+
+    @pytest.mark.parametrize("peak", [0.5, 5.0, 8.9])
+    def test_well_below_available_passes(self, peak: float) -> None:
+        assert self.check(peak) == []
+
+    def test_no_memory_facts_no_memory_issue(self) -> None:
+        assert run(make(batch_size=4096, max_length=512)) == []
+
+    @pytest.mark.parametrize("peak", [9.1, 10.0, 10.9])
+    def test_near_the_limit_is_a_warning(self, peak: float) -> None:
+        issue = one(
+            self.check(peak, fix=self.FIX),
+            "batch_size",
+            rf"needs about {peak:.2f} GB of system memory; 10\.00 GB is available\. "
+            r"It may not fit\.",
+            severity="warning",
+        )
+        assert issue.fix == self.FIX
+
+    @pytest.mark.parametrize("peak", [11.1, 20.0, 400.0])
+    def test_clearly_over_is_an_error_with_the_fix(self, peak: float) -> None:
+        issue = one(
+            self.check(peak, fix=self.FIX),
+            "batch_size",
+            rf"needs about {peak:.2f} GB of system memory; 10\.00 GB is available\.",
+        )
+        assert "may not fit" not in issue.message
+        assert issue.fix == self.FIX
+        with pytest.raises(ConfigValidationError) as caught:
+            TrainingParameterValidator().validate_or_raise(
+                make(),
+                memory=MemoryFacts(peak_gb=peak, available_gb=10.0, kind="system", fix=self.FIX),
+            )
+        assert f"batch_size: {issue.message} Fix: {self.FIX}" in str(caught.value)
+
+    def test_default_fix_and_gpu_kind(self) -> None:
+        memory = MemoryFacts(peak_gb=30.0, available_gb=20.0, kind="GPU")
+        issues = TrainingParameterValidator().validate(make(), memory=memory)
+        issue = one(issues, "batch_size", r"needs about 30\.00 GB of GPU memory; 20\.00 GB")
+        assert "batch_size" in issue.fix and "gradient_checkpointing" in issue.fix
+
+    def test_memory_problem_is_reported_with_the_others(self) -> None:
+        memory = MemoryFacts(peak_gb=50.0, available_gb=10.0, kind="system")
+        issues = TrainingParameterValidator().validate(
+            make(learning_rate=-1.0), hardware=cpu_hardware(), memory=memory
+        )
+        assert {i.field for i in errors(issues)} == {"learning_rate", "batch_size"}
 
 
 class TestAllProblemsAtOnce:

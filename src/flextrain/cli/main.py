@@ -28,7 +28,7 @@ from flextrain.data.registry import DatasetFormatError, DatasetNotFoundError
 from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs.environment import EnvironmentSetupError
 from flextrain.jobs.store import TrainingJob
-from flextrain.models.compatibility import ModelCompatibility
+from flextrain.models.compatibility import NO_DATASET, ModelCompatibility
 from flextrain.models.resolve import ModelNotFoundError
 from flextrain.service import JobNotFoundError, JobStateError, TrainingService
 
@@ -400,7 +400,7 @@ def check(
         ttype = parse_training_type(training_type)
         cfg = AdvancedTrainingConfig(
             model_id=model,
-            dataset_id=dataset or "-",
+            dataset_id=dataset or NO_DATASET,
             training_type=ttype,
             batch_size=batch_size,
             max_length=max_length,

@@ -119,27 +119,17 @@ def run_probe(
     margin: float = 0.05,
     timeout: float = 300,
 ) -> ProbeResult:
-    """Run the probe worker on `request` and fit its measurements."""
+    """Measure each of the request's points in a fresh process, then fit.
+
+    One process per point: a process's peak resident memory never goes down,
+    and memory the allocator kept from a smaller point would inflate the next.
+    """
     started = time.monotonic()
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(request, fh)
-    try:
-        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-        done = subprocess.run(
-            [sys.executable, "-m", "flextrain.train.probe_worker", fh.name],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise ProbeError(f"The probe took longer than {timeout:.0f} s.") from exc
-    finally:
-        Path(fh.name).unlink(missing_ok=True)
-    if done.returncode != 0:
-        raise ProbeError(f"The probe failed: {done.stderr.strip()[-1500:]}")
-    events = [json.loads(ln) for ln in done.stdout.splitlines() if ln.startswith('{"event"')]
-    raw = [e for e in events if e["event"] == "point"]
+    deadline = started + timeout
+    raw: list[dict[str, Any]] = []
+    for point in request["points"]:
+        single = {**request, "points": [point]}
+        raw.extend(_run_worker(single, max(deadline - time.monotonic(), 1.0), timeout))
     if len(raw) < 2:
         raise ProbeError("The probe returned fewer than two measurements.")
     on_gpu = raw[0]["gpu_peak_reserved"] is not None
@@ -163,6 +153,32 @@ def run_probe(
     )
 
 
+def _run_worker(request: dict[str, Any], remaining: float, timeout: float) -> list[dict[str, Any]]:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(request, fh)
+    try:
+        env = {
+            **os.environ,
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "flextrain.train.probe_worker", fh.name],
+            capture_output=True,
+            text=True,
+            timeout=remaining,
+            env=env,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ProbeError(f"The probe took longer than {timeout:.0f} s.") from exc
+    finally:
+        Path(fh.name).unlink(missing_ok=True)
+    if done.returncode != 0:
+        raise ProbeError(f"The probe failed: {done.stderr.strip()[-1500:]}")
+    events = [json.loads(ln) for ln in done.stdout.splitlines() if ln.startswith('{"event"')]
+    return [e for e in events if e["event"] == "point"]
+
+
 def fit_probe(
     points: list[ProbePoint],
     target_batch: int,
@@ -175,7 +191,7 @@ def fit_probe(
     fixed, per_row = fit_line(xs, [float(p.peak_bytes) for p in points])
     per_row = max(per_row, 0.0)
     # Never predict below the largest measurement for a batch at least as big.
-    measured_max = max(p.peak_bytes for p in points if p.batch_size <= target_batch)
+    measured_max = max((p.peak_bytes for p in points if p.batch_size <= target_batch), default=0)
     predicted = max(fixed + per_row * target_batch, measured_max)
     t0, t_row = fit_line(xs, [p.step_seconds for p in points])
     step = max(t0 + t_row * target_batch, 1e-6)

@@ -69,6 +69,7 @@ def recommend(
         if batch < 1:
             return False
         accumulation = max(1, -(-effective // batch))
+        batch = -(-effective // accumulation)  # same effective batch, not up to twice it
         changes = {**extra, "batch_size": batch, "gradient_accumulation_steps": accumulation}
         add(
             f"{label}batch size {batch} with gradient accumulation {accumulation} "
@@ -79,8 +80,10 @@ def recommend(
         return True
 
     smaller_batch(setup, "", {})
-    if not setup.gradient_checkpointing:
-        gc = replace(setup, gradient_checkpointing=True)
+    gc = replace(setup, gradient_checkpointing=True)
+    if not setup.gradient_checkpointing and (
+        estimate_memory(arch, gc).peak < estimate_memory(arch, setup).peak
+    ):
         add(
             "turn on gradient checkpointing (about 20-30% slower)",
             {"gradient_checkpointing": True},

@@ -31,7 +31,7 @@ GPU_PEAK_TFLOPS = {
 GPU_MFU_PRIOR = (0.10, 0.25, 0.45)
 # Effective training FLOP/s per CPU core (fp32, AVX2 class), measured on this
 # project's machine with benchmarks/estimate_accuracy.py: low, typical, high.
-CPU_FLOPS_PER_CORE = (10e9, 25e9, 45e9)
+CPU_FLOPS_PER_CORE = (15e9, 40e9, 70e9)
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,11 @@ class TimeEstimate:
 def matmul_parameters(arch: Architecture, objective: str) -> int:
     """Parameters used in matrix products per token."""
     embedding = arch.vocab_size * arch.hidden_size
-    if objective == "sequence_classification":
-        return max(arch.num_parameters - embedding, 1)
-    # An LM head that is tied reuses the embedding as a matrix product: keep it once.
-    return max(arch.num_parameters - embedding, 1) + embedding
+    if objective != "sequence_classification" and arch.tie_word_embeddings:
+        # A tied LM head reuses the embedding matrix in a matrix product: it counts.
+        return arch.num_parameters
+    # The input embedding is a lookup, not a product (an untied head has its own weights).
+    return max(arch.num_parameters - embedding, 1)
 
 
 def flops_per_token(arch: Architecture, setup: TrainingSetup) -> float:

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from flextrain.data.bundled import bundled_path
 
@@ -74,9 +75,8 @@ def _corpus() -> Iterator[str]:
 
 
 def _build_tiny_llama(folder: Path) -> None:
-    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     specials = ["<unk>", "<s>", "</s>", "<pad>"]
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -100,15 +100,37 @@ def _build_tiny_llama(folder: Path) -> None:
         pad_token="<pad>",
         model_max_length=_TINY_MAX_POSITIONS,
     )
+    save_random_llama(folder, tokenizer, hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2)
+
+
+def save_random_llama(
+    folder: Path,
+    tokenizer: Any,
+    *,
+    hidden: int,
+    intermediate: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    max_positions: int = _TINY_MAX_POSITIONS,
+    tie_embeddings: bool = True,
+) -> Path:
+    """A Llama of the given sizes with seeded random weights, saved with `tokenizer`.
+
+    The built-in tiny decoder and the benchmarks' larger sizes of the same family.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=_TINY_MAX_POSITIONS,
-        tie_word_embeddings=True,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=tie_embeddings,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -116,6 +138,7 @@ def _build_tiny_llama(folder: Path) -> None:
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
 
 
 def _build_tiny_bert(folder: Path) -> None:

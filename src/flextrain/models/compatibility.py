@@ -28,6 +28,7 @@ from flextrain.models.resolve import ModelNotFoundError, ModelResolver
 from flextrain.models.tasks import choose_objective, choose_precision
 
 _GIB = 1024**3
+NO_DATASET = "-"  # dataset_id of a config built only to describe a run for a check
 _ASSUMED_ROWS = 1000  # time is quoted per 1,000 rows of max_length when no dataset is named
 
 
@@ -167,7 +168,12 @@ def training_setup(
 def memory_budget(hardware: HardwareConstraints) -> tuple[float, str]:
     """Bytes one training process may use, and which memory that is."""
     if hardware.gpu_count > 0:
-        return min(g.free_memory_gb for g in hardware.gpus) * _GIB, "gpu"
+        per_gpu = (
+            min(g.free_memory_gb for g in hardware.gpus)
+            if hardware.gpus
+            else hardware.available_gpu_memory_gb / hardware.gpu_count
+        )
+        return per_gpu * _GIB, "gpu"
     return hardware.available_memory_gb * _GIB, "system"
 
 
@@ -268,7 +274,7 @@ class ModelCompatibilityChecker:
         ttype = training_type or (config.training_type if config else TrainingType.FINE_TUNING)
         cfg = config or AdvancedTrainingConfig(
             model_id=model_id,
-            dataset_id=dataset.dataset_id if dataset else "-",
+            dataset_id=dataset.dataset_id if dataset else NO_DATASET,
             training_type=ttype,
             batch_size=batch_size,
             max_length=max_length,

@@ -72,6 +72,7 @@ class ModelInfo:
             is_encoder=self.is_encoder,
             linear_layers=self.linear_layers,
             model_type=self.model_type,
+            tie_word_embeddings=self.tie_word_embeddings,
         )
 
     @property
