@@ -205,14 +205,24 @@ def _setup(row: dict[str, Any]) -> Any:
 
 def probe_row(row: dict[str, Any], threads: int) -> dict[str, Any]:
     """Calibrated estimate: probe at smaller batches, extrapolate to the row's batch."""
+    from dataclasses import replace
+
+    from flextrain.estimate.memory import estimate_memory
     from flextrain.estimate.probe import ProbeError, build_request, run_probe
 
-    _, setup = _setup(row)
+    info, setup = _setup(row)
     request = build_request(
         row["model_path"], setup, training_type=row["training_type"], num_threads=threads
     )
     try:
-        result = run_probe(request, target_batch=row["batch_size"], timeout=900)
+        result = run_probe(
+            request,
+            target_batch=row["batch_size"],
+            timeout=900,
+            analytic=lambda b: (
+                estimate_memory(info.architecture(), replace(setup, batch_size=b)).peak
+            ),
+        )
     except ProbeError as exc:
         return {"probe_error": str(exc)[-500:]}
     return {

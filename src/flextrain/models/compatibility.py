@@ -312,6 +312,7 @@ class ModelCompatibilityChecker:
                     ),
                     target_batch=setup.batch_size,
                     budget_bytes=budget,
+                    analytic=lambda b: estimate_memory(arch, replace(setup, batch_size=b)).peak,
                 )
                 peak, source = float(result.predicted_peak_bytes), "probe"
                 step_seconds = result.predicted_step_seconds
