@@ -109,7 +109,7 @@ class TrainingService:
         if dataset_name == NO_DATASET:
             dataset_name = None  # a config made only to describe the run, no data named
         dataset = self.datasets.get(dataset_name) if dataset_name else None
-        return self.compatibility.check(
+        report = self.compatibility.check(
             model_id,
             training_type,
             hardware=self.hardware(),
@@ -118,6 +118,15 @@ class TrainingService:
             batch_size=batch_size,
             max_length=max_length,
             probe=probe,
+        )
+        if config is None:
+            return report
+        # The config's own problems belong in the verdict too (bad optimizer, lr, ...).
+        errors = [str(i) for i in self.validator.validate(config) if i.severity == "error"]
+        if not errors:
+            return report
+        return report.model_copy(
+            update={"is_compatible": False, "issues": [*report.issues, *errors]}
         )
 
     def validate(

@@ -181,3 +181,20 @@ def test_parse_training_type(value: str, expected: TrainingType) -> None:
 def test_parse_training_type_rejects_unknown_names(value: str) -> None:
     with pytest.raises(ValueError, match=r"--type: .* is not a training type\. Fix: use one of"):
         parse_training_type(value)
+
+
+def test_check_reports_the_configs_own_errors(home: Path) -> None:
+    result = check(
+        "flextrain/tiny-llama",
+        "--optim",
+        "bogus",
+        "--batch-size",
+        "4",
+        "--max-length",
+        "32",
+        "--json",
+    )
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["is_compatible"] is False
+    assert any(issue.startswith("optim: 'bogus'") for issue in report["issues"])

@@ -704,3 +704,18 @@ class TestListsMatchTransformers:
 
         known = {o.value for o in OptimizerNames}
         assert [n for n in OPTIMIZERS if n not in known] == []
+
+
+class TestEightBitOptimizer:
+    def test_adamw_8bit_without_bitsandbytes_names_the_package(self) -> None:
+        import importlib.util
+
+        cfg = AdvancedTrainingConfig(
+            model_id="m", dataset_id="d", training_type="fine_tuning", optim="adamw_bnb_8bit"
+        )
+        issues = [i for i in TrainingParameterValidator().validate(cfg) if i.field == "optim"]
+        if importlib.util.find_spec("bitsandbytes") is None:
+            assert len(issues) == 1 and issues[0].severity == "error"
+            assert "pip install bitsandbytes" in str(issues[0])
+        else:
+            assert issues == []

@@ -391,6 +391,9 @@ def check(
         bool, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")
     ] = False,
     lora_r: Annotated[int, typer.Option(min=1)] = 16,
+    optim: Annotated[
+        str, typer.Option(help="Optimizer (adamw_torch, sgd, adamw_bnb_8bit...).")
+    ] = "adamw_torch",
     probe: Annotated[bool, typer.Option(help="Calibrate with a few real steps.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -408,6 +411,7 @@ def check(
             gradient_checkpointing=gradient_checkpointing,
             lora_r=lora_r,
             lora_alpha=2 * lora_r,
+            optim=optim,
         )
         return _service().check_compatibility(
             model, ttype, config=cfg, dataset_id=dataset, probe=probe

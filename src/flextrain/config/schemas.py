@@ -31,6 +31,7 @@ SCHEDULER_TYPES = (
 OPTIMIZERS = (
     "adamw_torch",
     "adamw_torch_fused",
+    "adamw_bnb_8bit",
     "adafactor",
     "sgd",
     "adagrad",

@@ -8,6 +8,7 @@ the rules pure and each one testable with a passing and a failing case.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -253,6 +254,12 @@ def _optimizer(ctx: RuleContext) -> Iterator[ValidationIssue]:
             "lr_scheduler_type",
             f"'{c.lr_scheduler_type}' is not a known scheduler.",
             f"use one of: {', '.join(SCHEDULER_TYPES)}.",
+        )
+    if c.optim == "adamw_bnb_8bit" and importlib.util.find_spec("bitsandbytes") is None:
+        yield _err(
+            "optim",
+            "adamw_bnb_8bit needs the bitsandbytes package, not installed.",
+            "pip install bitsandbytes (CUDA), or use optim=adamw_torch.",
         )
     if c.optim not in OPTIMIZERS:
         yield _err(
