@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-postgres lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ demo: install
 test: install
 	$(PY) -m pytest
 
+# The store, accounts, migration and API tests against a throw-away PostgreSQL
+# cluster (installed from Debian packages if missing, removed afterwards).
+test-postgres: install
+	PY=$(PY) bash scripts/test-postgres.sh
+
 lint: install
 	$(VENV)/bin/ruff check src tests examples
 	$(VENV)/bin/ruff format --check src tests examples
@@ -33,3 +38,14 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Headless Chromium from Debian for the browser tests (tests/web), driven by
+# Python Playwright with executable_path=/usr/bin/chromium (never `playwright install`).
+CHROMIUM_STAMP := $(VENV)/.chromium-stamp
+.PHONY: chromium
+$(CHROMIUM_STAMP):
+	test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+	mkdir -p $(VENV)
+	touch $(CHROMIUM_STAMP)
+chromium: $(CHROMIUM_STAMP)
+test: $(CHROMIUM_STAMP)

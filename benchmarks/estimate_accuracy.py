@@ -5,6 +5,11 @@ the same model-building code a job uses), then compared with the analytic
 estimate and with the probe-calibrated estimate. Run by hand:
 
     python benchmarks/estimate_accuracy.py [--out results.json] [--reuse results.json]
+        [--probe] [--previous earlier.json]
+
+`--previous` adds an earlier run's measurements of the same grid as repeats: the
+measured value is then the mean of the runs, and their spread is printed, since
+peak RSS of one configuration varies between fresh processes on CPU.
 
 On a GPU machine the measured value is torch.cuda.max_memory_reserved; on CPU
 the process's peak resident memory.
@@ -146,6 +151,7 @@ def main() -> None:
     parser.add_argument("--reuse", type=Path, help="skip measuring; reuse this file")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--probe", action="store_true", help="also run the probe per row")
+    parser.add_argument("--previous", type=Path, help="earlier measurements of the same grid")
     args = parser.parse_args()
 
     import torch
@@ -163,8 +169,12 @@ def main() -> None:
     else:
         for row in rows:
             row.update(measure(row, args.threads))
+            row["measured_runs"] = [row["measured_bytes"]] if "measured_bytes" in row else []
             print(json.dumps(row), flush=True)
             args.out.write_text(json.dumps(rows, indent=2))  # keep partial results
+    if args.previous:
+        merge_previous(rows, json.loads(args.previous.read_text()))
+        args.out.write_text(json.dumps(rows, indent=2))
     if args.probe:
         for row in rows:
             row.update(probe_row(row, args.threads))
@@ -180,6 +190,22 @@ def main() -> None:
             args.out.write_text(json.dumps(rows, indent=2))
     args.out.write_text(json.dumps(rows, indent=2))
     report(rows)
+
+
+_KEY = ("model", "objective", "training_type", "batch_size", "seq_len", "gradient_checkpointing")
+
+
+def merge_previous(rows: list[dict[str, Any]], previous: list[dict[str, Any]]) -> None:
+    """Add an earlier run's peaks as repeats; the measured value becomes their mean."""
+    earlier = {tuple(r[k] for k in _KEY): r for r in previous if "measured_bytes" in r}
+    for row in rows:
+        old = earlier.get(tuple(row[k] for k in _KEY))
+        if old is None or "measured_bytes" not in row:
+            continue
+        runs = row.get("measured_runs") or [row["measured_bytes"]]
+        runs = runs + (old.get("measured_runs") or [old["measured_bytes"]])
+        row["measured_runs"] = runs
+        row["measured_bytes"] = statistics.fmean(runs)
 
 
 def _setup(row: dict[str, Any]) -> Any:
@@ -204,15 +230,19 @@ def _setup(row: dict[str, Any]) -> Any:
 
 
 def probe_row(row: dict[str, Any], threads: int) -> dict[str, Any]:
-    """Calibrated estimate: probe at smaller batches, extrapolate to the row's batch."""
+    """Calibrated estimate: the probe as `flextrain check --probe` runs it for this row."""
     from dataclasses import replace
 
     from flextrain.estimate.memory import estimate_memory
-    from flextrain.estimate.probe import ProbeError, build_request, run_probe
+    from flextrain.estimate.probe import ProbeError, build_request, run_probe, should_anchor
 
     info, setup = _setup(row)
     request = build_request(
-        row["model_path"], setup, training_type=row["training_type"], num_threads=threads
+        row["model_path"],
+        setup,
+        training_type=row["training_type"],
+        anchored=should_anchor(analytic_step(row)),
+        num_threads=threads,
     )
     try:
         result = run_probe(
@@ -260,11 +290,13 @@ def analytic_step(row: dict[str, Any]) -> float:
 def report(rows: list[dict[str, Any]]) -> None:
     errors: list[float] = []
     probe_errors: list[float] = []
+    time_errors: list[float] = []
+    probe_time_errors: list[float] = []
     print(
         "| model | objective | type | b | s | ckpt | measured GiB | analytic GiB | error "
-        "| probe GiB | error | step s (meas / probe) |"
+        "| probe GiB | error | step s (measured / analytic / probe) | runs spread |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         if "measured_bytes" not in row:
             continue
@@ -273,6 +305,9 @@ def report(rows: list[dict[str, Any]]) -> None:
         err = (predicted - measured) / measured
         errors.append(err)
         probe_cells = "| - | - | -"
+        time_errors.append(analytic_step(row) / row["step_time"] - 1)
+        if "probe_step_time" in row:
+            probe_time_errors.append(row["probe_step_time"] / row["step_time"] - 1)
         if "probe_bytes" in row:
             perr = (row["probe_bytes"] - measured) / measured
             probe_errors.append(perr)
@@ -281,12 +316,20 @@ def report(rows: list[dict[str, Any]]) -> None:
                 f"| {row['step_time']:.2f} / {analytic_step(row):.2f} / "
                 f"{row['probe_step_time']:.2f}"
             )
+        runs = row.get("measured_runs") or [measured]
+        spread = (max(runs) - min(runs)) / measured
         print(
             f"| {row['model']} | {row['objective']} | {row['training_type']} "
             f"| {row['batch_size']} | {row['seq_len']} | {int(row['gradient_checkpointing'])} "
-            f"| {measured / 2**30:.3f} | {predicted / 2**30:.3f} | {err:+.1%} {probe_cells} |"
+            f"| {measured / 2**30:.3f} | {predicted / 2**30:.3f} | {err:+.1%} {probe_cells} "
+            f"| {spread:.1%} ({len(runs)}) |"
         )
-    for name, errs in (("analytic", errors), ("probe", probe_errors)):
+    for name, errs in (
+        ("analytic memory", errors),
+        ("probe memory", probe_errors),
+        ("analytic step time", time_errors),
+        ("probe step time", probe_time_errors),
+    ):
         if errs:
             abs_err = sorted(abs(e) for e in errs)
             print(

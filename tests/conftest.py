@@ -2,15 +2,22 @@
 
 Tests run offline (HF_HUB_OFFLINE=1): the hub is outside the project, and
 every model used here is built locally or shipped by a package.
+
+The database is a SQLite file in that home, unless FLEXTRAIN_TEST_DATABASE_URL
+names a PostgreSQL database (`make test-postgres` does): then each test gets a
+database of its own, created next to that one and dropped afterwards.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.pool import NullPool
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
@@ -27,9 +34,39 @@ def models_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("builtin-models")
 
 
+@pytest.fixture(scope="session")
+def database_admin() -> Iterator[Engine | None]:
+    """A connection to FLEXTRAIN_TEST_DATABASE_URL to create and drop test databases."""
+    url = os.environ.get("FLEXTRAIN_TEST_DATABASE_URL")
+    if not url:
+        yield None
+        return
+    # CREATE/DROP DATABASE cannot run inside a transaction.
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture
-def settings(tmp_path: Path, models_cache: Path) -> Settings:
-    return Settings(home=tmp_path / "home", models_cache=models_cache)
+def database_url(database_admin: Engine | None) -> Iterator[str | None]:
+    """A fresh, empty database for this test; None means the SQLite file in its home."""
+    if database_admin is None:
+        yield None
+        return
+    name = f"{database_admin.url.database}_{uuid.uuid4().hex[:12]}"
+    with database_admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield database_admin.url.set(database=name).render_as_string(hide_password=False)
+    # FORCE ends the connections a test left open (an engine, a worker).
+    with database_admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings(tmp_path: Path, models_cache: Path, database_url: str | None) -> Settings:
+    if database_url is None:
+        return Settings(home=tmp_path / "home", models_cache=models_cache)
+    return Settings(home=tmp_path / "home", models_cache=models_cache, database_url=database_url)
 
 
 @pytest.fixture

@@ -51,6 +51,9 @@ LIGHT_MODULES = [
     "flextrain.service",
     "flextrain.interface",
     "flextrain.cli.main",
+    "flextrain.accounts.users",
+    "flextrain.accounts.audit",
+    "flextrain.api.app",
 ]
 
 
@@ -151,3 +154,28 @@ def test_the_import_scan_sees_imports() -> None:
     """The scan itself works: the service imports from several layers."""
     modules = {m for _, m in _flextrain_imports(SRC / "service.py")}
     assert {"flextrain.config.enums", "flextrain.hardware.detect", "flextrain.settings"} <= modules
+
+
+@pytest.mark.parametrize(
+    ("front_end", "forbidden"),
+    [
+        ("api", ("flextrain.cli", "flextrain.train", "flextrain.estimate.probe")),
+        ("cli", ("flextrain.api.routes", "flextrain.train")),
+        ("web", ("flextrain.",)),
+    ],
+)
+def test_front_ends_stay_off_each_other_and_the_trainer(
+    front_end: str, forbidden: tuple[str, ...]
+) -> None:
+    """The API and the CLI go through the service, never through each other or the
+    worker's internals (`serve` builds the API app: that one import is the point)."""
+    files = sorted((SRC / front_end).rglob("*.py"))
+    assert files, f"no sources found for flextrain.{front_end}"
+    allowed = {("cli/serve.py", "flextrain.api.app")}
+    crossing = [
+        f"{path.relative_to(SRC)}:{line}: {module}"
+        for path in files
+        for line, module in _flextrain_imports(path)
+        if module.startswith(forbidden) and (str(path.relative_to(SRC)), module) not in allowed
+    ]
+    assert crossing == [], crossing

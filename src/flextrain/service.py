@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
+from flextrain.accounts.audit import AuditLog
+from flextrain.accounts.users import UserStore
 from flextrain.config.enums import TrainingMode, TrainingStatus, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
 from flextrain.config.validation import (
@@ -23,7 +25,12 @@ from flextrain.config.validation import (
     TrainingParameterValidator,
     ValidationIssue,
 )
-from flextrain.data.registry import DatasetInfo, DatasetRegistry
+from flextrain.data.registry import (
+    DatasetFormatError,
+    DatasetInfo,
+    DatasetNotFoundError,
+    DatasetRegistry,
+)
 from flextrain.db import make_engine, make_sessionmaker
 from flextrain.estimate.memory import estimate_memory
 from flextrain.estimate.recommend import recommend
@@ -46,7 +53,7 @@ from flextrain.models.compatibility import (
     training_setup,
 )
 from flextrain.models.inspect import ModelInfo, choose_lora_targets, inspect_model
-from flextrain.models.resolve import ModelResolver
+from flextrain.models.resolve import ModelNotFoundError, ModelResolver
 from flextrain.models.tasks import choose_objective, choose_precision
 from flextrain.settings import Settings
 
@@ -73,6 +80,8 @@ class TrainingService:
         self.engine = make_engine(self.settings.resolved_database_url)
         sessions = make_sessionmaker(self.engine)
         self.store = JobStore(sessions)
+        self.users = UserStore(sessions)
+        self.audit = AuditLog(sessions)
         self.datasets = DatasetRegistry(sessions)
         self.models = ModelResolver(self.settings.builtin_models_dir)
         self.environments = TrainingEnvironmentManager(self.settings.jobs_dir)
@@ -121,8 +130,14 @@ class TrainingService:
         )
         if config is None:
             return report
-        # The config's own problems belong in the verdict too (bad optimizer, lr, ...).
-        errors = [str(i) for i in self.validator.validate(config) if i.severity == "error"]
+        # The config's own problems belong in the verdict too (bad optimizer, lr, a
+        # max_length over the model's limit, labels missing for a task head, ...), the
+        # same rules that creating the job applies.
+        try:
+            found, _, _ = self.validate(config)
+        except (ModelNotFoundError, DatasetNotFoundError, DatasetFormatError):
+            found = self.validator.validate(config)  # already in the report's issues
+        errors = [str(i) for i in found if i.severity == "error" and str(i) not in report.issues]
         if not errors:
             return report
         return report.model_copy(
@@ -239,10 +254,18 @@ class TrainingService:
         return job
 
     def list_jobs(
-        self, *, status: TrainingStatus | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        status: TrainingStatus | None = None,
+        owner: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[TrainingJob]:
-        jobs = self.store.list_jobs(status=status, limit=limit, offset=offset)
+        jobs = self.store.list_jobs(status=status, owner=owner, limit=limit, offset=offset)
         return [self._reconcile(j) if j.status.is_active and j.pid else j for j in jobs]
+
+    def count_jobs(self, *, status: TrainingStatus | None = None, owner: str | None = None) -> int:
+        return self.store.count_jobs(status=status, owner=owner)
 
     def start_job(self, job_id: str) -> TrainingJob:
         """Re-validate against this machine, write the run spec and launch the worker."""

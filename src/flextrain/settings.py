@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     database_url: str | None = None
     models_cache: Path | None = Field(
         None, description="Where built-in models are generated; default HOME/models/builtin."
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="The API admin's token (FLEXTRAIN_ADMIN_TOKEN); without it the first "
+        "`flextrain serve` makes one and prints it once.",
     )
 
     @property

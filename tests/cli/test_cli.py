@@ -354,3 +354,15 @@ def test_detach_then_cancel(home: Path) -> None:
 def test_error_messages_show_user_text_verbatim(home: Path, dataset_id: str) -> None:
     result = invoke("train", *TRAIN_FAST, "--dataset", dataset_id, "--type", "fine_tuning")
     _assert_bad_input(result, dataset_id, "not registered")
+
+
+def test_an_unreachable_database_is_one_clear_line(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A team server's PostgreSQL being down is an error message, not a traceback."""
+    monkeypatch.setenv("FLEXTRAIN_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    result = invoke("jobs", "list")
+    assert result.exit_code == 1
+    assert "The job database could not be used" in flat(result)
+    assert "FLEXTRAIN_DATABASE_URL" in flat(result)
+    assert "Traceback" not in result.output

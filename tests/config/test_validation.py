@@ -98,6 +98,7 @@ def test_every_rule_has_a_test_class_here() -> None:
         "_ids",
         "_learning_rate",
         "_counts",
+        "_upper_bounds",
         "_max_length",
         "_eval_split",
         "_precision",
@@ -246,6 +247,29 @@ class TestCounts:
             "dataloader_num_workers",
             r"is negative.*0 \(main process\)",
         )
+
+
+class TestUpperBounds:
+    """A typo of 10**30 is reported with the limit, not stored (it would overflow the
+    database's integers and Trainer's arithmetic)."""
+
+    @pytest.mark.parametrize("name", sorted(validation._UPPER_BOUNDS))
+    def test_each_bound_is_inclusive_and_reported(self, name: str) -> None:
+        bound = validation._UPPER_BOUNDS[name]
+        over: dict[str, Any] = {name: bound + 1}
+        at: dict[str, Any] = {name: bound}
+        if name == "per_device_train_batch_size":
+            over["batch_size"], at["batch_size"] = bound + 1, bound  # keep the two in agreement
+        issues = [i for i in run(make(**over)) if "over the limit" in i.message]
+        assert {i.field for i in issues} >= {name}
+        mine = next(i for i in issues if i.field == name)
+        assert re.search(
+            rf"{bound + 1} is over the limit of {bound}.*use {bound} or less", str(mine)
+        )
+        assert not [i for i in run(make(**at)) if "over the limit" in i.message]
+
+    def test_a_huge_epoch_count_is_an_error_not_an_overflow(self) -> None:
+        one(run(make(num_epochs=10**30)), "num_epochs", r"over the limit of 100000")
 
 
 class TestMaxLength:

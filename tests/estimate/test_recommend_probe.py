@@ -13,6 +13,7 @@ import pytest
 
 from flextrain.estimate.memory import TrainingSetup, estimate_memory
 from flextrain.estimate.probe import (
+    ANCHOR_MAX_STEP_SECONDS,
     PROBE_BIAS,
     ProbeError,
     ProbePoint,
@@ -21,6 +22,7 @@ from flextrain.estimate.probe import (
     fit_probe,
     probe_batches,
     run_probe,
+    should_anchor,
 )
 from flextrain.estimate.recommend import Recommendation, largest_fitting_batch, recommend
 from flextrain.models.builtin import TINY_LLAMA_ID
@@ -197,17 +199,42 @@ def test_largest_fitting_batch_stops_at_the_upper_bound() -> None:
     ("target", "expected"),
     [(1, [1, 2]), (2, [1, 2]), (3, [1, 2]), (4, [1, 2]), (6, [1, 3]), (8, [2, 4]), (64, [16, 32])],
 )
-def test_probe_batches(target: int, expected: list[int]) -> None:
+def test_unanchored_probe_batches_stay_below_the_target(target: int, expected: list[int]) -> None:
+    assert probe_batches(target, anchored=False) == expected
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [(1, [1, 2]), (2, [1, 2]), (3, [1, 3]), (4, [1, 4]), (8, [2, 8]), (64, [16, 64])],
+)
+def test_anchored_probe_batches_include_the_target(target: int, expected: list[int]) -> None:
     assert probe_batches(target) == expected
 
 
-def test_probe_batches_are_cheap_distinct_and_ascending() -> None:
+@pytest.mark.parametrize("anchored", [True, False])
+def test_probe_batches_are_distinct_ascending_and_bounded(anchored: bool) -> None:
     for target in range(1, 300):
-        batches = probe_batches(target)
-        assert len(batches) >= 2, target
+        batches = probe_batches(target, anchored=anchored)
+        assert len(batches) == 2, target
         assert batches == sorted(set(batches)), target
         assert batches[0] >= 1, target
         assert batches[-1] <= max(target, 2), target
+        if anchored and target > 2:
+            assert batches[-1] == target
+
+
+def test_anchoring_depends_on_the_estimated_step_time() -> None:
+    assert should_anchor(ANCHOR_MAX_STEP_SECONDS)
+    assert not should_anchor(ANCHOR_MAX_STEP_SECONDS * 1.01)
+
+
+def test_anchored_requests_take_two_steps_and_unanchored_three() -> None:
+    anchored = build_request("m", BIG, training_type="fine_tuning")
+    plain = build_request("m", BIG, training_type="fine_tuning", anchored=False)
+    assert anchored["steps"] == 2 and plain["steps"] == 3
+    target = BIG.batch_size
+    assert [b for b, _ in anchored["points"]] == [target // 4, target]
+    assert [b for b, _ in plain["points"]] == [target // 4, target // 2]
 
 
 def test_fit_line_is_exact_on_collinear_points() -> None:
@@ -237,8 +264,10 @@ def test_fit_probe_extrapolates_the_line() -> None:
     assert result.step_fixed_seconds == pytest.approx(0.5)
     assert result.step_seconds_per_row == pytest.approx(0.1)
     assert result.predicted_step_seconds == pytest.approx(0.5 + 16 * 0.1)
-    # Largest b with (fixed + per_row·b)·(1 + bias) <= budget·(1 - margin): 308.
-    assert result.largest_batch == 308
+    # Largest b with (fixed + per_row·b)·(1 + bias) <= budget·(1 - margin).
+    limit = 100_000 * (1 - 0.05)
+    expected = max(b for b in range(1, 1000) if (1_000 + 300 * b) * (1 + PROBE_BIAS) <= limit)
+    assert result.largest_batch == expected
     assert (result.wall_seconds, result.measured_on, result.points) == (1.5, "cpu", measured)
 
 
@@ -302,8 +331,8 @@ def test_build_request_for_full_fine_tuning() -> None:
         "lora_r": 16,
         "lora_alpha": 32,
         "lora_target_modules": None,
-        "points": [[4, 96], [8, 96]],
-        "steps": 3,
+        "points": [[4, 96], [16, 96]],
+        "steps": 2,
         "num_threads": 1,
     }
 

@@ -12,6 +12,8 @@ from flextrain.estimate.timing import (
     CPU_FLOPS_PER_CORE,
     GPU_MFU_PRIOR,
     GPU_PEAK_TFLOPS,
+    STARTUP_SECONDS,
+    STEP_OVERHEAD_SECONDS,
     device_flops_prior,
     estimate_time,
     flops_per_token,
@@ -91,10 +93,13 @@ def test_estimate_time_divides_work_by_throughput() -> None:
         flops_range=flops_range,
     )
     work = flops_per_token(DECODER, FULL) * tokens * epochs
+    steps = t.optimizer_steps
+    start, per_step = STARTUP_SECONDS["cpu"], STEP_OVERHEAD_SECONDS["cpu"]
     assert t.flops_per_token == flops_per_token(DECODER, FULL)
-    assert t.seconds == pytest.approx(work / 4e11)
-    assert t.low_seconds == pytest.approx(work / 9e11)
-    assert t.high_seconds == pytest.approx(work / 1e11)
+    assert t.seconds == pytest.approx(work / 4e11 + start[1] + per_step[1] * steps)
+    assert t.low_seconds == pytest.approx(work / 9e11 + start[0] + per_step[0] * steps)
+    assert t.high_seconds == pytest.approx(work / 1e11 + start[2] + per_step[2] * steps)
+    assert t.overhead_seconds == pytest.approx(start[1] + per_step[1] * steps)
     assert t.low_seconds < t.seconds < t.high_seconds
     assert t.hours == pytest.approx(t.seconds / 3600)
     assert t.effective_flops_per_second == 4e11
@@ -127,18 +132,44 @@ def test_optimizer_steps(
 
 
 def test_time_scales_with_epochs_and_tokens() -> None:
-    def seconds(tokens: int, epochs: float) -> float:
-        return estimate_time(
+    def arithmetic_seconds(tokens: int, epochs: float) -> float:
+        t = estimate_time(
             DECODER,
             FULL,
             tokens_per_epoch=tokens,
             rows_per_epoch=100,
             epochs=epochs,
             flops_range=(1e10, 2e10, 3e10),
-        ).seconds
+        )
+        return t.seconds - t.overhead_seconds
 
-    assert seconds(1000, 2.0) == pytest.approx(2 * seconds(1000, 1.0))
-    assert seconds(3000, 1.0) == pytest.approx(3 * seconds(1000, 1.0))
+    assert arithmetic_seconds(1000, 2.0) == pytest.approx(2 * arithmetic_seconds(1000, 1.0))
+    assert arithmetic_seconds(3000, 1.0) == pytest.approx(3 * arithmetic_seconds(1000, 1.0))
+
+
+def test_small_runs_are_dominated_by_fixed_costs() -> None:
+    """A tiny model's run is start-up and per-step overhead, not arithmetic: the
+    estimate must not promise a fraction of a second (seen: 0.2 s said, 14 s taken)."""
+    t = estimate_time(
+        DECODER,
+        FULL,
+        tokens_per_epoch=100,
+        rows_per_epoch=544,
+        epochs=1,
+        flops_range=(1e15, 1e15, 1e15),
+    )
+    assert t.optimizer_steps == -(-544 // FULL.batch_size)
+    assert t.low_seconds >= STARTUP_SECONDS["cpu"][0]
+    assert t.seconds == pytest.approx(t.overhead_seconds, rel=1e-3)
+    gpu = estimate_time(
+        DECODER,
+        replace(FULL, device="cuda"),
+        tokens_per_epoch=100,
+        rows_per_epoch=544,
+        epochs=1,
+        flops_range=(1e15, 1e15, 1e15),
+    )
+    assert gpu.overhead_seconds > STARTUP_SECONDS["cuda"][1]
 
 
 def test_source_is_passed_through() -> None:

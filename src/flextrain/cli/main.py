@@ -19,12 +19,16 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
+from flextrain.cli.admin import audit, users_app
 from flextrain.cli.follow import follow_job
+from flextrain.cli.serve import serve
 from flextrain.config.enums import TrainingMode, TrainingStatus, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
 from flextrain.config.validation import ConfigValidationError
 from flextrain.data.registry import DatasetFormatError, DatasetNotFoundError
+from flextrain.db import DatabaseTooNewError
 from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs.environment import EnvironmentSetupError
 from flextrain.jobs.store import TrainingJob
@@ -42,6 +46,9 @@ jobs_app = typer.Typer(help="List, inspect and cancel training jobs.", no_args_i
 datasets_app = typer.Typer(help="Registered datasets.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(users_app, name="users")
+app.command("audit")(audit)
+app.command()(serve)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -72,11 +79,25 @@ def _guard(fn: Callable[[], T]) -> T:
     except _BAD_INPUT as exc:
         err_console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(2) from None
+    except DatabaseTooNewError as exc:
+        err_console.print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    except SQLAlchemyError as exc:
+        err_console.print(
+            f"The job database could not be used ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}). Fix: check FLEXTRAIN_DATABASE_URL and that "
+            "the database server is running.",
+            style="red",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(1) from None
 
 
 def _service() -> TrainingService:
+    """The service, or a one-line error when its database cannot be opened."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    return TrainingService()
+    return _guard(TrainingService)
 
 
 def _print_hardware(hw: HardwareConstraints) -> None:
@@ -516,3 +537,7 @@ def main() -> None:  # pragma: no cover - console-script shim
 
 
 __all__ = ["TrainingMode", "app", "build_config", "main"]
+
+
+if __name__ == "__main__":  # python -m flextrain.cli.main
+    main()

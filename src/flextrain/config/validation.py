@@ -180,6 +180,38 @@ def _counts(ctx: RuleContext) -> Iterator[ValidationIssue]:
         yield _err("dataloader_num_workers", "is negative.", "use 0 (main process) or more.")
 
 
+# Upper bounds: far beyond any real run, low enough that every value fits the
+# database's 64-bit integers and Trainer's arithmetic (a typo of 10**30 must be
+# reported, not stored).
+_UPPER_BOUNDS: dict[str, int] = {
+    "num_epochs": 100_000,
+    "batch_size": 1 << 20,
+    "per_device_train_batch_size": 1 << 20,
+    "per_device_eval_batch_size": 1 << 20,
+    "gradient_accumulation_steps": 1 << 20,
+    "max_length": 1 << 22,
+    "max_steps": 1 << 40,
+    "logging_steps": 1 << 40,
+    "save_steps": 1 << 40,
+    "eval_steps": 1 << 40,
+    "warmup_steps": 1 << 40,
+    "save_total_limit": 1 << 20,
+    "num_threads": 1 << 16,
+    "dataloader_num_workers": 1 << 10,
+    "seed": (1 << 32) - 1,
+    "lora_r": 1 << 16,
+    "lora_alpha": 1 << 20,
+}
+
+
+@_rule
+def _upper_bounds(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    for name, bound in _UPPER_BOUNDS.items():
+        value = getattr(ctx.config, name, None)
+        if isinstance(value, int) and value > bound:
+            yield _err(name, f"{value} is over the limit of {bound}.", f"use {bound} or less.")
+
+
 @_rule
 def _max_length(ctx: RuleContext) -> Iterator[ValidationIssue]:
     c = ctx.config

@@ -142,7 +142,19 @@ def inspect_file(path: Path, dataset_id: str | None = None, description: str = "
     if not path.is_file():
         raise DatasetNotFoundError(f"Dataset file '{path}' does not exist.")
     fmt = detect_format(path)
-    rows = read_rows(path, fmt)
+    try:
+        rows = read_rows(path, fmt)
+    except UnicodeDecodeError as exc:
+        raise DatasetFormatError(
+            f"'{path.name}' is not UTF-8 text (byte {exc.start}). Fix: save it as UTF-8."
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise DatasetFormatError(
+            f"'{path.name}' is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+            f"{exc.msg}). Fix: a JSON list of objects, or use .jsonl with one object per line."
+        ) from None
+    except csv.Error as exc:
+        raise DatasetFormatError(f"'{path.name}' is not valid CSV ({exc}).") from None
     if not rows or not all(isinstance(r, dict) for r in rows):
         raise DatasetFormatError(f"'{path.name}' has no rows of named fields.")
     columns = list(rows[0].keys())
@@ -186,6 +198,10 @@ class DatasetRegistry:
             raise ValueError("dataset name is empty. Fix: give a short name.")
         if name in BUNDLED:
             raise ValueError(f"'{name}' is a bundled dataset. Fix: choose another name.")
+        if len(name) > 200:
+            raise ValueError("dataset name is over 200 characters. Fix: use a shorter name.")
+        if len(description) > 1000:
+            raise ValueError("description is over 1000 characters. Fix: shorten it.")
         info = inspect_file(Path(path).expanduser(), name, description)
         with self._sessions.begin() as session:
             session.merge(

@@ -1,4 +1,4 @@
-"""Calibration probe: a few real optimizer steps at small batches, then a fit.
+"""Calibration probe: a few real optimizer steps at two batch sizes, then a fit.
 
 Memory at a fixed sequence length grows linearly with the batch (activations
 and logits are per row), so peaks at two or three small batch sizes give the
@@ -64,14 +64,35 @@ class ProbeResult:
         }
 
 
-def probe_batches(target: int) -> list[int]:
-    """Two or three batch sizes below the target (cheaper), distinct, ascending."""
+# Above this many seconds per optimizer step at the requested batch (analytic
+# estimate), the probe does not run the requested batch itself but extrapolates
+# from b/4 and b/2, keeping its cost bounded.
+ANCHOR_MAX_STEP_SECONDS = 20.0
+
+
+def probe_batches(target: int, *, anchored: bool = True) -> list[int]:
+    """Two batch sizes to measure, distinct and ascending.
+
+    Anchored (the default): a quarter of the target and the target itself. On CPU
+    the allocator keeps a share of freed memory that depends on tensor sizes, so
+    peak RSS is not linear in the batch (measured: b/4 and b/2 extrapolated to b
+    over-predicted checkpointed runs by 15%); measuring the target removes that
+    error, and the small point gives the slope for the largest batch that fits.
+    Unanchored: b/4 and b/2, for when a step at the target is too slow to probe.
+    """
     if target <= 2:
         return [1, 2]
+    if anchored:
+        return [max(1, target // 4), target]
     candidates = sorted({max(1, target // 4), max(2, target // 2)})
     if len(candidates) < 2:
         candidates = [1, 2]
     return candidates
+
+
+def should_anchor(analytic_step_seconds: float) -> bool:
+    """Whether the probe can afford to run the requested batch itself."""
+    return analytic_step_seconds <= ANCHOR_MAX_STEP_SECONDS
 
 
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -91,10 +112,16 @@ def build_request(
     training_type: str,
     labels: list[str] | None = None,
     batches: list[int] | None = None,
-    steps: int = 3,
+    anchored: bool = True,
+    steps: int | None = None,
     num_threads: int = 1,
 ) -> dict[str, Any]:
-    """The probe worker's request (pure, testable without launching)."""
+    """The probe worker's request (pure, testable without launching).
+
+    Anchored probes take two optimizer steps per point (the second one runs with
+    AdamW's state allocated, which is the peak), unanchored ones three, to keep
+    the anchored probe's cost near the unanchored one's.
+    """
     return {
         "model_path": model_path,
         "objective": setup.objective,
@@ -106,8 +133,11 @@ def build_request(
         "lora_r": setup.lora_r,
         "lora_alpha": 2 * setup.lora_r,
         "lora_target_modules": list(setup.lora_targets) or None,
-        "points": [[b, setup.seq_len] for b in (batches or probe_batches(setup.batch_size))],
-        "steps": steps,
+        "points": [
+            [b, setup.seq_len]
+            for b in (batches or probe_batches(setup.batch_size, anchored=anchored))
+        ],
+        "steps": steps if steps is not None else (2 if anchored else 3),
         "num_threads": num_threads,
     }
 
@@ -186,9 +216,10 @@ def _run_worker(request: dict[str, Any], remaining: float, timeout: float) -> li
 
 
 # Added to the calibrated estimate: an under-estimate is an out-of-memory crash for
-# the user, an over-estimate only a smaller batch (measured spread of repeated runs
-# on this machine is 1-3%).
-PROBE_BIAS = 0.015
+# the user, an over-estimate only a smaller batch. Repeated fresh-process runs of
+# one configuration on this machine differ by up to 4-6% in peak RSS (glibc keeps
+# a varying share of freed memory); see docs/benchmarks.md.
+PROBE_BIAS = 0.025
 
 
 def fit_probe(

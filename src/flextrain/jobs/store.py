@@ -13,15 +13,30 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import DateTime, Float, ForeignKey, Integer, String, Text, select, update
+from sqlalchemy import (
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
 from flextrain.config.enums import TERMINAL_STATUSES, TrainingMode, TrainingStatus, TrainingType
-from flextrain.db import Base
+from flextrain.db import Base, as_utc
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _cut(text: str | None, length: int) -> str | None:
+    """A display copy cut to its column: PostgreSQL enforces lengths, SQLite does not."""
+    return text[:length] if text else text
 
 
 class JobRecord(Base):
@@ -136,10 +151,10 @@ class TrainingJob(BaseModel):
             log_path=r.log_path,
             pid=r.pid,
             owner=r.owner,
-            created_at=r.created_at,
-            started_at=r.started_at,
-            completed_at=r.completed_at,
-            updated_at=r.updated_at,
+            created_at=as_utc(r.created_at),
+            started_at=as_utc(r.started_at),
+            completed_at=as_utc(r.completed_at),
+            updated_at=as_utc(r.updated_at),
         )
 
 
@@ -165,7 +180,7 @@ class JobStore:
     ) -> TrainingJob:
         record = JobRecord(
             job_id=job_id,
-            run_name=config.get("run_name"),
+            run_name=_cut(config.get("run_name"), 200),
             mode=mode.value,
             training_type=TrainingType(config["training_type"]).value,
             model_id=config["model_id"],
@@ -189,14 +204,31 @@ class JobStore:
             return TrainingJob.from_record(record) if record else None
 
     def list_jobs(
-        self, *, status: TrainingStatus | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        status: TrainingStatus | None = None,
+        owner: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[TrainingJob]:
-        query = select(JobRecord).order_by(JobRecord.created_at.desc())
+        """Newest first; `owner` restricts to one user's jobs."""
+        query = select(JobRecord).order_by(JobRecord.created_at.desc(), JobRecord.job_id)
         if status is not None:
             query = query.where(JobRecord.status == status.value)
+        if owner is not None:
+            query = query.where(JobRecord.owner == owner)
         with self._sessions() as session:
             records = session.scalars(query.limit(limit).offset(offset)).all()
             return [TrainingJob.from_record(r) for r in records]
+
+    def count_jobs(self, *, status: TrainingStatus | None = None, owner: str | None = None) -> int:
+        query = select(func.count()).select_from(JobRecord)
+        if status is not None:
+            query = query.where(JobRecord.status == status.value)
+        if owner is not None:
+            query = query.where(JobRecord.owner == owner)
+        with self._sessions() as session:
+            return int(session.scalar(query) or 0)
 
     def update(self, job_id: str, *, allow_terminal: bool = False, **values: Any) -> bool:
         """Set columns of a job; refused (False) once the job is terminal, unless allowed."""

@@ -19,7 +19,7 @@ from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.config.validation import ConfigValidationError
 from flextrain.data.registry import DatasetInfo, read_rows
 from flextrain.estimate.memory import MemoryEstimate, TrainingSetup, estimate_memory
-from flextrain.estimate.probe import ProbeError, build_request, run_probe
+from flextrain.estimate.probe import ProbeError, build_request, run_probe, should_anchor
 from flextrain.estimate.recommend import largest_fitting_batch, recommend
 from flextrain.estimate.timing import device_flops_prior, estimate_time, flops_per_token
 from flextrain.hardware.detect import HardwareConstraints
@@ -59,6 +59,9 @@ class TimeReport(BaseModel):
     flops_per_token: float
     source: str = Field(description="'prior' (device class) or 'probe' (measured steps).")
     assumption: str | None = None
+    overhead_seconds: float = Field(
+        0.0, description="Start-up and per-step costs included in `seconds` (not arithmetic)."
+    )
 
 
 class RecommendationReport(BaseModel):
@@ -301,6 +304,10 @@ class ModelCompatibilityChecker:
         peak, source = float(estimate.peak), "analytic"
         probe_report: dict[str, Any] | None = None
         step_seconds: float | None = None
+        flops_range = device_flops_prior(
+            gpu_names=hw.gpu_names, cpu_cores=hw.cpu_cores, precision=setup.precision
+        )
+        step_flops = flops_per_token(arch, setup) * setup.batch_size * setup.seq_len
         if probe:
             try:
                 result = run_probe(
@@ -308,6 +315,7 @@ class ModelCompatibilityChecker:
                         str(self.resolver.resolve(model_id).path),
                         setup,
                         training_type=ttype.value,
+                        anchored=should_anchor(step_flops / flops_range[1]),
                         num_threads=cfg.num_threads or hw.cpu_cores,
                     ),
                     target_batch=setup.batch_size,
@@ -348,13 +356,9 @@ class ModelCompatibilityChecker:
             setup.seq_len,
             cfg.eval_split,
         )
-        flops_range = device_flops_prior(
-            gpu_names=hw.gpu_names, cpu_cores=hw.cpu_cores, precision=setup.precision
-        )
         time_source = "prior"
         if step_seconds:
-            measured = flops_per_token(arch, setup) * setup.batch_size * setup.seq_len
-            rate = measured / step_seconds
+            rate = step_flops / step_seconds
             flops_range, time_source = (rate * 0.9, rate, rate * 1.1), "probe"
         timing = estimate_time(
             arch,
@@ -388,6 +392,7 @@ class ModelCompatibilityChecker:
             recommended_batch_size=recommended,
             estimated_training_time_hours=timing.hours,
             time=TimeReport(
+                overhead_seconds=timing.overhead_seconds,
                 seconds=timing.seconds,
                 low_seconds=timing.low_seconds,
                 high_seconds=timing.high_seconds,

@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
 
-    store = JobStore(make_sessionmaker(make_engine(args.database_url)))
+    # The service that launched this worker has already migrated the database.
+    store = JobStore(make_sessionmaker(make_engine(args.database_url, migrate=False)))
     job = store.get(args.job_id)
     if job is None:
         print(f"Job {args.job_id} not found in {args.database_url}", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Users, roles, bearer tokens and the audit log (services layer, no web code)."""

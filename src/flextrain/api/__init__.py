@@ -1,0 +1,1 @@
+"""REST API (FastAPI): `create_app()` builds it; `flextrain serve` runs it."""

@@ -1,0 +1,70 @@
+"""`create_app()`: the REST API and the web page, built from settings, no globals.
+
+The app holds one TrainingService (the same one the CLI and the Python API
+use). Route functions are plain `def`, so FastAPI runs the service's blocking
+calls (database, process launch) in its thread pool; only the event stream is
+async.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from flextrain.api import errors
+from flextrain.api.audit import AuditMiddleware
+from flextrain.api.routes import admin, resources, training
+from flextrain.service import TrainingService
+from flextrain.settings import Settings
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def static_dir() -> Path:
+    return Path(str(files("flextrain.web") / "static"))
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    service: TrainingService | None = None,
+    auth: bool = True,
+) -> FastAPI:
+    """The API. `auth=False` (loopback only; `flextrain serve` enforces it) acts
+    as a local admin for every request."""
+    service = service or TrainingService(settings)
+    app = FastAPI(
+        title="flextrain",
+        version=version("flextrain"),
+        description="Check, estimate and run real training jobs for Hugging Face models.",
+    )
+    app.state.service = service
+    app.state.auth_enabled = auth
+    errors.install(app)
+    app.include_router(training.router)
+    app.include_router(resources.router)
+    app.include_router(admin.router)
+    app.add_middleware(AuditMiddleware, service=service)
+
+    static = static_dir()
+    app.mount("/static", StaticFiles(directory=static), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(static / "index.html", media_type="text/html")
+
+    return app
+
+
+def check_bind(host: str, auth: bool) -> None:
+    """Refuse to expose an API without authentication beyond this machine."""
+    if not auth and host not in LOOPBACK:
+        raise ValueError(
+            f"Refusing to listen on {host} with authentication off: anyone who can reach "
+            "it could start jobs. Bind to 127.0.0.1, or drop --no-auth and use tokens."
+        )

@@ -1,0 +1,91 @@
+"""Every known error becomes a 4xx with a message naming the field and the fix.
+
+Bad input never reaches the user as a 500: request-body errors are 422 with
+each field; a config the validator rejects is 422 with every issue; unknown
+ids 404; wrong job state 409.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from flextrain.accounts.users import UserError, UserNotFoundError
+from flextrain.api.schemas import ErrorBody, FieldError
+from flextrain.config.validation import ConfigValidationError
+from flextrain.data.registry import DatasetFormatError, DatasetNotFoundError
+from flextrain.jobs.environment import EnvironmentSetupError
+from flextrain.models.resolve import ModelNotFoundError
+from flextrain.service import JobNotFoundError, JobStateError
+
+log = logging.getLogger("flextrain.api")
+
+
+def _body(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content=body.model_dump(), headers=headers)
+
+
+def _field(loc: tuple[object, ...] | list[object]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+async def request_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        FieldError(field=_field(e.get("loc", ())), message=str(e.get("msg", "invalid")))
+        for e in exc.errors()
+    ]
+    summary = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
+    return _body(422, ErrorBody(detail=f"Invalid request: {summary}", errors=errors))
+
+
+async def config_invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ConfigValidationError)
+    errors = [FieldError(field=i.field, message=i.message, fix=i.fix) for i in exc.errors]
+    return _body(422, ErrorBody(detail=str(exc), errors=errors))
+
+
+async def not_found(request: Request, exc: Exception) -> JSONResponse:
+    return _body(404, ErrorBody(detail=str(exc).strip("'\"")))
+
+
+async def conflict(request: Request, exc: Exception) -> JSONResponse:
+    return _body(409, ErrorBody(detail=str(exc)))
+
+
+async def unprocessable(request: Request, exc: Exception) -> JSONResponse:
+    return _body(422, ErrorBody(detail=str(exc)))
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return _body(
+        exc.status_code,
+        ErrorBody(detail=str(exc.detail)),
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
+async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """A bug, not bad input: logged with its traceback, answered without one."""
+    log.exception("Unhandled error on %s %s", request.method, request.url.path)
+    return _body(
+        500, ErrorBody(detail=f"Internal error ({type(exc).__name__}); see the server log.")
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, request_validation)
+    app.add_exception_handler(ConfigValidationError, config_invalid)
+    for exc_type in (JobNotFoundError, ModelNotFoundError, DatasetNotFoundError, UserNotFoundError):
+        app.add_exception_handler(exc_type, not_found)
+    app.add_exception_handler(JobStateError, conflict)
+    for bad_input in (DatasetFormatError, UserError, EnvironmentSetupError):
+        app.add_exception_handler(bad_input, unprocessable)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,237 @@
+"""The seed's endpoints under /api/training, plus logs, metrics and a live event stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from flextrain.accounts.users import Role
+from flextrain.api.deps import (
+    ServiceDep,
+    TrainerDep,
+    ViewerDep,
+    confine_config,
+    confine_dataset,
+    owned_job,
+    visible_job,
+)
+from flextrain.api.schemas import (
+    CompatibilityRequest,
+    ErrorBody,
+    JobPage,
+    LogTail,
+    MetricHistory,
+    TrainableModel,
+)
+from flextrain.config.enums import TrainingMode, TrainingStatus
+from flextrain.config.presets import describe_presets
+from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
+from flextrain.hardware.detect import HardwareConstraints
+from flextrain.jobs.store import TrainingJob
+from flextrain.models.compatibility import ModelCompatibility
+from flextrain.models.resolve import ModelResolver
+
+router = APIRouter(prefix="/api/training", tags=["training"])
+
+
+def _visible_job(job_id: str, user: ViewerDep, service: ServiceDep) -> TrainingJob:
+    return visible_job(service, user, job_id)
+
+
+VisibleJobDep = Annotated[TrainingJob, Depends(_visible_job)]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No valid token."},
+    403: {"model": ErrorBody, "description": "The role may not do this."},
+    422: {"model": ErrorBody, "description": "Invalid input; each field named."},
+}
+_JOB_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    404: {"model": ErrorBody, "description": "No such job (or not yours)."},
+    409: {"model": ErrorBody, "description": "The job's state does not allow this."},
+}
+
+# How often the event stream looks at the job store. Progress is written by
+# the worker at each logging step, so half a second is live enough.
+EVENT_POLL_SECONDS = 0.5
+
+
+@router.post("/compatibility/check", response_model=ModelCompatibility, responses=_ERRORS)
+def check_compatibility(
+    body: CompatibilityRequest, user: ViewerDep, service: ServiceDep
+) -> ModelCompatibility:
+    """Is this model trainable this way, how much memory and time will it take."""
+    if body.probe and not user.role.allows(Role.TRAINER):
+        raise HTTPException(403, "Running the calibration probe needs the 'trainer' role.")
+    confine_dataset(service, user, body.dataset_id)
+    if body.config is not None:
+        confine_dataset(service, user, body.config.dataset_id)
+    return service.check_compatibility(
+        body.model_id,
+        body.training_type,
+        config=body.config,
+        dataset_id=body.dataset_id,
+        batch_size=body.batch_size,
+        max_length=body.max_length,
+        probe=body.probe,
+    )
+
+
+@router.get("/models/trainable", response_model=list[TrainableModel], responses=_ERRORS)
+def trainable_models(user: ViewerDep, service: ServiceDep) -> list[TrainableModel]:
+    """Built-in models with the training types each supports."""
+    out = []
+    for model_id, description in ModelResolver.builtins().items():
+        report = service.check_compatibility(model_id)
+        out.append(
+            TrainableModel(
+                model_id=model_id,
+                description=description,
+                num_parameters=report.num_parameters,
+                supported_training_types=list(report.supported_training_types),
+                is_compatible=report.is_compatible,
+            )
+        )
+    return out
+
+
+@router.get("/presets", response_model=dict[str, dict[str, dict[str, Any]]], responses=_ERRORS)
+def presets(user: ViewerDep) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each basic-mode preset's knob values, per training type (explicit values win)."""
+    return describe_presets()
+
+
+@router.post("/jobs/basic", response_model=TrainingJob, status_code=201, responses=_ERRORS)
+def create_basic_job(
+    config: BasicTrainingConfig, request: Request, user: TrainerDep, service: ServiceDep
+) -> TrainingJob:
+    """Validate and record a PENDING job from a basic (preset) config."""
+    confine_config(service, user, config)
+    job = service.create_job(config, mode=TrainingMode.BASIC, owner=user.name)
+    request.state.audit_target = job.job_id
+    return job
+
+
+@router.post("/jobs/advanced", response_model=TrainingJob, status_code=201, responses=_ERRORS)
+def create_advanced_job(
+    config: AdvancedTrainingConfig, request: Request, user: TrainerDep, service: ServiceDep
+) -> TrainingJob:
+    """Validate and record a PENDING job with every Trainer knob."""
+    confine_config(service, user, config)
+    job = service.create_job(config, mode=TrainingMode.ADVANCED, owner=user.name)
+    request.state.audit_target = job.job_id
+    return job
+
+
+@router.post("/jobs/{job_id}/start", response_model=TrainingJob, responses=_JOB_ERRORS)
+def start_job(job_id: str, user: TrainerDep, service: ServiceDep) -> TrainingJob:
+    owned_job(service, user, job_id)
+    return service.start_job(job_id)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=TrainingJob, responses=_JOB_ERRORS)
+def cancel_job(job_id: str, user: TrainerDep, service: ServiceDep) -> TrainingJob:
+    owned_job(service, user, job_id)
+    return service.cancel_job(job_id)
+
+
+@router.get("/jobs/{job_id}", response_model=TrainingJob, responses=_JOB_ERRORS)
+def get_job(job_id: str, user: ViewerDep, service: ServiceDep) -> TrainingJob:
+    return visible_job(service, user, job_id)
+
+
+@router.get("/jobs", response_model=JobPage, responses=_ERRORS)
+def list_jobs(
+    user: ViewerDep,
+    service: ServiceDep,
+    status: TrainingStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1 << 40)] = 0,
+) -> JobPage:
+    """Newest first; trainers see their own jobs, viewers and admins every job."""
+    owner = user.name if user.role == Role.TRAINER else None
+    return JobPage(
+        items=service.list_jobs(status=status, owner=owner, limit=limit, offset=offset),
+        total=service.count_jobs(status=status, owner=owner),
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/jobs/{job_id}/logs", response_model=LogTail, responses=_JOB_ERRORS)
+def job_logs(
+    job_id: str,
+    user: ViewerDep,
+    service: ServiceDep,
+    tail: Annotated[int, Query(ge=1, le=10000)] = 200,
+) -> LogTail:
+    visible_job(service, user, job_id)
+    text = service.read_log(job_id, tail=tail)
+    return LogTail(job_id=job_id, lines=text.splitlines())
+
+
+@router.get("/jobs/{job_id}/metrics", response_model=MetricHistory, responses=_JOB_ERRORS)
+def job_metrics(job_id: str, user: ViewerDep, service: ServiceDep) -> MetricHistory:
+    """Every logged step (loss, learning rate, ...) and evaluation, oldest first."""
+    visible_job(service, user, job_id)
+    return MetricHistory(job_id=job_id, history=service.store.metric_history(job_id))
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={
+        **_JOB_ERRORS,
+        200: {
+            "description": "Server-Sent Events: `progress` (the job), `metric` (one history "
+            "row), `end` (final status), then the stream closes.",
+            "content": {"text/event-stream": {}},
+        },
+    },
+)
+async def job_events(
+    request: Request, job: VisibleJobDep, service: ServiceDep
+) -> AsyncIterator[ServerSentEvent]:
+    """Live progress of one job until it finishes.
+
+    The job is looked up by a dependency, which runs before the stream starts,
+    so an unknown (or someone else's) job is a 404, not an empty stream.
+    """
+    job_id = job.job_id
+    # Metric events carry their position as the event id, so a client that
+    # reconnects with Last-Event-ID gets only the rows it has not seen.
+    resume_from = request.headers.get("last-event-id", "")
+    sent_metrics = int(resume_from) if resume_from.isdigit() else 0
+    last_update = None
+    while True:
+        if job.updated_at != last_update:
+            last_update = job.updated_at
+            yield ServerSentEvent(data=job.model_dump(mode="json"), event="progress")
+        history = await asyncio.to_thread(service.store.metric_history, job_id)
+        for index, row in enumerate(history[sent_metrics:], start=sent_metrics + 1):
+            yield ServerSentEvent(data=row, event="metric", id=str(index))
+        sent_metrics = len(history)
+        if job.is_finished:
+            yield ServerSentEvent(
+                data={
+                    "job_id": job_id,
+                    "status": job.status.value,
+                    "at": datetime.now(UTC).isoformat(),
+                },
+                event="end",
+            )
+            return
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(EVENT_POLL_SECONDS)
+        job = await asyncio.to_thread(service.require_job, job_id)
+
+
+@router.get("/hardware", response_model=HardwareConstraints, responses=_ERRORS)
+def hardware(user: ViewerDep, service: ServiceDep) -> HardwareConstraints:
+    return service.hardware()

@@ -1,0 +1,130 @@
+"""Request and response bodies of the REST API that are not service models.
+
+Jobs, compatibility reports and hardware are returned as the service's own
+pydantic models (TrainingJob, ModelCompatibility, HardwareConstraints), so the
+Python API, the CLI's --json and the REST API show the same fields.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from flextrain.accounts.audit import AuditEntry
+from flextrain.accounts.users import Role, User
+from flextrain.config.enums import TrainingType
+from flextrain.config.schemas import AdvancedTrainingConfig
+from flextrain.jobs.store import TrainingJob
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Dotted path of the field, e.g. 'learning_rate'.")
+    message: str
+    fix: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer: a sentence for people, the fields for programs."""
+
+    detail: str
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+class CompatibilityRequest(BaseModel):
+    model_id: str = Field(min_length=1, description="Built-in name, local folder or hub id.")
+    training_type: TrainingType | None = None
+    dataset_id: str | None = None
+    batch_size: int = Field(8, ge=1, le=4096)
+    max_length: int = Field(512, ge=8, le=131072)
+    probe: bool = Field(False, description="Run a few real steps to calibrate (trainer role).")
+    config: AdvancedTrainingConfig | None = Field(
+        None, description="A full config to check instead of batch_size/max_length."
+    )
+
+
+class TrainableModel(BaseModel):
+    model_id: str
+    description: str
+    num_parameters: int | None
+    supported_training_types: list[TrainingType]
+    is_compatible: bool
+
+
+class ModelEntry(BaseModel):
+    model_id: str
+    source: Literal["builtin", "trained"]
+    description: str
+    path: str | None = None
+    job_id: str | None = None
+
+
+class JobPage(BaseModel):
+    items: list[TrainingJob]
+    total: int
+    limit: int
+    offset: int
+
+
+class LogTail(BaseModel):
+    job_id: str
+    lines: list[str]
+
+
+class MetricHistory(BaseModel):
+    job_id: str
+    history: list[dict[str, Any]]
+
+
+class DatasetSummary(BaseModel):
+    dataset_id: str
+    path: str
+    format: str
+    num_rows: int
+    columns: list[str]
+    text_column: str | None
+    label_column: str | None
+    labels: list[str]
+    description: str = ""
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    database: Literal["ok"]
+    auth: bool
+
+
+class Me(BaseModel):
+    name: str
+    role: Role
+
+
+class UserCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    role: Role = Role.TRAINER
+
+
+class UserCreated(BaseModel):
+    user: User
+    token: str = Field(description="Shown once; only its hash is stored.")
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntry]
+    total: int
+    limit: int
+    offset: int
+
+
+class EventProgress(BaseModel):
+    """The `progress` event of a job's event stream (also the first event)."""
+
+    job: TrainingJob
+
+
+class EventEnd(BaseModel):
+    job_id: str
+    status: str
+    at: datetime

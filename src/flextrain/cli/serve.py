@@ -1,0 +1,49 @@
+"""`flextrain serve`: the REST API and web page on uvicorn."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    no_auth: Annotated[
+        bool,
+        typer.Option("--no-auth", help="Act as a local admin without tokens (loopback only)."),
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the REST API under /api and the web page at /."""
+    import uvicorn
+
+    from flextrain.accounts.users import UserError
+    from flextrain.api.app import check_bind, create_app
+    from flextrain.service import TrainingService
+
+    auth = not no_auth
+    try:
+        check_bind(host, auth)
+    except ValueError as exc:
+        err_console.print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    service = TrainingService()
+    if auth:
+        given = service.settings.admin_token
+        try:
+            token = service.users.ensure_admin(given.get_secret_value() if given else None)
+        except UserError as exc:
+            err_console.print(str(exc), style="red", markup=False, highlight=False)
+            raise typer.Exit(2) from None
+        if token:
+            console.print("Created the admin user. Its token is shown only this once:")
+            console.print(f"  {token}", markup=False, highlight=False)
+            console.print("Keep it; create more users with `flextrain users create NAME`.")
+    console.print(f"flextrain API and web page on http://{host}:{port}/", highlight=False)
+    uvicorn.run(create_app(service=service, auth=auth), host=host, port=port, log_level=log_level)

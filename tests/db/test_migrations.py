@@ -1,0 +1,259 @@
+"""The Alembic revisions build exactly the schema the table classes describe.
+
+`test_upgrade_from_empty_matches_the_models` is the guard for every future
+change: alter a table class without a revision (or the other way round) and
+it lists the differences. The other tests cover the ways a database reaches
+head: fresh, adopted from `create_all` of earlier builds, twice, and from
+several processes at once. They run on SQLite, and on PostgreSQL under
+`make test-postgres` (the `settings` fixture then points at a fresh database).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, inspect, text
+
+import flextrain.migrations as migrations
+from flextrain.accounts.users import Role, UserStore
+from flextrain.config.enums import TrainingMode
+from flextrain.db import make_engine, make_sessionmaker
+from flextrain.jobs.store import JobStore
+from flextrain.migrations import alembic_config, head_revision, metadata
+from flextrain.settings import Settings
+
+TABLES = {"jobs", "job_metrics", "datasets", "users", "audit_log"}
+
+
+@pytest.fixture
+def url(settings: Settings) -> str:
+    settings.ensure_home()
+    return settings.resolved_database_url
+
+
+@pytest.fixture
+def engines() -> Iterator[list[Engine]]:
+    """Engines a test opens, disposed at the end whatever happened."""
+    opened: list[Engine] = []
+    yield opened
+    for engine in opened:
+        engine.dispose()
+
+
+def _differences(engine: Engine) -> list[Any]:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata()))
+
+
+def _versions(engine: Engine) -> list[str]:
+    with engine.connect() as connection:
+        return list(connection.scalars(text("SELECT version_num FROM alembic_version")))
+
+
+def _columns(engine: Engine) -> dict[str, list[tuple[str, str, bool]]]:
+    found = inspect(engine)
+    return {
+        t: [(c["name"], str(c["type"]), c["nullable"]) for c in found.get_columns(t)]
+        for t in sorted(TABLES)
+    }
+
+
+def _add_job(engine: Engine, job_id: str) -> None:
+    config = {"training_type": "lora_adaptation", "model_id": "m", "dataset_id": "d"}
+    JobStore(make_sessionmaker(engine)).create(
+        job_id=job_id, mode=TrainingMode.BASIC, config=config, output_dir="/o", log_path="/l"
+    )
+
+
+def _plain_engine(url: str, engines: list[Engine]) -> Engine:
+    """An engine that touches no schema, as earlier builds' create_all needed."""
+    engine = create_engine(url)
+    engines.append(engine)
+    return engine
+
+
+def test_upgrade_from_empty_matches_the_models(url: str, engines: list[Engine]) -> None:
+    engine = make_engine(url)
+    engines.append(engine)
+    assert _differences(engine) == []
+    assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
+
+
+def test_alembic_version_holds_the_head_revision(url: str, engines: list[Engine]) -> None:
+    engine = make_engine(url)
+    engines.append(engine)
+    assert _versions(engine) == [head_revision()]
+    with engine.connect() as connection:
+        assert migrations.current_revision(connection) == head_revision()
+
+
+def test_the_job_metrics_foreign_key_cascades(url: str, engines: list[Engine]) -> None:
+    engine = make_engine(url)
+    engines.append(engine)
+    (fk,) = inspect(engine).get_foreign_keys("job_metrics")
+    assert fk["referred_table"] == "jobs"
+    assert fk["options"].get("ondelete", "").upper() == "CASCADE"
+    _add_job(engine, "j1")
+    JobStore(make_sessionmaker(engine)).add_metric("j1", step=1, epoch=0.1, values={"loss": 1.0})
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM jobs WHERE job_id = 'j1'"))
+        assert connection.scalar(text("SELECT count(*) FROM job_metrics")) == 0
+
+
+def test_a_create_all_database_is_stamped_and_keeps_its_rows(
+    url: str, engines: list[Engine]
+) -> None:
+    legacy = _plain_engine(url, engines)
+    metadata().create_all(legacy)
+    _add_job(legacy, "legacy-job")
+    legacy.dispose()
+
+    engine = make_engine(url)
+    engines.append(engine)
+    assert _versions(engine) == [head_revision()]
+    assert _differences(engine) == []
+    job = JobStore(make_sessionmaker(engine)).get("legacy-job")
+    assert job is not None and job.model_id == "m"
+
+
+def test_a_database_from_before_the_accounts_tables_gets_them(
+    url: str, engines: list[Engine]
+) -> None:
+    """Builds before users and audit_log existed: adopting adds just those two."""
+    legacy = _plain_engine(url, engines)
+    old_tables = [metadata().tables[name] for name in ("jobs", "job_metrics", "datasets")]
+    metadata().create_all(legacy, tables=old_tables)
+    _add_job(legacy, "old-job")
+    legacy.dispose()
+
+    engine = make_engine(url)
+    engines.append(engine)
+    assert _differences(engine) == []
+    assert JobStore(make_sessionmaker(engine)).get("old-job") is not None
+    users = UserStore(make_sessionmaker(engine))
+    _, token = users.create("ada", Role.ADMIN)
+    assert users.authenticate(token) is not None
+
+
+def test_make_engine_twice_is_a_no_op(
+    url: str, engines: list[Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = make_engine(url)
+    engines.append(first)
+    _add_job(first, "kept")
+    before = _columns(first)
+    first.dispose()
+
+    def must_not_run(engine: Engine) -> None:
+        raise AssertionError("a database at head was upgraded again")
+
+    monkeypatch.setattr(migrations, "_upgrade_locked", must_not_run)
+    second = make_engine(url)
+    engines.append(second)
+    assert _versions(second) == [head_revision()]
+    assert _columns(second) == before
+    assert JobStore(make_sessionmaker(second)).get("kept") is not None
+
+
+def test_the_worker_engine_does_not_migrate(url: str, engines: list[Engine]) -> None:
+    engine = make_engine(url, migrate=False)
+    engines.append(engine)
+    assert inspect(engine).get_table_names() == []
+
+
+def test_in_memory_sqlite_is_migrated_too(engines: list[Engine]) -> None:
+    engine = make_engine("sqlite://")
+    engines.append(engine)
+    assert _differences(engine) == []
+    assert _versions(engine) == [head_revision()]
+
+
+def test_processes_starting_together_all_succeed(url: str, engines: list[Engine]) -> None:
+    """The API server and CLI commands opening one fresh database at the same moment."""
+    start = time.time() + 3.0  # after every interpreter has imported what it needs
+    code = textwrap.dedent(
+        f"""
+        import time
+        from flextrain.db import make_engine
+        from flextrain.migrations import metadata
+        metadata()
+        time.sleep(max(0.0, {start!r} - time.time()))
+        make_engine({url!r}).dispose()
+        """
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+
+    engine = make_engine(url)
+    engines.append(engine)
+    assert _versions(engine) == [head_revision()]
+    assert _differences(engine) == []
+
+
+def test_losing_a_race_to_an_old_create_all_is_recovered(
+    url: str, engines: list[Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older build (no lock, create_all) makes the tables between our check and our DDL.
+
+    The first attempt then fails on real "table exists" errors; the second
+    finds a pre-migration database and adopts it.
+    """
+    real = migrations._upgrade_locked
+    attempts: list[str] = []
+
+    def interleaved(engine: Engine) -> None:
+        attempts.append("try")
+        if len(attempts) == 1:
+            other = _plain_engine(url, engines)
+            metadata().create_all(other)
+            _add_job(other, "theirs")
+            other.dispose()
+            # Our upgrade, run as if its check had happened before their tables existed.
+            with engine.begin() as connection:
+                command.upgrade(alembic_config(connection), "head")
+        real(engine)
+
+    monkeypatch.setattr(migrations, "_upgrade_locked", interleaved)
+    engine = make_engine(url)
+    engines.append(engine)
+    assert attempts == ["try", "try"]
+    assert _versions(engine) == [head_revision()]
+    assert _differences(engine) == []
+    assert JobStore(make_sessionmaker(engine)).get("theirs") is not None
+
+
+def test_adoption_knows_every_table_of_revision_0001() -> None:
+    """Adoption fills in 0001's tables and stamps 0001: the two lists must agree."""
+    script = ScriptDirectory.from_config(alembic_config())
+    initial = script.get_revision(migrations.INITIAL_REVISION)
+    assert initial is not None and initial.down_revision is None
+    assert set(initial.module.TABLES) == migrations.LEGACY_TABLES == TABLES
+
+
+def test_a_database_from_a_newer_flextrain_is_refused_clearly(
+    url: str, engines: list[Engine]
+) -> None:
+    engine = make_engine(url)
+    engines.append(engine)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    with pytest.raises(migrations.DatabaseTooNewError, match=r"revision 9999.*Fix: upgrade"):
+        make_engine(url)

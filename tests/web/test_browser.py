@@ -1,0 +1,247 @@
+"""The web page in headless Chromium against a real `flextrain serve` subprocess.
+
+Chromium is Debian's (/usr/bin/chromium, installed by `make test`), driven by
+Python Playwright through `executable_path`; nothing is downloaded. Without
+Chromium the tests skip, except on CI (CI=true), where a missing browser fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from flextrain.config.schemas import AdvancedTrainingConfig
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ADMIN_TOKEN = "browser-test-admin-token-5f2c"
+FINISHED = ("completed", "failed", "cancelled")
+SERVER_START_SECONDS = 60
+# A tiny job: ~70 optimizer steps of a 0.14M-parameter model, seconds on a CPU,
+# longer when the machine is busy.
+JOB_SECONDS = 240
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _call(base: str, path: str, method: str = "GET") -> Any:
+    request = urllib.request.Request(
+        base + path, method=method, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    if CHROMIUM.exists():
+        return CHROMIUM
+    reason = f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get)."
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the browser tests: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def server(
+    chromium: Path, tmp_path_factory: pytest.TempPathFactory, models_cache: Path
+) -> Iterator[str]:
+    """`flextrain serve` with authentication on, in its own home; its base URL."""
+    home = tmp_path_factory.mktemp("web-home")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "FLEXTRAIN_HOME": str(home),
+        "FLEXTRAIN_MODELS_CACHE": str(models_cache),
+        "FLEXTRAIN_ADMIN_TOKEN": ADMIN_TOKEN,
+        "HF_HUB_OFFLINE": "1",
+    }
+    env.pop("FLEXTRAIN_DATABASE_URL", None)
+    command = [str(Path(sys.executable).with_name("flextrain")), "serve"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    log_path = home / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"flextrain serve exited ({proc.returncode}):\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(base + "/api/health", timeout=2) as response:
+                    if json.loads(response.read())["auth"] is True:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"flextrain serve did not answer in time:\n{log_path.read_text()}")
+            time.sleep(0.25)
+        yield base
+    finally:
+        _stop(proc, base)
+
+
+def _stop(proc: subprocess.Popen[bytes], base: str) -> None:
+    """Cancel unfinished jobs (workers run in their own session), then stop the server."""
+    if proc.poll() is None:
+        try:
+            for job in _call(base, "/api/training/jobs?limit=500")["items"]:
+                if job["status"] not in FINISHED:
+                    _call(base, f"/api/training/jobs/{job['job_id']}/cancel", method="POST")
+        except (urllib.error.URLError, OSError):
+            pass
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture
+def page(chromium: Path, tmp_path: Path) -> Iterator[Page]:
+    """A page in a fresh headless Chromium profile."""
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(chromium),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            context.set_default_timeout(30_000)
+            yield context.pages[0] if context.pages else context.new_page()
+        finally:
+            context.close()
+
+
+def _sign_in(page: Page, base: str, token: str) -> None:
+    page.goto(base + "/")
+    expect(page.get_by_test_id("login-form")).to_be_visible()
+    page.get_by_test_id("login-token").fill(token)
+    page.get_by_test_id("login-submit").click()
+
+
+def test_wrong_token_shows_the_login_error(page: Page, server: str, tmp_path: Path) -> None:
+    _sign_in(page, server, "not-the-token")
+    error = page.get_by_test_id("login-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("not valid")
+    expect(page.get_by_test_id("user-name")).to_be_hidden()
+    assert page.evaluate("localStorage.getItem('flextrain.token')") is None
+    page.screenshot(path=str(tmp_path / "login-error.png"))
+
+
+def test_train_a_tiny_job_from_the_page(page: Page, server: str, tmp_path: Path) -> None:
+    _sign_in(page, server, ADMIN_TOKEN)
+    expect(page.get_by_test_id("user-name")).to_have_text("admin")
+    expect(page.get_by_test_id("user-role")).to_have_text("admin")
+    expect(page.get_by_test_id("hardware-panel")).to_be_visible()
+    expect(page.get_by_test_id("hw-cpu")).to_contain_text(str(len(os.sched_getaffinity(0))))
+
+    page.get_by_test_id("nav-new").click()
+    # Advanced mode offers every knob of AdvancedTrainingConfig.
+    page.locator("label:has(#mode-advanced)").click()
+    for name in AdvancedTrainingConfig.model_fields:
+        expect(page.locator(f"#f-{name}")).to_be_visible()
+    page.locator("label:has(#mode-basic)").click()
+    expect(page.locator("#f-lora_r")).to_have_count(0)
+
+    page.locator("#f-model_id").fill("flextrain/tiny-llama")
+    page.locator("#f-dataset_id").fill("demo/text")
+    page.locator("#f-training_type").select_option("continued_pretraining")
+    page.locator("#f-num_epochs").fill("1")
+    page.locator("#f-max_length").fill("32")
+    page.locator("#f-batch_size").fill("8")
+
+    # An API error is shown by its field and named in the summary.
+    page.locator("#f-learning_rate").fill("-1")
+    page.get_by_test_id("submit-button").click()
+    # The first call builds the built-in model in the fresh cache: allow it time.
+    expect(page.get_by_test_id("err-learning_rate")).to_contain_text("outside", timeout=90_000)
+    expect(page.get_by_test_id("form-errors")).to_contain_text("learning_rate")
+    page.locator("#f-learning_rate").fill("")
+
+    page.get_by_test_id("check-button").click()
+    verdict = page.get_by_test_id("check-verdict")
+    expect(verdict).to_have_attribute("data-compatible", "true", timeout=90_000)
+    expect(page.get_by_test_id("check-memory")).to_contain_text("Peak")
+    expect(page.get_by_test_id("check-time")).to_be_visible()
+
+    page.get_by_test_id("submit-button").click()
+    page.wait_for_url("**/#/jobs/*")
+    started = time.monotonic()
+    page.wait_for_function(
+        "states => states.includes(document.getElementById('job-status').dataset.status)",
+        arg=list(FINISHED),
+        timeout=JOB_SECONDS * 1000,
+    )
+    status = page.get_by_test_id("job-status").get_attribute("data-status")
+    assert status == "completed", (
+        f"job ended {status}: {page.get_by_test_id('job-error').inner_text()}\n"
+        + page.get_by_test_id("job-logs").inner_text()
+    )
+    print(f"job finished {time.monotonic() - started:.1f} s after submit")
+
+    model_path = page.get_by_test_id("job-model-path")
+    expect(model_path).to_be_visible()
+    assert Path(model_path.inner_text()).is_dir()
+    expect(page.get_by_test_id("job-stream-state")).to_contain_text("finished")
+
+    loss = page.get_by_test_id("chart-loss")
+    page.wait_for_function("Number(document.getElementById('chart-loss').dataset.points) > 1")
+    drawn = page.evaluate(
+        """() => {
+            const c = document.getElementById('chart-loss');
+            const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let inked = 0;
+            for (let i = 3; i < data.length; i += 4) if (data[i] > 0) inked++;
+            return inked;
+        }"""
+    )
+    assert drawn > 1000, f"the loss chart looks blank ({drawn} inked pixels)"
+    assert int(loss.get_attribute("data-points") or 0) > 1
+    assert int(page.get_by_test_id("chart-lr").get_attribute("data-points") or 0) > 1
+    assert int(page.get_by_test_id("chart-eval-loss").get_attribute("data-points") or 0) >= 1
+    expect(page.get_by_test_id("job-logs")).to_contain_text("completed")
+    page.screenshot(path=str(tmp_path / "job-completed.png"), full_page=True)
+
+    # The jobs table lists the finished job.
+    page.get_by_test_id("nav-jobs").click()
+    row = page.get_by_test_id("job-row").first
+    expect(row.get_by_test_id("job-row-status")).to_have_text("completed")
