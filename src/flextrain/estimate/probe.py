@@ -67,7 +67,7 @@ class ProbeResult:
 # Above this many seconds per optimizer step at the requested batch (analytic
 # estimate), the probe does not run the requested batch itself but extrapolates
 # from b/4 and b/2, keeping its cost bounded.
-ANCHOR_MAX_STEP_SECONDS = 20.0
+ANCHOR_MAX_STEP_SECONDS = 30.0
 
 
 def probe_batches(target: int, *, anchored: bool = True) -> list[int]:
