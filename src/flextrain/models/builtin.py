@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from flextrain.data.bundled import bundled_path
+from flextrain.models.heavy import load_transformers
 
 MINILM_ID = "flextrain/minilm-l6"
 TINY_LLAMA_ID = "flextrain/tiny-llama"
@@ -76,6 +77,8 @@ def _corpus() -> Iterator[str]:
 
 def _build_tiny_llama(folder: Path) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    load_transformers()
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<unk>", "<s>", "</s>", "<pad>"]
@@ -119,6 +122,7 @@ def save_random_llama(
 
     The built-in tiny decoder and the benchmarks' larger sizes of the same family.
     """
+    load_transformers()
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -142,6 +146,7 @@ def save_random_llama(
 
 
 def _build_tiny_bert(folder: Path) -> None:
+    load_transformers()
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 

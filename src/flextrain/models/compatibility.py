@@ -23,6 +23,7 @@ from flextrain.estimate.probe import ProbeError, build_request, run_probe, shoul
 from flextrain.estimate.recommend import largest_fitting_batch, recommend
 from flextrain.estimate.timing import device_flops_prior, estimate_time, flops_per_token
 from flextrain.hardware.detect import HardwareConstraints
+from flextrain.models.heavy import load_transformers
 from flextrain.models.inspect import ModelInfo, choose_lora_targets, inspect_model
 from flextrain.models.resolve import ModelNotFoundError, ModelResolver
 from flextrain.models.tasks import choose_objective, choose_precision
@@ -196,6 +197,7 @@ def tokens_per_epoch(
     lengths: list[int] | None = None
     if model_path is not None and (model_path / "tokenizer_config.json").exists():
         try:
+            load_transformers()
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(model_path)

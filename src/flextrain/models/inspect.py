@@ -13,6 +13,7 @@ from typing import Any
 
 from flextrain.config.validation import ModelFacts
 from flextrain.estimate.memory import Architecture
+from flextrain.models.heavy import load_transformers
 
 # LoRA targets by preference: attention projections first (LoRA paper, PEFT defaults).
 _TARGET_PREFERENCES: tuple[tuple[str, ...], ...] = (
@@ -105,6 +106,7 @@ def inspect_model(
     `objective` picks the head ("sequence_classification", "causal_lm",
     "masked_lm"); by default the model's language-model head.
     """
+    load_transformers()
     import torch
     from transformers import AutoConfig
     from transformers.models.auto import modeling_auto as auto
@@ -187,6 +189,7 @@ _ENCODER_TYPES = frozenset(
 
 
 def _auto_class(*, causal: bool, masked: bool) -> Any:
+    load_transformers()
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
     if causal:
