@@ -14,7 +14,8 @@ from typing import Any
 
 from flextrain.config.enums import TrainingMode, TrainingStatus, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
-from flextrain.data.registry import DatasetInfo, DatasetRegistry
+from flextrain.data.manager import TrainingDataManager
+from flextrain.data.registry import DatasetInfo
 from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs.environment import TrainingEnvironment
 from flextrain.jobs.store import TrainingJob
@@ -29,14 +30,14 @@ class FlexibleTrainingInterface:
 
     The three service arguments mirror the seed's constructor. Each defaults to
     flextrain's own component: `enhanced_hf_service` resolves model ids
-    (ModelResolver), `training_data_manager` names datasets (DatasetRegistry),
+    (ModelResolver), `training_data_manager` names datasets (TrainingDataManager),
     `system_model_manager` is accepted for compatibility and unused so far.
     """
 
     def __init__(
         self,
         enhanced_hf_service: ModelResolver | None = None,
-        training_data_manager: DatasetRegistry | None = None,
+        training_data_manager: TrainingDataManager | None = None,
         system_model_manager: Any | None = None,
         *,
         settings: Settings | None = None,

@@ -25,11 +25,11 @@ from flextrain.config.validation import (
     TrainingParameterValidator,
     ValidationIssue,
 )
+from flextrain.data.manager import TrainingDataManager
 from flextrain.data.registry import (
     DatasetFormatError,
     DatasetInfo,
     DatasetNotFoundError,
-    DatasetRegistry,
 )
 from flextrain.db import make_engine, make_sessionmaker
 from flextrain.estimate.memory import estimate_memory
@@ -82,7 +82,7 @@ class TrainingService:
         self.store = JobStore(sessions)
         self.users = UserStore(sessions)
         self.audit = AuditLog(sessions)
-        self.datasets = DatasetRegistry(sessions)
+        self.datasets = TrainingDataManager(sessions, self.settings.home / "datasets")
         self.models = ModelResolver(self.settings.builtin_models_dir)
         self.environments = TrainingEnvironmentManager(self.settings.jobs_dir)
         self.validator = TrainingParameterValidator()
@@ -209,7 +209,7 @@ class TrainingService:
         a job is a plan and may be started where the hardware fits.
         """
         hw = self.hardware()
-        issues, _model, _data = self.validate(config, hardware=hw)
+        issues, _model, data = self.validate(config, hardware=hw)
         static_issues, _, _ = self.validate(config)
         static = {(i.field, i.message) for i in static_issues}
         hardware_only = [i for i in issues if (i.field, i.message) not in static]
@@ -236,6 +236,7 @@ class TrainingService:
                 log_path=str(env.log_file),
                 warnings=warnings,
                 owner=owner,
+                dataset_version=data.version,
             )
         except Exception:
             self.environments.remove(env)
@@ -334,6 +335,9 @@ class TrainingService:
     # -- internals ---------------------------------------------------------------------
     def _build_spec(self, job: TrainingJob) -> RunSpec:
         config = AdvancedTrainingConfig.from_basic(_config_from_job(job))
+        if job.dataset_version:  # train on exactly the version the job was created with
+            name = config.dataset_id.rpartition("@")[0] or config.dataset_id
+            config = config.model_copy(update={"dataset_id": f"{name}@{job.dataset_version}"})
         hw = self.hardware()
         issues, model, data = self.validate(config, hardware=hw)
         errors = [i for i in issues if i.severity == "error"]
@@ -356,6 +360,7 @@ class TrainingService:
                 label_column=data.label_column,
                 labels=data.labels,
                 prompt_columns=data.prompt_columns,
+                shape=data.shape,
             ),
             output_dir=str(env.output_dir),
             checkpoint_dir=str(env.checkpoint_dir),

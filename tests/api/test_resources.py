@@ -90,7 +90,10 @@ def test_upload_registers_a_dataset_a_job_can_use(
     assert data["description"] == "soup reviews"
     stored = Path(data["path"])
     assert stored.is_relative_to(service.settings.home / "datasets")
-    assert stored.read_bytes() == REVIEWS
+    # Stored as an immutable version: canonical JSON lines named by their SHA-256.
+    assert data["version"] and len(data["version"]) == 64 and data["version"] in str(stored)
+    assert data["shape"] == "classification"
+    assert stored.read_bytes() != REVIEWS and len(stored.read_text().splitlines()) == 40
     assert stray_uploads(service) == []
 
     listed = client.get("/api/datasets", headers=trainer.headers).json()
@@ -108,7 +111,7 @@ def test_upload_of_a_file_that_is_not_training_data_leaves_nothing(
     client: TestClient, trainer: Caller, service: TrainingService
 ) -> None:
     response = upload(client, trainer, "numbers", b'{"a": 1}\n{"a": 2}\n')
-    assert_error(response, 422, "has columns ['a'] but no text", "Fix:")
+    assert_error(response, 422, "No training shape fits the columns ['a']", "Fix:")
     assert files_under(service.settings.home / "datasets") == []
     assert stray_uploads(service) == []
     assert_error(client.get("/api/datasets/numbers", headers=trainer.headers), 404)

@@ -285,18 +285,20 @@ def test_datasets_register_and_list(home: Path, tmp_path: Path) -> None:
         "the soup was warm,positive\n"
         "the train was late,negative\n"
         "the garden was lovely,positive\n"
+        "the bill was wrong,negative\n"
     )
     result = invoke("datasets", "register", "mydata", str(csv_file))
     assert result.exit_code == 0, result.output
     assert "mydata" in result.output
-    assert "3 rows" in result.output
+    assert "4 rows" in result.output
+    assert "classification" in result.output
 
     listed = invoke("datasets", "list")
     assert listed.exit_code == 0, listed.output
     for name in ("demo/sentiment", "demo/text", "mydata"):
         assert name in listed.output
     row = next(line for line in listed.output.splitlines() if "mydata" in line)
-    assert "csv" in row
+    assert "classification" in row
     assert "negative, positive" in row
 
 
@@ -304,7 +306,7 @@ def test_datasets_register_unsupported_extension(home: Path, tmp_path: Path) -> 
     xml = tmp_path / "data.xml"
     xml.write_text("<rows><row>hello</row></rows>\n")
     result = invoke("datasets", "register", "x", str(xml))
-    _assert_bad_input(result, "data.xml", "unsupported extension", ".csv", ".jsonl", ".txt")
+    _assert_bad_input(result, "data.xml", "unsupported suffix .xml", ".csv", ".jsonl", ".txt")
     listed = invoke("datasets", "list")
     assert " x " not in flat(listed)
 

@@ -1,4 +1,4 @@
-"""The dataset registry: bundled demos, registered files, and clear errors."""
+"""The unversioned dataset registry: bundled demos, files read as they are, clear errors."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
 
 @pytest.fixture
 def registry(service: TrainingService) -> DatasetRegistry:
-    return service.datasets
+    """The unversioned registry (bundled demos, files read as they are). The service
+    now registers through TrainingDataManager: see test_manager.py."""
+    return DatasetRegistry(make_sessionmaker(service.engine))
 
 
 # -- bundled ---------------------------------------------------------------------------
@@ -125,7 +127,9 @@ def test_register_stores_an_absolute_path(
 
 
 def test_registered_datasets_persist(settings: Settings, tmp_path: Path) -> None:
-    path = _write_jsonl(tmp_path / "kept.jsonl", [{"text": "a", "label": "x"}])
+    path = _write_jsonl(
+        tmp_path / "kept.jsonl", [{"text": "a", "label": "x"}, {"text": "b", "label": "x"}]
+    )
     first = TrainingService(settings)
     try:
         first.datasets.register("kept", path, "persisted")
@@ -135,7 +139,8 @@ def test_registered_datasets_persist(settings: Settings, tmp_path: Path) -> None
     second = TrainingService(settings)
     try:
         info = second.datasets.get("kept")
-        assert info.path == path.resolve()
+        assert info.path.is_file() and info.path.is_relative_to(settings.home / "datasets")
+        assert info.version is not None and info.version in str(info.path)
         assert info.description == "persisted"
         assert info.labels == ["x"]
     finally:

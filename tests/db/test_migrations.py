@@ -32,7 +32,9 @@ from flextrain.jobs.store import JobStore
 from flextrain.migrations import alembic_config, head_revision, metadata
 from flextrain.settings import Settings
 
+# Revision 0001's tables (what adoption fills in) and every table at head.
 TABLES = {"jobs", "job_metrics", "datasets", "users", "audit_log"}
+HEAD_TABLES = TABLES | {"dataset_versions"}
 
 
 @pytest.fixture
@@ -65,7 +67,7 @@ def _columns(engine: Engine) -> dict[str, list[tuple[str, str, bool]]]:
     found = inspect(engine)
     return {
         t: [(c["name"], str(c["type"]), c["nullable"]) for c in found.get_columns(t)]
-        for t in sorted(TABLES)
+        for t in sorted(HEAD_TABLES)
     }
 
 
@@ -74,6 +76,33 @@ def _add_job(engine: Engine, job_id: str) -> None:
     JobStore(make_sessionmaker(engine)).create(
         job_id=job_id, mode=TrainingMode.BASIC, config=config, output_dir="/o", log_path="/l"
     )
+
+
+def _legacy_schema(engine: Engine, keep: set[str] | None = None) -> None:
+    """The schema earlier builds made with create_all: revision 0001's tables (or only
+    `keep` of them), without `alembic_version`. Not today's `metadata().create_all`,
+    which has every later revision's changes too."""
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), migrations.INITIAL_REVISION)
+        connection.execute(text("DROP TABLE alembic_version"))
+        for table in ("job_metrics", "audit_log", "users", "datasets", "jobs"):
+            if keep is not None and table not in keep:
+                connection.execute(text(f"DROP TABLE {table}"))
+
+
+def _add_legacy_job(engine: Engine, job_id: str) -> None:
+    """A job row as an earlier build wrote it (only revision 0001's columns)."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO jobs (job_id, mode, training_type, model_id, dataset_id, "
+                "config_json, status, progress, current_epoch, total_epochs, current_step, "
+                "total_steps, metrics_json, warnings_json, created_at, updated_at) VALUES "
+                "(:id, 'basic', 'lora_adaptation', 'm', 'd', '{}', 'pending', 0, 0, 0, 0, 0, "
+                "'{}', '[]', :now, :now)"
+            ),
+            {"id": job_id, "now": "2026-11-01 00:00:00"},
+        )
 
 
 def _plain_engine(url: str, engines: list[Engine]) -> Engine:
@@ -87,7 +116,7 @@ def test_upgrade_from_empty_matches_the_models(url: str, engines: list[Engine]) 
     engine = make_engine(url)
     engines.append(engine)
     assert _differences(engine) == []
-    assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
+    assert set(inspect(engine).get_table_names()) == HEAD_TABLES | {"alembic_version"}
 
 
 def test_alembic_version_holds_the_head_revision(url: str, engines: list[Engine]) -> None:
@@ -115,8 +144,8 @@ def test_a_create_all_database_is_stamped_and_keeps_its_rows(
     url: str, engines: list[Engine]
 ) -> None:
     legacy = _plain_engine(url, engines)
-    metadata().create_all(legacy)
-    _add_job(legacy, "legacy-job")
+    _legacy_schema(legacy)
+    _add_legacy_job(legacy, "legacy-job")
     legacy.dispose()
 
     engine = make_engine(url)
@@ -132,9 +161,8 @@ def test_a_database_from_before_the_accounts_tables_gets_them(
 ) -> None:
     """Builds before users and audit_log existed: adopting adds just those two."""
     legacy = _plain_engine(url, engines)
-    old_tables = [metadata().tables[name] for name in ("jobs", "job_metrics", "datasets")]
-    metadata().create_all(legacy, tables=old_tables)
-    _add_job(legacy, "old-job")
+    _legacy_schema(legacy, keep={"jobs", "job_metrics", "datasets"})
+    _add_legacy_job(legacy, "old-job")
     legacy.dispose()
 
     engine = make_engine(url)
@@ -222,8 +250,8 @@ def test_losing_a_race_to_an_old_create_all_is_recovered(
         attempts.append("try")
         if len(attempts) == 1:
             other = _plain_engine(url, engines)
-            metadata().create_all(other)
-            _add_job(other, "theirs")
+            _legacy_schema(other)
+            _add_legacy_job(other, "theirs")
             other.dispose()
             # Our upgrade, run as if its check had happened before their tables existed.
             with engine.begin() as connection:

@@ -87,6 +87,8 @@ class DatasetSummary(BaseModel):
     label_column: str | None
     labels: list[str]
     description: str = ""
+    version: str | None = Field(None, description="SHA-256 of the latest version's content.")
+    shape: str | None = None
 
 
 class Health(BaseModel):

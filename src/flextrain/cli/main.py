@@ -8,33 +8,24 @@ input and 1 for a failed job; no traceback reaches the user.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 import yaml
-from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
 
 from flextrain.cli.admin import audit, users_app
+from flextrain.cli.common import console, err_console, get_service, guard
+from flextrain.cli.datasets import datasets_app
 from flextrain.cli.follow import follow_job
 from flextrain.cli.serve import serve
 from flextrain.config.enums import TrainingMode, TrainingStatus, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
-from flextrain.config.validation import ConfigValidationError
-from flextrain.data.registry import DatasetFormatError, DatasetNotFoundError
-from flextrain.db import DatabaseTooNewError
 from flextrain.hardware.detect import HardwareConstraints
-from flextrain.jobs.environment import EnvironmentSetupError
 from flextrain.jobs.store import TrainingJob
 from flextrain.models.compatibility import NO_DATASET, ModelCompatibility
-from flextrain.models.resolve import ModelNotFoundError
-from flextrain.service import JobNotFoundError, JobStateError, TrainingService
 
 app = typer.Typer(
     name="flextrain",
@@ -43,61 +34,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 jobs_app = typer.Typer(help="List, inspect and cancel training jobs.", no_args_is_help=True)
-datasets_app = typer.Typer(help="Registered datasets.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(users_app, name="users")
 app.command("audit")(audit)
 app.command()(serve)
 
-console = Console()
-err_console = Console(stderr=True)
-T = TypeVar("T")
-
-_BAD_INPUT = (
-    ConfigValidationError,
-    ModelNotFoundError,
-    DatasetNotFoundError,
-    DatasetFormatError,
-    JobNotFoundError,
-    JobStateError,
-    EnvironmentSetupError,
-    ValueError,
-)
-
-
-def _guard(fn: Callable[[], T]) -> T:
-    """Run `fn`, turning known errors into a message and an exit code."""
-    try:
-        return fn()
-    except ValidationError as exc:
-        err_console.print("[red]Invalid configuration:")
-        for error in exc.errors():
-            field = ".".join(str(p) for p in error["loc"]) or "config"
-            err_console.print(f"  - {escape(field)}: {escape(error['msg'])}")
-        raise typer.Exit(2) from None
-    except _BAD_INPUT as exc:
-        err_console.print(str(exc), style="red", markup=False, highlight=False)
-        raise typer.Exit(2) from None
-    except DatabaseTooNewError as exc:
-        err_console.print(str(exc), style="red", markup=False, highlight=False)
-        raise typer.Exit(1) from None
-    except SQLAlchemyError as exc:
-        err_console.print(
-            f"The job database could not be used ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}). Fix: check FLEXTRAIN_DATABASE_URL and that "
-            "the database server is running.",
-            style="red",
-            markup=False,
-            highlight=False,
-        )
-        raise typer.Exit(1) from None
-
-
-def _service() -> TrainingService:
-    """The service, or a one-line error when its database cannot be opened."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    return _guard(TrainingService)
+_guard = guard
+_service = get_service
 
 
 def _print_hardware(hw: HardwareConstraints) -> None:
@@ -505,31 +449,6 @@ def jobs_cancel(job_id: str) -> None:
 def jobs_logs(job_id: str, tail: Annotated[int, typer.Option(min=1)] = 100) -> None:
     """The last lines of a job's log."""
     console.print(_guard(lambda: _service().read_log(job_id, tail)), markup=False, highlight=False)
-
-
-@datasets_app.command("list")
-def datasets_list() -> None:
-    """Bundled and registered datasets."""
-    rows = _guard(lambda: _service().datasets.describe_all())
-    table = Table(title="Datasets")
-    for col in ("id", "format", "rows", "labels", "path"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            escape(r["dataset_id"]),
-            r.get("format", "?"),
-            str(r.get("num_rows", "?")),
-            escape(", ".join(r.get("labels", []))),
-            escape(r.get("path", r.get("error", ""))),
-        )
-    console.print(table)
-
-
-@datasets_app.command("register")
-def datasets_register(name: str, path: Path, description: str = "") -> None:
-    """Name a JSONL/CSV/text file so jobs can use it as --dataset NAME."""
-    info = _guard(lambda: _service().datasets.register(name, path, description))
-    console.print(f"Registered '{info.dataset_id}': {info.num_rows} rows, columns {info.columns}.")
 
 
 def main() -> None:  # pragma: no cover - console-script shim

@@ -56,6 +56,8 @@ class DatasetRecord(Base):
     path: Mapped[str] = mapped_column(String(2000))
     format: Mapped[str] = mapped_column(String(16))
     description: Mapped[str] = mapped_column(String(1000), default="")
+    owner: Mapped[str | None] = mapped_column(String(64))
+    latest_version: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=lambda: datetime.now(UTC)
     )
@@ -75,6 +77,9 @@ class DatasetInfo:
     labels: list[str] = field(default_factory=list)
     prompt_columns: tuple[str, str] | None = None
     description: str = ""
+    version: str | None = None  # content SHA-256 of a registered version
+    shape: str | None = None  # text, classification, instruction, chat, completion
+    owner: str | None = None
 
     @property
     def has_labels(self) -> bool:
@@ -94,6 +99,8 @@ class DatasetInfo:
             "label_column": self.label_column,
             "labels": self.labels,
             "description": self.description,
+            "version": self.version,
+            "shape": self.shape,
         }
 
 

@@ -27,6 +27,8 @@ class DataSpec(BaseModel):
     label_column: str | None
     labels: list[str]
     prompt_columns: tuple[str, str] | None = None
+    # Shape of a registered version's canonical rows; None for a file read as it is.
+    shape: Literal["text", "classification", "instruction", "chat", "completion"] | None = None
 
 
 class RunSpec(BaseModel):

@@ -67,6 +67,7 @@ class JobRecord(Base):
     pid: Mapped[int | None] = mapped_column(Integer)
     pid_started_at: Mapped[float | None] = mapped_column(Float)
     owner: Mapped[str | None] = mapped_column(String(200))
+    dataset_version: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -115,6 +116,7 @@ class TrainingJob(BaseModel):
     log_path: str | None = None
     pid: int | None = None
     owner: str | None = None
+    dataset_version: str | None = Field(None, description="SHA-256 of the data it trained on.")
     created_at: datetime
     started_at: datetime | None = None
     completed_at: datetime | None = None
@@ -151,6 +153,7 @@ class TrainingJob(BaseModel):
             log_path=r.log_path,
             pid=r.pid,
             owner=r.owner,
+            dataset_version=r.dataset_version,
             created_at=as_utc(r.created_at),
             started_at=as_utc(r.started_at),
             completed_at=as_utc(r.completed_at),
@@ -177,6 +180,7 @@ class JobStore:
         log_path: str,
         warnings: list[str] | None = None,
         owner: str | None = None,
+        dataset_version: str | None = None,
     ) -> TrainingJob:
         record = JobRecord(
             job_id=job_id,
@@ -192,6 +196,7 @@ class JobStore:
             output_dir=output_dir,
             log_path=log_path,
             owner=owner,
+            dataset_version=dataset_version,
         )
         with self._sessions.begin() as session:
             session.add(record)
@@ -243,6 +248,16 @@ class JobStore:
         with self._sessions.begin() as session:
             result = session.execute(statement)
             return bool(getattr(result, "rowcount", 0))
+
+    def jobs_using(self, dataset_id: str, version: str) -> list[str]:
+        """Ids of the jobs recorded as training on this dataset version."""
+        query = select(JobRecord.job_id).where(JobRecord.dataset_version == version)
+        with self._sessions() as session:
+            ids = session.scalars(query).all()
+            rows = session.execute(
+                select(JobRecord.job_id, JobRecord.dataset_id).where(JobRecord.job_id.in_(ids))
+            ).all()
+        return [j for j, d in rows if d.rpartition("@")[0] == dataset_id or d == dataset_id]
 
     def pid_started_at(self, job_id: str) -> float | None:
         """Start time of the recorded worker pid, to tell it from a recycled pid."""

@@ -66,6 +66,7 @@ def metadata() -> MetaData:
     import flextrain.accounts.audit
     import flextrain.accounts.users
     import flextrain.data.registry
+    import flextrain.data.versions
     import flextrain.jobs.store  # noqa: F401
 
     return Base.metadata

@@ -14,6 +14,13 @@ _LOADERS = {"jsonl": "json", "json": "json", "csv": "csv", "text": "text"}
 def render_text(row: dict[str, Any], spec: RunSpec) -> str:
     """One example's text: its text column, or a prompt/response pair joined."""
     data = spec.data
+    if data.shape == "instruction":
+        parts = [row.get("instruction"), row.get("input"), row.get("output")]
+        return "\n".join(str(p) for p in parts if p)
+    if data.shape == "completion":
+        return f"{row.get('prompt') or ''}{row.get('completion') or ''}"
+    if data.shape == "chat":  # chat templates come with the data preparation work
+        return "\n".join(f"{m['role']}: {m['content']}" for m in row.get("messages") or [])
     if data.text_column is not None:
         return str(row[data.text_column] or "")
     assert data.prompt_columns is not None

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import re
-import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,6 +41,8 @@ def _summary(info: DatasetInfo) -> DatasetSummary:
         label_column=info.label_column,
         labels=info.labels,
         description=info.description,
+        version=info.version,
+        shape=info.shape,
     )
 
 
@@ -85,9 +85,9 @@ def upload_dataset(
             f"file: unsupported type {suffix or '(none)'!r}; upload one of "
             + ", ".join(sorted(_SUFFIXES)),
         )
-    # A fresh folder per upload: no two names can map to one folder, and a refused
-    # upload removes only what it wrote.
-    target_dir = service.settings.home / "datasets" / "uploads" / uuid.uuid4().hex
+    # The upload lands in a temporary file inside FLEXTRAIN_HOME (never at a path the
+    # client names); registering copies its checked content into an immutable
+    # version, and the temporary file is removed whatever happens.
     with tempfile.NamedTemporaryFile(
         "wb", suffix=suffix, dir=service.settings.home, delete=False
     ) as tmp:
@@ -102,13 +102,8 @@ def upload_dataset(
                 )
             tmp.write(chunk)
     try:
-        target_dir.mkdir(parents=True, exist_ok=True)
-        final = target_dir / f"data{suffix}"
-        shutil.move(tmp.name, final)
-        info = service.datasets.register(name, final, description)
-    except BaseException:
-        shutil.rmtree(target_dir, ignore_errors=True)
-        raise
+        service.datasets.add(Path(tmp.name), name=name, description=description, owner=user.name)
+        info = service.datasets.get(name)
     finally:
         Path(tmp.name).unlink(missing_ok=True)
     return _summary(info)

@@ -1,0 +1,74 @@
+"""What every `flextrain` command module shares: consoles, error handling, the service.
+
+Every known error (bad config, unknown model or dataset, wrong job state, a
+database that cannot be opened) is printed as a message naming the problem and
+the fix, with exit code 2 for bad input and 1 otherwise; no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from sqlalchemy.exc import SQLAlchemyError
+
+from flextrain.config.validation import ConfigValidationError
+from flextrain.data.registry import DatasetFormatError, DatasetNotFoundError
+from flextrain.db import DatabaseTooNewError
+from flextrain.jobs.environment import EnvironmentSetupError
+from flextrain.models.resolve import ModelNotFoundError
+from flextrain.service import JobNotFoundError, JobStateError, TrainingService
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+_BAD_INPUT = (
+    ConfigValidationError,
+    ModelNotFoundError,
+    DatasetNotFoundError,
+    DatasetFormatError,
+    JobNotFoundError,
+    JobStateError,
+    EnvironmentSetupError,
+    ValueError,
+)
+
+
+def guard(fn: Callable[[], T]) -> T:
+    """Run `fn`, turning known errors into a message and an exit code."""
+    try:
+        return fn()
+    except ValidationError as exc:
+        err_console.print("[red]Invalid configuration:")
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"]) or "config"
+            err_console.print(f"  - {escape(field)}: {escape(error['msg'])}")
+        raise typer.Exit(2) from None
+    except _BAD_INPUT as exc:
+        err_console.print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    except DatabaseTooNewError as exc:
+        err_console.print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    except SQLAlchemyError as exc:
+        err_console.print(
+            f"The job database could not be used ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}). Fix: check FLEXTRAIN_DATABASE_URL and that "
+            "the database server is running.",
+            style="red",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(1) from None
+
+
+def get_service() -> TrainingService:
+    """The service, or a one-line error when its database cannot be opened."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    return guard(TrainingService)

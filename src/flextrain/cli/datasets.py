@@ -1,0 +1,218 @@
+"""`flextrain datasets ...`: add (versioned), list, show, versions, validate, delete."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from flextrain.cli.common import console, err_console, get_service, guard
+from flextrain.data.formats import SourceFormat
+from flextrain.data.manager import split_ref
+from flextrain.data.shapes import ColumnMap, Shape
+
+datasets_app = typer.Typer(
+    help="Datasets: add, list, show, validate, delete.", no_args_is_help=True
+)
+
+FORMATS = ("jsonl", "json", "csv", "parquet", "text", "text_folder", "hf_disk")
+SHAPES = ("text", "classification", "instruction", "chat", "completion")
+
+FormatOpt = Annotated[
+    str | None, typer.Option("--format", help=f"One of {', '.join(FORMATS)}; default: detect.")
+]
+ShapeOpt = Annotated[
+    str | None, typer.Option("--shape", help=f"One of {', '.join(SHAPES)}; default: detect.")
+]
+TextCol = Annotated[str | None, typer.Option("--text-column")]
+LabelCol = Annotated[str | None, typer.Option("--label-column")]
+InstructionCol = Annotated[str | None, typer.Option("--instruction-column")]
+InputCol = Annotated[str | None, typer.Option("--input-column")]
+OutputCol = Annotated[str | None, typer.Option("--output-column")]
+PromptCol = Annotated[str | None, typer.Option("--prompt-column")]
+CompletionCol = Annotated[str | None, typer.Option("--completion-column")]
+MessagesCol = Annotated[str | None, typer.Option("--messages-column")]
+
+
+def _choice(value: str | None, allowed: tuple[str, ...], option: str) -> str | None:
+    if value is not None and value not in allowed:
+        err_console.print(
+            f"{option} '{value}' is not known. Fix: use one of {', '.join(allowed)}.",
+            style="red",
+            markup=False,
+        )
+        raise typer.Exit(2)
+    return value
+
+
+def _columns(**given: str | None) -> ColumnMap:
+    return ColumnMap(**given)
+
+
+@datasets_app.command("add")
+def datasets_add(
+    path: Path,
+    name: Annotated[str | None, typer.Option("--name", help="Default: the file's stem.")] = None,
+    description: str = "",
+    format: FormatOpt = None,
+    shape: ShapeOpt = None,
+    text_column: TextCol = None,
+    label_column: LabelCol = None,
+    instruction_column: InstructionCol = None,
+    input_column: InputCol = None,
+    output_column: OutputCol = None,
+    prompt_column: PromptCol = None,
+    completion_column: CompletionCol = None,
+    messages_column: MessagesCol = None,
+) -> None:
+    """Check a file and store it as a new version (prints the version hash)."""
+    fmt = cast(SourceFormat | None, _choice(format, FORMATS, "--format"))
+    kind = cast(Shape | None, _choice(shape, SHAPES, "--shape"))
+    columns = _columns(
+        text=text_column,
+        label=label_column,
+        instruction=instruction_column,
+        input=input_column,
+        output=output_column,
+        prompt=prompt_column,
+        completion=completion_column,
+        messages=messages_column,
+    )
+    service = get_service()
+    # Data errors (DatasetValidationError) print every row and field, exit code 2.
+    version = guard(
+        lambda: service.datasets.add(
+            path,
+            name=name or path.stem,
+            format=fmt,
+            shape=kind,
+            columns=columns,
+            description=description,
+        )
+    )
+    console.print(
+        f"{escape(version.dataset_id)}@{version.version}\n"
+        f"{version.num_rows} rows of {version.shape} data from {escape(version.source_name)}; "
+        f"use --dataset {escape(version.dataset_id)} (latest) or "
+        f"{escape(version.dataset_id)}@{version.version[:12]} (this version)."
+    )
+
+
+@datasets_app.command("register")
+def datasets_register(name: str, path: Path, description: str = "") -> None:
+    """Name a file so jobs can use it as --dataset NAME (same as `add --name`)."""
+    info = guard(lambda: get_service().datasets.register(name, path, description))
+    console.print(
+        f"Registered '{escape(name)}' version {info.version}: {info.num_rows} rows ({info.shape})."
+    )
+
+
+@datasets_app.command("list")
+def datasets_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Bundled and registered datasets (latest versions)."""
+    rows = guard(lambda: get_service().datasets.describe_all())
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(title="Datasets")
+    for col in ("id", "shape", "version", "rows", "labels", "path"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            escape(r["dataset_id"].rpartition("@")[0] or r["dataset_id"]),
+            r.get("shape") or r.get("format", "?"),
+            (r.get("version") or "-")[:12],
+            str(r.get("num_rows", "?")),
+            escape(", ".join(r.get("labels", []))),
+            escape(r.get("path", r.get("error", ""))),
+        )
+    console.print(table)
+
+
+@datasets_app.command("show")
+def datasets_show(ref: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """One dataset (NAME or NAME@VERSION): its versions and the jobs that used each."""
+    service = get_service()
+    info = guard(lambda: service.datasets.get(ref))
+    name, _ = split_ref(ref)
+    versions = guard(lambda: service.datasets.versions(name))
+    data: dict[str, Any] = {
+        **info.to_dict(),
+        "versions": [
+            {**v.to_dict(), "jobs": service.store.jobs_using(name, v.version)} for v in versions
+        ],
+    }
+    if as_json:
+        console.print_json(json.dumps(data))
+        return
+    console.print(f"[bold]{escape(name)}[/] {escape(info.description)}")
+    console.print(f"shape {info.shape or info.format}, {info.num_rows} rows, path {info.path}")
+    table = Table(title="Versions (oldest first)")
+    for col in ("version", "rows", "from", "created", "jobs"):
+        table.add_column(col)
+    for v in data["versions"]:
+        table.add_row(
+            v["version"][:12],
+            str(v["num_rows"]),
+            escape(v["source_name"]),
+            v["created_at"][:19],
+            ", ".join(v["jobs"]) or "-",
+        )
+    console.print(table)
+
+
+@datasets_app.command("validate")
+def datasets_validate(
+    path: Path,
+    format: FormatOpt = None,
+    shape: ShapeOpt = None,
+    text_column: TextCol = None,
+    label_column: LabelCol = None,
+    instruction_column: InstructionCol = None,
+    input_column: InputCol = None,
+    output_column: OutputCol = None,
+    prompt_column: PromptCol = None,
+    completion_column: CompletionCol = None,
+    messages_column: MessagesCol = None,
+) -> None:
+    """Report every problem of a file (row and field); exit 1 when there are errors."""
+    fmt = cast(SourceFormat | None, _choice(format, FORMATS, "--format"))
+    kind = cast(Shape | None, _choice(shape, SHAPES, "--shape"))
+    columns = _columns(
+        text=text_column,
+        label=label_column,
+        instruction=instruction_column,
+        input=input_column,
+        output=output_column,
+        prompt=prompt_column,
+        completion=completion_column,
+        messages=messages_column,
+    )
+    report = guard(
+        lambda: get_service().datasets.validate(path, format=fmt, shape=kind, columns=columns)
+    )
+    console.print(report.summary(), markup=False, highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@datasets_app.command("delete")
+def datasets_delete(
+    ref: str,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also delete versions that jobs trained on.")
+    ] = False,
+) -> None:
+    """Delete NAME (every version) or NAME@VERSION."""
+    service = get_service()
+    name, version = split_ref(ref)
+    deleted = guard(
+        lambda: service.datasets.delete(
+            name, version, used_by=service.store.jobs_using, force=force
+        )
+    )
+    console.print(f"Deleted {len(deleted)} version(s) of '{escape(name)}'.")

@@ -1,0 +1,281 @@
+"""Read a dataset source (a file or a folder) into plain records.
+
+Every format ends as `list[dict]`, so shape detection and checks never care
+where the data came from. Errors name the line, row or byte where reading
+stopped and say how to fix it: a user with 50,000 rows cannot hunt for the
+one bad line by eye.
+
+`datasets`/`pyarrow` are imported only inside the Parquet and saved-folder
+readers: they are heavy, and most sources are JSONL or CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from flextrain.data.registry import DatasetFormatError, DatasetNotFoundError
+
+SourceFormat = Literal["jsonl", "json", "csv", "parquet", "text", "text_folder", "hf_disk"]
+SOURCE_FORMATS: tuple[SourceFormat, ...] = get_args(SourceFormat)
+
+_SUFFIXES: dict[str, SourceFormat] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+    ".txt": "text",
+    ".text": "text",
+    ".md": "text",
+}
+TEXT_FOLDER_SUFFIXES = (".txt", ".text", ".md")
+# Files `Dataset.save_to_disk` / `DatasetDict.save_to_disk` always write.
+_HF_DATASET_MARKERS = ("dataset_info.json", "state.json")
+_HF_DICT_MARKER = "dataset_dict.json"
+_BOM = b"\xef\xbb\xbf"
+
+
+def detect_source_format(path: Path) -> SourceFormat:
+    """The format of `path`: by suffix for a file, by contents for a folder."""
+    if path.is_dir():
+        if _is_hf_save(path):
+            return "hf_disk"
+        return "text_folder"
+    try:
+        return _SUFFIXES[path.suffix.lower()]
+    except KeyError:
+        suffix = path.suffix or "(no suffix)"
+        raise DatasetFormatError(
+            f"'{path.name}' has an unsupported suffix {suffix}. Fix: use one of "
+            f"{', '.join(_SUFFIXES)}, a folder of .txt/.md files, or a folder saved "
+            "with datasets' save_to_disk."
+        ) from None
+
+
+def read_records(path: Path, fmt: SourceFormat | None = None) -> list[dict[str, Any]]:
+    """Every record of the source as a dict; `fmt` overrides detection."""
+    if not path.exists():
+        raise DatasetNotFoundError(f"Dataset source '{path}' does not exist.")
+    fmt = fmt or detect_source_format(path)
+    if fmt not in SOURCE_FORMATS:
+        raise DatasetFormatError(
+            f"Unknown format '{fmt}'. Fix: use one of {', '.join(SOURCE_FORMATS)}."
+        )
+    is_folder_format = fmt in ("text_folder", "hf_disk")
+    if is_folder_format != path.is_dir():
+        kind = "a folder" if is_folder_format else "a file"
+        raise DatasetFormatError(
+            f"Format '{fmt}' needs {kind}, but '{path}' is not one. "
+            "Fix: leave the format out so it is detected, or point at the right path."
+        )
+    if fmt == "text_folder":
+        records = _read_text_folder(path)
+    elif fmt == "hf_disk":
+        records = _read_hf_disk(path)
+    elif fmt == "parquet":
+        records = _read_parquet(path)
+    else:
+        text = _decode(path)
+        if fmt == "text":
+            records = [{"text": line} for line in text.splitlines() if line.strip()]
+        elif fmt == "jsonl":
+            records = _parse_jsonl(text, path.name)
+        elif fmt == "json":
+            records = _parse_json(text, path.name)
+        else:
+            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+            records = _parse_csv(text, path.name, delimiter)
+    if not records:
+        raise DatasetFormatError(
+            f"'{path.name}' has no records. Fix: add at least one example, or check that "
+            f"this is the right {'folder' if path.is_dir() else 'file'}."
+        )
+    return records
+
+
+def _decode(path: Path) -> str:
+    """UTF-8 text (a leading BOM dropped), or an error naming the first bad byte."""
+    data = path.read_bytes()
+    skip = len(_BOM) if data.startswith(_BOM) else 0
+    try:
+        return data[skip:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = exc.start + skip
+        line = data.count(b"\n", 0, offset) + 1
+        raise DatasetFormatError(
+            f"'{path.name}' is not UTF-8 text: byte offset {offset} (line {line}) is "
+            f"{data[offset : offset + 1]!r}. Fix: re-save the file as UTF-8 (for example "
+            "'iconv -f latin1 -t utf-8')."
+        ) from None
+
+
+def _parse_jsonl(text: str, name: str) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetFormatError(
+                f"'{name}' line {number} is not valid JSON ({exc.msg}, column {exc.colno}). "
+                "Fix: one complete JSON object per line."
+            ) from None
+        if not isinstance(value, dict):
+            raise DatasetFormatError(
+                f"'{name}' record {len(records) + 1} (line {number}) is a "
+                f"{_json_type(value)}, not an object. Fix: one JSON object per line, "
+                'like {"text": "..."}.'
+            )
+        records.append(value)
+    return records
+
+
+def _parse_json(text: str, name: str) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        fix = "Fix: a JSON list of objects."
+        if exc.msg == "Extra data":
+            fix = "Fix: it looks like one object per line; rename the file to .jsonl."
+        raise DatasetFormatError(
+            f"'{name}' is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). {fix}"
+        ) from None
+    if isinstance(data, dict):
+        data = _unwrap_json_object(data, name)
+    if not isinstance(data, list):
+        raise DatasetFormatError(
+            f"'{name}' holds a {_json_type(data)}. Fix: a JSON list of objects, "
+            '{"data": [...]}, or an object of equal-length column lists.'
+        )
+    for number, value in enumerate(data, 1):
+        if not isinstance(value, dict):
+            raise DatasetFormatError(
+                f"'{name}' record {number} is a {_json_type(value)}, not an object. "
+                'Fix: every record an object, like {"text": "..."}.'
+            )
+    return data
+
+
+def _unwrap_json_object(data: dict[str, Any], name: str) -> list[Any]:
+    """Records from {"data": [...]} or from columns {"text": [...], "label": [...]}."""
+    inner = data.get("data")
+    if isinstance(inner, list) and (len(data) == 1 or all(isinstance(r, dict) for r in inner)):
+        return inner
+    if not data or not all(isinstance(v, list) for v in data.values()):
+        raise DatasetFormatError(
+            f"'{name}' holds a single object, not records. Fix: a JSON list of objects, "
+            '{"data": [...]}, or an object whose values are equal-length column lists.'
+        )
+    lengths = {column: len(values) for column, values in data.items()}
+    if len(set(lengths.values())) > 1:
+        raise DatasetFormatError(
+            f"'{name}' has columns of different lengths ({lengths}). Fix: give every "
+            "column one value per record."
+        )
+    columns = list(data)
+    return [dict(zip(columns, values, strict=True)) for values in zip(*data.values(), strict=True)]
+
+
+def _parse_csv(text: str, name: str, delimiter: str) -> list[dict[str, Any]]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return []
+        repeated = sorted({c for c in header if header.count(c) > 1})
+        if repeated:
+            raise DatasetFormatError(
+                f"'{name}' header repeats column(s) {repeated}. Fix: give every column "
+                "its own name."
+            )
+        records: list[dict[str, Any]] = []
+        for fields in reader:
+            if not fields:
+                continue  # csv yields [] for a blank line
+            number = len(records) + 1
+            if len(fields) > len(header):
+                raise DatasetFormatError(
+                    f"'{name}' row {number} (line {reader.line_num}) has {len(fields)} "
+                    f"fields but the header has {len(header)}. Fix: quote values that "
+                    'contain the delimiter ("a, b") or remove the extra fields.'
+                )
+            # A short row leaves the missing columns None, which the checks report.
+            records.append(dict(zip(header, [*fields, *[None] * len(header)], strict=False)))
+        return records
+    except csv.Error as exc:
+        raise DatasetFormatError(
+            f"'{name}' is not valid CSV at line {reader.line_num} ({exc}). Fix: check the "
+            "quoting there; very long texts are easier as JSONL."
+        ) from None
+
+
+def _read_text_folder(path: Path) -> list[dict[str, Any]]:
+    files = sorted(
+        p
+        for p in path.iterdir()
+        if p.is_file() and p.suffix.lower() in TEXT_FOLDER_SUFFIXES and not p.name.startswith(".")
+    )
+    return [{"text": _decode(file), "source": file.name} for file in files]
+
+
+def _is_hf_save(path: Path) -> bool:
+    return any((path / marker).is_file() for marker in (*_HF_DATASET_MARKERS, _HF_DICT_MARKER))
+
+
+def _read_hf_disk(path: Path) -> list[dict[str, Any]]:
+    """A folder from `save_to_disk`; of a DatasetDict, its train split."""
+    if not _is_hf_save(path):
+        raise DatasetFormatError(
+            f"'{path}' is not a saved `datasets` folder (no dataset_info.json, state.json "
+            "or dataset_dict.json). Fix: save it with Dataset.save_to_disk, or use a "
+            "folder of .txt/.md files."
+        )
+    from datasets import DatasetDict, load_from_disk
+
+    try:
+        loaded = load_from_disk(str(path))
+    except (OSError, ValueError) as exc:
+        raise DatasetFormatError(
+            f"'{path}' could not be loaded as a saved `datasets` folder ({exc}). "
+            "Fix: save it again with save_to_disk."
+        ) from None
+    if isinstance(loaded, DatasetDict):
+        splits = list(loaded)
+        if "train" in loaded:
+            loaded = loaded["train"]
+        elif len(splits) == 1:
+            loaded = loaded[splits[0]]
+        else:
+            raise DatasetFormatError(
+                f"'{path}' is a DatasetDict with splits {splits} and no 'train'. "
+                "Fix: point at one split's folder, or name a split 'train'."
+            )
+    records: list[dict[str, Any]] = loaded.to_list()
+    return records
+
+
+def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    # pyarrow ships no type information.
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DatasetFormatError(
+            f"'{path.name}' is not a readable Parquet file ({exc}). Fix: write it again "
+            "with pandas.to_parquet or Dataset.to_parquet."
+        ) from None
+    records: list[dict[str, Any]] = table.to_pylist()
+    return records
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "list", dict: "object", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")

@@ -1,0 +1,446 @@
+"""TrainingDataManager: register, validate, version, list and delete datasets.
+
+Registering reads a file in any supported format, works out (or takes) its
+shape and column mapping, checks every row, and only then stores the content
+as an immutable, content-addressed version (see `versions`). A dataset that
+fails the checks is not registered and nothing is written. `name@version`
+pins a version; a bare name means the latest.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
+
+from flextrain.data.bundled import bundled_path
+from flextrain.data.checks import DataReport, check_records
+from flextrain.data.formats import SourceFormat, detect_source_format, read_records
+from flextrain.data.registry import (
+    BUNDLED,
+    DatasetFormatError,
+    DatasetInfo,
+    DatasetNotFoundError,
+    DatasetRecord,
+    inspect_file,
+)
+from flextrain.data.shapes import (
+    CANONICAL_FIELDS,
+    ColumnMap,
+    Shape,
+    detect_shape,
+    resolve_columns,
+    to_canonical,
+)
+from flextrain.data.versions import (
+    DatasetVersionRecord,
+    canonical_bytes,
+    content_version,
+    dataset_folder,
+    read_canonical,
+    write_version,
+)
+from flextrain.db import as_utc
+
+
+class DatasetValidationError(DatasetFormatError):
+    """The data has errors; carries the full report (every row and field)."""
+
+    def __init__(self, report: DataReport, source: str) -> None:
+        self.report = report
+        errors = report.errors
+        shown = "\n".join(f"  - {issue}" for issue in errors[:20])
+        more = f"\n  … and {len(errors) - 20} more" if len(errors) > 20 else ""
+        noun = "error" if len(errors) == 1 else "errors"
+        super().__init__(
+            f"'{source}' was not registered: {len(errors)} {noun} in the data "
+            f"({report.shape} shape):\n{shown}{more}"
+        )
+
+
+class DatasetInUseError(DatasetFormatError):
+    """A version that a job trained on cannot be deleted without force."""
+
+
+@dataclass(frozen=True)
+class DatasetVersionInfo:
+    dataset_id: str
+    version: str
+    shape: str
+    source_format: str
+    source_name: str
+    path: Path
+    columns: list[str]
+    mapping: dict[str, str | None]
+    num_rows: int
+    size_bytes: int
+    owner: str | None
+    created_at: datetime
+
+    @property
+    def ref(self) -> str:
+        return f"{self.dataset_id}@{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        data["created_at"] = self.created_at.isoformat()
+        return data
+
+    @classmethod
+    def from_record(cls, r: DatasetVersionRecord) -> DatasetVersionInfo:
+        created = as_utc(r.created_at)
+        assert created is not None
+        return cls(
+            dataset_id=r.dataset_id,
+            version=r.version,
+            shape=r.shape,
+            source_format=r.source_format,
+            source_name=r.source_name,
+            path=Path(r.path),
+            columns=json.loads(r.columns_json),
+            mapping=json.loads(r.mapping_json),
+            num_rows=r.num_rows,
+            size_bytes=r.size_bytes,
+            owner=r.owner,
+            created_at=created,
+        )
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """'name@version' -> (name, version); a bare name -> (name, None)."""
+    name, sep, version = ref.rpartition("@")
+    if not sep or not name or not version:
+        return ref, None
+    return name, version
+
+
+def load_and_check(
+    path: Path,
+    *,
+    format: SourceFormat | None = None,
+    shape: Shape | None = None,
+    columns: ColumnMap | None = None,
+    token_length: Callable[[str], int] | None = None,
+    max_length: int | None = None,
+) -> tuple[list[dict[str, Any]], DataReport, SourceFormat, ColumnMap]:
+    """Read, shape and check a file: (records, report, source format, resolved columns)."""
+    if not path.exists():
+        raise DatasetNotFoundError(f"Dataset file '{path}' does not exist.")
+    fmt = format or detect_source_format(path)
+    records = read_records(path, fmt)
+    mapping = columns or ColumnMap()
+    found_shape = shape or detect_shape(records, mapping)
+    resolved = resolve_columns(records, found_shape, mapping)
+    report = check_records(
+        records, found_shape, resolved, token_length=token_length, max_length=max_length
+    )
+    return records, report, fmt, resolved
+
+
+def info_from_version(v: DatasetVersionInfo, description: str = "") -> DatasetInfo:
+    """What training and the checks need to know, from a stored canonical version."""
+    labels: list[str] = []
+    if v.shape == "classification":
+        labels = sorted({str(r["label"]) for r in read_canonical(v.path)})
+    return DatasetInfo(
+        dataset_id=v.dataset_id,
+        path=v.path,
+        format="jsonl",
+        num_rows=v.num_rows,
+        columns=list(CANONICAL_FIELDS[v.shape]),  # type: ignore[index]
+        text_column="text" if v.shape in ("text", "classification") else None,
+        label_column="label" if v.shape == "classification" else None,
+        labels=labels,
+        description=description,
+        version=v.version,
+        shape=v.shape,
+        owner=v.owner,
+    )
+
+
+class TrainingDataManager:
+    """Datasets and their versions, stored under `root` and recorded in the database."""
+
+    def __init__(self, sessions: sessionmaker[Any], root: Path) -> None:
+        self._sessions = sessions
+        self.root = root
+
+    # -- checking ----------------------------------------------------------------------
+    def validate(
+        self,
+        path: str | Path,
+        *,
+        format: SourceFormat | None = None,
+        shape: Shape | None = None,
+        columns: ColumnMap | None = None,
+        token_length: Callable[[str], int] | None = None,
+        max_length: int | None = None,
+    ) -> DataReport:
+        """Every problem of a file, without registering anything."""
+        _, report, _, _ = load_and_check(
+            Path(path).expanduser(),
+            format=format,
+            shape=shape,
+            columns=columns,
+            token_length=token_length,
+            max_length=max_length,
+        )
+        return report
+
+    # -- registering -------------------------------------------------------------------
+    def add(
+        self,
+        path: str | Path,
+        *,
+        name: str,
+        format: SourceFormat | None = None,
+        shape: Shape | None = None,
+        columns: ColumnMap | None = None,
+        description: str = "",
+        owner: str | None = None,
+    ) -> DatasetVersionInfo:
+        """Check the file and store its content as a version of `name` (the latest).
+
+        Identical content is the same version (nothing new is written); changed
+        content is a new version. Errors in the data raise DatasetValidationError
+        before anything is stored.
+        """
+        name = _check_name(name, description)
+        source = Path(path).expanduser()
+        records, report, fmt, resolved = load_and_check(
+            source, format=format, shape=shape, columns=columns
+        )
+        if not report.ok:
+            raise DatasetValidationError(report, source.name)
+        canonical = [to_canonical(r, report.shape, resolved) for r in records]
+        content = canonical_bytes(canonical)
+        version = content_version(content)
+        mapping = {k: v for k, v in asdict(resolved).items() if v is not None}
+        folder = dataset_folder(self.root, name) / version
+        stored = write_version(
+            folder,
+            content,
+            {"dataset_id": name, "version": version, "shape": report.shape, "mapping": mapping},
+        )
+        with self._sessions.begin() as session:
+            dataset = session.get(DatasetRecord, name)
+            if dataset is None:
+                dataset = DatasetRecord(
+                    name=name, path=str(stored), format="jsonl", description=description
+                )
+                dataset.owner = owner
+                session.add(dataset)
+            dataset.path, dataset.format, dataset.latest_version = str(stored), "jsonl", version
+            if description:
+                dataset.description = description
+            existing = session.scalar(
+                select(DatasetVersionRecord).where(
+                    DatasetVersionRecord.dataset_id == name,
+                    DatasetVersionRecord.version == version,
+                )
+            )
+            if existing is None:
+                existing = DatasetVersionRecord(
+                    dataset_id=name,
+                    version=version,
+                    shape=report.shape,
+                    source_format=fmt,
+                    source_name=source.name[:500],
+                    path=str(stored),
+                    columns_json=json.dumps(report.columns),
+                    mapping_json=json.dumps(mapping),
+                    num_rows=len(canonical),
+                    size_bytes=len(content),
+                    owner=owner,
+                )
+                session.add(existing)
+                session.flush()
+            return DatasetVersionInfo.from_record(existing)
+
+    def register(
+        self,
+        name: str,
+        path: str | Path,
+        description: str = "",
+        *,
+        format: SourceFormat | None = None,
+        shape: Shape | None = None,
+        columns: ColumnMap | None = None,
+        owner: str | None = None,
+    ) -> DatasetInfo:
+        """`add`, returning what training sees (the seed-era signature, kept)."""
+        version = self.add(
+            path,
+            name=name,
+            format=format,
+            shape=shape,
+            columns=columns,
+            description=description,
+            owner=owner,
+        )
+        return info_from_version(version, description)
+
+    # -- reading -----------------------------------------------------------------------
+    def get(self, ref: str) -> DatasetInfo:
+        """A bundled demo, `name` (latest version), `name@version`, or a file path."""
+        if ref in BUNDLED:
+            filename, description = BUNDLED[ref]
+            return inspect_file(bundled_path(filename), ref, description)
+        name, _ = split_ref(ref)
+        with self._sessions() as session:
+            record = session.get(DatasetRecord, name)
+            description = record.description if record is not None else ""
+            legacy_path = record.path if record is not None else None
+        version = self.version(ref)
+        if version is not None:
+            return info_from_version(version, description)
+        if legacy_path is not None:  # registered by a build before versions
+            return inspect_file(Path(legacy_path), name, description)
+        path = Path(ref).expanduser()
+        if path.is_file():
+            return inspect_file(path, ref)
+        known = ", ".join(self.names())
+        raise DatasetNotFoundError(
+            f"Dataset '{ref}' is not registered and is not a file. "
+            f"Fix: register it first, or use one of: {known}."
+        )
+
+    def names(self) -> list[str]:
+        with self._sessions() as session:
+            registered = session.scalars(select(DatasetRecord.name)).all()
+        return [*BUNDLED, *sorted(registered)]
+
+    def owner_of(self, name: str) -> str | None:
+        with self._sessions() as session:
+            record = session.get(DatasetRecord, name)
+            return record.owner if record is not None else None
+
+    def describe_all(self) -> list[dict[str, Any]]:
+        out = []
+        for name in self.names():
+            try:
+                out.append(self.get(name).to_dict())
+            except (DatasetNotFoundError, DatasetFormatError) as exc:
+                out.append({"dataset_id": name, "error": str(exc)})
+        return out
+
+    def versions(self, name: str) -> list[DatasetVersionInfo]:
+        """Every version of `name`, oldest first."""
+        query = (
+            select(DatasetVersionRecord)
+            .where(DatasetVersionRecord.dataset_id == name)
+            .order_by(DatasetVersionRecord.id)
+        )
+        with self._sessions() as session:
+            return [DatasetVersionInfo.from_record(r) for r in session.scalars(query)]
+
+    def version(self, ref: str) -> DatasetVersionInfo | None:
+        """The version `ref` names (latest for a bare name), or None if unversioned."""
+        name, version = split_ref(ref)
+        with self._sessions() as session:
+            dataset = session.get(DatasetRecord, name)
+            if dataset is None:
+                if version is not None:
+                    raise DatasetNotFoundError(f"Dataset '{name}' is not registered.")
+                return None
+            version = version or dataset.latest_version
+            if version is None:
+                return None
+            query = select(DatasetVersionRecord).where(
+                DatasetVersionRecord.dataset_id == name,
+                DatasetVersionRecord.version.startswith(version),
+            )
+            found = list(session.scalars(query))
+        if len(found) != 1:
+            known = ", ".join(v.version[:12] for v in self.versions(name)) or "none"
+            raise DatasetNotFoundError(
+                f"Dataset '{name}' has no single version '{version}'. Fix: use one of: {known}."
+            )
+        return DatasetVersionInfo.from_record(found[0])
+
+    # -- deleting ----------------------------------------------------------------------
+    def delete(
+        self,
+        name: str,
+        version: str | None = None,
+        *,
+        used_by: Callable[[str, str], list[str]] = lambda _n, _v: [],
+        force: bool = False,
+    ) -> list[str]:
+        """Delete one version (or every version) of `name`; returns the versions deleted.
+
+        A version a job trained on is kept unless `force`: the job's record
+        would otherwise name data that no longer exists.
+        """
+        if name in BUNDLED:
+            raise DatasetFormatError(f"'{name}' is bundled with flextrain and cannot be deleted.")
+        targets = [self.version(f"{name}@{version}")] if version else self.versions(name)
+        chosen = [v for v in targets if v is not None]
+        if not chosen and version is None and not self._exists(name):
+            raise DatasetNotFoundError(f"Dataset '{name}' is not registered.")
+        for v in chosen:
+            jobs = used_by(name, v.version)
+            if jobs and not force:
+                raise DatasetInUseError(
+                    f"Version {v.version[:12]} of '{name}' was used by job(s) "
+                    f"{', '.join(jobs[:5])}. Fix: keep it, or delete with --force."
+                )
+        with self._sessions.begin() as session:
+            for v in chosen:
+                record = session.scalar(
+                    select(DatasetVersionRecord).where(
+                        DatasetVersionRecord.dataset_id == name,
+                        DatasetVersionRecord.version == v.version,
+                    )
+                )
+                if record is not None:
+                    session.delete(record)
+            session.flush()
+            remaining = session.scalars(
+                select(DatasetVersionRecord)
+                .where(DatasetVersionRecord.dataset_id == name)
+                .order_by(DatasetVersionRecord.id)
+            ).all()
+            dataset = session.get(DatasetRecord, name)
+            if dataset is not None:
+                if remaining:
+                    dataset.latest_version, dataset.path = remaining[-1].version, remaining[-1].path
+                else:
+                    session.delete(dataset)
+        for v in chosen:
+            _remove_folder(v.path.parent)
+        return [v.version for v in chosen]
+
+    def _exists(self, name: str) -> bool:
+        with self._sessions() as session:
+            return session.get(DatasetRecord, name) is not None
+
+
+def _check_name(name: str, description: str) -> str:
+    name = name.strip()
+    if not name:
+        raise ValueError("dataset name is empty. Fix: give a short name.")
+    if name in BUNDLED:
+        raise ValueError(f"'{name}' is a bundled dataset. Fix: choose another name.")
+    if "@" in name:
+        raise ValueError("dataset name contains '@', which pins versions. Fix: drop the '@'.")
+    if len(name) > 200:
+        raise ValueError("dataset name is over 200 characters. Fix: use a shorter name.")
+    if len(description) > 1000:
+        raise ValueError("description is over 1000 characters. Fix: shorten it.")
+    return name
+
+
+def _remove_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        return
+    for child in folder.iterdir():
+        child.unlink()
+    folder.rmdir()

@@ -1,0 +1,115 @@
+"""TrainingDataManager: versions named by content, pinning, refusal without residue, deletion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flextrain.config.schemas import BasicTrainingConfig
+from flextrain.data.manager import DatasetInUseError, DatasetValidationError, split_ref
+from flextrain.data.registry import DatasetNotFoundError
+from flextrain.data.versions import canonical_bytes, content_version
+from flextrain.service import TrainingService
+
+
+def _jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _instructions(n: int) -> list[dict[str, object]]:
+    return [{"instruction": f"repeat {i}", "output": f"{i} {i}"} for i in range(n)]
+
+
+def test_same_content_is_the_same_version_whatever_the_file(
+    service: TrainingService, tmp_path: Path
+) -> None:
+    rows = [{"text": f"line {i}"} for i in range(5)]
+    first = service.datasets.add(_jsonl(tmp_path / "a.jsonl", rows), name="notes")
+    csv = tmp_path / "b.csv"
+    csv.write_text("text\n" + "".join(f"line {i}\n" for i in range(5)))
+    again = service.datasets.add(csv, name="notes")
+    assert again.version == first.version
+    assert [v.version for v in service.datasets.versions("notes")] == [first.version]
+    # The version is the SHA-256 of the canonical content it stores.
+    assert first.version == content_version(canonical_bytes(rows))
+    assert first.path.read_bytes() == canonical_bytes(rows)
+
+
+def test_changed_content_is_a_new_latest_version_and_old_ones_stay_pinnable(
+    service: TrainingService, tmp_path: Path
+) -> None:
+    v1 = service.datasets.add(_jsonl(tmp_path / "a.jsonl", _instructions(4)), name="team/instr")
+    v2 = service.datasets.add(_jsonl(tmp_path / "a.jsonl", _instructions(6)), name="team/instr")
+    assert v1.version != v2.version
+    assert service.datasets.get("team/instr").num_rows == 6
+    assert service.datasets.get("team/instr").version == v2.version
+    pinned = service.datasets.get(f"team/instr@{v1.version[:10]}")
+    assert (pinned.num_rows, pinned.version, pinned.shape) == (4, v1.version, "instruction")
+    with pytest.raises(DatasetNotFoundError, match="no single version 'ffff'"):
+        service.datasets.get("team/instr@ffff")
+    assert split_ref("team/instr@abc") == ("team/instr", "abc")
+    assert split_ref("team/instr") == ("team/instr", None)
+
+
+def test_data_with_errors_is_not_registered_and_nothing_is_written(
+    service: TrainingService, tmp_path: Path
+) -> None:
+    bad = _jsonl(
+        tmp_path / "bad.jsonl",
+        [{"instruction": "a", "output": "b"}, {"instruction": "", "output": "c"}, {"x": 1}],
+    )
+    with pytest.raises(DatasetValidationError) as caught:
+        service.datasets.add(bad, name="bad")
+    message = str(caught.value)
+    assert "row 2, instruction: is empty" in message
+    assert "row 3" in message
+    assert caught.value.report.error_count >= 2
+    assert "bad" not in service.datasets.names()
+    root = service.settings.home / "datasets"
+    assert not root.exists() or list(root.iterdir()) == []
+
+
+def test_names_cannot_escape_the_data_folder(service: TrainingService, tmp_path: Path) -> None:
+    source = _jsonl(tmp_path / "a.jsonl", [{"text": "hello"}])
+    version = service.datasets.add(source, name="../../etc/evil")
+    root = (service.settings.home / "datasets").resolve()
+    assert version.path.resolve().is_relative_to(root)
+    assert len(version.path.resolve().relative_to(root).parts) == 3  # name / version / file
+    with pytest.raises(ValueError, match="'@'"):
+        service.datasets.add(source, name="a@b")
+
+
+def test_a_job_records_and_trains_on_its_version(service: TrainingService, tmp_path: Path) -> None:
+    v1 = service.datasets.add(_jsonl(tmp_path / "d.jsonl", _instructions(24)), name="pinned")
+    job = service.create_job(
+        BasicTrainingConfig(
+            model_id="flextrain/tiny-llama",
+            dataset_id="pinned",
+            training_type="fine_tuning",
+            num_epochs=1,
+            max_length=32,
+            batch_size=8,
+        )
+    )
+    assert job.dataset_version == v1.version
+    # A new version registered before the job starts does not change what it trains on.
+    service.datasets.add(_jsonl(tmp_path / "d.jsonl", _instructions(40)), name="pinned")
+    service.start_job(job.job_id)
+    done = service.wait(job.job_id, timeout=180)
+    assert done.status == "completed", done.error_message
+    assert service.store.jobs_using("pinned", v1.version) == [job.job_id]
+    spec = json.loads(service.environment(job.job_id).config_file.read_text())
+    assert spec["data"]["path"] == str(v1.path)
+    assert spec["data"]["shape"] == "instruction"
+
+    with pytest.raises(DatasetInUseError, match=f"used by job\\(s\\) {job.job_id}"):
+        service.datasets.delete("pinned", v1.version, used_by=service.store.jobs_using)
+    assert v1.path.is_file()
+    deleted = service.datasets.delete(
+        "pinned", v1.version, used_by=service.store.jobs_using, force=True
+    )
+    assert deleted == [v1.version] and not v1.path.exists()
+    assert len(service.datasets.versions("pinned")) == 1
