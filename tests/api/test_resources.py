@@ -135,14 +135,76 @@ def test_upload_of_a_binary_file_is_422_and_leaves_nothing(
     assert stray_uploads(service) == []
 
 
-def test_upload_under_a_taken_name_is_409(client: TestClient, trainer: Caller) -> None:
-    assert upload(client, trainer, "team/reviews").status_code == 201
+def test_upload_to_your_own_name_is_a_new_version(client: TestClient, trainer: Caller) -> None:
+    first = upload(client, trainer, "team/reviews").json()
     again = upload(client, trainer, "team/reviews", b'{"text": "other"}\n')
-    assert_error(again, 409, "A dataset named 'team/reviews' exists; choose another name.")
+    assert again.status_code == 201, again.text
+    assert again.json()["num_rows"] == 1 and again.json()["version"] != first["version"]
+    versions = client.get("/api/datasets/team/reviews/versions", headers=trainer.headers)
+    assert versions.status_code == 200, versions.text
+    assert [v["version"] for v in versions.json()] == [first["version"], again.json()["version"]]
+    assert [v["num_rows"] for v in versions.json()] == [40, 1]
+    pinned = client.get(
+        f"/api/datasets/team/reviews@{first['version'][:12]}", headers=trainer.headers
+    )
+    assert pinned.status_code == 200 and pinned.json()["num_rows"] == 40
+
+
+def test_upload_under_someone_elses_name_is_409(
+    client: TestClient, trainer: Caller, other_trainer: Caller
+) -> None:
+    assert upload(client, trainer, "team/reviews").status_code == 201
+    again = upload(client, other_trainer, "team/reviews", b'{"text": "other"}\n')
+    assert_error(again, 409, "A dataset named 'team/reviews' exists and is not yours")
     shown = client.get("/api/datasets/team/reviews", headers=trainer.headers).json()
     assert shown["num_rows"] == 40  # the first upload is untouched
     bundled = upload(client, trainer, "demo/sentiment")
     assert_error(bundled, 409, "'demo/sentiment' exists")
+
+
+def test_a_trainer_sees_shared_datasets_and_their_own_only(
+    client: TestClient, trainer: Caller, other_trainer: Caller, viewer: Caller
+) -> None:
+    assert upload(client, trainer, "tom/private").status_code == 201
+    shared = client.post(
+        "/api/datasets",
+        files={"file": ("r.jsonl", REVIEWS, "application/octet-stream")},
+        data={"name": "tom/shared", "shared": "true"},
+        headers=trainer.headers,
+    )
+    assert shared.status_code == 201, shared.text
+
+    def names(caller: Caller) -> set[str]:
+        return {d["dataset_id"] for d in client.get("/api/datasets", headers=caller.headers).json()}
+
+    assert {"tom/private", "tom/shared", "demo/sentiment"} <= names(trainer)
+    assert "tom/private" not in names(other_trainer)
+    assert {"tom/shared", "demo/sentiment"} <= names(other_trainer)
+    assert {"tom/private", "tom/shared"} <= names(viewer)
+    hidden = client.get("/api/datasets/tom/private", headers=other_trainer.headers)
+    assert_error(hidden, 404, "'tom/private' is not registered")
+    job = client.post(
+        "/api/training/jobs/basic",
+        json={
+            "model_id": "flextrain/tiny-llama",
+            "dataset_id": "tom/private",
+            "training_type": "task_specific",
+        },
+        headers=other_trainer.headers,
+    )
+    assert_error(job, 404, "'tom/private' is not registered")
+
+
+def test_delete_a_dataset_as_its_owner(
+    client: TestClient, trainer: Caller, other_trainer: Caller
+) -> None:
+    assert upload(client, trainer, "tom/gone").status_code == 201
+    refused = client.delete("/api/datasets/tom/gone", headers=other_trainer.headers)
+    assert refused.status_code in (403, 404), refused.text
+    deleted = client.delete("/api/datasets/tom/gone", headers=trainer.headers)
+    assert deleted.status_code == 200, deleted.text
+    assert len(deleted.json()["deleted"]) == 1
+    assert client.get("/api/datasets/tom/gone", headers=trainer.headers).status_code == 404
 
 
 def test_upload_whose_folder_name_matches_another_dataset_keeps_that_dataset(

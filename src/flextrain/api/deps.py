@@ -104,13 +104,24 @@ def owned_job(service: TrainingService, user: User, job_id: str) -> TrainingJob:
     return job
 
 
+def can_use_dataset(service: TrainingService, user: User, name: str) -> bool:
+    """Admins and viewers see every dataset; trainers the shared ones and their own."""
+    access = service.datasets.access(name)
+    if access is None:
+        return False
+    owner, shared = access
+    return user.role != Role.TRAINER or shared or owner == user.name
+
+
 def confine_dataset(service: TrainingService, user: User, dataset_id: str | None) -> None:
-    """Non-admins name datasets by registered id only, never by a server file path:
-    a path would let them read facts (rows, labels) of any file the server can open."""
+    """Non-admins name datasets by registered id (optionally @version) that they may
+    see, never by a server file path: a path would let them read facts (rows, labels)
+    of any file the server can open."""
     if dataset_id is None or user.role == Role.ADMIN:
         return
-    names = service.datasets.names()
-    if dataset_id not in names:
+    name = dataset_id.rpartition("@")[0] or dataset_id
+    if not can_use_dataset(service, user, name):
+        names = [n for n in service.datasets.names() if can_use_dataset(service, user, n)]
         raise DatasetNotFoundError(
             f"Dataset '{dataset_id}' is not registered. Fix: use one of {', '.join(names)}, "
             "upload it (POST /api/datasets), or ask an admin to register it; file paths are "

@@ -91,6 +91,17 @@ class DatasetSummary(BaseModel):
     shape: str | None = None
 
 
+class DatasetVersionSummary(BaseModel):
+    version: str = Field(description="SHA-256 of the version's canonical content.")
+    shape: str
+    num_rows: int
+    size_bytes: int
+    source_name: str
+    owner: str | None
+    created_at: datetime
+    jobs: list[str] = Field(description="Jobs that trained on this version.")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     version: str

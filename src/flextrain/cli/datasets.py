@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -14,6 +15,7 @@ from flextrain.cli.common import console, err_console, get_service, guard
 from flextrain.data.formats import SourceFormat
 from flextrain.data.manager import split_ref
 from flextrain.data.shapes import ColumnMap, Shape
+from flextrain.service import TrainingService
 
 datasets_app = typer.Typer(
     help="Datasets: add, list, show, validate, delete.", no_args_is_help=True
@@ -178,8 +180,19 @@ def datasets_validate(
     prompt_column: PromptCol = None,
     completion_column: CompletionCol = None,
     messages_column: MessagesCol = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Count tokens with this model's tokenizer."),
+    ] = None,
+    max_length: Annotated[
+        int | None, typer.Option("--max-length", min=1, help="Warn about longer rows.")
+    ] = None,
 ) -> None:
-    """Report every problem of a file (row and field); exit 1 when there are errors."""
+    """Report every problem of a file (row and field); exit 1 when there are errors.
+
+    With --model, also the token-length distribution (min, median, p95, max) and
+    the rows longer than --max-length (default: the model's limit).
+    """
     fmt = cast(SourceFormat | None, _choice(format, FORMATS, "--format"))
     kind = cast(Shape | None, _choice(shape, SHAPES, "--shape"))
     columns = _columns(
@@ -192,8 +205,20 @@ def datasets_validate(
         completion=completion_column,
         messages=messages_column,
     )
+    service = get_service()
+    token_length = None
+    if model is not None:
+        token_length, limit = guard(lambda: _token_counter(service, model))
+        max_length = max_length or limit
     report = guard(
-        lambda: get_service().datasets.validate(path, format=fmt, shape=kind, columns=columns)
+        lambda: service.datasets.validate(
+            path,
+            format=fmt,
+            shape=kind,
+            columns=columns,
+            token_length=token_length,
+            max_length=max_length,
+        )
     )
     console.print(report.summary(), markup=False, highlight=False)
     if not report.ok:
@@ -216,3 +241,20 @@ def datasets_delete(
         )
     )
     console.print(f"Deleted {len(deleted)} version(s) of '{escape(name)}'.")
+
+
+def _token_counter(
+    service: TrainingService, model_id: str
+) -> tuple[Callable[[str], int], int | None]:
+    """A token counter from the model's tokenizer, and the model's length limit."""
+    from flextrain.models.heavy import load_transformers
+
+    path = service.models.resolve_config(model_id).path
+    if not (path / "tokenizer_config.json").exists() and not (path / "tokenizer.json").exists():
+        path = service.models.resolve(model_id).path
+    load_transformers()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    limit = service.inspect_model(model_id).max_position_embeddings
+    return (lambda text: len(tokenizer(text)["input_ids"])), limit

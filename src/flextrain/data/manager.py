@@ -205,6 +205,7 @@ class TrainingDataManager:
         columns: ColumnMap | None = None,
         description: str = "",
         owner: str | None = None,
+        shared: bool | None = None,
     ) -> DatasetVersionInfo:
         """Check the file and store its content as a version of `name` (the latest).
 
@@ -236,7 +237,10 @@ class TrainingDataManager:
                     name=name, path=str(stored), format="jsonl", description=description
                 )
                 dataset.owner = owner
+                dataset.shared = owner is None if shared is None else shared
                 session.add(dataset)
+            elif shared is not None:
+                dataset.shared = shared
             dataset.path, dataset.format, dataset.latest_version = str(stored), "jsonl", version
             if description:
                 dataset.description = description
@@ -317,10 +321,24 @@ class TrainingDataManager:
             registered = session.scalars(select(DatasetRecord.name)).all()
         return [*BUNDLED, *sorted(registered)]
 
-    def owner_of(self, name: str) -> str | None:
+    def access(self, name: str) -> tuple[str | None, bool] | None:
+        """(owner, shared) of a registered dataset; bundled ones are (None, True);
+        None when `name` is neither."""
+        if name in BUNDLED:
+            return None, True
         with self._sessions() as session:
             record = session.get(DatasetRecord, name)
-            return record.owner if record is not None else None
+            return (record.owner, record.shared) if record is not None else None
+
+    def list_datasets(self) -> list[DatasetInfo]:
+        """Every dataset (latest versions) that can be read; broken ones are left out."""
+        out = []
+        for name in self.names():
+            try:
+                out.append(self.get(name))
+            except (DatasetNotFoundError, DatasetFormatError):
+                continue
+        return out
 
     def describe_all(self) -> list[dict[str, Any]]:
         out = []

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import DateTime, String, select
+from sqlalchemy import Boolean, DateTime, String, select, true
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
 from flextrain.config.validation import DatasetFacts
@@ -58,6 +58,8 @@ class DatasetRecord(Base):
     description: Mapped[str] = mapped_column(String(1000), default="")
     owner: Mapped[str | None] = mapped_column(String(64))
     latest_version: Mapped[str | None] = mapped_column(String(64))
+    # Visible to every user, or only to its owner (and admins); see the REST API.
+    shared: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=lambda: datetime.now(UTC)
     )

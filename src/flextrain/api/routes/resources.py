@@ -9,9 +9,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, UploadFile
 
-from flextrain.api.deps import ServiceDep, TrainerDep, ViewerDep, can_see, confine_dataset
-from flextrain.api.schemas import DatasetSummary, ErrorBody, ModelEntry
+from flextrain.accounts.users import Role
+from flextrain.api.deps import (
+    ServiceDep,
+    TrainerDep,
+    ViewerDep,
+    can_see,
+    can_use_dataset,
+    confine_dataset,
+)
+from flextrain.api.schemas import DatasetSummary, DatasetVersionSummary, ErrorBody, ModelEntry
 from flextrain.config.enums import TrainingStatus
+from flextrain.data.manager import DatasetInUseError, split_ref
 from flextrain.data.registry import DatasetInfo
 from flextrain.models.resolve import ModelResolver
 
@@ -48,7 +57,64 @@ def _summary(info: DatasetInfo) -> DatasetSummary:
 
 @router.get("/datasets", response_model=list[DatasetSummary], responses=_ERRORS)
 def list_datasets(user: ViewerDep, service: ServiceDep) -> list[DatasetSummary]:
-    return [_summary(service.datasets.get(name)) for name in service.datasets.names()]
+    """Latest versions; a trainer sees the shared datasets and their own."""
+    return [
+        _summary(info)
+        for info in service.datasets.list_datasets()
+        if can_use_dataset(service, user, info.dataset_id)
+    ]
+
+
+@router.get(
+    "/datasets/{dataset_id:path}/versions",
+    response_model=list[DatasetVersionSummary],
+    responses=_ERRORS,
+)
+def dataset_versions(
+    dataset_id: str, user: ViewerDep, service: ServiceDep
+) -> list[DatasetVersionSummary]:
+    """Every version, oldest first, with the jobs that trained on each."""
+    confine_dataset(service, user, dataset_id)
+    if service.datasets.access(dataset_id) is None:
+        service.datasets.get(dataset_id)  # raises the not-found error with the known names
+    return [
+        DatasetVersionSummary(
+            version=v.version,
+            shape=v.shape,
+            num_rows=v.num_rows,
+            size_bytes=v.size_bytes,
+            source_name=v.source_name,
+            owner=v.owner,
+            created_at=v.created_at,
+            jobs=service.store.jobs_using(dataset_id, v.version),
+        )
+        for v in service.datasets.versions(dataset_id)
+    ]
+
+
+@router.delete("/datasets/{dataset_ref:path}", responses={**_ERRORS, 409: {"model": ErrorBody}})
+def delete_dataset(
+    dataset_ref: str,
+    user: TrainerDep,
+    service: ServiceDep,
+    force: bool = False,
+) -> dict[str, list[str]]:
+    """Delete NAME (every version) or NAME@VERSION: the owner or an admin; a version a
+    job trained on only with `force` (409 otherwise)."""
+    name, version = split_ref(dataset_ref)
+    confine_dataset(service, user, name)
+    access = service.datasets.access(name)
+    if access is not None and user.role != Role.ADMIN and access[0] != user.name:
+        raise HTTPException(
+            403, f"Dataset '{name}' belongs to another user; only they or an admin may delete it."
+        )
+    try:
+        deleted = service.datasets.delete(
+            name, version, used_by=service.store.jobs_using, force=force
+        )
+    except DatasetInUseError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return {"deleted": deleted}
 
 
 @router.get("/datasets/{dataset_id:path}", response_model=DatasetSummary, responses=_ERRORS)
@@ -64,6 +130,7 @@ def upload_dataset(
     file: UploadFile,
     name: Annotated[str, Form(description="Dataset id, e.g. 'team/reviews'.")],
     description: Annotated[str, Form(max_length=1000)] = "",
+    shared: Annotated[bool, Form(description="Visible to every user, not only you.")] = False,
 ) -> DatasetSummary:
     """Store an uploaded JSONL/JSON/CSV/text file and register it under `name`.
 
@@ -76,8 +143,12 @@ def upload_dataset(
             f"name {name!r} is not valid: use letters, digits, '_', '.', '-' and at most "
             "one '/', e.g. 'team/reviews'.",
         )
-    if name in service.datasets.names():
-        raise HTTPException(409, f"A dataset named {name!r} exists; choose another name.")
+    access = service.datasets.access(name)
+    if access is not None and user.role != Role.ADMIN and access[0] != user.name:
+        # Uploading to one's own name (or as admin) stores a new version instead.
+        raise HTTPException(
+            409, f"A dataset named {name!r} exists and is not yours; choose another name."
+        )
     suffix = Path(file.filename or "").suffix.lower()
     if suffix not in _SUFFIXES:
         raise HTTPException(
@@ -102,7 +173,9 @@ def upload_dataset(
                 )
             tmp.write(chunk)
     try:
-        service.datasets.add(Path(tmp.name), name=name, description=description, owner=user.name)
+        service.datasets.add(
+            Path(tmp.name), name=name, description=description, owner=user.name, shared=shared
+        )
         info = service.datasets.get(name)
     finally:
         Path(tmp.name).unlink(missing_ok=True)

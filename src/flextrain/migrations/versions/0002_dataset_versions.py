@@ -1,4 +1,5 @@
-"""Dataset versions (immutable, content-addressed), dataset owners, the version a job used.
+"""Dataset versions (immutable, content-addressed), dataset owners and sharing, the version a
+job used.
 
 Revision ID: 0002
 Revises: 0001
@@ -44,6 +45,9 @@ def upgrade() -> None:
     with op.batch_alter_table("datasets") as batch:
         batch.add_column(sa.Column("owner", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("latest_version", sa.String(length=64), nullable=True))
+        batch.add_column(
+            sa.Column("shared", sa.Boolean(), nullable=False, server_default=sa.true())
+        )
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("dataset_version", sa.String(length=64), nullable=True))
 
@@ -52,6 +56,7 @@ def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("dataset_version")
     with op.batch_alter_table("datasets") as batch:
+        batch.drop_column("shared")
         batch.drop_column("latest_version")
         batch.drop_column("owner")
     op.drop_index("ix_dataset_versions_dataset_id", table_name="dataset_versions")
