@@ -15,7 +15,10 @@ from flextrain.config import (
     TrainingType,
     ValidationIssue,
 )
+from flextrain.data.checks import DataReport
+from flextrain.data.manager import DatasetValidationError, TrainingDataManager
 from flextrain.data.registry import DatasetNotFoundError, DatasetRegistry
+from flextrain.data.shapes import ColumnMap
 from flextrain.hardware import GPUInfo, HardwareConstraints
 from flextrain.interface import FlexibleTrainingInterface
 from flextrain.jobs.environment import TrainingEnvironment, TrainingEnvironmentManager
@@ -27,9 +30,12 @@ from flextrain.settings import Settings
 __all__ = [
     "AdvancedTrainingConfig",
     "BasicTrainingConfig",
+    "ColumnMap",
     "ConfigValidationError",
+    "DataReport",
     "DatasetNotFoundError",
     "DatasetRegistry",
+    "DatasetValidationError",
     "FlexibleTrainingInterface",
     "GPUInfo",
     "HardwareConstraints",
@@ -38,6 +44,7 @@ __all__ = [
     "ModelNotFoundError",
     "ModelResolver",
     "Settings",
+    "TrainingDataManager",
     "TrainingEnvironment",
     "TrainingEnvironmentManager",
     "TrainingJob",
