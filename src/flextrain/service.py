@@ -353,20 +353,16 @@ class TrainingService:
             objective=objective,
             precision=choose_precision(config, hw),
             lora_target_modules=config.lora_target_modules,
-            data=DataSpec(
-                path=str(data.path),
-                format=data.format,
-                text_column=data.text_column,
-                label_column=data.label_column,
-                labels=data.labels,
-                prompt_columns=data.prompt_columns,
-                shape=data.shape,
-            ),
+            data=DataSpec.from_info(data),
             output_dir=str(env.output_dir),
             checkpoint_dir=str(env.checkpoint_dir),
             model_dir=str(env.model_dir),
             temp_dir=str(env.temp_dir),
             num_threads=config.num_threads or hw.cpu_cores,
+            eval_data=DataSpec.from_info(self.datasets.get(config.eval_file))
+            if config.eval_file
+            else None,
+            cache_dir=str(self.settings.home / "cache" / "tokenized"),
         )
 
     def _pid_started_at(self, job_id: str) -> float | None:

@@ -127,6 +127,16 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
     num_threads: int | None = Field(
         None, description="CPU threads for the worker; defaults to all cores."
     )
+    completion_only_loss: bool = Field(
+        True,
+        description="Train only on completion/assistant tokens of instruction, chat and "
+        "completion data.",
+    )
+    eval_file: str | None = Field(
+        None,
+        description="A registered dataset id or a file evaluated on instead of holding out "
+        "eval_split of the training data.",
+    )
 
     @property
     def train_batch_size(self) -> int:

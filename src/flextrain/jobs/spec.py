@@ -8,11 +8,14 @@ registries or the hardware probe.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from flextrain.config.schemas import AdvancedTrainingConfig
+
+if TYPE_CHECKING:
+    from flextrain.data.registry import DatasetInfo
 
 Objective = Literal["sequence_classification", "causal_lm", "masked_lm"]
 Precision = Literal["bf16", "fp16", "fp32"]
@@ -29,6 +32,22 @@ class DataSpec(BaseModel):
     prompt_columns: tuple[str, str] | None = None
     # Shape of a registered version's canonical rows; None for a file read as it is.
     shape: Literal["text", "classification", "instruction", "chat", "completion"] | None = None
+    # Content SHA-256 of a registered version: names its tokenised cache entries.
+    version: str | None = None
+
+    @classmethod
+    def from_info(cls, info: DatasetInfo) -> DataSpec:
+        """What the worker needs of a resolved dataset."""
+        return cls(
+            path=str(info.path),
+            format=info.format,
+            text_column=info.text_column,
+            label_column=info.label_column,
+            labels=info.labels,
+            prompt_columns=info.prompt_columns,
+            shape=info.shape,
+            version=info.version,
+        )
 
 
 class RunSpec(BaseModel):
@@ -46,3 +65,7 @@ class RunSpec(BaseModel):
     model_dir: str
     temp_dir: str
     num_threads: int
+    # The config's eval_file, resolved: evaluated on instead of a share of `data`.
+    eval_data: DataSpec | None = None
+    # Where tokenised datasets are kept between jobs; None tokenises every time.
+    cache_dir: str | None = None

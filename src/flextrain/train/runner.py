@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from transformers import (
     DataCollatorForLanguageModeling,
+    DataCollatorForSeq2Seq,
     DataCollatorWithPadding,
     EvalPrediction,
     Trainer,
@@ -18,6 +19,7 @@ from transformers import (
 )
 
 from flextrain.config.enums import TrainingStatus
+from flextrain.data.prepare import DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, TEMPLATED_SHAPES
 from flextrain.jobs.spec import RunSpec
 from flextrain.jobs.store import JobStore
 from flextrain.train.callbacks import StoreProgressCallback
@@ -120,6 +122,11 @@ def run_training(spec: RunSpec, store: JobStore) -> dict[str, Any]:
     if spec.objective == "sequence_classification":
         collator: Any = DataCollatorWithPadding(tokenizer)
         compute_metrics: Any = accuracy
+    elif "labels" in splits["train"].column_names:
+        # Prepared data carries its own labels (-100 on the prompt); the LM collator
+        # would overwrite them with a copy of input_ids, so pad them with -100 instead.
+        collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)
+        compute_metrics = None
     else:
         collator = DataCollatorForLanguageModeling(
             tokenizer, mlm=spec.objective == "masked_lm", mlm_probability=0.15
@@ -169,6 +176,9 @@ def run_training(spec: RunSpec, store: JobStore) -> dict[str, Any]:
 
     model_dir = Path(spec.model_dir)
     trainer.save_model(str(model_dir))
+    if _rendered_with_default_template(spec, tokenizer):
+        # The model learnt this format: save it so apply_chat_template prompts it the same way.
+        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
     tokenizer.save_pretrained(str(model_dir))
     probe = output_probe(model, tokenizer, [splits["train"][i]["input_ids"] for i in range(2)])
     (model_dir / "flextrain.json").write_text(
@@ -189,3 +199,9 @@ def run_training(spec: RunSpec, store: JobStore) -> dict[str, Any]:
     )
     store.merge_metrics(spec.job_id, metrics)
     return metrics
+
+
+def _rendered_with_default_template(spec: RunSpec, tokenizer: Any) -> bool:
+    if spec.objective != "causal_lm" or getattr(tokenizer, "chat_template", None):
+        return False
+    return spec.data.shape in TEMPLATED_SHAPES

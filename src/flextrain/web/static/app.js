@@ -63,6 +63,7 @@
       "Evaluation, logging and checkpoints",
       [
         "eval_split",
+        "eval_file",
         "eval_strategy",
         "eval_steps",
         "evaluate_before_training",
@@ -72,6 +73,7 @@
         "output_dir",
       ],
     ],
+    ["Data preparation", ["completion_only_loss"]],
     ["Runtime", ["seed", "dataloader_num_workers", "num_threads"]],
   ];
   const LABELS = {
