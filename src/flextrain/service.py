@@ -153,6 +153,9 @@ class TrainingService:
         """
         model = self.inspect_model(config.model_id)
         data = self.datasets.get(config.dataset_id)
+        eval_file = getattr(config, "eval_file", None)
+        if eval_file:  # fail at creation, not an hour later when the worker starts
+            self.datasets.get(eval_file)
         memory = self._memory_facts(config, model, data, hardware) if hardware else None
         issues = self.validator.validate(
             config, hardware=hardware, model=model.facts(), dataset=data.facts(), memory=memory

@@ -264,3 +264,33 @@ def test_models_include_a_trained_model_for_those_who_may_see_it(trained: Traine
         assert entry["description"] == "fine_tuning of flextrain/tiny-llama on demo/text"
     others = trained.client.get("/api/models", headers=trained.other_trainer.headers).json()
     assert [e for e in others if e["source"] == "trained"] == []
+
+
+def test_upload_with_a_column_map_and_shape(client: TestClient, trainer: Caller) -> None:
+    body = b"".join(
+        json.dumps({"body": f"item {i}", "tag": "a" if i % 2 else "b"}).encode() + b"\n"
+        for i in range(6)
+    )
+    response = client.post(
+        "/api/datasets",
+        files={"file": ("items.jsonl", body, "application/octet-stream")},
+        data={"name": "mapped", "columns": '{"text": "body", "label": "tag"}'},
+        headers=trainer.headers,
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["shape"] == "classification"
+    assert response.json()["labels"] == ["a", "b"]
+    bad = client.post(
+        "/api/datasets",
+        files={"file": ("items.jsonl", body, "application/octet-stream")},
+        data={"name": "mapped2", "columns": '{"txt": "body"}'},
+        headers=trainer.headers,
+    )
+    assert_error(bad, 422, "columns: unknown part(s) txt")
+    shape = client.post(
+        "/api/datasets",
+        files={"file": ("items.jsonl", body, "application/octet-stream")},
+        data={"name": "mapped3", "shape": "poem"},
+        headers=trainer.headers,
+    )
+    assert_error(shape, 422, "shape: 'poem' is not known")

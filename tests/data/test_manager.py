@@ -72,9 +72,20 @@ def test_data_with_errors_is_not_registered_and_nothing_is_written(
     assert not root.exists() or list(root.iterdir()) == []
 
 
-def test_names_cannot_escape_the_data_folder(service: TrainingService, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "name", ["../../etc/evil", "/etc/passwd", "team/../x", "a//b", "~/x", "a\\b", "./a"]
+)
+def test_path_like_names_are_refused(service: TrainingService, tmp_path: Path, name: str) -> None:
     source = _jsonl(tmp_path / "a.jsonl", [{"text": "hello"}])
-    version = service.datasets.add(source, name="../../etc/evil")
+    with pytest.raises(ValueError, match="looks like a path"):
+        service.datasets.add(source, name=name)
+    root = service.settings.home / "datasets"
+    assert not root.exists() or list(root.iterdir()) == []
+
+
+def test_names_stay_inside_the_data_folder(service: TrainingService, tmp_path: Path) -> None:
+    source = _jsonl(tmp_path / "a.jsonl", [{"text": "hello"}])
+    version = service.datasets.add(source, name="team/a..b")
     root = (service.settings.home / "datasets").resolve()
     assert version.path.resolve().is_relative_to(root)
     assert len(version.path.resolve().relative_to(root).parts) == 3  # name / version / file
@@ -113,3 +124,27 @@ def test_a_job_records_and_trains_on_its_version(service: TrainingService, tmp_p
     )
     assert deleted == [v1.version] and not v1.path.exists()
     assert len(service.datasets.versions("pinned")) == 1
+
+
+def test_a_missing_eval_file_is_refused_when_the_job_is_created(
+    service: TrainingService, tmp_path: Path
+) -> None:
+    from flextrain.config.schemas import AdvancedTrainingConfig
+
+    service.datasets.add(_jsonl(tmp_path / "d.jsonl", _instructions(8)), name="train-set")
+    config = AdvancedTrainingConfig(
+        model_id="flextrain/tiny-llama",
+        dataset_id="train-set",
+        training_type="fine_tuning",
+        eval_file="no-such-eval-set",
+    )
+    with pytest.raises(DatasetNotFoundError, match="'no-such-eval-set' is not registered"):
+        service.create_job(config)
+    assert service.list_jobs() == []
+
+
+def test_list_returns_every_readable_dataset(service: TrainingService, tmp_path: Path) -> None:
+    service.datasets.add(_jsonl(tmp_path / "d.jsonl", _instructions(3)), name="listed")
+    by_id = {d.dataset_id: d for d in service.datasets.list()}
+    assert {"demo/sentiment", "demo/text", "listed"} <= set(by_id)
+    assert by_id["listed"].shape == "instruction" and by_id["listed"].version

@@ -9,6 +9,7 @@ pins a version; a bare name means the latest.
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -316,7 +317,7 @@ class TrainingDataManager:
             f"Fix: register it first, or use one of: {known}."
         )
 
-    def names(self) -> list[str]:
+    def names(self) -> builtins.list[str]:
         with self._sessions() as session:
             registered = session.scalars(select(DatasetRecord.name)).all()
         return [*BUNDLED, *sorted(registered)]
@@ -330,7 +331,11 @@ class TrainingDataManager:
             record = session.get(DatasetRecord, name)
             return (record.owner, record.shared) if record is not None else None
 
-    def list_datasets(self) -> list[DatasetInfo]:
+    def list(self) -> builtins.list[DatasetInfo]:
+        """The seed's `list`: every readable dataset (latest versions)."""
+        return self.list_datasets()
+
+    def list_datasets(self) -> builtins.list[DatasetInfo]:
         """Every dataset (latest versions) that can be read; broken ones are left out."""
         out = []
         for name in self.names():
@@ -340,7 +345,7 @@ class TrainingDataManager:
                 continue
         return out
 
-    def describe_all(self) -> list[dict[str, Any]]:
+    def describe_all(self) -> builtins.list[dict[str, Any]]:
         out = []
         for name in self.names():
             try:
@@ -349,7 +354,7 @@ class TrainingDataManager:
                 out.append({"dataset_id": name, "error": str(exc)})
         return out
 
-    def versions(self, name: str) -> list[DatasetVersionInfo]:
+    def versions(self, name: str) -> builtins.list[DatasetVersionInfo]:
         """Every version of `name`, oldest first."""
         query = (
             select(DatasetVersionRecord)
@@ -389,9 +394,9 @@ class TrainingDataManager:
         name: str,
         version: str | None = None,
         *,
-        used_by: Callable[[str, str], list[str]] = lambda _n, _v: [],
+        used_by: Callable[[str, str], builtins.list[str]] = lambda _n, _v: [],
         force: bool = False,
-    ) -> list[str]:
+    ) -> builtins.list[str]:
         """Delete one version (or every version) of `name`; returns the versions deleted.
 
         A version a job trained on is kept unless `force`: the job's record
@@ -449,6 +454,17 @@ def _check_name(name: str, description: str) -> str:
         raise ValueError(f"'{name}' is a bundled dataset. Fix: choose another name.")
     if "@" in name:
         raise ValueError("dataset name contains '@', which pins versions. Fix: drop the '@'.")
+    parts = name.split("/")
+    if (
+        name.startswith(("/", "~"))
+        or "\\" in name
+        or "\x00" in name
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise ValueError(
+            f"dataset name {name!r} looks like a path. Fix: use letters, digits, '_', '.', "
+            "'-' and '/' between words, e.g. 'team/reviews'."
+        )
     if len(name) > 200:
         raise ValueError("dataset name is over 200 characters. Fix: use a shorter name.")
     if len(description) > 1000:

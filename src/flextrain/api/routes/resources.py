@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
+from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Form, HTTPException, UploadFile
 
@@ -22,6 +24,7 @@ from flextrain.api.schemas import DatasetSummary, DatasetVersionSummary, ErrorBo
 from flextrain.config.enums import TrainingStatus
 from flextrain.data.manager import DatasetInUseError, split_ref
 from flextrain.data.registry import DatasetInfo
+from flextrain.data.shapes import ColumnMap, Shape
 from flextrain.models.resolve import ModelResolver
 
 router = APIRouter(prefix="/api", tags=["resources"])
@@ -34,9 +37,33 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody},
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,99})?$")
-_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".txt", ".text"}
+_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".txt", ".text", ".md"}
+_SHAPES = ("text", "classification", "instruction", "chat", "completion")
 # Upload size limit; a dataset bigger than this belongs on disk, registered by path.
 MAX_UPLOAD_BYTES = 200 * 1024**2
+
+
+def _column_map(raw: str | None) -> ColumnMap | None:
+    """The `columns` form field as a ColumnMap, or a 422 that says what is wrong."""
+    if raw is None or not raw.strip():
+        return None
+    parts = {f.name for f in fields(ColumnMap)}
+    try:
+        given = json.loads(raw)
+    except json.JSONDecodeError:
+        given = None
+    if not isinstance(given, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in given.items()
+    ):
+        raise HTTPException(
+            422, 'columns: must be a JSON object of strings, e.g. {"text": "body"}.'
+        )
+    unknown = sorted(set(given) - parts)
+    if unknown:
+        raise HTTPException(
+            422, f"columns: unknown part(s) {', '.join(unknown)}; use {', '.join(sorted(parts))}."
+        )
+    return ColumnMap(**given)
 
 
 def _summary(info: DatasetInfo) -> DatasetSummary:
@@ -131,8 +158,18 @@ def upload_dataset(
     name: Annotated[str, Form(description="Dataset id, e.g. 'team/reviews'.")],
     description: Annotated[str, Form(max_length=1000)] = "",
     shared: Annotated[bool, Form(description="Visible to every user, not only you.")] = False,
+    shape: Annotated[
+        str | None, Form(description=f"One of {', '.join(_SHAPES)}; default: detect.")
+    ] = None,
+    columns: Annotated[
+        str | None,
+        Form(
+            description='Column map as JSON, e.g. {"text": "body", "label": "tag"} '
+            "(parts: text, label, instruction, input, output, prompt, completion, messages)."
+        ),
+    ] = None,
 ) -> DatasetSummary:
-    """Store an uploaded JSONL/JSON/CSV/text file and register it under `name`.
+    """Store an uploaded JSONL/JSON/CSV/TSV/Parquet/text file and register it under `name`.
 
     The file is checked as training data before it is kept: a file that cannot
     serve is refused and nothing stays behind.
@@ -149,6 +186,9 @@ def upload_dataset(
         raise HTTPException(
             409, f"A dataset named {name!r} exists and is not yours; choose another name."
         )
+    if shape is not None and shape not in _SHAPES:
+        raise HTTPException(422, f"shape: '{shape}' is not known; use one of {', '.join(_SHAPES)}.")
+    column_map = _column_map(columns)
     suffix = Path(file.filename or "").suffix.lower()
     if suffix not in _SUFFIXES:
         raise HTTPException(
@@ -174,7 +214,13 @@ def upload_dataset(
             tmp.write(chunk)
     try:
         service.datasets.add(
-            Path(tmp.name), name=name, description=description, owner=user.name, shared=shared
+            Path(tmp.name),
+            name=name,
+            description=description,
+            owner=user.name,
+            shared=shared,
+            shape=cast(Shape | None, shape),
+            columns=column_map,
         )
         info = service.datasets.get(name)
     finally:
