@@ -135,6 +135,10 @@ class FlexibleTrainingInterface:
     def get_training_job(self, job_id: str) -> TrainingJob | None:
         return self.service.get_job(job_id)
 
+    def get_job_metrics(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's metric history (loss, learning rate, eval results per step)."""
+        return self.service.metric_history(job_id)
+
     def list_training_jobs(
         self, status: TrainingStatus | None = None, limit: int = 100, offset: int = 0
     ) -> list[TrainingJob]:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from flextrain.accounts.audit import AuditLog
 from flextrain.accounts.users import UserStore
@@ -36,6 +37,7 @@ from flextrain.estimate.memory import estimate_memory
 from flextrain.estimate.recommend import recommend
 from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs.environment import TrainingEnvironment, TrainingEnvironmentManager
+from flextrain.jobs.plots import plot_histories
 from flextrain.jobs.process import (
     build_worker_command,
     is_alive,
@@ -330,6 +332,17 @@ class TrainingService:
             return ""
         lines = Path(job.log_path).read_text(errors="replace").splitlines()
         return "\n".join(lines[-tail:])
+
+    def metric_history(self, job_id: str) -> list[dict[str, Any]]:
+        """Every logged step and evaluation of a job, oldest first."""
+        self.require_job(job_id)
+        return self.store.metric_history(job_id)
+
+    def plot_jobs(self, job_ids: list[str], out: Path | None = None) -> Path:
+        """A PNG of loss, eval loss and learning rate per job, side by side."""
+        histories = {job_id: self.metric_history(job_id) for job_id in job_ids}
+        out = out or self.settings.home / "plots" / f"{'-'.join(job_ids)[:120]}.png"
+        return plot_histories(histories, out)
 
     def environment(self, job_id: str) -> TrainingEnvironment:
         job = self.require_job(job_id)

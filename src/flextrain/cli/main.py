@@ -438,6 +438,32 @@ def jobs_show(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
     console.print(table)
 
 
+@jobs_app.command("metrics")
+def jobs_metrics(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """A job's metric history: loss, learning rate, grad norm, eval results per step."""
+    history = _guard(lambda: _service().metric_history(job_id))
+    if as_json:
+        console.print_json(json.dumps(history))
+        return
+    keys = ["step", "epoch", *sorted({k for row in history for k in row} - {"step", "epoch"})]
+    table = Table(title=f"Metrics of job {job_id} ({len(history)} rows)")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for row in history:
+        table.add_row(*("" if row.get(k) is None else f"{row[k]:.5g}" for k in keys))
+    console.print(table)
+
+
+@jobs_app.command("plot")
+def jobs_plot(
+    job_ids: Annotated[list[str], typer.Argument(help="One or more job ids, side by side.")],
+    out: Annotated[Path | None, typer.Option("--out", help="PNG path.")] = None,
+) -> None:
+    """Write a PNG of loss, eval loss and learning rate against step; print its path."""
+    path = _guard(lambda: _service().plot_jobs(job_ids, out))
+    console.print(str(path), markup=False, highlight=False)
+
+
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: str) -> None:
     """Cancel a job: its worker and children stop within seconds."""
