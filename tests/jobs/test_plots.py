@@ -74,6 +74,8 @@ def test_cli_metrics_and_plot(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("FLEXTRAIN_HOME", str(settings.home))
+    # The same database as `settings` (a PostgreSQL one under `make test-postgres`).
+    monkeypatch.setenv("FLEXTRAIN_DATABASE_URL", settings.resolved_database_url)
     monkeypatch.setenv("FLEXTRAIN_MODELS_CACHE", str(settings.builtin_models_dir))
     monkeypatch.setenv("COLUMNS", "200")
     service = TrainingService(settings)
