@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
-from flextrain.data.bundled import bundled_path
 from flextrain.data.checks import DataReport, check_records
 from flextrain.data.formats import SourceFormat, detect_source_format, read_records
 from flextrain.data.registry import (
@@ -29,7 +28,7 @@ from flextrain.data.registry import (
     DatasetInfo,
     DatasetNotFoundError,
     DatasetRecord,
-    inspect_file,
+    DatasetRegistry,
 )
 from flextrain.data.shapes import (
     CANONICAL_FIELDS,
@@ -172,6 +171,9 @@ class TrainingDataManager:
     def __init__(self, sessions: sessionmaker[Any], root: Path) -> None:
         self._sessions = sessions
         self.root = root
+        # Bundled demos, records from before versions and plain file paths are read
+        # as they are: the unversioned registry already does that.
+        self._unversioned = DatasetRegistry(sessions)
 
     # -- checking ----------------------------------------------------------------------
     def validate(
@@ -295,32 +297,16 @@ class TrainingDataManager:
     # -- reading -----------------------------------------------------------------------
     def get(self, ref: str) -> DatasetInfo:
         """A bundled demo, `name` (latest version), `name@version`, or a file path."""
-        if ref in BUNDLED:
-            filename, description = BUNDLED[ref]
-            return inspect_file(bundled_path(filename), ref, description)
-        name, _ = split_ref(ref)
+        version = None if ref in BUNDLED else self.version(ref)
+        if version is None:
+            return self._unversioned.get(ref)
         with self._sessions() as session:
-            record = session.get(DatasetRecord, name)
+            record = session.get(DatasetRecord, version.dataset_id)
             description = record.description if record is not None else ""
-            legacy_path = record.path if record is not None else None
-        version = self.version(ref)
-        if version is not None:
-            return info_from_version(version, description)
-        if legacy_path is not None:  # registered by a build before versions
-            return inspect_file(Path(legacy_path), name, description)
-        path = Path(ref).expanduser()
-        if path.is_file():
-            return inspect_file(path, ref)
-        known = ", ".join(self.names())
-        raise DatasetNotFoundError(
-            f"Dataset '{ref}' is not registered and is not a file. "
-            f"Fix: register it first, or use one of: {known}."
-        )
+        return info_from_version(version, description)
 
     def names(self) -> builtins.list[str]:
-        with self._sessions() as session:
-            registered = session.scalars(select(DatasetRecord.name)).all()
-        return [*BUNDLED, *sorted(registered)]
+        return self._unversioned.names()
 
     def access(self, name: str) -> tuple[str | None, bool] | None:
         """(owner, shared) of a registered dataset; bundled ones are (None, True);
