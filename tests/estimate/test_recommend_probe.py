@@ -286,6 +286,14 @@ def test_fit_probe_never_predicts_below_a_measured_point() -> None:
     assert result.predicted_peak_bytes == 1_500
 
 
+def test_fit_probe_never_predicts_below_the_set_up_peak() -> None:
+    # Set-up (imports, model load) peaked above training: a job goes through it too.
+    measured = points((1, 1_000, 0.1), (2, 1_100, 0.2))
+    high = fit_probe(measured, 2, None, 0.05, 0.0, "cpu", floor_bytes=5_000)
+    low = fit_probe(measured, 2, None, 0.05, 0.0, "cpu", floor_bytes=10)
+    assert (high.predicted_peak_bytes, low.predicted_peak_bytes > 1_100) == (5_000, True)
+
+
 def test_fit_probe_without_budget_or_growth_has_no_largest_batch() -> None:
     growing = points((1, 1_000, 0.1), (2, 1_100, 0.2))
     assert fit_probe(growing, 4, None, 0.05, 0.0, "cpu").largest_batch is None
@@ -386,7 +394,8 @@ def test_real_probe_of_tiny_llama(tiny_llama_path: Path) -> None:
     # Batches 1 and 16 at 256 tokens: a row of tiny-llama is then about 4 MB (logits of
     # a 1k vocabulary and activations), well above the few MB by which each fresh
     # process's resident size varies, so the measured slope cannot come out flat
-    # (seen at 32 tokens and batches 1 and 4, in a busy full-suite run).
+    # (seen at 32 tokens and batches 1 and 4, in a busy full-suite run). Each point's
+    # peak is taken from training begin: a set-up peak once made batch 1 outweigh 16.
     request = build_request(
         str(tiny_llama_path), setup, training_type="fine_tuning", batches=[1, 16], num_threads=1
     )

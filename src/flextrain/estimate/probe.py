@@ -178,6 +178,9 @@ def run_probe(
         )
         for e in raw
     ]
+    # A job's process goes through the same set-up, so its peak is never below
+    # set-up's own (reported apart so that it does not distort the slope).
+    setup_floor = 0 if on_gpu else max(int(e.get("setup_peak_rss") or 0) for e in raw)
     return fit_probe(
         points,
         target_batch,
@@ -186,6 +189,7 @@ def run_probe(
         time.monotonic() - started,
         "cuda" if on_gpu else "cpu",
         analytic,
+        floor_bytes=setup_floor,
     )
 
 
@@ -230,6 +234,7 @@ def fit_probe(
     wall_seconds: float,
     measured_on: str,
     analytic: Callable[[int], float] | None = None,
+    floor_bytes: int = 0,
 ) -> ProbeResult:
     """Predict the target batch from the measured points.
 
@@ -237,13 +242,17 @@ def fit_probe(
     linear in the batch at a fixed length), and the analytic estimate scaled by
     its error at the largest measured point (keeps the analytic model's shape,
     e.g. where the peak moves from gradients to activations). Then a small bias
-    towards over-estimating, and never below a measurement.
+    towards over-estimating, and never below a measurement (nor below
+    `floor_bytes`, the set-up peak a job also goes through).
     """
     xs = [float(p.batch_size) for p in points]
     fixed, per_row = fit_line(xs, [float(p.peak_bytes) for p in points])
     per_row = max(per_row, 0.0)
     largest_point = max(points, key=lambda p: p.batch_size)
-    measured_max = max((p.peak_bytes for p in points if p.batch_size <= target_batch), default=0)
+    measured_max = max(
+        (p.peak_bytes for p in points if p.batch_size <= target_batch), default=floor_bytes
+    )
+    measured_max = max(measured_max, floor_bytes)
 
     def predict(batch: int) -> float:
         linear = fixed + per_row * batch
