@@ -2,12 +2,14 @@
 
 Front ends (Python API, CLI, later REST) call only this. It validates, resolves
 ids to files, writes the run spec, launches and supervises worker processes,
-and reconciles the store with reality (a worker killed from outside is shown
-FAILED, not left "training" forever).
+and reconciles the store with reality: a worker that died (killed, machine
+restart) leaves its job INTERRUPTED, not "training" forever, and `resume_job`
+continues it from its latest checkpoint.
 """
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -18,7 +20,12 @@ from typing import Any
 
 from flextrain.accounts.audit import AuditLog
 from flextrain.accounts.users import UserStore
-from flextrain.config.enums import TrainingMode, TrainingStatus, TrainingType
+from flextrain.config.enums import (
+    RESUMABLE_STATUSES,
+    TrainingMode,
+    TrainingStatus,
+    TrainingType,
+)
 from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
 from flextrain.config.validation import (
     ConfigValidationError,
@@ -36,6 +43,7 @@ from flextrain.db import make_engine, make_sessionmaker
 from flextrain.estimate.memory import estimate_memory
 from flextrain.estimate.recommend import recommend
 from flextrain.hardware.detect import HardwareConstraints
+from flextrain.jobs.checkpoints import latest_checkpoint
 from flextrain.jobs.environment import TrainingEnvironment, TrainingEnvironmentManager
 from flextrain.jobs.plots import plot_histories
 from flextrain.jobs.process import (
@@ -46,7 +54,7 @@ from flextrain.jobs.process import (
     terminate_tree,
 )
 from flextrain.jobs.spec import DataSpec, RunSpec
-from flextrain.jobs.store import JobStore, TrainingJob
+from flextrain.jobs.store import JobEvent, JobStore, TrainingJob
 from flextrain.models.compatibility import (
     NO_DATASET,
     ModelCompatibility,
@@ -66,6 +74,12 @@ class JobNotFoundError(LookupError):
 
 class JobStateError(RuntimeError):
     """The job is in a state that does not allow the requested action."""
+
+
+# A worker on another host is presumed dead when its heartbeat is this much older
+# than its monitor interval, and never sooner than HEARTBEAT_GRACE seconds.
+HEARTBEAT_MISSES = 6
+HEARTBEAT_GRACE = 60.0
 
 
 class TrainingService:
@@ -282,6 +296,74 @@ class TrainingService:
             )
         if not self.store.update(job_id, status=TrainingStatus.VALIDATING):
             raise JobStateError(f"Job {job_id} changed state while starting.")
+        return self._launch(job, resume_from=None)
+
+    def resume_job(self, job_id: str) -> TrainingJob:
+        """Continue an interrupted, cancelled or failed job from its latest checkpoint.
+
+        The Trainer restores weights, optimizer, scheduler, RNG and the data position
+        from the checkpoint, so the step count and the loss curve continue; logged
+        steps past the checkpoint are dropped (they are trained again). With no
+        checkpoint the job starts over, and an event says so.
+        """
+        job = self.require_job(job_id)
+        if job.status not in RESUMABLE_STATUSES:
+            states = ", ".join(sorted(s.value for s in RESUMABLE_STATUSES))
+            raise JobStateError(
+                f"Job {job_id} is {job.status.value}; only a job that is {states} can be resumed."
+            )
+        env = self.environments.layout(job_id, job.config.get("output_dir"))
+        checkpoint = latest_checkpoint(env.checkpoint_dir)
+        if not self.store.transition(
+            job_id,
+            RESUMABLE_STATUSES,
+            status=TrainingStatus.VALIDATING.value,
+            error_message=None,
+            completed_at=None,
+            pid=None,  # the dead worker's pid must not make the job look dead again
+            pid_started_at=None,
+            resume_count=job.resume_count + 1,
+        ):
+            raise JobStateError(f"Job {job_id} changed state while resuming.")
+        step = _checkpoint_step(checkpoint)
+        dropped = self.store.drop_metrics_after(job_id, step)
+        if checkpoint is None:
+            message = f"Resumed from the start: no checkpoint was saved (was {job.status.value})."
+        else:
+            message = (
+                f"Resumed from step {step} (was {job.status.value} at step "
+                f"{job.current_step}); {dropped} logged rows past the checkpoint dropped."
+            )
+        self.store.add_event(job_id, "resumed", message, data={"step": step})
+        return self._launch(job, resume_from=checkpoint)
+
+    def recover_jobs(self, *, auto_resume: bool = False) -> dict[str, list[str]]:
+        """Mark jobs whose worker died as INTERRUPTED; with `auto_resume`, resume them.
+
+        Called when the service starts (a machine restart kills every worker): without
+        it a job would show "training" until someone looked at it.
+        """
+        interrupted = []
+        for status in (s for s in TrainingStatus if s.is_active):
+            for job in self.store.list_jobs(status=status, limit=10_000):
+                age = (datetime.now(UTC) - job.updated_at).total_seconds()
+                if job.pid is None and age < HEARTBEAT_GRACE:
+                    continue  # being launched right now by another front end
+                if self._reconcile(job).status == TrainingStatus.INTERRUPTED:
+                    interrupted.append(job.job_id)
+        resumed = []
+        if auto_resume:
+            for job in self.store.list_jobs(status=TrainingStatus.INTERRUPTED, limit=10_000):
+                try:
+                    self.resume_job(job.job_id)
+                    resumed.append(job.job_id)
+                except (JobStateError, ConfigValidationError, OSError) as exc:
+                    message = f"Automatic resume failed: {exc}"
+                    self.store.add_event(job.job_id, "resume_failed", message, level="error")
+        return {"interrupted": interrupted, "resumed": resumed}
+
+    def _launch(self, job: TrainingJob, resume_from: Path | None) -> TrainingJob:
+        job_id = job.job_id
         try:
             spec = self._build_spec(job)
         except Exception as exc:
@@ -292,6 +374,8 @@ class TrainingService:
                 completed_at=datetime.now(UTC),
             )
             raise
+        if resume_from is not None:
+            spec = spec.model_copy(update={"resume_from_checkpoint": str(resume_from)})
         env = self.environments.layout(job_id, job.config.get("output_dir"))
         env.config_file.write_text(spec.model_dump_json(indent=2))
         argv, proc_env = build_worker_command(
@@ -300,13 +384,23 @@ class TrainingService:
             home=self.settings.home,
         )
         # Status first: once the worker runs, it alone moves the status forward.
-        self.store.update(job_id, status=TrainingStatus.PREPARING, started_at=datetime.now(UTC))
+        self.store.update(
+            job_id,
+            status=TrainingStatus.PREPARING,
+            started_at=job.started_at or datetime.now(UTC),
+            worker_host=socket.gethostname(),
+            heartbeat_at=datetime.now(UTC),
+        )
         proc = spawn(argv, proc_env, env.log_file)
         self.store.update(job_id, pid=proc.pid, pid_started_at=process_start_time(proc.pid))
         return self.require_job(job_id)
 
-    def cancel_job(self, job_id: str, timeout: float = 5.0) -> TrainingJob:
-        """Mark the job CANCELLED, then stop its worker and all the worker's children."""
+    def cancel_job(self, job_id: str, timeout: float = 30.0) -> TrainingJob:
+        """Mark the job CANCELLED, then stop its worker and all the worker's children.
+
+        The worker gets `timeout` seconds to finish its step and save a checkpoint
+        (so `resume` continues from here) before it is killed.
+        """
         job = self.require_job(job_id)
         if job.is_finished:
             raise JobStateError(f"Job {job_id} is already {job.status.value}.")
@@ -343,6 +437,16 @@ class TrainingService:
         histories = {job_id: self.metric_history(job_id) for job_id in job_ids}
         out = out or self.settings.home / "plots" / f"{'-'.join(job_ids)[:120]}.png"
         return plot_histories(histories, out)
+
+    def events(self, job_id: str, after_id: int = 0) -> list[JobEvent]:
+        """Warnings, resumes, interruptions and early stops of a job, oldest first."""
+        self.require_job(job_id)
+        return self.store.events(job_id, after_id)
+
+    def system_samples(self, job_id: str) -> list[dict[str, Any]]:
+        """CPU, memory and GPU use sampled by the worker while it ran."""
+        self.require_job(job_id)
+        return self.store.samples(job_id)
 
     def environment(self, job_id: str) -> TrainingEnvironment:
         job = self.require_job(job_id)
@@ -385,20 +489,41 @@ class TrainingService:
         return self.store.pid_started_at(job_id)
 
     def _reconcile(self, job: TrainingJob) -> TrainingJob:
-        """A job that claims to run but whose worker is gone has failed."""
-        if is_alive(job.pid, self._pid_started_at(job.job_id)):
-            return job
+        """A job that claims to run but whose worker is gone was interrupted.
+
+        On this host the worker's pid (and its start time, against pid reuse) says
+        whether it lives; a worker on another host is judged by its heartbeat.
+        """
+        if job.worker_host in (None, socket.gethostname()):
+            if is_alive(job.pid, self._pid_started_at(job.job_id)):
+                return job
+        else:
+            interval = float(job.config.get("monitor_interval") or 5.0)
+            limit = max(HEARTBEAT_MISSES * interval, HEARTBEAT_GRACE)
+            beat = job.heartbeat_at or job.updated_at
+            if (datetime.now(UTC) - beat).total_seconds() < limit:
+                return job
         message = (
-            "The worker process exited without reporting a result (killed, out of memory?). "
-            f"See the log: {job.log_path}"
+            "The worker process stopped without reporting a result (killed, out of memory, "
+            f"machine restart?); resume continues from the latest checkpoint. Log: {job.log_path}"
         )
-        self.store.update(
+        changed = self.store.transition(
             job.job_id,
-            status=TrainingStatus.FAILED,
+            [job.status],
+            status=TrainingStatus.INTERRUPTED.value,
             error_message=message,
             completed_at=datetime.now(UTC),
         )
+        if changed:
+            self.store.add_event(job.job_id, "interrupted", message, level="warning")
         return self.store.get(job.job_id) or job
+
+
+def _checkpoint_step(checkpoint: Path | None) -> int:
+    """The global step a `checkpoint-N` folder was saved at; 0 for none."""
+    if checkpoint is None:
+        return 0
+    return int(checkpoint.name.rpartition("-")[2])
 
 
 def _config_from_job(job: TrainingJob) -> BasicTrainingConfig:

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
         description="The API admin's token (FLEXTRAIN_ADMIN_TOKEN); without it the first "
         "`flextrain serve` makes one and prints it once.",
     )
+    auto_resume: bool = Field(
+        False,
+        description="When the service starts, resume the jobs a crash or restart interrupted "
+        "(FLEXTRAIN_AUTO_RESUME=1).",
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -151,6 +151,7 @@ class TestEnums:
             "COMPLETED",
             "FAILED",
             "CANCELLED",
+            "INTERRUPTED",
         ]
         assert all(s.value == s.name.lower() for s in TrainingStatus)
 
@@ -161,6 +162,7 @@ class TestEnums:
             TrainingStatus.COMPLETED,
             TrainingStatus.FAILED,
             TrainingStatus.CANCELLED,
+            TrainingStatus.INTERRUPTED,
         }
         assert active == {
             TrainingStatus.VALIDATING,

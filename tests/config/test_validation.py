@@ -106,7 +106,9 @@ def test_every_rule_has_a_test_class_here() -> None:
         "_warmup",
         "_lora",
         "_checkpointing",
+        "_early_stopping",
         "_data",
+        "_tracking",
         "_memory",
     }
 
@@ -544,6 +546,41 @@ class TestCheckpointing:
         model = ModelFacts(supports_gradient_checkpointing=False)
         issues = run(make(gradient_checkpointing=False), model=model)
         assert on(issues, "gradient_checkpointing") == []
+
+
+class TestEarlyStopping:
+    def test_with_evaluation_passes(self) -> None:
+        config = make(early_stopping_patience=2, eval_strategy="steps", eval_steps=5)
+        assert errors(run(config)) == []
+
+    def test_patience_below_one(self) -> None:
+        one(run(make(early_stopping_patience=0)), "early_stopping_patience", r"below 1.*e\.g\. 3")
+
+    def test_negative_threshold(self) -> None:
+        one(run(make(early_stopping_threshold=-0.1)), "early_stopping_threshold", r"negative")
+
+    def test_needs_an_evaluation_strategy(self) -> None:
+        issues = run(make(early_stopping_patience=2, eval_strategy="no"))
+        one(issues, "eval_strategy", r"compare evaluations.*'steps'")
+
+    def test_steps_strategy_needs_eval_steps(self) -> None:
+        issues = run(make(load_best_model_at_end=True, eval_strategy="steps"))
+        one(issues, "eval_steps", r"not set.*give eval_steps")
+
+    def test_needs_evaluation_data(self) -> None:
+        issues = run(make(early_stopping_patience=2, eval_split=0.0))
+        one(issues, "eval_split", r"nothing to evaluate on.*eval_file")
+
+    def test_metric_must_be_reported_for_the_task(self) -> None:
+        text = DatasetFacts(num_rows=100, has_labels=False)
+        issues = run(make(metric_for_best_model="accuracy"), dataset=text)
+        one(issues, "metric_for_best_model", r"language modelling.*loss, perplexity")
+        issues = run(make(metric_for_best_model="eval_perplexity"))  # labelled DATA
+        one(issues, "metric_for_best_model", r"classification.*loss, accuracy, f1")
+        assert on(run(make(metric_for_best_model="eval_f1")), "metric_for_best_model") == []
+
+    def test_monitor_interval_range(self) -> None:
+        one(run(make(monitor_interval=0.1)), "monitor_interval", r"outside \[0.5, 600\]")
 
 
 class TestData:

@@ -171,6 +171,11 @@ def test_task_specific_classification_accuracy_rises(
     job = run_job(service, cfg)
     assert job.metrics["initial_eval_accuracy"] <= 0.7
     assert job.metrics["eval_accuracy"] >= 0.9
+    # Macro F1 with two balanced classes cannot be far from accuracy once both are learnt.
+    assert job.metrics["eval_f1"] >= 0.85
+    assert job.metrics["initial_eval_f1"] <= job.metrics["eval_f1"]
+    evals = [r for r in service.metric_history(job.job_id) if "eval_accuracy" in r]
+    assert evals and all(0 <= r["eval_f1"] <= 1 for r in evals)
     model_dir = Path(job.model_path or "")
     config = json.loads((model_dir / "config.json").read_text())
     assert config["architectures"] == ["LlamaForSequenceClassification"]

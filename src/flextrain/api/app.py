@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from flextrain.api import errors
 from flextrain.api.audit import AuditMiddleware
-from flextrain.api.routes import admin, resources, training
+from flextrain.api.routes import admin, checkpoints, resources, training
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
 
@@ -47,6 +47,7 @@ def create_app(
     app.state.auth_enabled = auth
     errors.install(app)
     app.include_router(training.router)
+    app.include_router(checkpoints.router)
     app.include_router(resources.router)
     app.include_router(admin.router)
     app.add_middleware(AuditMiddleware, service=service)

@@ -18,6 +18,7 @@ from flextrain.accounts.users import UserError, UserNotFoundError
 from flextrain.api.schemas import ErrorBody, FieldError
 from flextrain.config.validation import ConfigValidationError
 from flextrain.data.registry import DatasetFormatError, DatasetNotFoundError
+from flextrain.jobs.checkpoints import CheckpointNotFoundError
 from flextrain.jobs.environment import EnvironmentSetupError
 from flextrain.models.resolve import ModelNotFoundError
 from flextrain.service import JobNotFoundError, JobStateError
@@ -84,6 +85,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ConfigValidationError, config_invalid)
     for exc_type in (JobNotFoundError, ModelNotFoundError, DatasetNotFoundError, UserNotFoundError):
         app.add_exception_handler(exc_type, not_found)
+    app.add_exception_handler(CheckpointNotFoundError, not_found)
     app.add_exception_handler(JobStateError, conflict)
     for bad_input in (DatasetFormatError, UserError, EnvironmentSetupError):
         app.add_exception_handler(bad_input, unprocessable)

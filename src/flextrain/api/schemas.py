@@ -16,7 +16,7 @@ from flextrain.accounts.audit import AuditEntry
 from flextrain.accounts.users import Role, User
 from flextrain.config.enums import TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
-from flextrain.jobs.store import TrainingJob
+from flextrain.jobs.store import JobEvent, TrainingJob
 
 
 class FieldError(BaseModel):
@@ -75,6 +75,20 @@ class LogTail(BaseModel):
 class MetricHistory(BaseModel):
     job_id: str
     history: list[dict[str, Any]]
+
+
+class JobTimeline(BaseModel):
+    """What happened to a job besides its metrics: warnings, interruptions, resumes."""
+
+    job_id: str
+    events: list[JobEvent]
+
+
+class SystemSamples(BaseModel):
+    """CPU, memory and GPU use sampled by the worker (`at`: ISO 8601 time)."""
+
+    job_id: str
+    samples: list[dict[str, Any]]
 
 
 class DatasetSummary(BaseModel):

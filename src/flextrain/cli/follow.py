@@ -35,8 +35,15 @@ def follow_job(
     try:
         with progress:
             task = progress.add_task("starting", total=None, detail="")
+            seen = max((e.id for e in service.store.events(job_id)), default=0)
             while True:
                 job = service.require_job(job_id)
+                for event in service.store.events(job_id, seen):
+                    seen = event.id
+                    style = {"warning": "yellow", "error": "red"}.get(event.level, "cyan")
+                    progress.console.print(
+                        f"{event.kind}: {event.message}", style=style, markup=False
+                    )
                 detail = []
                 if job.loss is not None:
                     detail.append(f"loss {job.loss:.4f}")

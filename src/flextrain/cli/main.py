@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flextrain.cli.admin import audit, users_app
+from flextrain.cli.checkpoints import checkpoints
 from flextrain.cli.common import console, err_console, get_service, guard
 from flextrain.cli.datasets import datasets_app
 from flextrain.cli.follow import follow_job
@@ -118,6 +119,12 @@ def train(
     ] = None,
     output_dir: Annotated[str | None, typer.Option()] = None,
     run_name: Annotated[str | None, typer.Option()] = None,
+    early_stopping_patience: Annotated[
+        int | None, typer.Option(help="Stop after N evaluations without improvement.")
+    ] = None,
+    tracking: Annotated[
+        str | None, typer.Option(help="Also log to: mlflow, tensorboard (comma-separated).")
+    ] = None,
     detach: Annotated[bool, typer.Option(help="Start and return; don't follow.")] = False,
 ) -> None:
     """Create a job and train it in the foreground (Ctrl-C cancels cleanly)."""
@@ -146,6 +153,8 @@ def train(
             ),
             "output_dir": output_dir,
             "run_name": run_name,
+            "early_stopping_patience": early_stopping_patience,
+            "tracking": [t.strip() for t in tracking.split(",") if t.strip()] if tracking else None,
         }
         values.update({k: v for k, v in flags.items() if v is not None})
         missing = [
@@ -189,8 +198,11 @@ def _report_end(job: TrainingJob) -> None:
         )
         err_console.print(f"Log: {job.log_path}", markup=False)
         raise typer.Exit(1)
-    elif job.status == TrainingStatus.CANCELLED:
-        err_console.print(f"[yellow]Job {job.job_id} was cancelled.")
+    elif job.status in (TrainingStatus.CANCELLED, TrainingStatus.INTERRUPTED):
+        err_console.print(
+            f"[yellow]Job {job.job_id} was {job.status.value}.[/] Continue it from its latest "
+            f"checkpoint with: flextrain jobs resume {job.job_id}"
+        )
         raise typer.Exit(1)
     else:
         console.print(f"Job {job.job_id} is {job.status.value}.")
@@ -439,19 +451,43 @@ def jobs_show(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
 
 
 @jobs_app.command("metrics")
-def jobs_metrics(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """A job's metric history: loss, learning rate, grad norm, eval results per step."""
-    history = _guard(lambda: _service().metric_history(job_id))
+def jobs_metrics(
+    job_id: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    system: Annotated[
+        bool, typer.Option("--system", help="CPU, memory and GPU samples instead.")
+    ] = False,
+) -> None:
+    """A job's metric history: loss, learning rate, grad norm, throughput, memory and
+    eval results per step (or, with --system, the machine's use while it ran)."""
+    service = _guard(_service)
+    if system:
+        rows = _guard(lambda: service.system_samples(job_id))
+        first = ["at"]
+        title = f"System samples of job {job_id} ({len(rows)} rows)"
+    else:
+        rows = _guard(lambda: service.metric_history(job_id))
+        first = ["step", "epoch"]
+        title = f"Metrics of job {job_id} ({len(rows)} rows)"
     if as_json:
-        console.print_json(json.dumps(history))
+        console.print_json(json.dumps(rows))
         return
-    keys = ["step", "epoch", *sorted({k for row in history for k in row} - {"step", "epoch"})]
-    table = Table(title=f"Metrics of job {job_id} ({len(history)} rows)")
+    scalar = {k for row in rows for k, v in row.items() if isinstance(v, int | float)}
+    keys = first + sorted(scalar - set(first))
+    table = Table(title=title)
     for key in keys:
         table.add_column(key, justify="right")
-    for row in history:
-        table.add_row(*("" if row.get(k) is None else f"{row[k]:.5g}" for k in keys))
+    for row in rows:
+        table.add_row(*(_cell(row.get(k)) for k in keys))
     console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, int | float):
+        return f"{value:.5g}"
+    return escape(str(value))
 
 
 @jobs_app.command("plot")
@@ -462,6 +498,50 @@ def jobs_plot(
     """Write a PNG of loss, eval loss and learning rate against step; print its path."""
     path = _guard(lambda: _service().plot_jobs(job_ids, out))
     console.print(str(path), markup=False, highlight=False)
+
+
+@jobs_app.command("resume")
+def jobs_resume(
+    job_id: str,
+    detach: Annotated[bool, typer.Option(help="Resume and return; don't follow.")] = False,
+) -> None:
+    """Continue an interrupted, cancelled or failed job from its latest checkpoint."""
+
+    def run() -> TrainingJob:
+        service = _service()
+        job = service.resume_job(job_id)
+        notice = service.events(job_id)[-1]
+        console.print(f"Job [bold]{job_id}[/]: {escape(notice.message)}")
+        if detach:
+            return job
+        return follow_job(service, job_id, console)
+
+    try:
+        job = _guard(run)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    _report_end(job)
+
+
+@jobs_app.command("events")
+def jobs_events(job_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What happened to a job: memory warnings, interruptions, resumes, early stops."""
+    events = _guard(lambda: _service().events(job_id))
+    if as_json:
+        console.print_json(json.dumps([e.model_dump(mode="json") for e in events]))
+        return
+    table = Table(title=f"Events of job {job_id}")
+    for col in ("time", "level", "kind", "message"):
+        table.add_column(col)
+    for e in events:
+        style = {"warning": "yellow", "error": "red"}.get(e.level, "")
+        table.add_row(
+            e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            f"[{style}]{e.level}[/]" if style else e.level,
+            e.kind,
+            escape(e.message),
+        )
+    console.print(table)
 
 
 @jobs_app.command("cancel")
@@ -475,6 +555,9 @@ def jobs_cancel(job_id: str) -> None:
 def jobs_logs(job_id: str, tail: Annotated[int, typer.Option(min=1)] = 100) -> None:
     """The last lines of a job's log."""
     console.print(_guard(lambda: _service().read_log(job_id, tail)), markup=False, highlight=False)
+
+
+jobs_app.command("checkpoints")(checkpoints)
 
 
 def main() -> None:  # pragma: no cover - console-script shim

@@ -19,6 +19,13 @@ def serve(
         typer.Option("--no-auth", help="Act as a local admin without tokens (loopback only)."),
     ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    auto_resume: Annotated[
+        bool | None,
+        typer.Option(
+            "--auto-resume/--no-auto-resume",
+            help="Resume interrupted jobs now (default: FLEXTRAIN_AUTO_RESUME).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API under /api and the web page at /."""
     import uvicorn
@@ -45,5 +52,11 @@ def serve(
             console.print("Created the admin user. Its token is shown only this once:")
             console.print(f"  {token}", markup=False, highlight=False)
             console.print("Keep it; create more users with `flextrain users create NAME`.")
+    # Workers do not survive a restart: say which jobs were cut off, resume them if asked.
+    resume = service.settings.auto_resume if auto_resume is None else auto_resume
+    recovered = service.recover_jobs(auto_resume=resume)
+    for job_id in recovered["interrupted"]:
+        action = "resumed" if job_id in recovered["resumed"] else "resume with POST .../resume"
+        console.print(f"Job {job_id} was interrupted; {action}.", highlight=False)
     console.print(f"flextrain API and web page on http://{host}:{port}/", highlight=False)
     uvicorn.run(create_app(service=service, auth=auth), host=host, port=port, log_level=log_level)

@@ -32,6 +32,8 @@ class TrainingStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # The worker died without reporting (killed, machine restart): resumable.
+    INTERRUPTED = "interrupted"
 
     @property
     def is_terminal(self) -> bool:
@@ -43,7 +45,16 @@ class TrainingStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset(
-    {TrainingStatus.COMPLETED, TrainingStatus.FAILED, TrainingStatus.CANCELLED}
+    {
+        TrainingStatus.COMPLETED,
+        TrainingStatus.FAILED,
+        TrainingStatus.CANCELLED,
+        TrainingStatus.INTERRUPTED,
+    }
+)
+# Ended without finishing: `resume` continues these from their latest checkpoint.
+RESUMABLE_STATUSES = frozenset(
+    {TrainingStatus.FAILED, TrainingStatus.CANCELLED, TrainingStatus.INTERRUPTED}
 )
 ACTIVE_STATUSES = frozenset(
     {

@@ -138,6 +138,36 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
         "eval_split of the training data.",
     )
 
+    early_stopping_patience: int | None = Field(
+        None,
+        description="Stop after N evaluations without improvement of metric_for_best_model "
+        "(None: never stop early). Needs evaluation data.",
+    )
+    early_stopping_threshold: float = Field(
+        0.0, description="Smallest change of the metric that counts as an improvement."
+    )
+    metric_for_best_model: str | None = Field(
+        None,
+        description="Evaluation metric that picks the best checkpoint: loss, accuracy, f1, "
+        "perplexity (default loss).",
+    )
+    greater_is_better: bool | None = Field(
+        None, description="Whether a higher metric is better; by default from its name."
+    )
+    load_best_model_at_end: bool = Field(
+        False,
+        description="Save the best checkpoint's weights as the result (always on with "
+        "early stopping).",
+    )
+    tracking: list[Literal["mlflow", "tensorboard"]] = Field(
+        default_factory=list,
+        description="Also log params, metrics and the model to MLflow and/or TensorBoard "
+        "(optional extras: pip install 'flextrain[tracking]').",
+    )
+    monitor_interval: float = Field(
+        5.0, description="Seconds between the worker's heartbeats and system-metric samples."
+    )
+
     @property
     def train_batch_size(self) -> int:
         """The micro-batch actually used: per_device_train_batch_size wins when given."""

@@ -356,6 +356,75 @@ def _lora(ctx: RuleContext) -> Iterator[ValidationIssue]:
             )
 
 
+# Evaluation metrics a run reports, by whether the task has class labels.
+CLASSIFICATION_METRICS = ("loss", "accuracy", "f1")
+LANGUAGE_MODEL_METRICS = ("loss", "perplexity")
+
+
+def best_metric_name(config: AdvancedTrainingConfig) -> str:
+    """The metric that picks the best checkpoint, without the `eval_` prefix."""
+    return (config.metric_for_best_model or "loss").removeprefix("eval_")
+
+
+@_rule
+def _early_stopping(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    c = ctx.config
+    wants_best = c.early_stopping_patience is not None or c.load_best_model_at_end
+    if c.early_stopping_patience is not None and c.early_stopping_patience < 1:
+        yield _err(
+            "early_stopping_patience",
+            f"{c.early_stopping_patience} is below 1.",
+            "give the number of evaluations without improvement to wait (e.g. 3), or null.",
+        )
+    if c.early_stopping_threshold < 0:
+        yield _err(
+            "early_stopping_threshold",
+            f"{c.early_stopping_threshold} is negative.",
+            "give the smallest change that counts as an improvement (0 or more).",
+        )
+    if c.monitor_interval < 0.5 or c.monitor_interval > 600:
+        yield _err(
+            "monitor_interval",
+            f"{c.monitor_interval} s is outside [0.5, 600].",
+            "sample every few seconds; 5 is the default.",
+        )
+    # Labelled data trains a classifier (any training type but the pre-training ones);
+    # before the data is known, any metric some objective reports is accepted.
+    known: tuple[str, ...]
+    if c.training_type == TrainingType.TASK_SPECIFIC or (ctx.dataset and ctx.dataset.has_labels):
+        known, task = CLASSIFICATION_METRICS, "classification"
+    elif ctx.dataset is not None:
+        known, task = LANGUAGE_MODEL_METRICS, "language modelling"
+    else:
+        known, task = CLASSIFICATION_METRICS + LANGUAGE_MODEL_METRICS[1:], "any task"
+    if best_metric_name(c) not in known:
+        yield _err(
+            "metric_for_best_model",
+            f"'{c.metric_for_best_model}' is not reported for {task}.",
+            f"choose one of: {', '.join(known)}.",
+        )
+    if not wants_best:
+        return
+    if c.eval_strategy == "no":
+        yield _err(
+            "eval_strategy",
+            "is 'no', but early stopping and load_best_model_at_end compare evaluations.",
+            "set eval_strategy to 'steps' (with eval_steps) or 'epoch'.",
+        )
+    elif c.eval_strategy == "steps" and not c.eval_steps:
+        yield _err(
+            "eval_steps",
+            "is not set, but eval_strategy is 'steps'.",
+            "give eval_steps, e.g. 50.",
+        )
+    if c.eval_split == 0 and not c.eval_file:
+        yield _err(
+            "eval_split",
+            "is 0 and no eval_file is given: early stopping has nothing to evaluate on.",
+            "hold out a share of the data (eval_split=0.1) or name an eval_file.",
+        )
+
+
 @_rule
 def _checkpointing(ctx: RuleContext) -> Iterator[ValidationIssue]:
     c = ctx.config
@@ -413,6 +482,20 @@ def _memory(ctx: RuleContext) -> Iterator[ValidationIssue]:
         yield _err("batch_size", message, mem.fix)
     elif mem.peak_gb > mem.available_gb * MEMORY_WARN_FACTOR:
         yield _warn("batch_size", message + " It may not fit.", mem.fix)
+
+
+@_rule
+def _tracking(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    # Import names per tracker, as flextrain.train.tracking has them (config imports
+    # nothing of ours); TensorBoardCallback also writes with tensorboardX.
+    packages = {"mlflow": ("mlflow",), "tensorboard": ("tensorboard", "tensorboardX")}
+    for tracker in dict.fromkeys(ctx.config.tracking):
+        if not any(importlib.util.find_spec(name) for name in packages[tracker]):
+            yield _err(
+                "tracking",
+                f"{tracker} is requested but the {tracker} package is not installed.",
+                f"pip install 'flextrain[tracking]', or remove {tracker} from tracking.",
+            )
 
 
 class TrainingParameterValidator:

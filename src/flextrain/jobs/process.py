@@ -89,9 +89,12 @@ def is_alive(pid: int | None, started_at: float | None) -> bool:
 
 
 def terminate_tree(pid: int | None, started_at: float | None, timeout: float = 5.0) -> bool:
-    """Stop the worker and every child: SIGTERM, then SIGKILL after `timeout` seconds.
+    """Stop the worker and every child: SIGTERM to the worker, then SIGKILL to what is left
+    of the tree after `timeout` seconds.
 
-    Returns True when nothing of the tree is left running.
+    Only the worker gets SIGTERM: it saves a checkpoint and stops its own children
+    (dataloader workers), which would otherwise die under it mid-step. Returns True
+    when nothing of the tree is left running.
     """
     if not is_alive(pid, started_at):
         return True
@@ -101,12 +104,19 @@ def terminate_tree(pid: int | None, started_at: float | None, timeout: float = 5
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
         return True
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    with contextlib.suppress(psutil.Error):
+        root.terminate()
+    psutil.wait_procs([root], timeout=timeout)
+    alive = [p for p in procs if _running(p)]
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.kill()
     _, still = psutil.wait_procs(alive, timeout=timeout)
     return not still
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

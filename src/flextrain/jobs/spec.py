@@ -69,3 +69,6 @@ class RunSpec(BaseModel):
     eval_data: DataSpec | None = None
     # Where tokenised datasets are kept between jobs; None tokenises every time.
     cache_dir: str | None = None
+    # A checkpoint folder to continue from (resume): step count, optimizer, scheduler,
+    # RNG and data position come from it.
+    resume_from_checkpoint: str | None = None

@@ -9,8 +9,9 @@ CANCELLED a user set a moment earlier.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import (
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    delete,
     func,
     select,
     update,
@@ -32,6 +34,11 @@ from flextrain.db import Base, as_utc
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _iso(value: datetime) -> str:
+    aware = as_utc(value)
+    return aware.isoformat() if aware else ""
 
 
 def _cut(text: str | None, length: int) -> str | None:
@@ -68,6 +75,9 @@ class JobRecord(Base):
     pid_started_at: Mapped[float | None] = mapped_column(Float)
     owner: Mapped[str | None] = mapped_column(String(200))
     dataset_version: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    worker_host: Mapped[str | None] = mapped_column(String(255))
+    resume_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -87,6 +97,45 @@ class MetricRecord(Base):
     epoch: Mapped[float | None] = mapped_column(Float)
     values_json: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class EventRecord(Base):
+    """Something a user should know about a run: a warning, a resume, an interruption."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("jobs.job_id", ondelete="CASCADE"), index=True
+    )
+    level: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    data_json: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class SampleRecord(Base):
+    """One system-metric sample (CPU, memory, GPU) taken by the worker's monitor."""
+
+    __tablename__ = "job_samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("jobs.job_id", ondelete="CASCADE"), index=True
+    )
+    values_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class JobEvent(BaseModel):
+    id: int
+    job_id: str
+    level: Literal["info", "warning", "error"]
+    kind: str = Field(description="e.g. memory_warning, interrupted, resumed, early_stopped.")
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
 
 
 class TrainingJob(BaseModel):
@@ -117,6 +166,9 @@ class TrainingJob(BaseModel):
     pid: int | None = None
     owner: str | None = None
     dataset_version: str | None = Field(None, description="SHA-256 of the data it trained on.")
+    heartbeat_at: datetime | None = Field(None, description="Last sign of life of the worker.")
+    worker_host: str | None = Field(None, description="Host name the worker runs on.")
+    resume_count: int = Field(0, description="Times the job was resumed from a checkpoint.")
     created_at: datetime
     started_at: datetime | None = None
     completed_at: datetime | None = None
@@ -154,6 +206,9 @@ class TrainingJob(BaseModel):
             pid=r.pid,
             owner=r.owner,
             dataset_version=r.dataset_version,
+            heartbeat_at=as_utc(r.heartbeat_at),
+            worker_host=r.worker_host,
+            resume_count=r.resume_count or 0,
             created_at=as_utc(r.created_at),
             started_at=as_utc(r.started_at),
             completed_at=as_utc(r.completed_at),
@@ -248,6 +303,93 @@ class JobStore:
         with self._sessions.begin() as session:
             result = session.execute(statement)
             return bool(getattr(result, "rowcount", 0))
+
+    def transition(
+        self, job_id: str, from_statuses: Iterable[TrainingStatus], **values: Any
+    ) -> bool:
+        """Set columns only if the job is in one of `from_statuses` (atomic: one UPDATE).
+
+        What lets two front ends race to resume the same job with one winner.
+        """
+        if isinstance(values.get("status"), TrainingStatus):
+            values["status"] = values["status"].value
+        values["updated_at"] = _now()
+        allowed = [s.value for s in from_statuses]
+        statement = (
+            update(JobRecord)
+            .where(JobRecord.job_id == job_id, JobRecord.status.in_(allowed))
+            .values(**values)
+        )
+        with self._sessions.begin() as session:
+            return bool(getattr(session.execute(statement), "rowcount", 0))
+
+    def heartbeat(self, job_id: str) -> None:
+        with self._sessions.begin() as session:
+            session.execute(
+                update(JobRecord).where(JobRecord.job_id == job_id).values(heartbeat_at=_now())
+            )
+
+    def add_event(
+        self,
+        job_id: str,
+        kind: str,
+        message: str,
+        *,
+        level: Literal["info", "warning", "error"] = "info",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        with self._sessions.begin() as session:
+            session.add(
+                EventRecord(
+                    job_id=job_id,
+                    level=level,
+                    kind=kind,
+                    message=message,
+                    data_json=json.dumps(data or {}),
+                )
+            )
+
+    def events(self, job_id: str, after_id: int = 0) -> list[JobEvent]:
+        query = (
+            select(EventRecord)
+            .where(EventRecord.job_id == job_id, EventRecord.id > after_id)
+            .order_by(EventRecord.id)
+        )
+        with self._sessions() as session:
+            return [
+                JobEvent(
+                    id=e.id,
+                    job_id=e.job_id,
+                    level=e.level,
+                    kind=e.kind,
+                    message=e.message,
+                    data=json.loads(e.data_json or "{}"),
+                    created_at=as_utc(e.created_at),
+                )
+                for e in session.scalars(query)
+            ]
+
+    def add_sample(self, job_id: str, values: dict[str, Any]) -> None:
+        with self._sessions.begin() as session:
+            session.add(SampleRecord(job_id=job_id, values_json=json.dumps(values)))
+
+    def samples(self, job_id: str) -> list[dict[str, Any]]:
+        """System-metric samples, oldest first, each with its time (`at`, ISO 8601)."""
+        query = select(SampleRecord).where(SampleRecord.job_id == job_id).order_by(SampleRecord.id)
+        with self._sessions() as session:
+            return [
+                {"at": _iso(r.created_at), **json.loads(r.values_json)}
+                for r in session.scalars(query)
+            ]
+
+    def drop_metrics_after(self, job_id: str, step: int) -> int:
+        """Forget logged steps past `step`: a resumed run logs them again from its checkpoint,
+        and the curve must not show them twice."""
+        with self._sessions.begin() as session:
+            result = session.execute(
+                delete(MetricRecord).where(MetricRecord.job_id == job_id, MetricRecord.step > step)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
 
     def jobs_using(self, dataset_id: str, version: str) -> list[str]:
         """Ids of the jobs recorded as training on this dataset version."""

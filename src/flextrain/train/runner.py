@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import resource
 from pathlib import Path
 from typing import Any
@@ -13,26 +15,54 @@ from transformers import (
     DataCollatorForLanguageModeling,
     DataCollatorForSeq2Seq,
     DataCollatorWithPadding,
+    EarlyStoppingCallback,
     EvalPrediction,
     Trainer,
     TrainingArguments,
 )
 
 from flextrain.config.enums import TrainingStatus
+from flextrain.config.validation import best_metric_name
 from flextrain.data.prepare import DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, TEMPLATED_SHAPES
 from flextrain.jobs.spec import RunSpec
 from flextrain.jobs.store import JobStore
-from flextrain.train.callbacks import StoreProgressCallback
+from flextrain.train.callbacks import JobCancelledError, StopRequest, StoreProgressCallback
 from flextrain.train.data import load_splits
 from flextrain.train.model import build_model, load_tokenizer
+from flextrain.train.tracking import configure_tracking, log_final_model, mlflow_run
 
 
-def accuracy(prediction: EvalPrediction) -> dict[str, float]:
+def classification_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    """Accuracy and macro F1 (the mean of per-class F1: a rare class counts as much as a
+    common one, which accuracy hides on unbalanced labels)."""
     logits = prediction.predictions
     if isinstance(logits, tuple):
         logits = logits[0]
     predicted = np.asarray(logits).argmax(axis=-1)
-    return {"accuracy": float((predicted == np.asarray(prediction.label_ids)).mean())}
+    labels = np.asarray(prediction.label_ids)
+    f1s = []
+    for cls in np.union1d(labels, predicted):
+        tp = float(np.sum((predicted == cls) & (labels == cls)))
+        fp = float(np.sum((predicted == cls) & (labels != cls)))
+        fn = float(np.sum((predicted != cls) & (labels == cls)))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return {"accuracy": float((predicted == labels).mean()), "f1": float(np.mean(f1s))}
+
+
+class FlexTrainer(Trainer):
+    """Trainer that also reports perplexity wherever a language model's eval loss is logged
+    (history, job metrics, and the best-model choice, which reads the same dict)."""
+
+    def __init__(self, *args: Any, language_model: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.language_model = language_model
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.language_model:
+            for key in [k for k in logs if k.endswith("eval_loss")]:
+                # exp() overflows past ~709; a loss that high means "no model" anyway.
+                logs[key.replace("eval_loss", "eval_perplexity")] = math.exp(min(logs[key], 700))
+        super().log(logs, start_time)
 
 
 def _throughput_and_memory(
@@ -67,11 +97,28 @@ def output_probe(model: Any, tokenizer: Any, sequences: list[list[int]]) -> dict
     return {"input_ids": sequences, "logits_head": logits.float().flatten()[:32].tolist()}
 
 
-def training_arguments(spec: RunSpec, has_eval: bool, supports_gc: bool) -> TrainingArguments:
+# Metrics where higher is better; the rest (loss, perplexity) are better lower.
+GREATER = ("accuracy", "f1")
+
+
+def training_arguments(
+    spec: RunSpec, has_eval: bool, supports_gc: bool, report_to: list[str] | None = None
+) -> TrainingArguments:
     """Map the run spec onto TrainingArguments (the one place knob names meet)."""
     cfg = spec.config
     warmup: float = cfg.warmup_steps if cfg.warmup_steps > 0 else cfg.warmup_ratio
     eval_strategy = cfg.eval_strategy if has_eval else "no"
+    save_strategy = "steps" if cfg.save_steps else "epoch"
+    save_steps = cfg.save_steps or 500
+    keep_best = has_eval and (cfg.load_best_model_at_end or cfg.early_stopping_patience is not None)
+    metric = best_metric_name(cfg)
+    if keep_best:
+        # The Trainer can only pick a best model among evaluated checkpoints: save
+        # when it evaluates (at a multiple of eval_steps).
+        save_strategy = eval_strategy
+        if eval_strategy == "steps" and cfg.eval_steps:
+            multiple = cfg.save_steps and cfg.save_steps % cfg.eval_steps == 0
+            save_steps = cfg.save_steps if multiple else cfg.eval_steps  # type: ignore[assignment]
     return TrainingArguments(
         output_dir=spec.checkpoint_dir,
         run_name=cfg.run_name or spec.job_id,
@@ -98,21 +145,52 @@ def training_arguments(spec: RunSpec, has_eval: bool, supports_gc: bool) -> Trai
         logging_first_step=True,
         eval_strategy=eval_strategy,
         eval_steps=cfg.eval_steps if eval_strategy == "steps" else None,
-        save_strategy="steps" if cfg.save_steps else "epoch",
-        save_steps=cfg.save_steps or 500,
+        save_strategy=save_strategy,
+        save_steps=save_steps,
         save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=keep_best,
+        metric_for_best_model=f"eval_{metric}" if keep_best else None,
+        greater_is_better=(
+            cfg.greater_is_better if cfg.greater_is_better is not None else metric in GREATER
+        )
+        if keep_best
+        else None,
+        # Counted from the attention mask: the tokens/s a user compares is real tokens.
+        include_num_input_tokens_seen="non_padding",
         seed=cfg.seed,
         data_seed=cfg.seed,
         dataloader_num_workers=cfg.dataloader_num_workers,
         use_cpu=not torch.cuda.is_available(),
-        report_to="none",
+        report_to=report_to or "none",
         disable_tqdm=True,
     )
 
 
-def run_training(spec: RunSpec, store: JobStore) -> dict[str, Any]:
-    """Train, evaluate and save; returns the final metrics. Status goes to the store."""
+def run_training(
+    spec: RunSpec, store: JobStore, stop: StopRequest | None = None, home: Path | None = None
+) -> dict[str, Any]:
+    """Train, evaluate and save; returns the final metrics. Status goes to the store.
+
+    `stop` is set from outside (SIGTERM, cancel): the run saves a checkpoint at the
+    next step end and raises JobCancelledError instead of finishing. With tracking
+    on, one MLflow run spans training, the final evaluation and the saved model
+    (`home` holds the local MLflow store).
+    """
+    report_to, tracking_env = configure_tracking(spec, home)
+    # transformers' tracking callbacks read these when training starts.
+    os.environ.update(tracking_env)
+    run_name = spec.config.run_name or spec.job_id
+    with mlflow_run(report_to, tracking_env, run_name=run_name) as mlflow_run_id:
+        metrics = _train(spec, store, stop, report_to)
+        log_final_model(mlflow_run_id, Path(spec.model_dir))
+    return metrics
+
+
+def _train(
+    spec: RunSpec, store: JobStore, stop: StopRequest | None, report_to: list[str]
+) -> dict[str, Any]:
     torch.set_num_threads(spec.num_threads)
+    cfg = spec.config
     tokenizer = load_tokenizer(spec)
     splits = load_splits(spec, tokenizer)
     model, fresh = build_model(spec, tokenizer)
@@ -121,7 +199,7 @@ def run_training(spec: RunSpec, store: JobStore) -> dict[str, Any]:
 
     if spec.objective == "sequence_classification":
         collator: Any = DataCollatorWithPadding(tokenizer)
-        compute_metrics: Any = accuracy
+        compute_metrics: Any = classification_metrics
     elif "labels" in splits["train"].column_names:
         # Prepared data carries its own labels (-100 on the prompt); the LM collator
         # would overwrite them with a copy of input_ids, so pad them with -100 instead.
@@ -135,15 +213,29 @@ def run_training(spec: RunSpec, store: JobStore) -> dict[str, Any]:
 
     has_eval = "eval" in splits
     supports_gc = bool(getattr(model, "supports_gradient_checkpointing", True))
-    trainer = Trainer(
+    args = training_arguments(spec, has_eval, supports_gc, report_to)
+    progress = StoreProgressCallback(
+        store,
+        spec.job_id,
+        stop=stop,
+        samples_per_step=cfg.train_batch_size * cfg.gradient_accumulation_steps,
+        objective=spec.objective,
+    )
+    callbacks: list[Any] = [progress]
+    early: EarlyStoppingCallback | None = None
+    if has_eval and cfg.early_stopping_patience is not None:
+        early = EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold)
+        callbacks.append(early)
+    trainer = FlexTrainer(
         model=model,
-        args=training_arguments(spec, has_eval, supports_gc),
+        args=args,
         train_dataset=splits["train"],
         eval_dataset=splits["eval"] if has_eval else None,
         data_collator=collator,
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
-        callbacks=[StoreProgressCallback(store, spec.job_id)],
+        callbacks=callbacks,
+        language_model=spec.objective in ("causal_lm", "masked_lm"),
     )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -154,7 +246,8 @@ def run_training(spec: RunSpec, store: JobStore) -> dict[str, Any]:
         "trainable_parameters": trainable,
         "total_parameters": total,
     }
-    if has_eval and spec.config.evaluate_before_training:
+    resume = spec.resume_from_checkpoint
+    if has_eval and cfg.evaluate_before_training and not resume:
         # The "before" number lets a user see what training bought them.
         before = trainer.evaluate()
         metrics.update({f"initial_{k}": v for k, v in before.items() if k.startswith("eval_")})
@@ -162,10 +255,27 @@ def run_training(spec: RunSpec, store: JobStore) -> dict[str, Any]:
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    result = trainer.train()
+    if resume:
+        print(f"[flextrain] resuming from {resume}", flush=True)
+    result = trainer.train(resume_from_checkpoint=resume)
+    if progress.stopped_by_request:
+        raise JobCancelledError(stop.reason if stop else "cancelled")
     metrics.update({k: v for k, v in result.metrics.items() if isinstance(v, int | float)})
     metrics["train_loss"] = result.training_loss
     metrics.update(_throughput_and_memory(splits["train"]["input_ids"], result.metrics))
+    if early is not None and early.early_stopping_patience_counter >= early.early_stopping_patience:
+        best = trainer.state.best_metric
+        message = (
+            f"Stopped early at step {trainer.state.global_step} of {trainer.state.max_steps}: "
+            f"{args.metric_for_best_model} did not improve for {cfg.early_stopping_patience} "
+            f"evaluations; best {best:.4g} at {trainer.state.best_model_checkpoint}."
+        )
+        print(f"[flextrain] {message}", flush=True)
+        store.add_event(spec.job_id, "early_stopped", message, data={"best_metric": best})
+        metrics["early_stopped_at_step"] = trainer.state.global_step
+    if trainer.state.best_metric is not None and args.load_best_model_at_end:
+        metrics["best_metric"] = trainer.state.best_metric
+        metrics["best_checkpoint"] = trainer.state.best_model_checkpoint
 
     if has_eval:
         store.update(spec.job_id, status=TrainingStatus.EVALUATING)

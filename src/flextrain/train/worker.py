@@ -2,14 +2,21 @@
 
 Runs one job and records its end in the store: COMPLETED with the model path,
 FAILED with the error (traceback in the job's log), or leaves the CANCELLED
-that a front end wrote. SIGTERM (cancel) unwinds through `finally` so
-temporary files are removed.
+that a front end wrote. A monitor thread beats a heartbeat and samples the
+machine meanwhile.
+
+SIGTERM during the training loop asks the loop to save a checkpoint and stop
+(a cancelled or shut-down run resumes from where it was); before or after the
+loop, or on a second SIGTERM, it unwinds at once through `finally` so
+temporary files are removed. A SIGTERM that was not a cancel (a shutdown)
+leaves the job INTERRUPTED, which `resume` continues.
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -21,13 +28,21 @@ from flextrain.db import make_engine, make_sessionmaker
 from flextrain.jobs.environment import TrainingEnvironment, TrainingEnvironmentManager
 from flextrain.jobs.spec import RunSpec
 from flextrain.jobs.store import JobStore
+from flextrain.train.monitor import JobMonitor
+from flextrain.train.stop import JobCancelledError, StopRequest
 
 
 class _Terminated(BaseException):
     """Raised from the SIGTERM handler; BaseException so library code can't swallow it."""
 
 
+_STOP = StopRequest()
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    if _STOP.in_training_loop and not _STOP.is_set():
+        _STOP.set("SIGTERM")
+        return
     raise _Terminated()
 
 
@@ -50,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     spec_file = Path(args.home) / "jobs" / args.job_id / "job.json"
     spec_env: TrainingEnvironment | None = None
+    monitor: JobMonitor | None = None
     try:
         spec = RunSpec.model_validate_json(spec_file.read_text())
         spec_env = TrainingEnvironmentManager(Path(args.home) / "jobs").layout(
@@ -61,15 +77,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{spec.precision}, {spec.num_threads} threads)",
             flush=True,
         )
-        store.update(args.job_id, status=TrainingStatus.PREPARING)
-        from flextrain.train.callbacks import JobCancelledError
+        store.update(args.job_id, status=TrainingStatus.PREPARING, worker_host=socket.gethostname())
+        monitor = JobMonitor(store, args.job_id, spec.config.monitor_interval)
+        monitor.start()
         from flextrain.train.runner import run_training
 
         try:
-            run_training(spec, store)
+            run_training(spec, store, _STOP, home=Path(args.home))
         except JobCancelledError:
-            print("[flextrain] cancelled by request", flush=True)
-            return 0
+            return _stopped(store, args.job_id)
         store.update(
             args.job_id,
             status=TrainingStatus.COMPLETED,
@@ -80,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[flextrain] completed; model saved to {spec.model_dir}", flush=True)
         return 0
     except _Terminated:
-        print("[flextrain] terminated (cancel)", flush=True)
-        store.update(args.job_id, status=TrainingStatus.CANCELLED, completed_at=datetime.now(UTC))
+        print("[flextrain] terminated", flush=True)
+        _stopped(store, args.job_id)
         return 143
     except BaseException as exc:
         traceback.print_exc()
@@ -94,8 +110,29 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     finally:
+        if monitor is not None:
+            monitor.stop()
         if spec_env is not None:
             TrainingEnvironmentManager(Path(args.home) / "jobs").cleanup(spec_env)
+
+
+def _stopped(store: JobStore, job_id: str) -> int:
+    """The run stopped on request: a cancel (already CANCELLED in the store) or a SIGTERM
+    from elsewhere, e.g. a shutdown, which leaves it INTERRUPTED and resumable."""
+    job = store.get(job_id)
+    if job is not None and job.status == TrainingStatus.CANCELLED:
+        print("[flextrain] cancelled by request", flush=True)
+        return 0
+    message = "Stopped by SIGTERM (not a cancel from flextrain); resume continues it."
+    print(f"[flextrain] {message}", flush=True)
+    store.update(
+        job_id,
+        status=TrainingStatus.INTERRUPTED,
+        error_message=message,
+        completed_at=datetime.now(UTC),
+    )
+    store.add_event(job_id, "interrupted", message, level="warning")
+    return 0
 
 
 if __name__ == "__main__":

@@ -24,8 +24,10 @@ from flextrain.api.schemas import (
     CompatibilityRequest,
     ErrorBody,
     JobPage,
+    JobTimeline,
     LogTail,
     MetricHistory,
+    SystemSamples,
     TrainableModel,
 )
 from flextrain.config.enums import TrainingMode, TrainingStatus
@@ -140,6 +142,14 @@ def cancel_job(job_id: str, user: TrainerDep, service: ServiceDep) -> TrainingJo
     return service.cancel_job(job_id)
 
 
+@router.post("/jobs/{job_id}/resume", response_model=TrainingJob, responses=_JOB_ERRORS)
+def resume_job(job_id: str, user: TrainerDep, service: ServiceDep) -> TrainingJob:
+    """Continue an interrupted, cancelled or failed job from its latest checkpoint
+    (409 for a job in any other state)."""
+    owned_job(service, user, job_id)
+    return service.resume_job(job_id)
+
+
 @router.get("/jobs/{job_id}", response_model=TrainingJob, responses=_JOB_ERRORS)
 def get_job(job_id: str, user: ViewerDep, service: ServiceDep) -> TrainingJob:
     return visible_job(service, user, job_id)
@@ -182,6 +192,20 @@ def job_metrics(job_id: str, user: ViewerDep, service: ServiceDep) -> MetricHist
     return MetricHistory(job_id=job_id, history=service.store.metric_history(job_id))
 
 
+@router.get("/jobs/{job_id}/timeline", response_model=JobTimeline, responses=_JOB_ERRORS)
+def job_timeline(job_id: str, user: ViewerDep, service: ServiceDep) -> JobTimeline:
+    """Warnings (memory above 90%), interruptions, resumes and early stops, oldest first."""
+    visible_job(service, user, job_id)
+    return JobTimeline(job_id=job_id, events=service.events(job_id))
+
+
+@router.get("/jobs/{job_id}/system", response_model=SystemSamples, responses=_JOB_ERRORS)
+def job_system(job_id: str, user: ViewerDep, service: ServiceDep) -> SystemSamples:
+    """CPU, memory and GPU use sampled while the job ran, oldest first."""
+    visible_job(service, user, job_id)
+    return SystemSamples(job_id=job_id, samples=service.system_samples(job_id))
+
+
 @router.get(
     "/jobs/{job_id}/events",
     response_class=EventSourceResponse,
@@ -189,7 +213,8 @@ def job_metrics(job_id: str, user: ViewerDep, service: ServiceDep) -> MetricHist
         **_JOB_ERRORS,
         200: {
             "description": "Server-Sent Events: `progress` (the job), `metric` (one history "
-            "row), `end` (final status), then the stream closes.",
+            "row), `notice` (one timeline event: a warning, a resume), `end` (final status), "
+            "then the stream closes.",
             "content": {"text/event-stream": {}},
         },
     },
@@ -208,6 +233,7 @@ async def job_events(
     resume_from = request.headers.get("last-event-id", "")
     sent_metrics = int(resume_from) if resume_from.isdigit() else 0
     last_update = None
+    sent_notice = 0
     while True:
         if job.updated_at != last_update:
             last_update = job.updated_at
@@ -216,6 +242,10 @@ async def job_events(
         for index, row in enumerate(history[sent_metrics:], start=sent_metrics + 1):
             yield ServerSentEvent(data=row, event="metric", id=str(index))
         sent_metrics = len(history)
+        notices = await asyncio.to_thread(service.store.events, job_id, sent_notice)
+        for notice in notices:
+            yield ServerSentEvent(data=notice.model_dump(mode="json"), event="notice")
+            sent_notice = notice.id
         if job.is_finished:
             yield ServerSentEvent(
                 data={

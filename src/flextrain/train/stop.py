@@ -1,0 +1,33 @@
+"""Stopping a run from outside its training loop.
+
+Kept apart from the callbacks so that the worker can install its SIGTERM
+handler before torch and transformers are imported (seconds, on a cold disk).
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class JobCancelledError(Exception):
+    """The run was stopped from outside (cancel or SIGTERM) after saving a checkpoint."""
+
+
+class StopRequest:
+    """A stop asked for from outside the training loop (a signal handler, another host).
+
+    The loop notices it at the next step end, saves a checkpoint and stops: a cancelled
+    run can be resumed from where it was, not from the last periodic checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.in_training_loop = False
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        self.reason = self.reason or reason
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
