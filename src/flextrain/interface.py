@@ -18,7 +18,7 @@ from flextrain.data.manager import TrainingDataManager
 from flextrain.data.registry import DatasetInfo
 from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs.environment import TrainingEnvironment
-from flextrain.jobs.store import TrainingJob
+from flextrain.jobs.store import JobEvent, TrainingJob
 from flextrain.models.compatibility import ModelCompatibility
 from flextrain.models.resolve import ModelResolver
 from flextrain.service import TrainingService
@@ -129,6 +129,10 @@ class FlexibleTrainingInterface:
     async def cancel_training_job(self, job_id: str) -> TrainingJob:
         return await asyncio.to_thread(self.service.cancel_job, job_id)
 
+    async def resume_training_job(self, job_id: str) -> TrainingJob:
+        """Continue an interrupted, cancelled or failed job from its latest checkpoint."""
+        return await asyncio.to_thread(self.service.resume_job, job_id)
+
     async def wait_for_job(self, job_id: str, timeout: float | None = None) -> TrainingJob:
         return await asyncio.to_thread(self.service.wait, job_id, timeout)
 
@@ -138,6 +142,14 @@ class FlexibleTrainingInterface:
     def get_job_metrics(self, job_id: str) -> list[dict[str, Any]]:
         """The job's metric history (loss, learning rate, eval results per step)."""
         return self.service.metric_history(job_id)
+
+    def get_job_events(self, job_id: str) -> list[JobEvent]:
+        """Memory warnings, interruptions, resumes and early stops, oldest first."""
+        return self.service.events(job_id)
+
+    def get_system_metrics(self, job_id: str) -> list[dict[str, Any]]:
+        """CPU, memory and GPU use sampled while the job ran."""
+        return self.service.system_samples(job_id)
 
     def list_training_jobs(
         self, status: TrainingStatus | None = None, limit: int = 100, offset: int = 0

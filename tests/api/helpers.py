@@ -108,7 +108,7 @@ def wait_finished(
         response = client.get(f"/api/training/jobs/{job_id}", headers=caller.headers)
         assert response.status_code == 200, response.text
         job: dict[str, Any] = response.json()
-        if job["status"] in ("completed", "failed", "cancelled"):
+        if job["status"] in ("completed", "failed", "cancelled", "interrupted"):
             return job
         assert time.monotonic() < deadline, f"job {job_id} still {job['status']}"
         time.sleep(0.2)

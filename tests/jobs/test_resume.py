@@ -211,3 +211,23 @@ def test_only_ended_jobs_can_be_resumed(service: TrainingService) -> None:
     job = service.create_job(_config())
     with pytest.raises(JobStateError, match=r"is pending; only a job that is"):
         service.resume_job(job.job_id)
+
+
+def test_python_api_resumes_a_job_without_checkpoint_from_the_start(
+    service: TrainingService,
+) -> None:
+    import asyncio
+
+    from flextrain import FlexibleTrainingInterface
+
+    job = service.create_job(_config(max_steps=4))
+    service.store.update(job.job_id, status=TrainingStatus.INTERRUPTED)
+    api = FlexibleTrainingInterface(service=service)
+    resumed = asyncio.run(api.resume_training_job(job.job_id))
+    assert resumed.resume_count == 1
+    done = asyncio.run(api.wait_for_job(job.job_id, timeout=120))
+    assert done.status == TrainingStatus.COMPLETED, done.error_message
+    assert done.current_step == 4
+    events = api.get_job_events(job.job_id)
+    assert events[-1].message.startswith("Resumed from the start: no checkpoint was saved")
+    assert api.get_system_metrics(job.job_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,7 +24,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from flextrain.config.enums import TrainingStatus, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
+from flextrain.service import TrainingService
+from flextrain.settings import Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -37,11 +41,14 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ADMIN_TOKEN = "browser-test-admin-token-5f2c"
-FINISHED = ("completed", "failed", "cancelled")
+FINISHED = ("completed", "failed", "cancelled", "interrupted")
 SERVER_START_SECONDS = 60
 # A tiny job: ~70 optimizer steps of a 0.14M-parameter model, seconds on a CPU,
 # longer when the machine is busy.
 JOB_SECONDS = 240
+# The run interrupted in the resume test: long enough that it cannot finish between
+# its step 5 (checkpoint 4 saved) and the SIGKILL, about a second on a CPU.
+RESUMED_STEPS = 60
 
 
 def _free_port() -> int:
@@ -69,11 +76,15 @@ def chromium() -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(
-    chromium: Path, tmp_path_factory: pytest.TempPathFactory, models_cache: Path
-) -> Iterator[str]:
+def web_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """FLEXTRAIN_HOME of the server (its SQLite database too)."""
+    return tmp_path_factory.mktemp("web-home")
+
+
+@pytest.fixture(scope="module")
+def server(chromium: Path, web_home: Path, models_cache: Path) -> Iterator[str]:
     """`flextrain serve` with authentication on, in its own home; its base URL."""
-    home = tmp_path_factory.mktemp("web-home")
+    home = web_home
     port = _free_port()
     env = {
         **os.environ,
@@ -245,3 +256,110 @@ def test_train_a_tiny_job_from_the_page(page: Page, server: str, tmp_path: Path)
     page.get_by_test_id("nav-jobs").click()
     row = page.get_by_test_id("job-row").first
     expect(row.get_by_test_id("job-row-status")).to_have_text("completed")
+
+
+def _interrupted_job(service: TrainingService) -> str:
+    """A real run whose worker is SIGKILLed after its first checkpoint: INTERRUPTED."""
+    config = AdvancedTrainingConfig(
+        model_id="flextrain/tiny-llama",
+        dataset_id="demo/text",
+        training_type=TrainingType.FULL_TRAINING,
+        max_steps=RESUMED_STEPS,
+        batch_size=8,
+        max_length=48,
+        logging_steps=1,
+        save_steps=4,
+        save_total_limit=2,
+        eval_split=0.0,
+        num_threads=1,
+        run_name="cut-off",
+    )
+    job_id = service.create_job(config).job_id
+    service.start_job(job_id)
+    deadline = time.monotonic() + 90
+    # A logged step 5 means checkpoint-4 is complete (the Trainer logs, then saves).
+    while not any(row["step"] >= 5 for row in service.metric_history(job_id)):
+        job = service.require_job(job_id)
+        assert not job.is_finished, (job.status, service.read_log(job_id, 40))
+        assert time.monotonic() < deadline, "the job never logged step 5"
+        time.sleep(0.05)
+    pid = service.store.get(job_id).pid  # type: ignore[union-attr]
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while job_id not in service.recover_jobs()["interrupted"]:
+        assert time.monotonic() < deadline, service.require_job(job_id).status
+        time.sleep(0.1)
+    return job_id
+
+
+def test_resume_an_interrupted_job_from_the_page(
+    page: Page, server: str, web_home: Path, models_cache: Path, tmp_path: Path
+) -> None:
+    # The server's own database: the test plays a second front end on the same home.
+    settings = Settings(
+        home=web_home,
+        models_cache=models_cache,
+        database_url=f"sqlite:///{web_home / 'flextrain.db'}",
+    )
+    service = TrainingService(settings)
+    try:
+        job_id = _interrupted_job(service)
+        assert service.require_job(job_id).status == TrainingStatus.INTERRUPTED
+
+        _sign_in(page, server, ADMIN_TOKEN)
+        expect(page.get_by_test_id("user-name")).to_have_text("admin")
+        row = page.locator(f'tr[data-job-id="{job_id}"]')
+        expect(row.get_by_test_id("job-row-status")).to_have_text("interrupted")
+        row.get_by_test_id("job-link").click()
+        page.wait_for_url(f"**/#/jobs/{job_id}")
+
+        status = page.get_by_test_id("job-status")
+        expect(status).to_have_attribute("data-status", "interrupted")
+        expect(status.locator(".status")).to_have_class(re.compile(r"\bstatus-interrupted\b"))
+        expect(page.get_by_test_id("job-error")).to_contain_text("resume continues")
+        expect(page.get_by_test_id("job-cancel")).to_be_hidden()
+        stream_state = page.get_by_test_id("job-stream-state")
+        expect(stream_state).to_contain_text("stopped (interrupted)")
+        expect(stream_state).to_contain_text("Resume continues it")
+        timeline = page.get_by_test_id("timeline-item")
+        interrupted = page.locator('[data-testid="timeline-item"][data-kind="interrupted"]')
+        expect(interrupted).to_have_count(1)
+        expect(interrupted).to_have_class(re.compile(r"\btimeline-warning\b"))
+        expect(interrupted).to_contain_text("The worker process stopped")
+        expect(page.get_by_test_id("checkpoint-row").first).to_be_visible()
+        # The latest metric row's throughput and memory sit next to the loss.
+        expect(page.get_by_test_id("fact-tokens-per-second")).to_have_text(re.compile(r"\d"))
+        expect(page.get_by_test_id("fact-memory")).to_have_text(re.compile(r"\d+(\.\d+)? [MG]B"))
+        page.screenshot(path=str(tmp_path / "job-interrupted.png"), full_page=True)
+
+        resume = page.get_by_test_id("job-resume")
+        expect(resume).to_be_visible()
+        resume.click()
+        expect(status).not_to_have_attribute("data-status", "interrupted")
+        expect(resume).to_be_hidden()
+        expect(page.get_by_test_id("job-error")).to_be_hidden()
+        expect(page.locator('[data-testid="timeline-item"][data-kind="resumed"]')).to_have_text(
+            re.compile(r"Resumed from step \d+")
+        )
+        page.wait_for_function(
+            "states => states.includes(document.getElementById('job-status').dataset.status)",
+            arg=list(FINISHED),
+            timeout=JOB_SECONDS * 1000,
+        )
+        final = status.get_attribute("data-status")
+        assert final == "completed", (final, service.read_log(job_id, 40))
+        expect(stream_state).to_contain_text("finished")
+        # A memory warning may come between them on a crowded machine.
+        kinds = [item.get_attribute("data-kind") for item in timeline.all()]
+        assert [k for k in kinds if k != "memory_warning"] == ["interrupted", "resumed"], kinds
+        steps = f"step {RESUMED_STEPS} of {RESUMED_STEPS}"
+        expect(page.get_by_test_id("job-progress-text")).to_contain_text(steps)
+        last = page.locator(f'[data-testid="checkpoint-row"][data-step="{RESUMED_STEPS}"]')
+        expect(last).to_be_visible()
+        page.screenshot(path=str(tmp_path / "job-resumed.png"), full_page=True)
+    finally:
+        for job in service.list_jobs():
+            if not job.is_finished:
+                service.cancel_job(job.job_id)
+        service.engine.dispose()

@@ -510,7 +510,7 @@ def jobs_resume(
     def run() -> TrainingJob:
         service = _service()
         job = service.resume_job(job_id)
-        notice = service.events(job_id)[-1]
+        notice = [e for e in service.events(job_id) if e.kind == "resumed"][-1]
         console.print(f"Job [bold]{job_id}[/]: {escape(notice.message)}")
         if detach:
             return job

@@ -12,7 +12,10 @@
   const REFRESH_MS = 2000;
   const RECONNECT_MS = 2000;
   const JOBS_PER_PAGE = 20;
-  const FINISHED = new Set(["completed", "failed", "cancelled"]);
+  const CHECKPOINTS_REFRESH_MS = 10000;
+  const FINISHED = new Set(["completed", "failed", "cancelled", "interrupted"]);
+  // Ended without finishing: POST .../resume continues these from their latest checkpoint.
+  const RESUMABLE = new Set(["failed", "cancelled", "interrupted"]);
 
   // Basic mode shows the seed's table; advanced mode shows every field of the schema.
   const BASIC_GROUPS = [
@@ -107,6 +110,18 @@
   };
   // The knobs a preset fills (config/presets.py); the API does not list them.
   const PRESET_KNOBS = ["num_epochs", "learning_rate", "batch_size", "max_length"];
+  const EVENT_LABELS = {
+    interrupted: "Interrupted",
+    resumed: "Resumed",
+    resume_failed: "Resume failed",
+    memory_warning: "Memory warning",
+    early_stopped: "Stopped early",
+  };
+  // The latest logged value of each, shown next to the loss: [metric key, label, testid, format].
+  const RATE_FACTS = [
+    ["tokens_per_second", "Tokens/s", "fact-tokens-per-second", formatRate],
+    ["rss_gb", "Memory (RSS)", "fact-memory", formatGB],
+  ];
   const MEMORY_PARTS = [
     ["weights_gb", "Weights"],
     ["gradients_gb", "Gradients"],
@@ -128,6 +143,8 @@
     job: null,
     stream: null, // AbortController of the job's event stream
     series: null,
+    rates: {}, // metric key -> latest logged value (RATE_FACTS)
+    timeline: new Map(), // event id -> JobEvent of the job shown
     drawPending: false,
   };
 
@@ -237,6 +254,15 @@
     return `${gb.toFixed(gb < 10 ? 2 : 1)} GB`;
   }
 
+  function formatBytes(bytes) {
+    return bytes === null || bytes === undefined ? "—" : formatGB(bytes / 1024 ** 3);
+  }
+
+  function formatRate(value) {
+    if (value === null || value === undefined) return "—";
+    return value >= 100 ? Math.round(value).toLocaleString() : formatNumber(value, 3);
+  }
+
   function formatSeconds(seconds) {
     if (seconds === null || seconds === undefined) return "—";
     if (seconds < 0.1) return "under 0.1 s";
@@ -287,6 +313,7 @@
       loadJobs();
     });
     $("job-cancel").addEventListener("click", cancelJob);
+    $("job-resume").addEventListener("click", resumeJob);
     $("job-form").addEventListener("submit", submitJob);
     $("job-form").addEventListener("input", markCheckStale);
     $("job-form").addEventListener("change", markCheckStale);
@@ -1032,6 +1059,7 @@
     $("job-status").replaceChildren();
     $("job-status").removeAttribute("data-status");
     $("job-cancel").hidden = true;
+    $("job-resume").hidden = true;
     $("job-error").hidden = true;
     $("job-warnings").hidden = true;
     $("job-model").hidden = true;
@@ -1039,7 +1067,14 @@
     $("job-config").replaceChildren();
     $("job-logs").textContent = "";
     $("job-stream-state").textContent = "";
+    $("job-timeline").replaceChildren();
+    $("job-timeline-empty").hidden = false;
+    $("job-checkpoints-body").replaceChildren();
+    $("job-checkpoints").hidden = true;
+    $("job-checkpoints-summary").textContent = "";
     state.series = { loss: [], eval_loss: [], learning_rate: [] };
+    state.rates = {};
+    state.timeline = new Map();
     scheduleDraw();
   }
 
@@ -1056,8 +1091,19 @@
       return;
     }
     renderJob(job);
+    followJob(job);
+  }
+
+  /** Read the log, timeline and checkpoints, then follow the job live until it finishes. */
+  function followJob(job) {
+    const id = job.job_id;
     loadLogs(id);
-    if (!FINISHED.has(job.status)) every(REFRESH_MS, () => loadLogs(id));
+    loadTimeline(id);
+    loadCheckpoints(id);
+    if (!FINISHED.has(job.status)) {
+      every(REFRESH_MS, () => loadLogs(id));
+      every(CHECKPOINTS_REFRESH_MS, () => loadCheckpoints(id));
+    }
     const controller = new AbortController();
     state.stream = controller;
     followEvents(id, controller);
@@ -1079,8 +1125,9 @@
     $("job-progressbar").setAttribute("aria-valuenow", String(percent));
     $("job-progress-text").textContent =
       `${percent}% · step ${job.current_step} of ${job.total_steps || "?"} · epoch ${formatNumber(job.current_epoch, 3)} of ${job.total_epochs}`;
-    const mayCancel = state.user.role === "admin" || (state.user.role === "trainer" && job.owner === state.user.name);
-    $("job-cancel").hidden = finished || !mayCancel;
+    const mayChange = state.user.role === "admin" || (state.user.role === "trainer" && job.owner === state.user.name);
+    $("job-cancel").hidden = finished || !mayChange;
+    $("job-resume").hidden = !RESUMABLE.has(job.status) || !mayChange;
 
     if (job.error_message) {
       $("job-error").replaceChildren(el("h2", {}, "Error"), el("pre", { className: "wrap" }, job.error_message));
@@ -1107,6 +1154,7 @@
       ...fact("Started", formatTime(job.started_at), "fact-started"),
       ...fact("Finished", formatTime(job.completed_at), "fact-finished"),
       ...fact("Loss", formatNumber(job.loss), "fact-loss"),
+      ...RATE_FACTS.flatMap(([key, label, testid, format]) => fact(label, format(state.rates[key]), testid)),
       ...fact("Eval loss", formatNumber(job.eval_loss), "fact-eval-loss"),
       ...(m.initial_eval_loss !== undefined ? fact("Eval loss before training", formatNumber(m.initial_eval_loss), "fact-initial-eval-loss") : []),
       ...fact("Learning rate", formatNumber(job.learning_rate), "fact-lr"),
@@ -1150,6 +1198,116 @@
     }
   }
 
+  async function resumeJob() {
+    const job = state.job;
+    if (!job) return;
+    $("job-resume").disabled = true;
+    let resumed;
+    try {
+      resumed = await api(`/api/training/jobs/${job.job_id}/resume`, { method: "POST" });
+    } catch (err) {
+      $("job-error").replaceChildren(el("p", {}, `Resume failed: ${err.detail}`));
+      $("job-error").hidden = false;
+      return;
+    } finally {
+      $("job-resume").disabled = false;
+    }
+    if (location.hash !== `#/jobs/${resumed.job_id}`) return;
+    // The earlier stream ended with the job: follow it live again, as after a start.
+    stopLive();
+    renderJob(resumed);
+    followJob(resumed);
+  }
+
+  /** Latest throughput and memory from a metric row, shown next to the loss. */
+  function addRates(row) {
+    for (const [key, , testid, format] of RATE_FACTS) {
+      const value = row[key];
+      if (typeof value !== "number" || !Number.isFinite(value)) continue;
+      state.rates[key] = value;
+      const cell = $("job-facts").querySelector(`[data-testid="${testid}"]`);
+      if (cell) cell.textContent = format(value);
+    }
+  }
+
+  // ---------------------------------------------------------------- timeline and checkpoints
+
+  async function loadTimeline(id) {
+    let timeline;
+    try {
+      timeline = await api(`/api/training/jobs/${id}/timeline`);
+    } catch (err) {
+      if (location.hash !== `#/jobs/${id}`) return;
+      $("job-timeline-empty").textContent = `Could not read the timeline: ${err.detail || err.message}`;
+      $("job-timeline-empty").hidden = false;
+      return;
+    }
+    addNotices(id, timeline.events);
+  }
+
+  /** Add events (from /timeline or `notice` stream events); each id is shown once. */
+  function addNotices(id, events) {
+    if (location.hash !== `#/jobs/${id}`) return;
+    let added = false;
+    for (const event of events) {
+      if (event.job_id !== id || state.timeline.has(event.id)) continue;
+      state.timeline.set(event.id, event);
+      added = true;
+    }
+    if (added) renderTimeline();
+  }
+
+  function renderTimeline() {
+    const events = [...state.timeline.values()].sort((a, b) => a.id - b.id);
+    $("job-timeline-empty").textContent = "Nothing to report yet.";
+    $("job-timeline-empty").hidden = events.length > 0;
+    $("job-timeline").replaceChildren(
+      ...events.map((e) =>
+        el(
+          "li",
+          { className: `timeline-item timeline-${e.level}`, "data-testid": "timeline-item", "data-kind": e.kind, "data-level": e.level },
+          el(
+            "div",
+            { className: "timeline-head" },
+            el("span", { className: "timeline-kind" }, e.level === "info" ? null : el("span", { className: "visually-hidden" }, `${e.level}: `), EVENT_LABELS[e.kind] || e.kind.replaceAll("_", " ")),
+            el("time", { className: "small muted", datetime: e.created_at }, formatTime(e.created_at)),
+          ),
+          el("p", { className: "timeline-message" }, e.message),
+        ),
+      ),
+    );
+  }
+
+  async function loadCheckpoints(id) {
+    let list;
+    try {
+      list = await api(`/api/training/jobs/${id}/checkpoints`);
+    } catch (err) {
+      if (location.hash !== `#/jobs/${id}`) return;
+      $("job-checkpoints-summary").textContent = `Could not list the checkpoints: ${err.detail || err.message}`;
+      return;
+    }
+    if (location.hash !== `#/jobs/${id}`) return;
+    const rows = list.checkpoints;
+    $("job-checkpoints-summary").textContent = rows.length
+      ? `${rows.length === 1 ? "1 checkpoint" : `${rows.length} checkpoints`}, ${formatBytes(list.total_bytes)} in all.`
+      : "No checkpoint saved yet.";
+    $("job-checkpoints").hidden = rows.length === 0;
+    $("job-checkpoints-body").replaceChildren(
+      ...rows.map((c) =>
+        el(
+          "tr",
+          { "data-testid": "checkpoint-row", "data-step": c.step },
+          el("td", { className: "num" }, c.step.toLocaleString()),
+          el("td", { className: "num" }, formatNumber(c.loss)),
+          el("td", { className: "num" }, formatNumber(c.eval_loss)),
+          el("td", { className: "num" }, formatBytes(c.size_bytes)),
+          el("td", { "data-testid": "checkpoint-best" }, c.is_best ? el("span", { className: "best-badge", title: "The Trainer's best checkpoint" }, "★ best") : ""),
+        ),
+      ),
+    );
+  }
+
   /** Follow the job's Server-Sent Events with fetch (EventSource cannot send a token). */
   async function followEvents(id, controller) {
     while (!controller.signal.aborted) {
@@ -1170,10 +1328,18 @@
         for (const timer of state.timers) clearInterval(timer);
         state.timers = [];
         loadLogs(id);
+        loadCheckpoints(id);
         try {
-          renderJob(await api(`/api/training/jobs/${id}`));
+          const job = await api(`/api/training/jobs/${id}`);
+          if (controller.signal.aborted) return; // resumed meanwhile: a new stream follows it
+          renderJob(job);
         } catch {
           /* the last progress event already showed the job */
+        }
+        const job = state.job;
+        if (job && job.job_id === id && RESUMABLE.has(job.status)) {
+          const hint = $("job-resume").hidden ? "" : " Resume continues it from its latest checkpoint.";
+          $("job-stream-state").textContent = `The job stopped (${job.status}) before the end of its training.${hint}`;
         }
         return;
       }
@@ -1212,7 +1378,7 @@
         const line = buffer.slice(0, newline);
         buffer = buffer.slice(newline + (buffer.startsWith("\r\n", newline) ? 2 : 1));
         if (line === "") {
-          if (data.length) ended = handleEvent(event, data.join("\n")) || ended;
+          if (data.length) ended = handleEvent(id, event, data.join("\n")) || ended;
           event = "message";
           data = [];
         } else if (!line.startsWith(":")) {
@@ -1228,7 +1394,7 @@
     return ended;
   }
 
-  function handleEvent(event, text) {
+  function handleEvent(id, event, text) {
     let payload;
     try {
       payload = JSON.parse(text);
@@ -1237,11 +1403,13 @@
     }
     if (event === "progress") renderJob(payload);
     else if (event === "metric") addMetric(payload);
+    else if (event === "notice") addNotices(id, [payload]);
     else if (event === "end") return true;
     return false;
   }
 
   function addMetric(row) {
+    addRates(row);
     for (const key of ["loss", "eval_loss", "learning_rate"]) {
       const y = row[key];
       if (typeof y !== "number" || !Number.isFinite(y)) continue;
