@@ -31,6 +31,11 @@ test: install
 test-postgres: install
 	PY=$(PY) bash scripts/test-postgres.sh
 
+# Throughput against a plain Trainer and a bare packed loop (about 15 minutes on 2 cores;
+# appends to docs/benchmarks.md). Not part of `test`: it measures, it does not assert.
+bench: install
+	$(PY) benchmarks/throughput.py
+
 lint: install
 	$(VENV)/bin/ruff check src tests examples
 	$(VENV)/bin/ruff format --check src tests examples

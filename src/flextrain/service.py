@@ -26,7 +26,11 @@ from flextrain.config.enums import (
     TrainingStatus,
     TrainingType,
 )
-from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
+from flextrain.config.schemas import (
+    AUTO_EFFECTIVE_BATCH,
+    AdvancedTrainingConfig,
+    BasicTrainingConfig,
+)
 from flextrain.config.validation import (
     ConfigValidationError,
     MemoryFacts,
@@ -41,7 +45,7 @@ from flextrain.data.registry import (
 )
 from flextrain.db import make_engine, make_sessionmaker
 from flextrain.estimate.memory import estimate_memory
-from flextrain.estimate.recommend import recommend
+from flextrain.estimate.recommend import largest_fitting_batch, recommend
 from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs.checkpoints import latest_checkpoint
 from flextrain.jobs.environment import TrainingEnvironment, TrainingEnvironmentManager
@@ -75,6 +79,14 @@ class JobNotFoundError(LookupError):
 class JobStateError(RuntimeError):
     """The job is in a state that does not allow the requested action."""
 
+
+# Share of the memory budget that batch_size="auto" leaves free: the estimate's own
+# error (median 3.5%, worst 18% analytic; docs/benchmarks.md) and whatever else runs.
+AUTO_BATCH_MARGIN = 0.10
+
+# Default gradient checkpointing is dropped when the run's peak without it stays
+# under this share of the memory budget.
+CHECKPOINTING_OFF_BELOW = 0.5
 
 # A worker on another host is presumed dead when its heartbeat is this much older
 # than its monitor interval, and never sooner than HEARTBEAT_GRACE seconds.
@@ -228,6 +240,7 @@ class TrainingService:
         a job is a plan and may be started where the hardware fits.
         """
         hw = self.hardware()
+        config, checkpointing_note = self._choose_checkpointing(config, hw)
         issues, _model, data = self.validate(config, hardware=hw)
         static_issues, _, _ = self.validate(config)
         static = {(i.field, i.message) for i in static_issues}
@@ -247,7 +260,7 @@ class TrainingService:
         job_id = uuid.uuid4().hex[:12]
         env = self.environments.setup(job_id, config.output_dir)
         try:
-            return self.store.create(
+            job = self.store.create(
                 job_id=job_id,
                 mode=mode,
                 config=config.model_dump(mode="json"),
@@ -260,6 +273,41 @@ class TrainingService:
         except Exception:
             self.environments.remove(env)
             raise
+        if checkpointing_note:
+            self.store.add_event(job_id, "gradient_checkpointing", checkpointing_note)
+        return job
+
+    def _choose_checkpointing(
+        self, config: BasicTrainingConfig, hardware: HardwareConstraints
+    ) -> tuple[BasicTrainingConfig, str | None]:
+        """Gradient checkpointing left at its default is turned off when the run fits in
+        half the memory budget without it: recomputing activations costs about a third
+        of the step time and buys memory this run does not need. An explicit value is
+        kept, as is the default for a run that may need the memory.
+        """
+        if not config.gradient_checkpointing or "gradient_checkpointing" in config.model_fields_set:
+            return config, None
+        try:
+            model = self.inspect_model(config.model_id)
+            data = self.datasets.get(config.dataset_id)
+            advanced = AdvancedTrainingConfig.from_basic(config)
+            objective = choose_objective(advanced.training_type, model, data)
+        except Exception:  # a best-effort choice: validation reports what is wrong
+            return config, None
+        if not model.supports_gradient_checkpointing:
+            return config, None
+        plain = advanced.model_copy(update={"gradient_checkpointing": False})
+        setup = training_setup(model, plain, hardware, objective, max(len(data.labels), 2))
+        peak = estimate_memory(model.architecture(), setup).peak
+        budget, kind = memory_budget(hardware)
+        if peak > budget * CHECKPOINTING_OFF_BELOW:
+            return config, None
+        note = (
+            f"gradient_checkpointing off: the run needs about {peak / 1024**3:.2f} GB without it, "
+            f"under {100 * CHECKPOINTING_OFF_BELOW:.0f}% of the {budget / 1024**3:.1f} GB "
+            f"{'GPU' if kind == 'gpu' else 'system'} memory free (set it to true to keep it)."
+        )
+        return config.model_copy(update={"gradient_checkpointing": False}), note
 
     def get_job(self, job_id: str) -> TrainingJob | None:
         job = self.store.get(job_id)
@@ -453,12 +501,58 @@ class TrainingService:
         return self.environments.layout(job_id, job.config.get("output_dir"))
 
     # -- internals ---------------------------------------------------------------------
+    def resolve_auto_batch(
+        self, config: AdvancedTrainingConfig, hardware: HardwareConstraints
+    ) -> tuple[AdvancedTrainingConfig, str | None]:
+        """Turn batch_size='auto' into a micro-batch and gradient accumulation for this machine.
+
+        The micro-batch is the largest divisor of the effective batch whose estimated
+        peak stays under the memory budget less AUTO_BATCH_MARGIN; accumulation makes
+        up the rest, so the optimizer sees the same number of examples per step
+        whatever the machine. Returns the config unchanged (and no message) otherwise.
+        """
+        if config.batch_size != "auto" or config.per_device_train_batch_size:
+            return config, None
+        effective = config.effective_batch_size or AUTO_EFFECTIVE_BATCH
+        model = self.inspect_model(config.model_id)
+        data = self.datasets.get(config.dataset_id)
+        objective = choose_objective(config.training_type, model, data)
+        trial = config.model_copy(update={"batch_size": 1, "gradient_accumulation_steps": 1})
+        setup = training_setup(model, trial, hardware, objective, max(len(data.labels), 2))
+        budget, kind = memory_budget(hardware)
+        fitting = largest_fitting_batch(
+            model.architecture(), setup, budget * (1 - AUTO_BATCH_MARGIN), upper=effective
+        )
+        micro = max(d for d in range(1, max(fitting, 1) + 1) if effective % d == 0)
+        accumulation = effective // micro
+        resolved = config.model_copy(
+            update={"batch_size": micro, "gradient_accumulation_steps": accumulation}
+        )
+        memory = "GPU" if kind == "gpu" else "system"
+        message = (
+            f"batch_size auto: {micro} per step x {accumulation} accumulation = {effective} "
+            f"examples per optimizer step (largest that fits {100 * (1 - AUTO_BATCH_MARGIN):.0f}%"
+            f" of {budget / 1024**3:.1f} GB {memory} memory: {fitting or 'none'})"
+        )
+        return resolved, message
+
     def _build_spec(self, job: TrainingJob) -> RunSpec:
         config = AdvancedTrainingConfig.from_basic(_config_from_job(job))
         if job.dataset_version:  # train on exactly the version the job was created with
             name = config.dataset_id.rpartition("@")[0] or config.dataset_id
             config = config.model_copy(update={"dataset_id": f"{name}@{job.dataset_version}"})
         hw = self.hardware()
+        config, auto_batch = self.resolve_auto_batch(config, hw)
+        if auto_batch:
+            self.store.add_event(
+                job.job_id,
+                "auto_batch",
+                auto_batch,
+                data={
+                    "batch_size": config.batch_size,
+                    "gradient_accumulation_steps": config.gradient_accumulation_steps,
+                },
+            )
         issues, model, data = self.validate(config, hardware=hw)
         errors = [i for i in issues if i.severity == "error"]
         if errors:

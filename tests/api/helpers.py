@@ -25,6 +25,7 @@ TINY_JOB: dict[str, Any] = {
     "eval_strategy": "no",
     "evaluate_before_training": False,
     "num_threads": 1,
+    "gradient_checkpointing": False,  # explicit: no "checkpointing off" event
 }
 
 # A basic-mode body that validates quickly; used where a job is created but not run.
@@ -35,6 +36,7 @@ BASIC_JOB: dict[str, Any] = {
     "num_epochs": 1,
     "batch_size": 16,
     "max_length": 32,
+    "gradient_checkpointing": False,  # explicit: no "checkpointing off" event
 }
 
 

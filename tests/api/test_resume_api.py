@@ -28,6 +28,7 @@ SHORT_JOB: dict[str, Any] = {
     "logging_steps": 1,
     "eval_split": 0.0,
     "monitor_interval": 0.5,
+    "gradient_checkpointing": False,  # explicit: no "off" note among the events
 }
 
 

@@ -57,6 +57,7 @@ def short_config() -> AdvancedTrainingConfig:
         evaluate_before_training=False,
         num_threads=1,
         monitor_interval=0.5,
+        gradient_checkpointing=False,  # explicit: no "off" note among the events
     )
 
 

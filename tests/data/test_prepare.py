@@ -134,7 +134,8 @@ class TestInstruction:
         example = tokenize_example(
             INSTRUCTION, "instruction", tokenizer, 128, completion_only=False
         )
-        assert example["labels"] == example["input_ids"]
+        # Every token but the first, which nothing predicts (see _assemble).
+        assert example["labels"] == [-100, *example["input_ids"][1:]]
         masked = tokenize_example(INSTRUCTION, "instruction", tokenizer, 128)
         assert masked["input_ids"] == example["input_ids"]  # only the labels differ
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from flextrain.data.bundled import bundled_path
 from flextrain.data.registry import (
     DatasetFormatError,
     DatasetNotFoundError,
@@ -14,6 +16,7 @@ from flextrain.data.registry import (
     detect_format,
 )
 from flextrain.db import make_engine, make_sessionmaker
+from flextrain.jobs.spec import DataSpec
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
 
@@ -59,8 +62,29 @@ def test_demo_text(registry: DatasetRegistry) -> None:
     assert info.num_rows == len(non_empty) > 100
 
 
+def test_demo_instructions(registry: DatasetRegistry) -> None:
+    info = registry.get("demo/instructions")
+    assert info.format == "jsonl"
+    assert info.num_rows == 2000
+    assert info.columns == ["instruction", "input", "output"]
+    # Rendered with the chat template, the input kept: not read as a prompt/response pair.
+    assert info.shape == "instruction"
+    assert DataSpec.from_info(info).shape == "instruction"
+
+
+def test_demo_instructions_is_what_its_generator_makes() -> None:
+    script = Path(__file__).parents[2] / "scripts" / "make_instructions.py"
+    spec = importlib.util.spec_from_file_location("make_instructions", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    lines = [ln for ln in bundled_path("text.txt").read_text().splitlines() if ln.strip()]
+    shipped = [json.loads(ln) for ln in bundled_path("instructions.jsonl").read_text().splitlines()]
+    assert module.make_rows(lines) == shipped
+
+
 def test_names_start_with_the_bundled(registry: DatasetRegistry) -> None:
-    assert registry.names() == ["demo/sentiment", "demo/text"]
+    assert registry.names() == ["demo/sentiment", "demo/text", "demo/instructions"]
 
 
 # -- registering -----------------------------------------------------------------------

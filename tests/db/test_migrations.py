@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -125,6 +126,54 @@ def test_alembic_version_holds_the_head_revision(url: str, engines: list[Engine]
     assert _versions(engine) == [head_revision()]
     with engine.connect() as connection:
         assert migrations.current_revision(connection) == head_revision()
+
+
+def test_the_head_read_without_alembic_is_alembics_head() -> None:
+    """Start-up compares the database with the head read from the revision files."""
+    assert migrations.head_from_files() == head_revision()
+
+
+@pytest.mark.parametrize(
+    ("revisions", "head"),
+    [
+        ({"0001": None, "0002": "'0001'", "0003": '"0002"'}, "0003"),
+        ({"0001": None, "0002": '"0001"', "0003": '"0001"'}, None),  # a branch
+        ({"0001": None, "0002": '"0001"', "0003": '("0001", "0002")'}, None),  # a merge
+        ({"0001": None, "0002": "SOME_NAME"}, None),  # not a literal: Alembic decides
+    ],
+)
+def test_head_from_files_reads_only_a_plain_line(
+    revisions: dict[str, str | None],
+    head: str | None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "versions").mkdir()
+    for revision, parent in revisions.items():
+        (tmp_path / "versions" / f"{revision}_x.py").write_text(
+            f'"""revision {revision}"""\n\nrevision: str = "{revision}"\n'
+            f"down_revision: str | None = {parent or 'None'}\n"
+        )
+    monkeypatch.setattr(migrations, "_SCRIPT_LOCATION", str(tmp_path))
+    migrations.head_from_files.cache_clear()
+    try:
+        assert migrations.head_from_files() == head
+    finally:
+        migrations.head_from_files.cache_clear()
+
+
+def test_a_database_at_head_is_opened_without_alembic(url: str, engines: list[Engine]) -> None:
+    engines.append(make_engine(url))
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from flextrain.db import make_engine
+        make_engine({url!r}).dispose()
+        assert "alembic" not in sys.modules, "alembic was imported"
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_the_job_metrics_foreign_key_cascades(url: str, engines: list[Engine]) -> None:

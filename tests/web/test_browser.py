@@ -273,6 +273,7 @@ def _interrupted_job(service: TrainingService) -> str:
         eval_split=0.0,
         num_threads=1,
         run_name="cut-off",
+        gradient_checkpointing=False,  # explicit: no "off" note in the timeline
     )
     job_id = service.create_job(config).job_id
     service.start_job(job_id)

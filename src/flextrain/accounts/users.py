@@ -13,7 +13,6 @@ import hmac
 import re
 import secrets
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel
@@ -21,22 +20,11 @@ from sqlalchemy import DateTime, String, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
+from flextrain.accounts.roles import Role
 from flextrain.db import Base, as_utc
 
 TOKEN_PREFIX = "ft_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-
-
-class Role(StrEnum):
-    """What a user may do. Ordered: each role can do everything the one after can."""
-
-    ADMIN = "admin"  # everything: users, audit log, expert mode, every job
-    TRAINER = "trainer"  # create, start and cancel own jobs; register datasets
-    VIEWER = "viewer"  # read only
-
-    def allows(self, needed: Role) -> bool:
-        order = [Role.VIEWER, Role.TRAINER, Role.ADMIN]
-        return order.index(self) >= order.index(needed)
 
 
 class UserError(ValueError):

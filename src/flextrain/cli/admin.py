@@ -14,18 +14,19 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
 
-from flextrain.accounts.audit import AuditEntry
-from flextrain.accounts.users import Role, User, UserError, UserNotFoundError
-from flextrain.db import DatabaseTooNewError
-from flextrain.service import TrainingService
+from flextrain.accounts.roles import Role
+
+if TYPE_CHECKING:
+    from flextrain.accounts.audit import AuditEntry
+    from flextrain.accounts.users import User
+    from flextrain.service import TrainingService
 
 users_app = typer.Typer(help="Users of the API server: create, list, revoke.", no_args_is_help=True)
 
@@ -43,6 +44,8 @@ class _Failed(Exception):
 
 @contextmanager
 def _service() -> Iterator[TrainingService]:
+    from flextrain.service import TrainingService  # when a command runs, not for --help
+
     service = TrainingService()
     try:
         yield service
@@ -64,6 +67,10 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 def _guard(action: Callable[[], T]) -> T:
     """Run `action`; a refusal or a database problem becomes one line and exit code 1."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from flextrain.db import DatabaseTooNewError
+
     try:
         return action()
     except (_Failed, DatabaseTooNewError) as exc:
@@ -78,6 +85,8 @@ def _guard(action: Callable[[], T]) -> T:
 
 def _audited(service: TrainingService, action: str, target: str, run: Callable[[], T]) -> T:
     """Run a user-management change and record it, refused or done."""
+    from flextrain.accounts.users import UserError, UserNotFoundError
+
     try:
         result = run()
     except (UserError, UserNotFoundError) as exc:
@@ -112,6 +121,8 @@ def users_create(
     """Create a user and print their API token (shown only this once)."""
 
     def run() -> tuple[User, str]:
+        from flextrain.accounts.users import UserError
+
         with _service() as service:
 
             def create() -> tuple[User, str]:
@@ -201,6 +212,8 @@ def users_revoke(name: Annotated[str, typer.Argument(help="The user to revoke.")
 
 
 def _exists(service: TrainingService, name: str) -> bool:
+    from flextrain.accounts.users import UserNotFoundError
+
     try:
         service.users.get(name)
     except UserNotFoundError:

@@ -19,7 +19,6 @@ from flextrain.jobs.checkpoints import (
     list_checkpoints,
     prune_checkpoints,
 )
-from flextrain.service import JobStateError
 
 T = TypeVar("T")
 
@@ -122,6 +121,8 @@ def checkpoints(
     if prune:
 
         def run_prune() -> tuple[list[int], int]:
+            from flextrain.service import JobStateError
+
             job = service.require_job(job_id)
             if job.status.is_active:
                 raise JobStateError(

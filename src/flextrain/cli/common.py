@@ -3,45 +3,58 @@
 Every known error (bad config, unknown model or dataset, wrong job state, a
 database that cannot be opened) is printed as a message naming the problem and
 the fix, with exit code 2 for bad input and 1 otherwise; no traceback.
+
+The service, the store and the error classes are imported when a command runs,
+not when this module is: `flextrain --help` builds every command's options but
+runs none of them, and should not pay for SQLAlchemy or the data layer.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.exc import SQLAlchemyError
 
-from flextrain.config.validation import ConfigValidationError
-from flextrain.data.registry import DatasetFormatError, DatasetNotFoundError
-from flextrain.db import DatabaseTooNewError
-from flextrain.jobs.environment import EnvironmentSetupError
-from flextrain.models.resolve import ModelNotFoundError
-from flextrain.service import JobNotFoundError, JobStateError, TrainingService
+if TYPE_CHECKING:
+    from flextrain.service import TrainingService
 
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
 
-_BAD_INPUT = (
-    ConfigValidationError,
-    ModelNotFoundError,
-    DatasetNotFoundError,
-    DatasetFormatError,
-    JobNotFoundError,
-    JobStateError,
-    EnvironmentSetupError,
-    ValueError,
-)
+
+def _bad_input_errors() -> tuple[type[Exception], ...]:
+    """The errors that mean the user asked for something wrong (exit code 2)."""
+    from flextrain.config.validation import ConfigValidationError
+    from flextrain.data.registry import DatasetFormatError, DatasetNotFoundError
+    from flextrain.jobs.environment import EnvironmentSetupError
+    from flextrain.models.resolve import ModelNotFoundError
+    from flextrain.service import JobNotFoundError, JobStateError
+
+    return (
+        ConfigValidationError,
+        ModelNotFoundError,
+        DatasetNotFoundError,
+        DatasetFormatError,
+        JobNotFoundError,
+        JobStateError,
+        EnvironmentSetupError,
+        ValueError,
+    )
 
 
 def guard(fn: Callable[[], T]) -> T:
     """Run `fn`, turning known errors into a message and an exit code."""
+    from pydantic import ValidationError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from flextrain.db import DatabaseTooNewError
+
+    bad_input = _bad_input_errors()
     try:
         return fn()
     except ValidationError as exc:
@@ -50,7 +63,7 @@ def guard(fn: Callable[[], T]) -> T:
             field = ".".join(str(p) for p in error["loc"]) or "config"
             err_console.print(f"  - {escape(field)}: {escape(error['msg'])}")
         raise typer.Exit(2) from None
-    except _BAD_INPUT as exc:
+    except bad_input as exc:
         err_console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(2) from None
     except DatabaseTooNewError as exc:
@@ -70,5 +83,7 @@ def guard(fn: Callable[[], T]) -> T:
 
 def get_service() -> TrainingService:
     """The service, or a one-line error when its database cannot be opened."""
+    from flextrain.service import TrainingService
+
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     return guard(TrainingService)

@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from flextrain.cli.common import console, err_console, get_service, guard
-from flextrain.data.formats import SourceFormat
-from flextrain.data.manager import split_ref
-from flextrain.data.shapes import ColumnMap, Shape
-from flextrain.service import TrainingService
+
+if TYPE_CHECKING:  # the data layer imports SQLAlchemy: only when a command runs
+    from flextrain.data.formats import SourceFormat
+    from flextrain.data.shapes import ColumnMap, Shape
+    from flextrain.service import TrainingService
 
 datasets_app = typer.Typer(
     help="Datasets: add, list, show, validate, delete.", no_args_is_help=True
@@ -52,6 +53,8 @@ def _choice(value: str | None, allowed: tuple[str, ...], option: str) -> str | N
 
 
 def _columns(**given: str | None) -> ColumnMap:
+    from flextrain.data.shapes import ColumnMap
+
     return ColumnMap(**given)
 
 
@@ -72,8 +75,8 @@ def datasets_add(
     messages_column: MessagesCol = None,
 ) -> None:
     """Check a file and store it as a new version (prints the version hash)."""
-    fmt = cast(SourceFormat | None, _choice(format, FORMATS, "--format"))
-    kind = cast(Shape | None, _choice(shape, SHAPES, "--shape"))
+    fmt = cast("SourceFormat | None", _choice(format, FORMATS, "--format"))
+    kind = cast("Shape | None", _choice(shape, SHAPES, "--shape"))
     columns = _columns(
         text=text_column,
         label=label_column,
@@ -138,6 +141,8 @@ def datasets_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
 @datasets_app.command("show")
 def datasets_show(ref: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """One dataset (NAME or NAME@VERSION): its versions and the jobs that used each."""
+    from flextrain.data.manager import split_ref
+
     service = get_service()
     info = guard(lambda: service.datasets.get(ref))
     name, _ = split_ref(ref)
@@ -193,8 +198,8 @@ def datasets_validate(
     With --model, also the token-length distribution (min, median, p95, max) and
     the rows longer than --max-length (default: the model's limit).
     """
-    fmt = cast(SourceFormat | None, _choice(format, FORMATS, "--format"))
-    kind = cast(Shape | None, _choice(shape, SHAPES, "--shape"))
+    fmt = cast("SourceFormat | None", _choice(format, FORMATS, "--format"))
+    kind = cast("Shape | None", _choice(shape, SHAPES, "--shape"))
     columns = _columns(
         text=text_column,
         label=label_column,
@@ -233,6 +238,8 @@ def datasets_delete(
     ] = False,
 ) -> None:
     """Delete NAME (every version) or NAME@VERSION."""
+    from flextrain.data.manager import split_ref
+
     service = get_service()
     name, version = split_ref(ref)
     deleted = guard(

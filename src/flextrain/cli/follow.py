@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+if TYPE_CHECKING:
+    from rich.console import Console
 
-from flextrain.jobs.store import TrainingJob
-from flextrain.service import TrainingService
+    from flextrain.jobs.store import TrainingJob
+    from flextrain.service import TrainingService
 
 
 def follow_job(
     service: TrainingService, job_id: str, console: Console, poll: float = 0.5
 ) -> TrainingJob:
     """Poll the store until the job ends; Ctrl-C cancels the job and re-raises."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

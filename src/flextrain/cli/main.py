@@ -3,16 +3,22 @@
 Every known error (bad config, unknown model or dataset, wrong job state) is
 printed as a message naming the problem and the fix, with exit code 2 for bad
 input and 1 for a failed job; no traceback reaches the user.
+
+The service, the store, the data layer and the estimators are imported when a
+command runs: `flextrain --help` (and Typer's shell completion) builds every
+command but runs none; tests/test_startup.py checks what it loads. Only the
+config enums are needed up front (option types, type aliases); importing them
+runs `flextrain.config`'s `__init__`, which also loads the pydantic schemas,
+the larger part of what `--help` still imports.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 from rich.markup import escape
 from rich.table import Table
 
@@ -23,10 +29,12 @@ from flextrain.cli.datasets import datasets_app
 from flextrain.cli.follow import follow_job
 from flextrain.cli.serve import serve
 from flextrain.config.enums import TrainingMode, TrainingStatus, TrainingType
-from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
-from flextrain.hardware.detect import HardwareConstraints
-from flextrain.jobs.store import TrainingJob
-from flextrain.models.compatibility import NO_DATASET, ModelCompatibility
+
+if TYPE_CHECKING:
+    from flextrain.config.schemas import BasicTrainingConfig
+    from flextrain.hardware.detect import HardwareConstraints
+    from flextrain.jobs.store import TrainingJob
+    from flextrain.models.compatibility import ModelCompatibility
 
 app = typer.Typer(
     name="flextrain",
@@ -65,6 +73,8 @@ def hardware(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show the detected CPU, memory, GPUs and recommended precision."""
+    from flextrain.hardware.detect import HardwareConstraints
+
     hw = HardwareConstraints.detect_current()
     if as_json:
         console.print_json(hw.model_dump_json())
@@ -73,6 +83,8 @@ def hardware(
 
 
 def _load_config_file(path: Path) -> dict[str, Any]:
+    import yaml
+
     if not path.is_file():
         raise ValueError(f"--config: file '{path}' does not exist.")
     data = yaml.safe_load(path.read_text()) or {}
@@ -81,12 +93,11 @@ def _load_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-_BASIC_KEYS = set(BasicTrainingConfig.model_fields)
-
-
 def build_config(values: dict[str, Any]) -> BasicTrainingConfig:
     """Basic config unless an advanced-only key is present."""
-    if set(values) - _BASIC_KEYS:
+    from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
+
+    if set(values) - set(BasicTrainingConfig.model_fields):
         return AdvancedTrainingConfig(**values)
     return BasicTrainingConfig(**values)
 
@@ -101,7 +112,9 @@ def train(
     preset: Annotated[str | None, typer.Option(help="quick, balanced or thorough.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML/JSON file of config keys.")] = None,
     epochs: Annotated[int | None, typer.Option(help="num_epochs")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="batch_size")] = None,
+    batch_size: Annotated[
+        str | None, typer.Option(help="batch_size, or 'auto': the largest that fits.")
+    ] = None,
     max_length: Annotated[int | None, typer.Option(help="max_length in tokens")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="learning_rate")] = None,
     mixed_precision: Annotated[
@@ -137,7 +150,7 @@ def train(
             "training_type": parse_training_type(training_type).value if training_type else None,
             "preset": preset,
             "num_epochs": epochs,
-            "batch_size": batch_size,
+            "batch_size": int(batch_size) if batch_size and batch_size.isdigit() else batch_size,
             "max_length": max_length,
             "learning_rate": learning_rate,
             "use_mixed_precision": mixed_precision,
@@ -377,6 +390,9 @@ def check(
     """Will it fit and how long will it take: memory parts, time, verdict, fixes."""
 
     def run() -> ModelCompatibility:
+        from flextrain.config.schemas import AdvancedTrainingConfig
+        from flextrain.models.compatibility import NO_DATASET
+
         ttype = parse_training_type(training_type)
         cfg = AdvancedTrainingConfig(
             model_id=model,

@@ -39,6 +39,10 @@ OPTIMIZERS = (
 )
 
 
+# Examples per optimizer step when batch_size is "auto" and no effective_batch_size is given.
+AUTO_EFFECTIVE_BATCH = 16
+
+
 class BasicTrainingConfig(BaseModel):
     """Basic mode: the seed's parameters, optionally filled from a named preset."""
 
@@ -49,7 +53,11 @@ class BasicTrainingConfig(BaseModel):
     training_type: TrainingType = Field(description="What kind of training to run.")
     num_epochs: int = Field(3, description="Passes over the training data.")
     learning_rate: float = Field(2e-5, description="Peak learning rate.")
-    batch_size: int = Field(8, description="Examples per device per step.")
+    batch_size: int | Literal["auto"] = Field(
+        8,
+        description="Examples per device per step; 'auto': the largest the memory estimate "
+        "says fits (with gradient accumulation up to effective_batch_size).",
+    )
     max_length: int = Field(512, description="Longest sequence in tokens; longer text is cut.")
     use_mixed_precision: bool = Field(
         True, description="Use bf16/fp16 when the GPU supports it (fp32 on CPU)."
@@ -112,6 +120,11 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
         None, description="Overrides batch_size when set."
     )
     per_device_eval_batch_size: int | None = None
+    effective_batch_size: int | None = Field(
+        None,
+        description="With batch_size='auto': examples per optimizer step (default "
+        f"{AUTO_EFFECTIVE_BATCH}), reached with gradient accumulation when fewer fit at once.",
+    )
     warmup_steps: int = Field(0, description="Linear warm-up steps.")
     warmup_ratio: float = Field(0.0, description="Warm-up as a share of all steps (if no steps).")
     max_steps: int = Field(-1, description="Stop after N optimizer steps (-1: run all epochs).")
@@ -138,6 +151,22 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
         "eval_split of the training data.",
     )
 
+    packing: bool | None = Field(
+        None,
+        description="Lay several examples end to end in each row (causal LM), each attending "
+        "only to itself; None: on whenever the model keeps packed examples apart.",
+    )
+    torch_compile: bool = Field(
+        False, description="Compile the model with torch.compile (GPU; slow first steps)."
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
+        None,
+        description="Attention kernel; None: the model's default (sdpa where supported).",
+    )
+    group_by_length: bool = Field(
+        True,
+        description="Batch examples of similar length together (less padding) when not packing.",
+    )
     early_stopping_patience: int | None = Field(
         None,
         description="Stop after N evaluations without improvement of metric_for_best_model "
@@ -170,8 +199,14 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
 
     @property
     def train_batch_size(self) -> int:
-        """The micro-batch actually used: per_device_train_batch_size wins when given."""
-        return self.per_device_train_batch_size or self.batch_size
+        """The micro-batch actually used: per_device_train_batch_size wins when given.
+
+        An unresolved batch_size='auto' counts as 1, the smallest it can become: checks
+        made before the hardware is known then ask whether the run can fit at all.
+        """
+        if self.per_device_train_batch_size:
+            return self.per_device_train_batch_size
+        return 1 if self.batch_size == "auto" else self.batch_size
 
     @property
     def eval_batch_size(self) -> int:

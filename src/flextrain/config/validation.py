@@ -149,7 +149,7 @@ def _counts(ctx: RuleContext) -> Iterator[ValidationIssue]:
         yield _err("num_epochs", f"{c.num_epochs} is below 1.", "train for at least 1 epoch.")
     for name in ("batch_size", "gradient_accumulation_steps", "logging_steps"):
         value = getattr(c, name)
-        if value < 1:
+        if value != "auto" and value < 1:
             yield _err(name, f"{value} is below 1.", f"set {name} to 1 or more.")
     for name in (
         "per_device_train_batch_size",
@@ -158,6 +158,7 @@ def _counts(ctx: RuleContext) -> Iterator[ValidationIssue]:
         "save_total_limit",
         "eval_steps",
         "num_threads",
+        "effective_batch_size",
     ):
         value = getattr(c, name)
         if value is not None and value < 1:
@@ -189,6 +190,7 @@ _UPPER_BOUNDS: dict[str, int] = {
     "per_device_train_batch_size": 1 << 20,
     "per_device_eval_batch_size": 1 << 20,
     "gradient_accumulation_steps": 1 << 20,
+    "effective_batch_size": 1 << 20,
     "max_length": 1 << 22,
     "max_steps": 1 << 40,
     "logging_steps": 1 << 40,

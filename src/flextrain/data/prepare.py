@@ -200,6 +200,10 @@ def _assemble(
         labels = [i if t else IGNORE_INDEX for i, t in zip(ids, trained, strict=True)]
     else:
         labels = list(ids)
+    if labels:
+        # Nothing predicts the first token; with a label there, the Trainer would count it
+        # among the tokens a batch's loss is averaged over (and packed rows would not).
+        labels[0] = IGNORE_INDEX
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -35,9 +35,23 @@ LABEL_COLUMNS = ("label", "labels", "class", "category")
 # Instruction pairs are rendered to one text for language-model objectives.
 PROMPT_PAIRS = (("prompt", "response"), ("instruction", "output"), ("question", "answer"))
 
-BUNDLED = {
-    "demo/sentiment": ("sentiment.jsonl", "Short reviews labelled positive/negative (480 rows)"),
-    "demo/text": ("text.txt", "Everyday English prose, one passage a line (for pre-training)"),
+# id: (file, description, shape); a shape of None is read from the columns as for any file.
+BUNDLED: dict[str, tuple[str, str, str | None]] = {
+    "demo/sentiment": (
+        "sentiment.jsonl",
+        "Short reviews labelled positive/negative (480 rows)",
+        None,
+    ),
+    "demo/text": (
+        "text.txt",
+        "Everyday English prose, one passage a line (for pre-training)",
+        None,
+    ),
+    "demo/instructions": (
+        "instructions.jsonl",
+        "Alpaca-style instructions of 38-235 tokens made from demo/text (2,000 rows)",
+        "instruction",
+    ),
 }
 
 
@@ -223,8 +237,11 @@ class DatasetRegistry:
     def get(self, dataset_id: str) -> DatasetInfo:
         """Info for a registered name, a bundled demo, or a direct file path."""
         if dataset_id in BUNDLED:
-            filename, description = BUNDLED[dataset_id]
-            return inspect_file(bundled_path(filename), dataset_id, description)
+            filename, description, shape = BUNDLED[dataset_id]
+            info = inspect_file(bundled_path(filename), dataset_id, description)
+            # Without a shape, instruction/input/output would be read as a prompt/response
+            # pair and the input dropped; the chat-template rendering needs "instruction".
+            return replace(info, shape=shape) if shape else info
         with self._sessions() as session:
             record = session.get(DatasetRecord, dataset_id)
         if record is not None:

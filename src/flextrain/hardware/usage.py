@@ -128,3 +128,20 @@ class UsageSampler:
             with contextlib.suppress(Exception):
                 self._nvml.nvmlShutdown()
             self._nvml = None
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory (VmHWM), counted from its own start.
+
+    Not `getrusage().ru_maxrss`: Linux carries the pre-exec high-water mark over
+    an exec, so a worker forked from a 700 MB parent (a test runner, the API
+    server) reports at least 700 MB whatever it used itself. VmHWM belongs to
+    the new address space only, and `clear_refs` can reset it.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    import resource  # not Linux: the best there is
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

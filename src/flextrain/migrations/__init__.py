@@ -16,6 +16,11 @@ no `alembic_version`: they are adopted, i.e. given whichever tables of
 revision 0001 they lack (builds before the accounts work had no `users` or
 `audit_log`), stamped at 0001, then upgraded like any other.
 
+Alembic itself (with Mako and SQLAlchemy's PostgreSQL dialect, a tenth of a
+second or more) is imported only when there is something to do: the usual
+start-up, a database already at head, is one query against `alembic_version`
+compared with the head read from the revision files' `revision = ...` lines.
+
 To write a new revision after changing a table class, generate it against a
 database at head and review it (tests/db/test_migrations.py fails until the
 revisions and the models agree):
@@ -34,23 +39,22 @@ revisions and the models agree):
 
 from __future__ import annotations
 
+import ast
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.operations import Operations
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from flextrain.db import Base, DatabaseTooNewError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 INITIAL_REVISION = "0001"
 # The tables `Base.metadata.create_all` made before there were migrations.
@@ -59,6 +63,8 @@ LEGACY_TABLES = frozenset({"jobs", "job_metrics", "datasets", "users", "audit_lo
 _PG_LOCK_KEY = 0x666C6578
 _ATTEMPTS = 3
 _SCRIPT_LOCATION = str(Path(__file__).resolve().parent)
+# `revision: str = "0003"` and `down_revision: ... = "0002"` in a revision file.
+_REVISION_LINE = re.compile(r"^(revision|down_revision)\b[^=\n]*=\s*(.+?)\s*$", re.MULTILINE)
 
 
 def metadata() -> MetaData:
@@ -74,6 +80,8 @@ def metadata() -> MetaData:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config for this package's revisions, running on `connection`."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", _SCRIPT_LOCATION)
     config.attributes["connection"] = connection
@@ -82,6 +90,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 @lru_cache(maxsize=1)
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:  # pragma: no cover - the package always ships 0001
         raise RuntimeError(f"No Alembic revisions found in {_SCRIPT_LOCATION}/versions.")
@@ -90,15 +100,20 @@ def head_revision() -> str:
 
 def current_revision(connection: Connection) -> str | None:
     """The revision the database is at; None when it has no `alembic_version`."""
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
 
 
 def upgrade(engine: Engine) -> None:
     """Bring the database behind `engine` to the head revision (a no-op when it is there)."""
+    plain_head = head_from_files()
+    if plain_head is not None and _stored_versions(engine) == [plain_head]:
+        return  # the usual start-up: one read, no lock, no Alembic
     head = head_revision()
     current = _revision_of(engine)
     if current == head:
-        return  # the usual start-up: one read, no lock
+        return
     if current is not None and not _known(current):
         raise DatabaseTooNewError(
             f"The database is at schema revision {current}, which this flextrain does not "
@@ -126,7 +141,45 @@ def upgrade(engine: Engine) -> None:
             engine.dispose()
 
 
+@lru_cache(maxsize=1)
+def head_from_files() -> str | None:
+    """The head revision as the revision files state it, read without importing Alembic.
+
+    None unless the revisions form one plain line (no branches, no merges, every
+    file read): then Alembic decides. tests/db/test_migrations.py checks that
+    this agrees with `head_revision()`.
+    """
+    parents: dict[str, str | None] = {}
+    for path in sorted((Path(_SCRIPT_LOCATION) / "versions").glob("*.py")):
+        if path.name.startswith("__"):
+            continue
+        found = dict(_REVISION_LINE.findall(path.read_text()))
+        try:
+            revision = ast.literal_eval(found["revision"])
+            parent = ast.literal_eval(found["down_revision"])
+        except (KeyError, ValueError, SyntaxError):
+            return None
+        if not isinstance(revision, str) or not (parent is None or isinstance(parent, str)):
+            return None
+        parents[revision] = parent
+    heads = set(parents) - set(parents.values())
+    if len(heads) != 1 or sum(p is None for p in parents.values()) != 1:
+        return None
+    return heads.pop()
+
+
+def _stored_versions(engine: Engine) -> list[str] | None:
+    """The rows of `alembic_version`; None when the table does not exist."""
+    with engine.connect() as connection:
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        return list(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
+
+
 def _known(revision: str) -> bool:
+    from alembic.script import ScriptDirectory
+    from alembic.util.exc import CommandError
+
     try:
         return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
     except CommandError:
@@ -139,6 +192,8 @@ def _revision_of(engine: Engine) -> str | None:
 
 
 def _upgrade_locked(engine: Engine) -> None:
+    from alembic import command
+
     with _locking_engine(engine) as locking, locking.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
@@ -153,6 +208,11 @@ def _upgrade_locked(engine: Engine) -> None:
 
 def _adopt(connection: Connection, config: Config, existing: set[str]) -> None:
     """Give a pre-migration database the 0001 tables it lacks, then stamp it at 0001."""
+    from alembic import command
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     initial = ScriptDirectory.from_config(config).get_revision(INITIAL_REVISION)
     if initial is None:  # pragma: no cover - shipped with the package
         raise RuntimeError(f"Revision {INITIAL_REVISION} is missing from {_SCRIPT_LOCATION}.")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import resource
 import time
 from typing import Any
 
@@ -12,6 +11,7 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from flextrain.config.enums import TrainingStatus
+from flextrain.hardware.usage import peak_rss_bytes
 from flextrain.jobs.store import JobStore
 from flextrain.train.stop import JobCancelledError, StopRequest
 
@@ -149,8 +149,8 @@ def memory_now() -> dict[str, float]:
     """Resident memory of this process (now and its peak) and, with a GPU, allocated and
     reserved memory."""
     rss = psutil.Process().memory_info().rss / _GIB
-    # ru_maxrss is in KiB on Linux, counted a little differently from psutil's rss.
-    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, rss)
+    # VmHWM is counted a little differently from psutil's rss.
+    peak = max(peak_rss_bytes() / _GIB, rss)
     out = {"rss_gb": rss, "peak_rss_gb": peak}
     if torch.cuda.is_available():
         out["gpu_allocated_gb"] = torch.cuda.memory_allocated() / _GIB

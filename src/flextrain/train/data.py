@@ -86,7 +86,12 @@ def _prepare(data: DataSpec, spec: RunSpec, tokenizer: Any, what: str) -> Datase
     max_length = spec.config.max_length
     key = None
     if data.version is not None and spec.cache_dir is not None:
-        options = {"shape": shape, "completion_only": completion_only, "add_eos": True}
+        options = {
+            "shape": shape,
+            "completion_only": completion_only,
+            "add_eos": True,
+            "first_label": "ignored",
+        }
         key = cache_key(data.version, tokenizer, max_length, options)
     records = (_canonical(row, data) for row in _read(data))
     dataset, hit = prepare_split(

@@ -45,14 +45,17 @@ def build_model(spec: RunSpec, tokenizer: Any) -> tuple[Any, list[str]]:
             "label2id": {name: i for i, name in enumerate(labels)},
             "pad_token_id": tokenizer.pad_token_id,
         }
+    attention: dict[str, Any] = {}
+    if spec.config.attn_implementation:
+        attention["attn_implementation"] = spec.config.attn_implementation
     fresh: list[str] = []
     if spec.config.training_type == TrainingType.FULL_TRAINING:
         config = AutoConfig.from_pretrained(spec.model_path, **kwargs)
         torch.manual_seed(spec.config.seed)
-        model = auto.from_config(config)
+        model = auto.from_config(config, **attention)
     else:
         model, info = auto.from_pretrained(
-            spec.model_path, output_loading_info=True, dtype=torch.float32, **kwargs
+            spec.model_path, output_loading_info=True, dtype=torch.float32, **kwargs, **attention
         )
         # Module paths (not parameter names) of weights the checkpoint lacked.
         fresh = sorted({key.rsplit(".", 1)[0] for key in info.get("missing_keys", [])})

@@ -11,13 +11,14 @@ there, see `_reset_peak_rss`); set-up's own peak is reported beside it.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+
+from flextrain.hardware.usage import peak_rss_bytes
 
 
 class ProbeRequest(BaseModel):
@@ -40,7 +41,7 @@ class ProbeRequest(BaseModel):
 
 
 def _rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return peak_rss_bytes()
 
 
 def _reset_peak_rss() -> bool:

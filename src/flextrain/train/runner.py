@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
-import resource
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,14 @@ from transformers import (
 from flextrain.config.enums import TrainingStatus
 from flextrain.config.validation import best_metric_name
 from flextrain.data.prepare import DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, TEMPLATED_SHAPES
+from flextrain.hardware.usage import peak_rss_bytes
+from flextrain.jobs.checkpoints import latest_checkpoint
 from flextrain.jobs.spec import RunSpec
 from flextrain.jobs.store import JobStore
 from flextrain.train.callbacks import JobCancelledError, StopRequest, StoreProgressCallback
 from flextrain.train.data import load_splits
 from flextrain.train.model import build_model, load_tokenizer
+from flextrain.train.packing import PackingCollator, packing_is_exact
 from flextrain.train.tracking import configure_tracking, log_final_model, mlflow_run
 
 
@@ -57,6 +61,15 @@ class FlexTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.language_model = language_model
 
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        # Fault injection for the tests of out-of-memory back-off (CI has no GPU to fill).
+        limit = os.environ.get("FLEXTRAIN_FAULT_OOM_ABOVE_BATCH")
+        if limit and self.args.per_device_train_batch_size > int(limit):
+            raise torch.OutOfMemoryError(
+                "CUDA out of memory. (injected: FLEXTRAIN_FAULT_OOM_ABOVE_BATCH)"
+            )
+        return super().training_step(*args, **kwargs)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.language_model:
             for key in [k for k in logs if k.endswith("eval_loss")]:
@@ -75,8 +88,8 @@ def _throughput_and_memory(
     if runtime > 0:
         tokens = sum(len(ids) for ids in input_ids) * epochs
         out["train_tokens_per_second"] = tokens / runtime
-    # ru_maxrss is in KiB on Linux: the process's peak resident memory so far.
-    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    # The process's own peak resident memory so far (VmHWM, see peak_rss_bytes).
+    out["peak_rss_gb"] = peak_rss_bytes() / 1024**3
     if torch.cuda.is_available():
         out["peak_gpu_allocated_gb"] = torch.cuda.max_memory_allocated() / 1024**3
         out["peak_gpu_reserved_gb"] = torch.cuda.max_memory_reserved() / 1024**3
@@ -102,7 +115,12 @@ GREATER = ("accuracy", "f1")
 
 
 def training_arguments(
-    spec: RunSpec, has_eval: bool, supports_gc: bool, report_to: list[str] | None = None
+    spec: RunSpec,
+    has_eval: bool,
+    supports_gc: bool,
+    report_to: list[str] | None = None,
+    *,
+    grouped: bool = False,
 ) -> TrainingArguments:
     """Map the run spec onto TrainingArguments (the one place knob names meet)."""
     cfg = spec.config
@@ -135,7 +153,8 @@ def training_arguments(
         lr_scheduler_type=cfg.lr_scheduler_type,
         warmup_steps=warmup,
         max_grad_norm=cfg.max_grad_norm,
-        optim=cfg.optim,
+        optim=_optimizer(cfg),
+        torch_compile=cfg.torch_compile,
         label_smoothing_factor=cfg.label_smoothing_factor,
         fp16=spec.precision == "fp16",
         bf16=spec.precision == "bf16",
@@ -157,6 +176,8 @@ def training_arguments(
         else None,
         # Counted from the attention mask: the tokens/s a user compares is real tokens.
         include_num_input_tokens_seen="non_padding",
+        # Batches of similar lengths: dynamic padding then pads little.
+        train_sampling_strategy="group_by_length" if grouped else "random",
         seed=cfg.seed,
         data_seed=cfg.seed,
         dataloader_num_workers=cfg.dataloader_num_workers,
@@ -197,14 +218,29 @@ def _train(
     if fresh:
         print(f"Newly initialised modules (trained in full): {', '.join(fresh)}")
 
+    packed = False
     if spec.objective == "sequence_classification":
         collator: Any = DataCollatorWithPadding(tokenizer)
         compute_metrics: Any = classification_metrics
     elif "labels" in splits["train"].column_names:
-        # Prepared data carries its own labels (-100 on the prompt); the LM collator
-        # would overwrite them with a copy of input_ids, so pad them with -100 instead.
-        collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)
         compute_metrics = None
+        packed = cfg.packing is not False and packing_is_exact(model, len(tokenizer))
+        if packed:
+            collator = PackingCollator(tokenizer.pad_token_id, cfg.max_length)
+            print(
+                "[flextrain] packing: several examples per row, each attending only to itself",
+                flush=True,
+            )
+        else:
+            if cfg.packing:
+                print(
+                    "[flextrain] packing: off, this model's attention does not keep packed "
+                    "examples apart; padding each batch to its longest example instead",
+                    flush=True,
+                )
+            # Prepared data carries its own labels (-100 on the prompt); the LM collator
+            # would overwrite them with a copy of input_ids, so pad them with -100 instead.
+            collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)
     else:
         collator = DataCollatorForLanguageModeling(
             tokenizer, mlm=spec.objective == "masked_lm", mlm_probability=0.15
@@ -213,7 +249,9 @@ def _train(
 
     has_eval = "eval" in splits
     supports_gc = bool(getattr(model, "supports_gradient_checkpointing", True))
-    args = training_arguments(spec, has_eval, supports_gc, report_to)
+    args = training_arguments(
+        spec, has_eval, supports_gc, report_to, grouped=cfg.group_by_length and not packed
+    )
     progress = StoreProgressCallback(
         store,
         spec.job_id,
@@ -226,17 +264,21 @@ def _train(
     if has_eval and cfg.early_stopping_patience is not None:
         early = EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold)
         callbacks.append(early)
-    trainer = FlexTrainer(
-        model=model,
-        args=args,
-        train_dataset=splits["train"],
-        eval_dataset=splits["eval"] if has_eval else None,
-        data_collator=collator,
-        processing_class=tokenizer,
-        compute_metrics=compute_metrics,
-        callbacks=callbacks,
-        language_model=spec.objective in ("causal_lm", "masked_lm"),
-    )
+
+    def make_trainer(model: Any, args: TrainingArguments) -> FlexTrainer:
+        return FlexTrainer(
+            model=model,
+            args=args,
+            train_dataset=splits["train"],
+            eval_dataset=splits["eval"] if has_eval else None,
+            data_collator=collator,
+            processing_class=tokenizer,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            language_model=spec.objective in ("causal_lm", "masked_lm"),
+        )
+
+    trainer = make_trainer(model, args)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     print(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
@@ -255,9 +297,45 @@ def _train(
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    if resume:
-        print(f"[flextrain] resuming from {resume}", flush=True)
-    result = trainer.train(resume_from_checkpoint=resume)
+    while True:
+        if resume:
+            print(f"[flextrain] resuming from {resume}", flush=True)
+        try:
+            result = trainer.train(resume_from_checkpoint=resume)
+            break
+        except Exception as exc:
+            micro, accumulation = args.per_device_train_batch_size, args.gradient_accumulation_steps
+            if not is_out_of_memory(exc) or micro == 1 or progress.stopped_by_request:
+                raise
+            # Back off: half the micro-batch, twice the accumulation (the same examples per
+            # optimizer step), from the last checkpoint or, without one, from the start
+            # with the model as it was built (the failed steps changed its weights).
+            latest = latest_checkpoint(Path(spec.checkpoint_dir))
+            message = (
+                f"Out of memory at micro-batch {micro} ({type(exc).__name__}); continuing "
+                f"with micro-batch {micro // 2} x {accumulation * 2} accumulation (same "
+                f"{micro * accumulation} examples per optimizer step) from "
+                f"{latest.name if latest else 'the start'}."
+            )
+            print(f"[flextrain] {message}", flush=True)
+            store.add_event(
+                spec.job_id,
+                "oom_backoff",
+                message,
+                level="warning",
+                data={"batch_size": micro // 2, "gradient_accumulation_steps": accumulation * 2},
+            )
+            del trainer, model
+            _free_memory()
+            model, _ = build_model(spec, tokenizer)
+            args = replace(
+                args,
+                per_device_train_batch_size=micro // 2,
+                gradient_accumulation_steps=accumulation * 2,
+            )
+            trainer = make_trainer(model, args)
+            resume = str(latest) if latest else None
+    model = trainer.model
     if progress.stopped_by_request:
         raise JobCancelledError(stop.reason if stop else "cancelled")
     metrics.update({k: v for k, v in result.metrics.items() if isinstance(v, int | float)})
@@ -309,6 +387,31 @@ def _train(
     )
     store.merge_metrics(spec.job_id, metrics)
     return metrics
+
+
+def _optimizer(cfg: Any) -> str:
+    """The configured optimizer; unless one was chosen, AdamW's fused CUDA kernel on a GPU
+    (the same update, one kernel launch for all parameters instead of several each)."""
+    chosen = "optim" in cfg.model_fields_set or cfg.optim != "adamw_torch"
+    if not chosen and torch.cuda.is_available():
+        return "adamw_torch_fused"
+    return str(cfg.optim)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA/MPS/XPU out-of-memory errors, the CPU allocator's failure, Python's MemoryError
+    (accelerate's list of messages, which auto_find_batch_size also relies on)."""
+    from accelerate.utils.memory import should_reduce_batch_size
+
+    return isinstance(exc, MemoryError | torch.OutOfMemoryError) or (
+        isinstance(exc, Exception) and should_reduce_batch_size(exc)
+    )
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _rendered_with_default_template(spec: RunSpec, tokenizer: Any) -> bool:

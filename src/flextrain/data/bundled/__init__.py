@@ -1,4 +1,4 @@
-"""Datasets shipped inside the package (demo/sentiment, demo/text)."""
+"""Datasets shipped inside the package (demo/sentiment, demo/text, demo/instructions)."""
 
 from __future__ import annotations
 
