@@ -21,6 +21,7 @@ from flextrain.train.packing import (
     PackingCollator,
     balanced_rows,
     packing_is_exact,
+    sparse_logits_are_exact,
 )
 from tests.train.helpers import run_job
 
@@ -120,6 +121,15 @@ def test_loss_and_gradients_packed_equal_unpacked(tiny_llama: Any) -> None:
     loss_packed, grads_packed = loss_and_grads(packed)
     assert loss_packed == pytest.approx(loss_unpacked, rel=1e-5)
     assert torch.allclose(grads_packed, grads_unpacked, rtol=1e-4, atol=1e-6)
+    # Logits only at the predicted positions: the same loss and gradients from fewer rows
+    # of the output projection.
+    sparse = PackingCollator(pad_token_id=0, row_tokens=48, sparse_logits=True)(examples)
+    kept = int(sparse["logits_to_keep"].sum())
+    predicted = sum(sum(x != IGNORE_INDEX for x in e["labels"][1:]) for e in examples)
+    assert kept == predicted < packed["input_ids"].numel()
+    loss_sparse, grads_sparse = loss_and_grads(sparse)
+    assert loss_sparse == pytest.approx(loss_unpacked, rel=1e-5)
+    assert torch.allclose(grads_sparse, grads_unpacked, rtol=1e-4, atol=1e-6)
 
 
 def test_exactness_check(tiny_llama: Any) -> None:
@@ -136,6 +146,8 @@ def test_exactness_check(tiny_llama: Any) -> None:
             return type("Out", (), {"logits": self.embed(input_ids).cumsum(dim=1)})()
 
     assert not packing_is_exact(NoPositions(), 100)
+    assert sparse_logits_are_exact(tiny_llama, tiny_llama.config.vocab_size)
+    assert not sparse_logits_are_exact(NoPositions(), 100)  # no loss, no logits_to_keep
 
 
 def test_a_packed_job_learns_as_the_unpacked_one(service: TrainingService) -> None:
@@ -155,7 +167,9 @@ def test_a_packed_job_learns_as_the_unpacked_one(service: TrainingService) -> No
     }
     packed = run_job(service, AdvancedTrainingConfig(**common))
     padded = run_job(service, AdvancedTrainingConfig(**common, packing=False))
-    assert "packing: several examples per row" in service.read_log(packed.job_id)
+    log = service.read_log(packed.job_id)
+    assert "packing: several examples per row" in log
+    assert "logits only where a token is predicted" in log
     assert "packing:" not in service.read_log(padded.job_id)
 
     def losses(job_id: str) -> list[float]:

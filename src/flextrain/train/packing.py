@@ -26,6 +26,8 @@ from typing import Any
 import torch
 
 IGNORE_INDEX = -100
+# Sparse logits are used for a micro-batch whose predicted positions are at most this share.
+SPARSE_BELOW = 0.8
 
 
 class PackingCollator:
@@ -38,9 +40,10 @@ class PackingCollator:
     to one width wastes next to nothing.
     """
 
-    def __init__(self, pad_token_id: int, row_tokens: int) -> None:
+    def __init__(self, pad_token_id: int, row_tokens: int, sparse_logits: bool = False) -> None:
         self.pad_token_id = pad_token_id
         self.row_tokens = row_tokens
+        self.sparse_logits = sparse_logits
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
         examples = []
@@ -65,13 +68,27 @@ class PackingCollator:
             batch_labels.append(labels + [IGNORE_INDEX] * pad)
             # Padding forms one more "example" of its own: it attends only to itself.
             batch_positions.append(positions + list(range(pad)))
-        return {
+        label_tensor = torch.tensor(batch_labels, dtype=torch.long)
+        batch: dict[str, Any] = {
             "input_ids": torch.tensor(batch_ids, dtype=torch.long),
-            "labels": torch.tensor(batch_labels, dtype=torch.long),
+            "labels": label_tensor,
             "position_ids": torch.tensor(batch_positions, dtype=torch.long),
             # A key/value cache would make transformers skip the packed-sequence mask.
             "use_cache": False,
         }
+        if self.sparse_logits:
+            # Logits only where a next token is predicted (prompts and padding predict
+            # nothing): the output projection and the loss skip the rest. The labels are
+            # handed over already shifted, one per kept position.
+            shifted = torch.full_like(label_tensor, IGNORE_INDEX)
+            shifted[:, :-1] = label_tensor[:, 1:]
+            keep = shifted != IGNORE_INDEX
+            # Gathering the kept positions costs a little: worth it only when it skips
+            # a real share of them (prompts), not on text trained in full.
+            if keep.float().mean().item() <= SPARSE_BELOW:
+                batch["logits_to_keep"] = keep
+                batch["labels"] = batch["shift_labels"] = shifted[keep]
+        return batch
 
 
 def balanced_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -139,3 +156,31 @@ def packing_is_exact(model: Any, vocab_size: int, tolerance: float = 1e-4) -> bo
         (logits[:, 5:] - alone[1]).abs().max().item(),
     )
     return diff <= tolerance * max(1.0, alone[1].abs().max().item())
+
+
+def sparse_logits_are_exact(model: Any, vocab_size: int, tolerance: float = 1e-5) -> bool:
+    """Whether this model computes the same loss from logits at the predicted positions
+    only (`logits_to_keep` as a mask, `shift_labels`) as from all of them."""
+    generator = torch.Generator().manual_seed(1)
+    features = []
+    for length in (6, 9):
+        ids = torch.randint(5, max(vocab_size, 6), (length,), generator=generator).tolist()
+        features.append({"input_ids": ids, "labels": [IGNORE_INDEX] * 3 + ids[3:]})
+    device = next(model.parameters()).device
+    full = PackingCollator(0, 32)(features)
+    sparse = PackingCollator(0, 32, sparse_logits=True)(features)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            losses = [
+                model(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()})
+                .loss.float()
+                .item()
+                for b in (full, sparse)
+            ]
+    except (TypeError, ValueError, RuntimeError, AttributeError):
+        return False
+    finally:
+        model.train(was_training)
+    return abs(losses[0] - losses[1]) <= tolerance * max(1.0, abs(losses[0]))

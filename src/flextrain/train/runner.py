@@ -32,7 +32,11 @@ from flextrain.jobs.store import JobStore
 from flextrain.train.callbacks import JobCancelledError, StopRequest, StoreProgressCallback
 from flextrain.train.data import load_splits
 from flextrain.train.model import build_model, load_tokenizer
-from flextrain.train.packing import PackingCollator, packing_is_exact
+from flextrain.train.packing import (
+    PackingCollator,
+    packing_is_exact,
+    sparse_logits_are_exact,
+)
 from flextrain.train.tracking import configure_tracking, log_final_model, mlflow_run
 
 
@@ -226,9 +230,11 @@ def _train(
         compute_metrics = None
         packed = cfg.packing is not False and packing_is_exact(model, len(tokenizer))
         if packed:
-            collator = PackingCollator(tokenizer.pad_token_id, cfg.max_length)
+            sparse = sparse_logits_are_exact(model, len(tokenizer))
+            collator = PackingCollator(tokenizer.pad_token_id, cfg.max_length, sparse)
             print(
-                "[flextrain] packing: several examples per row, each attending only to itself",
+                "[flextrain] packing: several examples per row, each attending only to itself"
+                + ("; logits only where a token is predicted" if sparse else ""),
                 flush=True,
             )
         else:
