@@ -44,7 +44,7 @@ from flextrain.data.registry import (
     DatasetNotFoundError,
 )
 from flextrain.db import make_engine, make_sessionmaker
-from flextrain.estimate.memory import estimate_memory
+from flextrain.estimate.memory import TrainingSetup, estimate_memory
 from flextrain.estimate.recommend import largest_fitting_batch, recommend
 from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs.checkpoints import latest_checkpoint
@@ -203,12 +203,10 @@ class TrainingService:
         hardware: HardwareConstraints,
     ) -> MemoryFacts | None:
         """The analytic memory estimate of `config` against this machine's budget."""
-        advanced = AdvancedTrainingConfig.from_basic(config)
         try:
-            objective = choose_objective(advanced.training_type, model, data)
+            setup = _estimator_setup(config, model, data, hardware)
         except ConfigValidationError:
             return None  # reported by its own rule
-        setup = training_setup(model, advanced, hardware, objective, max(len(data.labels), 2))
         arch = model.architecture()
         budget, kind = memory_budget(hardware)
         peak = estimate_memory(arch, setup).peak
@@ -290,14 +288,12 @@ class TrainingService:
         try:
             model = self.inspect_model(config.model_id)
             data = self.datasets.get(config.dataset_id)
-            advanced = AdvancedTrainingConfig.from_basic(config)
-            objective = choose_objective(advanced.training_type, model, data)
+            plain = config.model_copy(update={"gradient_checkpointing": False})
+            setup = _estimator_setup(plain, model, data, hardware)
         except Exception:  # a best-effort choice: validation reports what is wrong
             return config, None
         if not model.supports_gradient_checkpointing:
             return config, None
-        plain = advanced.model_copy(update={"gradient_checkpointing": False})
-        setup = training_setup(model, plain, hardware, objective, max(len(data.labels), 2))
         peak = estimate_memory(model.architecture(), setup).peak
         budget, kind = memory_budget(hardware)
         if peak > budget * CHECKPOINTING_OFF_BELOW:
@@ -516,9 +512,8 @@ class TrainingService:
         effective = config.effective_batch_size or AUTO_EFFECTIVE_BATCH
         model = self.inspect_model(config.model_id)
         data = self.datasets.get(config.dataset_id)
-        objective = choose_objective(config.training_type, model, data)
         trial = config.model_copy(update={"batch_size": 1, "gradient_accumulation_steps": 1})
-        setup = training_setup(model, trial, hardware, objective, max(len(data.labels), 2))
+        setup = _estimator_setup(trial, model, data, hardware)
         budget, kind = memory_budget(hardware)
         fitting = largest_fitting_batch(
             model.architecture(), setup, budget * (1 - AUTO_BATCH_MARGIN), upper=effective
@@ -611,6 +606,19 @@ class TrainingService:
         if changed:
             self.store.add_event(job.job_id, "interrupted", message, level="warning")
         return self.store.get(job.job_id) or job
+
+
+def _estimator_setup(
+    config: BasicTrainingConfig,
+    model: ModelInfo,
+    data: DatasetInfo,
+    hardware: HardwareConstraints,
+) -> TrainingSetup:
+    """The memory estimator's view of `config` for this model, data and machine
+    (ConfigValidationError when the data does not suit the training type)."""
+    advanced = AdvancedTrainingConfig.from_basic(config)
+    objective = choose_objective(advanced.training_type, model, data)
+    return training_setup(model, advanced, hardware, objective, max(len(data.labels), 2))
 
 
 def _checkpoint_step(checkpoint: Path | None) -> int:
