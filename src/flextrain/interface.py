@@ -18,6 +18,7 @@ from flextrain.data.manager import TrainingDataManager
 from flextrain.data.registry import DatasetInfo
 from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs.environment import TrainingEnvironment
+from flextrain.jobs.scheduler import QueueSnapshot
 from flextrain.jobs.store import JobEvent, TrainingJob
 from flextrain.models.compatibility import ModelCompatibility
 from flextrain.models.resolve import ModelResolver
@@ -117,13 +118,25 @@ class FlexibleTrainingInterface:
         return self.service.datasets.register(name, path, description)
 
     # -- jobs --------------------------------------------------------------------------
-    async def create_basic_training_job(self, config: BasicTrainingConfig) -> TrainingJob:
-        return await asyncio.to_thread(self.service.create_job, config, mode=TrainingMode.BASIC)
+    async def create_basic_training_job(
+        self, config: BasicTrainingConfig, *, priority: int = 0
+    ) -> TrainingJob:
+        """A PENDING job; `priority` orders the queue once started (higher first)."""
+        return await asyncio.to_thread(
+            self.service.create_job, config, mode=TrainingMode.BASIC, priority=priority
+        )
 
-    async def create_advanced_training_job(self, config: AdvancedTrainingConfig) -> TrainingJob:
-        return await asyncio.to_thread(self.service.create_job, config, mode=TrainingMode.ADVANCED)
+    async def create_advanced_training_job(
+        self, config: AdvancedTrainingConfig, *, priority: int = 0
+    ) -> TrainingJob:
+        """A PENDING job; `priority` orders the queue once started (higher first)."""
+        return await asyncio.to_thread(
+            self.service.create_job, config, mode=TrainingMode.ADVANCED, priority=priority
+        )
 
     async def start_training_job(self, job_id: str) -> TrainingJob:
+        """Start the job now if the machine has room, else queue it (status `queued`,
+        `wait_reason` says why); `wait_for_job` starts it when room frees up."""
         return await asyncio.to_thread(self.service.start_job, job_id)
 
     async def cancel_training_job(self, job_id: str) -> TrainingJob:
@@ -150,6 +163,11 @@ class FlexibleTrainingInterface:
     def get_system_metrics(self, job_id: str) -> list[dict[str, Any]]:
         """CPU, memory and GPU use sampled while the job ran."""
         return self.service.system_samples(job_id)
+
+    def get_queue(self) -> QueueSnapshot:
+        """Queued jobs in start order with why each waits, and the running jobs with the
+        GPUs and CPU threads they hold."""
+        return self.service.queue()
 
     def list_training_jobs(
         self, status: TrainingStatus | None = None, limit: int = 100, offset: int = 0

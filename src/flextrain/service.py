@@ -9,12 +9,13 @@ continues it from its latest checkpoint.
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +50,17 @@ from flextrain.estimate.recommend import largest_fitting_batch, recommend
 from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs.checkpoints import latest_checkpoint
 from flextrain.jobs.environment import TrainingEnvironment, TrainingEnvironmentManager
+from flextrain.jobs.launch import build_launch_command, is_distributed, job_layout, supervised
+from flextrain.jobs.placement import demand_of, never_fits, reservation_of
 from flextrain.jobs.plots import plot_histories
 from flextrain.jobs.process import (
-    build_worker_command,
     is_alive,
     process_start_time,
     spawn,
     terminate_tree,
 )
+from flextrain.jobs.resources import Allocation
+from flextrain.jobs.scheduler import QueueSnapshot, Scheduler
 from flextrain.jobs.spec import DataSpec, RunSpec
 from flextrain.jobs.store import JobEvent, JobStore, TrainingJob
 from flextrain.models.compatibility import (
@@ -70,6 +74,8 @@ from flextrain.models.inspect import ModelInfo, choose_lora_targets, inspect_mod
 from flextrain.models.resolve import ModelNotFoundError, ModelResolver
 from flextrain.models.tasks import choose_objective, choose_precision
 from flextrain.settings import Settings
+
+log = logging.getLogger("flextrain.service")
 
 
 class JobNotFoundError(LookupError):
@@ -92,6 +98,13 @@ CHECKPOINTING_OFF_BELOW = 0.5
 # than its monitor interval, and never sooner than HEARTBEAT_GRACE seconds.
 HEARTBEAT_MISSES = 6
 HEARTBEAT_GRACE = 60.0
+
+# Queue priorities a job may have (higher starts first): bounded so that every
+# database stores them and nobody needs more than a handful of levels.
+PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
+# How often `wait` (and the CLI following a job) ticks the scheduler while its job
+# is queued: the job starts when the machine frees up, with no daemon running.
+QUEUED_TICK_SECONDS = 2.0
 
 
 class TrainingService:
@@ -230,14 +243,27 @@ class TrainingService:
         mode: TrainingMode | None = None,
         owner: str | None = None,
         strict_hardware: bool = False,
+        priority: int = 0,
     ) -> TrainingJob:
         """Validate and record a PENDING job with its folders.
 
         Problems that depend on this machine (fp16 without a GPU) are errors when
         `strict_hardware`, else warnings kept on the job and checked again at start:
-        a job is a plan and may be started where the hardware fits.
+        a job is a plan and may be started where the hardware fits. `priority`
+        orders the queue once the job is started (higher first, default 0).
         """
-        hw = self.hardware()
+        if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            raise ConfigValidationError(
+                [
+                    ValidationIssue(
+                        "priority",
+                        f"{priority} is outside {PRIORITY_MIN}..{PRIORITY_MAX}.",
+                        f"use an integer from {PRIORITY_MIN} to {PRIORITY_MAX} (higher "
+                        "starts first; default 0).",
+                    )
+                ]
+            )
+        hw = self._as_if_jobs_ended(self.hardware())
         config, checkpointing_note = self._choose_checkpointing(config, hw)
         issues, _model, data = self.validate(config, hardware=hw)
         static_issues, _, _ = self.validate(config)
@@ -267,6 +293,7 @@ class TrainingService:
                 warnings=warnings,
                 owner=owner,
                 dataset_version=data.version,
+                priority=priority,
             )
         except Exception:
             self.environments.remove(env)
@@ -332,15 +359,148 @@ class TrainingService:
         return self.store.count_jobs(status=status, owner=owner)
 
     def start_job(self, job_id: str) -> TrainingJob:
-        """Re-validate against this machine, write the run spec and launch the worker."""
+        """Put a PENDING job in the queue and run one scheduler tick.
+
+        The job is re-validated against this machine first: a config it can never run
+        fails now (ConfigValidationError, the job FAILED), not after a wait. It starts
+        at once when the cores and GPUs it needs are free; otherwise it is returned
+        QUEUED with its `wait_reason` and starts at a later tick (a job ending, the
+        scheduler loop, or a CLI command or `wait` following it).
+        """
         job = self.require_job(job_id)
         if job.status != TrainingStatus.PENDING:
             raise JobStateError(
                 f"Job {job_id} is {job.status.value}; only a pending job can be started."
             )
-        if not self.store.update(job_id, status=TrainingStatus.VALIDATING):
+        try:
+            self._refuse_unrunnable(job)
+        except (
+            ConfigValidationError,
+            ModelNotFoundError,
+            DatasetNotFoundError,
+            DatasetFormatError,
+        ) as exc:
+            self.store.transition(
+                job_id,
+                [TrainingStatus.PENDING],
+                status=TrainingStatus.FAILED,
+                error_message=str(exc),
+                completed_at=datetime.now(UTC),
+            )
+            raise
+        if not self.store.transition(
+            job_id,
+            [TrainingStatus.PENDING],
+            status=TrainingStatus.QUEUED,
+            queued_at=datetime.now(UTC),
+            wait_reason="submitted; waiting for the scheduler",
+        ):
             raise JobStateError(f"Job {job_id} changed state while starting.")
-        return self._launch(job, resume_from=None)
+        return self._tick_for(job_id)
+
+    def _refuse_unrunnable(self, job: TrainingJob) -> None:
+        """ConfigValidationError when this machine can never run `job`: its config's
+        hardware errors (fp16 without a GPU, memory) or a request for more GPUs or
+        threads than there are, which would otherwise block the queue forever."""
+        hw = self._as_if_jobs_ended(self.hardware())
+        issues, _, _ = self.validate(self._pinned_config(job), hardware=hw)
+        memory = self.estimated_peak_gb(job, hw) if hw.gpu_count else None
+        issues += never_fits(demand_of(job.config, hw, memory), hw)
+        if any(i.severity == "error" for i in issues):
+            raise ConfigValidationError(issues)
+
+    def _as_if_jobs_ended(self, hardware: HardwareConstraints) -> HardwareConstraints:
+        """`hardware` with the GPUs flextrain's running jobs hold counted as free: a job
+        that fits once they end is a job for the queue, not a validation error."""
+        if not hardware.gpus:
+            return hardware
+        held = {
+            gpu
+            for job in self.running_jobs()
+            for gpu in reservation_of(job.job_id, job.config, job.allocation, hardware).gpus
+        }
+        if not held:
+            return hardware
+        gpus = [
+            g.model_copy(update={"free_memory_gb": g.total_memory_gb}) if g.index in held else g
+            for g in hardware.gpus
+        ]
+        return hardware.model_copy(
+            update={"gpus": gpus, "available_gpu_memory_gb": sum(g.free_memory_gb for g in gpus)}
+        )
+
+    def _tick_for(self, job_id: str) -> TrainingJob:
+        """One scheduler tick; the job as it is afterwards. A launch failure of this job
+        that is the user's to fix (its config, model or data) is raised, as before the
+        queue existed; other failures leave the job FAILED with the message."""
+        try:
+            failed = self.scheduler.tick().failed.get(job_id)
+        except Exception:  # the job is queued; the next tick tries again
+            log.exception("Scheduler tick failed")
+            return self.require_job(job_id)
+        bad_input = (
+            ConfigValidationError,
+            ModelNotFoundError,
+            DatasetNotFoundError,
+            DatasetFormatError,
+        )
+        if isinstance(failed, bad_input):
+            raise failed
+        return self.require_job(job_id)
+
+    def _tick_quietly(self) -> None:
+        """A tick after something freed resources; its failure must not fail the caller."""
+        try:
+            self.scheduler.tick()
+        except Exception:
+            log.exception("Scheduler tick failed")
+
+    @cached_property
+    def scheduler(self) -> Scheduler:
+        """This home's scheduler; its ticks are serialised across processes by a file lock."""
+        return Scheduler(self)
+
+    def queue(self) -> QueueSnapshot:
+        """Queued jobs in start order (position, priority, why each waits) and the running
+        jobs with the GPUs and threads they hold."""
+        return self.scheduler.snapshot()
+
+    def running_jobs(self) -> list[TrainingJob]:
+        """The jobs holding this machine's resources, reconciled (a dead worker frees its
+        share). A job being launched has no pid yet and counts; one left without a pid
+        for HEARTBEAT_GRACE seconds was a launch that died."""
+        running = []
+        host = socket.gethostname()
+        for job in self.store.active_jobs():
+            if job.worker_host not in (None, host):
+                continue  # a job of a home shared with another machine uses its resources
+            age = (datetime.now(UTC) - job.updated_at).total_seconds()
+            if job.pid is not None or age >= HEARTBEAT_GRACE:
+                job = self._reconcile(job)
+            if job.status.is_active:
+                running.append(job)
+        return running
+
+    def estimated_peak_gb(self, job: TrainingJob, hardware: HardwareConstraints) -> float | None:
+        """The estimator's peak memory of one of the job's processes (per GPU) on
+        `hardware`; None when it cannot say (validation reports why)."""
+        try:
+            config = self._pinned_config(job)
+            model = self.inspect_model(config.model_id)
+            data = self.datasets.get(config.dataset_id)
+            setup = _estimator_setup(config, model, data, hardware)
+            return estimate_memory(model.architecture(), setup).peak / 1024**3
+        except Exception:
+            return None
+
+    @staticmethod
+    def _pinned_config(job: TrainingJob) -> AdvancedTrainingConfig:
+        """The job's config on exactly the dataset version it was created with."""
+        config = AdvancedTrainingConfig.from_basic(_config_from_job(job))
+        if job.dataset_version:
+            name = config.dataset_id.rpartition("@")[0] or config.dataset_id
+            config = config.model_copy(update={"dataset_id": f"{name}@{job.dataset_version}"})
+        return config
 
     def resume_job(self, job_id: str) -> TrainingJob:
         """Continue an interrupted, cancelled or failed job from its latest checkpoint.
@@ -349,6 +509,11 @@ class TrainingService:
         from the checkpoint, so the step count and the loss curve continue; logged
         steps past the checkpoint are dropped (they are trained again). With no
         checkpoint the job starts over, and an event says so.
+
+        Like `start_job`, it goes through the queue: it starts at once when the machine
+        has room, else waits QUEUED (at the end of its priority) and continues from this
+        same checkpoint when it starts. A machine that can never run it raises
+        ConfigValidationError and leaves the job as it was.
         """
         job = self.require_job(job_id)
         if job.status not in RESUMABLE_STATUSES:
@@ -356,12 +521,16 @@ class TrainingService:
             raise JobStateError(
                 f"Job {job_id} is {job.status.value}; only a job that is {states} can be resumed."
             )
+        self._refuse_unrunnable(job)
         env = self.environments.layout(job_id, job.config.get("output_dir"))
         checkpoint = latest_checkpoint(env.checkpoint_dir)
         if not self.store.transition(
             job_id,
             RESUMABLE_STATUSES,
-            status=TrainingStatus.VALIDATING.value,
+            status=TrainingStatus.QUEUED.value,
+            queued_at=datetime.now(UTC),
+            wait_reason="submitted; waiting for the scheduler",
+            allocation=None,
             error_message=None,
             completed_at=None,
             pid=None,  # the dead worker's pid must not make the job look dead again
@@ -379,7 +548,7 @@ class TrainingService:
                 f"{job.current_step}); {dropped} logged rows past the checkpoint dropped."
             )
         self.store.add_event(job_id, "resumed", message, data={"step": step})
-        return self._launch(job, resume_from=checkpoint)
+        return self._tick_for(job_id)
 
     def recover_jobs(self, *, auto_resume: bool = False) -> dict[str, list[str]]:
         """Mark jobs whose worker died as INTERRUPTED; with `auto_resume`, resume them.
@@ -406,10 +575,18 @@ class TrainingService:
                     self.store.add_event(job.job_id, "resume_failed", message, level="error")
         return {"interrupted": interrupted, "resumed": resumed}
 
-    def _launch(self, job: TrainingJob, resume_from: Path | None) -> TrainingJob:
+    def _launch(
+        self,
+        job: TrainingJob,
+        resume_from: Path | None,
+        allocation: Allocation | None = None,
+    ) -> TrainingJob:
+        """Write the run spec and start the job's worker (or torchrun) with `allocation`:
+        the GPUs it may see and its CPU threads per process (the scheduler's choice)."""
         job_id = job.job_id
+        allocation = allocation or Allocation()
         try:
-            spec = self._build_spec(job)
+            spec = self._build_spec(job, allocation)
         except Exception as exc:
             self.store.update(
                 job_id,
@@ -422,11 +599,25 @@ class TrainingService:
             spec = spec.model_copy(update={"resume_from_checkpoint": str(resume_from)})
         env = self.environments.layout(job_id, job.config.get("output_dir"))
         env.config_file.write_text(spec.model_dump_json(indent=2))
-        argv, proc_env = build_worker_command(
-            job_id=job_id,
-            database_url=self.settings.resolved_database_url,
-            home=self.settings.home,
+        config = job.config
+        endpoint = None
+        if is_distributed(config) and job_layout(config)[1] > 1:
+            endpoint = config.get("rdzv_endpoint") or f"{socket.getfqdn()}:{_free_port()}"
+        argv, proc_env = build_launch_command(
+            job_id, config, self.settings, allocation, rdzv_endpoint=endpoint
         )
+        if is_distributed(config):
+            processes, nodes = job_layout(config)
+            join = f" flextrain worker join --job {job_id} --rdzv-endpoint {endpoint}"
+            self.store.add_event(
+                job_id,
+                "launched",
+                f"torchrun: {processes} process(es) per node x {nodes} node(s), "
+                f"{config.get('distributed_strategy') or 'ddp'}"
+                + (f"; other nodes join with:{join}" if endpoint else ""),
+                data={"argv": argv, "rdzv_endpoint": endpoint, "allocation": allocation.as_dict()},
+            )
+            argv = supervised(argv, job_id=job_id, settings=self.settings)
         # Status first: once the worker runs, it alone moves the status forward.
         self.store.update(
             job_id,
@@ -439,30 +630,104 @@ class TrainingService:
         self.store.update(job_id, pid=proc.pid, pid_started_at=process_start_time(proc.pid))
         return self.require_job(job_id)
 
+    def join_command(
+        self, job_id: str, rdzv_endpoint: str | None = None
+    ) -> tuple[list[str], dict[str, str]]:
+        """The torchrun command that makes this machine one more node of a multi-node job.
+
+        The endpoint is the one the job was launched with (its `launched` event), unless
+        given. The node needs the same database and the job's folder (a shared
+        FLEXTRAIN_HOME) and runs the same worker; torchrun assigns its ranks.
+        """
+        job = self.require_job(job_id)
+        processes, nodes = job_layout(job.config)
+        if nodes < 2:
+            raise JobStateError(
+                f"Job {job_id} runs on one machine (num_nodes {nodes}); there is nothing to "
+                "join. Fix: create the job with num_nodes 2 or more."
+            )
+        if job.is_finished:
+            raise JobStateError(f"Job {job_id} is already {job.status.value}.")
+        endpoint = rdzv_endpoint or job.config.get("rdzv_endpoint")
+        for event in reversed(self.store.events(job_id)):
+            if endpoint:
+                break
+            if event.kind == "launched":
+                endpoint = (event.data or {}).get("rdzv_endpoint")
+        if not endpoint:
+            raise JobStateError(
+                f"Job {job_id} has not been launched yet, so its rendezvous endpoint is not "
+                "known. Fix: start it first (`flextrain jobs show` then lists the endpoint), "
+                "or pass --rdzv-endpoint HOST:PORT."
+            )
+        threads = job.config.get("num_threads") or max(1, self.hardware().cpu_cores // processes)
+        return build_launch_command(
+            job_id,
+            job.config,
+            self.settings,
+            Allocation(threads=threads),
+            rdzv_endpoint=endpoint,
+            join=True,
+        )
+
     def cancel_job(self, job_id: str, timeout: float = 30.0) -> TrainingJob:
         """Mark the job CANCELLED, then stop its worker and all the worker's children.
 
         The worker gets `timeout` seconds to finish its step and save a checkpoint
         (so `resume` continues from here) before it is killed.
+
+        A pending or queued job is cancelled by one conditional UPDATE, the same kind
+        the scheduler uses to take it from the queue: if the cancel wins, the job never
+        starts; if the scheduler took it a moment earlier, it is cancelled as a started
+        job (its worker sees CANCELLED and stops before training). Either way a tick
+        follows, since what the job held or blocked may now let another start.
         """
         job = self.require_job(job_id)
         if job.is_finished:
             raise JobStateError(f"Job {job_id} is already {job.status.value}.")
+        if job.status in (TrainingStatus.PENDING, TrainingStatus.QUEUED):
+            if self.store.transition(
+                job_id,
+                [job.status],
+                status=TrainingStatus.CANCELLED,
+                wait_reason=None,
+                completed_at=datetime.now(UTC),
+            ):
+                self._tick_quietly()
+                return self.require_job(job_id)
+            job = self.require_job(job_id)  # the scheduler launched it meanwhile
+            if job.is_finished:
+                raise JobStateError(f"Job {job_id} is already {job.status.value}.")
         self.store.update(job_id, status=TrainingStatus.CANCELLED, completed_at=datetime.now(UTC))
         if job.pid is not None:
             terminate_tree(job.pid, self._pid_started_at(job_id), timeout=timeout)
+        self._tick_quietly()
         return self.require_job(job_id)
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5) -> TrainingJob:
-        """Block until the job is finished (or `timeout` seconds pass)."""
+        """Block until the job is finished (or `timeout` seconds pass).
+
+        While the job is queued this ticks the scheduler every QUEUED_TICK_SECONDS, so
+        it starts when the machine frees up even with no scheduler loop running."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        next_tick = 0.0
         while True:
             job = self.require_job(job_id)
             if job.is_finished:
                 return job
             if deadline is not None and time.monotonic() > deadline:
                 return job
+            next_tick = self.tick_while_queued(job, next_tick)
             time.sleep(poll)
+
+    def tick_while_queued(self, job: TrainingJob, next_tick: float) -> float:
+        """For loops that follow a job: tick when `job` is queued and `next_tick` (a
+        time.monotonic() value) has passed; returns when to tick next."""
+        now = time.monotonic()
+        if job.status != TrainingStatus.QUEUED or now < next_tick:
+            return next_tick
+        self._tick_quietly()
+        return now + QUEUED_TICK_SECONDS
 
     def read_log(self, job_id: str, tail: int = 200) -> str:
         job = self.require_job(job_id)
@@ -531,12 +796,14 @@ class TrainingService:
         )
         return resolved, message
 
-    def _build_spec(self, job: TrainingJob) -> RunSpec:
+    def _build_spec(self, job: TrainingJob, allocation: Allocation | None = None) -> RunSpec:
         config = AdvancedTrainingConfig.from_basic(_config_from_job(job))
         if job.dataset_version:  # train on exactly the version the job was created with
             name = config.dataset_id.rpartition("@")[0] or config.dataset_id
             config = config.model_copy(update={"dataset_id": f"{name}@{job.dataset_version}"})
         hw = self.hardware()
+        if allocation is not None:
+            hw = hw.restricted_to(allocation.gpus)
         config, auto_batch = self.resolve_auto_batch(config, hw)
         if auto_batch:
             self.store.add_event(
@@ -567,7 +834,9 @@ class TrainingService:
             checkpoint_dir=str(env.checkpoint_dir),
             model_dir=str(env.model_dir),
             temp_dir=str(env.temp_dir),
-            num_threads=config.num_threads or hw.cpu_cores,
+            num_threads=config.num_threads
+            or (allocation.threads if allocation and allocation.threads else None)
+            or max(1, hw.cpu_cores // config.num_processes),
             eval_data=DataSpec.from_info(self.datasets.get(config.eval_file))
             if config.eval_file
             else None,
@@ -619,6 +888,13 @@ def _estimator_setup(
     advanced = AdvancedTrainingConfig.from_basic(config)
     objective = choose_objective(advanced.training_type, model, data)
     return training_setup(model, advanced, hardware, objective, max(len(data.labels), 2))
+
+
+def _free_port() -> int:
+    """A TCP port free on this machine now, for a multi-node job's rendezvous."""
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
 
 
 def _checkpoint_step(checkpoint: Path | None) -> int:

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         description="When the service starts, resume the jobs a crash or restart interrupted "
         "(FLEXTRAIN_AUTO_RESUME=1).",
     )
+    max_concurrent_jobs: int | None = Field(
+        None,
+        ge=1,
+        description="At most this many jobs run at once on this home "
+        "(FLEXTRAIN_MAX_CONCURRENT_JOBS); unset, the free CPU threads and GPUs decide.",
+    )
 
     @property
     def resolved_database_url(self) -> str:

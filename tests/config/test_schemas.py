@@ -149,6 +149,7 @@ class TestEnums:
     def test_training_statuses(self) -> None:
         assert [s.name for s in TrainingStatus] == [
             "PENDING",
+            "QUEUED",
             "VALIDATING",
             "PREPARING",
             "TRAINING",
@@ -176,6 +177,8 @@ class TestEnums:
             TrainingStatus.EVALUATING,
         }
         assert not TrainingStatus.PENDING.is_terminal and not TrainingStatus.PENDING.is_active
+        # Queued: waiting for resources, no worker yet (so nothing to reconcile or kill).
+        assert not TrainingStatus.QUEUED.is_terminal and not TrainingStatus.QUEUED.is_active
 
 
 PRESET_KNOBS = ("num_epochs", "batch_size", "max_length", "learning_rate")

@@ -110,6 +110,7 @@ def test_every_rule_has_a_test_class_here() -> None:
         "_data",
         "_tracking",
         "_memory",
+        "_distributed",
     }
 
 
@@ -781,3 +782,42 @@ class TestEightBitOptimizer:
             assert "pip install bitsandbytes" in str(issues[0])
         else:
             assert issues == []
+
+
+class TestDistributed:
+    def test_a_plain_layout_is_clean(self) -> None:
+        assert not on(run(make(num_processes=2)), "num_processes")
+
+    @pytest.mark.parametrize("name", ["num_processes", "num_nodes"])
+    def test_counts_below_one(self, name: str) -> None:
+        one(run(make(**{name: 0})), name, "1 or more")
+
+    def test_more_cpu_processes_than_cores(self) -> None:
+        issues = run(make(num_processes=3), hardware=cpu_hardware(cpu_cores=2))
+        one(issues, "num_processes", "oversubscribed.*2 or fewer")
+
+    def test_more_processes_than_gpus(self) -> None:
+        one(
+            run(make(num_processes=2), hardware=gpu_hardware()), "num_processes", "1 GPU.*num_nodes"
+        )
+
+    def test_sharding_with_one_process_is_a_warning(self) -> None:
+        one(
+            run(make(distributed_strategy="fsdp")),
+            "distributed_strategy",
+            "num_processes",
+            "warning",
+        )
+
+    def test_deepspeed_needs_its_package_and_a_gpu(self) -> None:
+        issues = on(
+            run(make(num_processes=2, distributed_strategy="deepspeed")), "distributed_strategy"
+        )
+        assert issues and all(i.severity == "error" for i in issues)
+        assert any("GPUs" in str(i) for i in issues)
+
+    def test_endpoint_needs_a_port(self) -> None:
+        one(run(make(num_nodes=2, rdzv_endpoint="node0")), "rdzv_endpoint", "HOST:PORT")
+
+    def test_timeout_too_short(self) -> None:
+        one(run(make(distributed_timeout=5)), "distributed_timeout", "30 seconds")

@@ -21,6 +21,7 @@ from flextrain.data.prepare import (
     prepare_split,
     segments,
     tokenize_example,
+    tokenize_processes,
 )
 from flextrain.models.resolve import ModelResolver
 
@@ -289,6 +290,23 @@ class TestPrepareSplit:
         assert second.to_list() == first.to_list()
         expected = [tokenize_example(r, "instruction", tokenizer, 64) for r in RECORDS]
         assert first.to_list() == expected
+
+    def test_several_processes_give_the_same_rows_in_the_same_order(self, tokenizer: Any) -> None:
+        records = [
+            {"instruction": f"Say {word} {i}.", "input": "", "output": f"{word} {i}"}
+            for i in range(7)
+            for word in ("red", "green", "blue")
+        ]
+        common = {"cache_dir": None, "key": None, "completion_only": True}
+        alone, _ = prepare_split(records, "instruction", tokenizer, 64, processes=1, **common)
+        shared, _ = prepare_split(records, "instruction", tokenizer, 64, processes=3, **common)
+        assert shared.to_list() == alone.to_list() and len(alone) == 21
+
+    def test_processes_grow_with_the_data_up_to_the_cores(self) -> None:
+        assert tokenize_processes(2_000, cores=16) == 1
+        assert tokenize_processes(35_000, cores=16) == 3
+        assert tokenize_processes(1_000_000, cores=16) == 8
+        assert tokenize_processes(1_000_000, cores=2) == 2
 
     def test_without_a_key_nothing_is_cached(self, tokenizer: Any, tmp_path: Path) -> None:
         dataset, hit = prepare_split(

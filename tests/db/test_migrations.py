@@ -334,3 +334,27 @@ def test_a_database_from_a_newer_flextrain_is_refused_clearly(
     engine.dispose()
     with pytest.raises(migrations.DatabaseTooNewError, match=r"revision 9999.*Fix: upgrade"):
         make_engine(url)
+
+
+def test_revision_0004_queues_nothing_and_goes_back_cleanly(
+    url: str, engines: list[Engine]
+) -> None:
+    """Jobs from before the queue get the default priority and no queue fields; the
+    revision's downgrade drops exactly its columns."""
+    engine = _plain_engine(url, engines)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0003")
+    _add_legacy_job(engine, "before")
+    engine.dispose()
+    upgraded = make_engine(url)
+    engines.append(upgraded)
+    job = JobStore(make_sessionmaker(upgraded)).get("before")
+    assert job is not None
+    assert (job.priority, job.queued_at, job.wait_reason, job.allocation) == (0, None, None, None)
+    queue_columns = {"priority", "queued_at", "wait_reason", "allocation"}
+    assert queue_columns <= {c["name"] for c in inspect(upgraded).get_columns("jobs")}
+    with upgraded.begin() as connection:
+        command.downgrade(alembic_config(connection), "0003")
+    upgraded.dispose()
+    left = {c["name"] for c in inspect(upgraded).get_columns("jobs")}
+    assert left & queue_columns == set() and "resume_count" in left

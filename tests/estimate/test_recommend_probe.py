@@ -79,7 +79,7 @@ def test_options_when_it_does_not_fit() -> None:
     assert lora.estimate.trainable_parameters < DECODER.num_parameters / 50
 
     # No GPU: no sharding and no mixed precision to offer.
-    assert not any("num_gpus" in r.changes for r in options)
+    assert not any("num_processes" in r.changes for r in options)
     assert not any("use_mixed_precision" in r.changes for r in options)
 
 
@@ -150,18 +150,25 @@ def test_fsdp_and_mixed_precision_on_several_gpus() -> None:
     setup = replace(BIG, device="cuda")
     budget = peak(setup) * 0.9
     options = recommend(DECODER, setup, budget, gpu_count=4, lora_targets=TARGETS)
-    fsdp = by_changes(options, num_gpus=4)
+    fsdp = next(r for r in options if r.changes.get("distributed_strategy") == "fsdp")
     assert "FSDP" in fsdp.description
-    assert fsdp.estimate.gradients == estimate_memory(DECODER, setup).gradients // 4
+    count = fsdp.changes["num_processes"]
+    # The fewest GPUs that fit, or all of them when none does.
+    assert 2 <= count <= 4 and (fsdp.fits or count == 4)
+    assert fsdp.estimate.gradients == estimate_memory(DECODER, setup).gradients // count
+    # The fewest GPUs that fit: one fewer would not.
+    if count > 2:
+        fewer = replace(setup, num_gpus=count - 1, strategy="fsdp")
+        assert estimate_memory(DECODER, fewer).peak > budget
     mixed = by_changes(options, use_mixed_precision=True)
     assert mixed.estimate.activations * 2 == estimate_memory(DECODER, setup).activations
     # One GPU: nothing to shard over.
     single = recommend(DECODER, setup, budget, gpu_count=1, lora_targets=TARGETS)
-    assert not any("num_gpus" in r.changes for r in single)
+    assert not any("num_processes" in r.changes for r in single)
     # Already sharded: not offered again.
     sharded = replace(setup, num_gpus=4, strategy="fsdp")
     again = recommend(DECODER, sharded, peak(sharded) / 2, gpu_count=4, lora_targets=TARGETS)
-    assert not any("num_gpus" in r.changes for r in again)
+    assert not any("num_processes" in r.changes for r in again)
 
 
 # -- largest_fitting_batch -------------------------------------------------------------
@@ -425,3 +432,12 @@ def test_probe_of_a_missing_model_raises_probe_error(tmp_path: Path) -> None:
         run_probe(build_request(str(missing), setup, training_type="fine_tuning"), target_batch=2)
     # The message carries the end of the worker's error output, which names the path.
     assert str(missing) in str(caught.value)
+
+
+def test_fsdp_proposes_the_fewest_gpus_that_fit() -> None:
+    setup = replace(BIG, device="cuda", batch_size=1)
+    two = estimate_memory(DECODER, replace(setup, num_gpus=2, strategy="fsdp")).peak
+    options = recommend(DECODER, setup, two * 1.01, gpu_count=8, lora_targets=TARGETS)
+    fsdp = next(r for r in options if r.changes.get("distributed_strategy") == "fsdp")
+    assert fsdp.changes["num_processes"] == 2 and fsdp.fits
+    assert fsdp.estimate.peak == two

@@ -10,6 +10,7 @@ import pytest
 
 from flextrain.hardware import GPUInfo, HardwareConstraints, detect_gpus
 from flextrain.hardware.detect import _visible_indices
+from tests.conftest import cpu_hardware
 
 
 def _has_nvidia_gpu() -> bool:
@@ -146,3 +147,15 @@ def test_gpu_names_come_from_the_gpus() -> None:
         gpus=[_gpu((8, 0))],
     )
     assert hw.gpu_names == ["Test GPU"]
+
+
+def test_restricted_to_the_allocated_gpus() -> None:
+    gpus = [
+        GPUInfo(index=0, name="A", total_memory_gb=80, free_memory_gb=2.0),
+        GPUInfo(index=1, name="A", total_memory_gb=80, free_memory_gb=70.0),
+    ]
+    machine = cpu_hardware(gpu_count=2, gpus=gpus, available_gpu_memory_gb=72.0)
+    mine = machine.restricted_to((1,))
+    assert mine.gpu_count == 1 and mine.available_gpu_memory_gb == 70.0
+    assert [g.index for g in mine.gpus] == [1]
+    assert machine.restricted_to(()) is machine

@@ -8,34 +8,11 @@ from pathlib import Path
 import psutil
 
 from flextrain.jobs.process import (
-    build_worker_command,
     is_alive,
     process_start_time,
     spawn,
     terminate_tree,
 )
-
-
-def test_worker_command_is_built_without_launching(tmp_path: Path) -> None:
-    argv, env = build_worker_command(
-        job_id="abc",
-        database_url="sqlite:///x.db",
-        home=tmp_path,
-        python="/py",
-        base_env={"KEEP": "1"},
-    )
-    assert argv == [
-        "/py",
-        "-m",
-        "flextrain.train.worker",
-        "--job-id",
-        "abc",
-        "--database-url",
-        "sqlite:///x.db",
-        "--home",
-        str(tmp_path),
-    ]
-    assert env["KEEP"] == "1" and env["TOKENIZERS_PARALLELISM"] == "false"
 
 
 def test_terminate_tree_stops_process_and_grandchildren(tmp_path: Path) -> None:

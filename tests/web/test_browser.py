@@ -28,6 +28,7 @@ from flextrain.config.enums import TrainingStatus, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
+from tests.jobs.queue_helpers import occupy, quick_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -363,4 +364,48 @@ def test_resume_an_interrupted_job_from_the_page(
         for job in service.list_jobs():
             if not job.is_finished:
                 service.cancel_job(job.job_id)
+        service.engine.dispose()
+
+
+def test_a_queued_job_shows_why_it_waits_and_cancels_from_the_page(
+    page: Page, server: str, web_home: Path, models_cache: Path
+) -> None:
+    settings = Settings(
+        home=web_home,
+        models_cache=models_cache,
+        database_url=f"sqlite:///{web_home / 'flextrain.db'}",
+    )
+    service = TrainingService(settings)
+    try:
+        # Every core is held by a job (a live process recorded as training), so a job
+        # that wants all of them waits, whichever front end or loop ticks.
+        cores = service.hardware().cpu_cores
+        blocker, _ = occupy(service, {"gpus": [], "threads": cores})
+        job = service.create_job(quick_config(num_threads=None), priority=2)
+        queued = service.start_job(job.job_id)
+        assert queued.status == TrainingStatus.QUEUED
+        reason = f"needs {cores} CPU threads, 0 free (job {blocker} uses {cores})"
+        assert queued.wait_reason == reason
+
+        _sign_in(page, server, ADMIN_TOKEN)
+        row = page.locator(f'tr[data-job-id="{job.job_id}"]')
+        badge = row.get_by_test_id("job-row-status").locator(".status")
+        expect(badge).to_have_text("queued")
+        expect(badge).to_have_class(re.compile(r"\bstatus-queued\b"))
+        expect(badge).to_have_attribute("title", reason)
+        row.get_by_test_id("job-link").click()
+        page.wait_for_url(f"**/#/jobs/{job.job_id}")
+        expect(page.get_by_test_id("job-status")).to_have_attribute("data-status", "queued")
+        expect(page.get_by_test_id("fact-wait-reason")).to_have_text(reason)
+        expect(page.get_by_test_id("fact-priority")).to_have_text("2")
+
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.get_by_test_id("job-cancel").click()
+        expect(page.get_by_test_id("job-status")).to_have_attribute("data-status", "cancelled")
+        cancelled = service.require_job(job.job_id)
+        assert cancelled.status == TrainingStatus.CANCELLED and cancelled.pid is None
+    finally:
+        for unfinished in service.list_jobs():
+            if not unfinished.is_finished:
+                service.cancel_job(unfinished.job_id)
         service.engine.dispose()

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flextrain.cli.common import console, err_console, get_service, guard
+from flextrain.config.enums import TrainingStatus
 from flextrain.jobs.checkpoints import (
     CheckpointInfo,
     CheckpointNotFoundError,
@@ -124,6 +125,11 @@ def checkpoints(
             from flextrain.service import JobStateError
 
             job = service.require_job(job_id)
+            if job.status == TrainingStatus.QUEUED:
+                raise JobStateError(
+                    f"Job {job_id} is queued and continues from its latest checkpoint when "
+                    "it starts. Fix: prune after it finishes (or cancel it)."
+                )
             if job.status.is_active:
                 raise JobStateError(
                     f"Job {job_id} is {job.status.value}; its Trainer is still writing "

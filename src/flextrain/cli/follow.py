@@ -1,9 +1,16 @@
-"""Show a running job in the terminal: a progress bar with live loss."""
+"""Show a running job in the terminal: a progress bar with live loss.
+
+A job that waits in the queue is shown with its reason, and the loop ticks the
+scheduler every few seconds meanwhile: `flextrain train` starts its job when the
+machine frees up even when no scheduler loop runs for the home.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
+
+from flextrain.config.enums import TrainingStatus
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -15,7 +22,8 @@ if TYPE_CHECKING:
 def follow_job(
     service: TrainingService, job_id: str, console: Console, poll: float = 0.5
 ) -> TrainingJob:
-    """Poll the store until the job ends; Ctrl-C cancels the job and re-raises."""
+    """Poll the store until the job ends; Ctrl-C cancels the job (queued or running)
+    and re-raises."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -39,8 +47,13 @@ def follow_job(
         with progress:
             task = progress.add_task("starting", total=None, detail="")
             seen = max((e.id for e in service.store.events(job_id)), default=0)
+            next_tick = 0.0
+            reason = None
             while True:
                 job = service.require_job(job_id)
+                if job.status == TrainingStatus.QUEUED and job.wait_reason != reason:
+                    reason = job.wait_reason
+                    progress.console.print(f"queued: {reason}", style="yellow", markup=False)
                 for event in service.store.events(job_id, seen):
                     seen = event.id
                     style = {"warning": "yellow", "error": "red"}.get(event.level, "cyan")
@@ -63,6 +76,7 @@ def follow_job(
                 )
                 if job.is_finished:
                     return job
+                next_tick = service.tick_while_queued(job, next_tick)
                 time.sleep(poll)
     except KeyboardInterrupt:
         console.print(f"[yellow]Interrupted: cancelling job {job_id}...")

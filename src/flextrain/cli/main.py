@@ -27,7 +27,9 @@ from flextrain.cli.checkpoints import checkpoints
 from flextrain.cli.common import console, err_console, get_service, guard
 from flextrain.cli.datasets import datasets_app
 from flextrain.cli.follow import follow_job
+from flextrain.cli.queue import queue, scheduler
 from flextrain.cli.serve import serve
+from flextrain.cli.worker import worker_app
 from flextrain.config.enums import TrainingMode, TrainingStatus, TrainingType
 
 if TYPE_CHECKING:
@@ -46,8 +48,11 @@ jobs_app = typer.Typer(help="List, inspect and cancel training jobs.", no_args_i
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(users_app, name="users")
+app.add_typer(worker_app, name="worker")
 app.command("audit")(audit)
 app.command()(serve)
+app.command()(queue)
+app.command()(scheduler)
 
 _guard = guard
 _service = get_service
@@ -138,9 +143,28 @@ def train(
     tracking: Annotated[
         str | None, typer.Option(help="Also log to: mlflow, tensorboard (comma-separated).")
     ] = None,
+    num_processes: Annotated[
+        int | None,
+        typer.Option(help="Training processes on this machine (one per GPU); >1 uses torchrun."),
+    ] = None,
+    num_nodes: Annotated[
+        int | None,
+        typer.Option(help="Machines taking part; the others run `flextrain worker join`."),
+    ] = None,
+    strategy: Annotated[
+        str | None, typer.Option(help="distributed_strategy: ddp, fsdp or deepspeed.")
+    ] = None,
+    priority: Annotated[
+        int,
+        typer.Option(min=-1000, max=1000, help="Queue priority: higher starts first (default 0)."),
+    ] = 0,
     detach: Annotated[bool, typer.Option(help="Start and return; don't follow.")] = False,
 ) -> None:
-    """Create a job and train it in the foreground (Ctrl-C cancels cleanly)."""
+    """Create a job and train it in the foreground (Ctrl-C cancels cleanly).
+
+    When the machine is busy the job waits in the queue (`flextrain queue` says why)
+    and starts as soon as its cores and GPUs are free.
+    """
 
     def run() -> TrainingJob:
         values: dict[str, Any] = _load_config_file(config) if config else {}
@@ -168,6 +192,9 @@ def train(
             "run_name": run_name,
             "early_stopping_patience": early_stopping_patience,
             "tracking": [t.strip() for t in tracking.split(",") if t.strip()] if tracking else None,
+            "num_processes": num_processes,
+            "num_nodes": num_nodes,
+            "distributed_strategy": strategy,
         }
         values.update({k: v for k, v in flags.items() if v is not None})
         missing = [
@@ -183,11 +210,19 @@ def train(
             raise ValueError(f"Missing {', '.join(missing)} (or set them in --config).")
         cfg = build_config(values)
         service = _service()
-        job = service.create_job(cfg, strict_hardware=True)
+        job = service.create_job(cfg, strict_hardware=True, priority=priority)
         for warning in job.warnings:
             err_console.print(f"warning: {warning}", style="yellow", markup=False)
         job = service.start_job(job.job_id)
-        console.print(f"Job [bold]{job.job_id}[/] started ({cfg.training_type.value}).")
+        if job.status == TrainingStatus.QUEUED:
+            console.print(
+                f"Job [bold]{job.job_id}[/] queued ({cfg.training_type.value}); it starts when "
+                "the machine has room (`flextrain queue` shows the queue)."
+            )
+            if detach:
+                console.print(f"queued: {job.wait_reason}", markup=False, highlight=False)
+        else:
+            console.print(f"Job [bold]{job.job_id}[/] started ({cfg.training_type.value}).")
         if detach:
             return job
         return follow_job(service, job.job_id, console)

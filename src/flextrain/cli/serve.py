@@ -1,4 +1,4 @@
-"""`flextrain serve`: the REST API and web page on uvicorn."""
+"""`flextrain serve`: the REST API and web page on uvicorn, and the home's scheduler loop."""
 
 from __future__ import annotations
 
@@ -27,11 +27,14 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Serve the REST API under /api and the web page at /."""
+    """Serve the REST API under /api and the web page at /, and start queued jobs as the
+    machine frees up (the home's one scheduler loop; if another already runs, this
+    server stands by and takes over when it stops)."""
     import uvicorn
 
     from flextrain.accounts.users import UserError
     from flextrain.api.app import check_bind, create_app
+    from flextrain.jobs.scheduler import SchedulerLoop
     from flextrain.service import TrainingService
 
     auth = not no_auth
@@ -58,5 +61,19 @@ def serve(
     for job_id in recovered["interrupted"]:
         action = "resumed" if job_id in recovered["resumed"] else "resume with POST .../resume"
         console.print(f"Job {job_id} was interrupted; {action}.", highlight=False)
+    loop = SchedulerLoop(service)
+    if loop.acquire():
+        console.print("Scheduler: running in this server.")
+    else:
+        console.print(
+            "Scheduler: another one runs for this home; this server takes over if it stops.",
+            highlight=False,
+        )
+    loop.start()
     console.print(f"flextrain API and web page on http://{host}:{port}/", highlight=False)
-    uvicorn.run(create_app(service=service, auth=auth), host=host, port=port, log_level=log_level)
+    try:
+        uvicorn.run(
+            create_app(service=service, auth=auth), host=host, port=port, log_level=log_level
+        )
+    finally:
+        loop.stop()

@@ -25,6 +25,9 @@ class TrainingMode(StrEnum):
 
 class TrainingStatus(StrEnum):
     PENDING = "pending"
+    # Submitted and waiting in the scheduler's queue for the resources it needs; no
+    # worker process exists yet, so it is neither active nor terminal.
+    QUEUED = "queued"
     VALIDATING = "validating"
     PREPARING = "preparing"
     TRAINING = "training"
@@ -56,6 +59,8 @@ TERMINAL_STATUSES = frozenset(
 RESUMABLE_STATUSES = frozenset(
     {TrainingStatus.FAILED, TrainingStatus.CANCELLED, TrainingStatus.INTERRUPTED}
 )
+# A worker process exists (or is being launched) for a job in one of these states; a
+# QUEUED job has none yet and holds no resources.
 ACTIVE_STATUSES = frozenset(
     {
         TrainingStatus.VALIDATING,

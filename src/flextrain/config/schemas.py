@@ -133,7 +133,11 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
     label_smoothing_factor: float = 0.0
     eval_strategy: Literal["no", "steps", "epoch"] = "epoch"
     eval_steps: int | None = None
-    dataloader_num_workers: int = 0
+    dataloader_num_workers: int | None = Field(
+        None,
+        description="Processes preparing batches beside training; None: none on CPU (they "
+        "would take cores from the training threads), up to 4 with a GPU.",
+    )
     evaluate_before_training: bool = Field(
         True, description="Evaluate once before training so the gain can be shown."
     )
@@ -196,6 +200,44 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
     monitor_interval: float = Field(
         5.0, description="Seconds between the worker's heartbeats and system-metric samples."
     )
+
+    # Scale-out: several processes (one per GPU) and machines, launched by torchrun.
+    num_processes: int = Field(
+        1,
+        description="Training processes per machine (one per GPU; on CPU they share the "
+        "cores); more than 1 launches the job through torchrun.",
+    )
+    num_nodes: int = Field(
+        1,
+        description="Machines taking part; the others join with `flextrain worker join`.",
+    )
+    distributed_strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
+        "ddp",
+        description="How processes share the work: ddp (a full copy per process), fsdp "
+        "(parameters, gradients and optimizer states sharded), deepspeed (ZeRO; optional "
+        "extra).",
+    )
+    rdzv_endpoint: str | None = Field(
+        None,
+        description="HOST:PORT where the nodes of a multi-node job meet; default this "
+        "machine at a free port.",
+    )
+    distributed_timeout: int = Field(
+        600,
+        description="Seconds a rendezvous or collective may wait for a process before the "
+        "job fails (instead of hanging on a dead rank).",
+    )
+    deepspeed_config: str | None = Field(
+        None, description="DeepSpeed JSON config file (default: ZeRO stage 2)."
+    )
+
+    @property
+    def world_size(self) -> int:
+        return self.num_processes * self.num_nodes
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
 
     @property
     def train_batch_size(self) -> int:

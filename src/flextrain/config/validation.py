@@ -177,7 +177,7 @@ def _counts(ctx: RuleContext) -> Iterator[ValidationIssue]:
         yield _err("max_steps", f"{c.max_steps} is not allowed.", "use -1 (all epochs) or >= 1.")
     if c.seed < 0:
         yield _err("seed", f"{c.seed} is negative.", "use a seed of 0 or more.")
-    if c.dataloader_num_workers < 0:
+    if c.dataloader_num_workers is not None and c.dataloader_num_workers < 0:
         yield _err("dataloader_num_workers", "is negative.", "use 0 (main process) or more.")
 
 
@@ -498,6 +498,65 @@ def _tracking(ctx: RuleContext) -> Iterator[ValidationIssue]:
                 f"{tracker} is requested but the {tracker} package is not installed.",
                 f"pip install 'flextrain[tracking]', or remove {tracker} from tracking.",
             )
+
+
+@_rule
+def _distributed(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    """Process layout and strategy: what torchrun would otherwise fail on, minutes in."""
+    c = ctx.config
+    for name in ("num_processes", "num_nodes"):
+        if getattr(c, name) < 1:
+            yield _err(name, f"{getattr(c, name)} is below 1.", f"set {name} to 1 or more.")
+    if c.distributed_timeout < 30:
+        yield _err(
+            "distributed_timeout",
+            f"{c.distributed_timeout} s is too short for a rendezvous or a checkpoint save.",
+            "use 30 seconds or more (default 600).",
+        )
+    if c.num_nodes > 1 and c.rdzv_endpoint is not None and ":" not in c.rdzv_endpoint:
+        yield _err(
+            "rdzv_endpoint",
+            f"'{c.rdzv_endpoint}' has no port.",
+            "write it as HOST:PORT, e.g. node0.example.org:29400.",
+        )
+    if c.distributed_strategy != "ddp" and c.world_size == 1:
+        yield _warn(
+            "distributed_strategy",
+            f"{c.distributed_strategy} shards over several processes; with one process the "
+            "job trains as a plain single-process run.",
+            "raise num_processes (one per GPU), or leave distributed_strategy at ddp.",
+        )
+    if c.distributed_strategy == "deepspeed" and not importlib.util.find_spec("deepspeed"):
+        yield _err(
+            "distributed_strategy",
+            "deepspeed is requested but the deepspeed package is not installed.",
+            "pip install 'flextrain[deepspeed]', or use fsdp (built into PyTorch).",
+        )
+    hardware = ctx.hardware
+    if hardware is None or c.num_processes <= 1:
+        return
+    gpus = hardware.gpu_count
+    if gpus > 0 and c.num_processes > gpus:
+        yield _err(
+            "num_processes",
+            f"{c.num_processes} processes but this machine has {gpus} GPU(s); each process "
+            "trains on its own GPU.",
+            f"set num_processes to {gpus} or fewer (or add nodes with num_nodes).",
+        )
+    cores = getattr(hardware, "cpu_cores", None)
+    if gpus == 0 and cores and c.num_processes > cores:
+        yield _err(
+            "num_processes",
+            f"{c.num_processes} CPU processes on {cores} cores: each needs a core of its own "
+            "(oversubscribed threads run several times slower).",
+            f"set num_processes to {cores} or fewer.",
+        )
+    if gpus == 0 and c.distributed_strategy == "deepspeed":
+        yield _err(
+            "distributed_strategy",
+            "DeepSpeed trains on GPUs and this machine has none.",
+            "use ddp (or fsdp) on CPU, or run the job on a GPU machine.",
+        )
 
 
 class TrainingParameterValidator:

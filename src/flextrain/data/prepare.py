@@ -315,6 +315,51 @@ def tokenize_records(
     return columns
 
 
+# Rows per tokenising process: below this a process costs more to start than it saves.
+ROWS_PER_PROCESS = 10_000
+
+
+def tokenize_processes(rows: int, cores: int | None = None) -> int:
+    """How many processes tokenise `rows` records: one per ROWS_PER_PROCESS rows, at most
+    one per core (and 8); the tokenizer's own batching already uses one core well."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(cores, 8, rows // ROWS_PER_PROCESS))
+
+
+def _tokenize_in_processes(
+    rows: list[Mapping[str, Any]],
+    shape: Shape | str,
+    tokenizer: Any,
+    max_length: int,
+    completion_only: bool,
+    processes: int,
+) -> dict[str, list[list[int]]]:
+    """`tokenize_records` over contiguous shards in `processes` processes, joined in order:
+    the same columns as one process makes."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    size = -(-len(rows) // processes)
+    shards = [rows[i : i + size] for i in range(0, len(rows), size)]
+    work = partial(
+        tokenize_records,
+        shape=shape,
+        tokenizer=tokenizer,
+        max_length=max_length,
+        completion_only=completion_only,
+    )
+    # fork: the children inherit the loaded tokenizer instead of importing transformers.
+    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+        parts = list(pool.map(work, shards))
+    columns: dict[str, list[list[int]]] = {name: [] for name in parts[0]}
+    for part in parts:
+        for name, values in part.items():
+            columns[name].extend(values)
+    return columns
+
+
 def prepare_split(
     records: Iterable[Mapping[str, Any]],
     shape: Shape | str,
@@ -324,6 +369,7 @@ def prepare_split(
     cache_dir: Path | None,
     key: str | None,
     completion_only: bool,
+    processes: int | None = None,
 ) -> tuple[Dataset, bool]:
     """The tokenised dataset, and whether it came from the cache.
 
@@ -335,8 +381,12 @@ def prepare_split(
     target = cache_dir / key if cache_dir is not None and key is not None else None
     if target is not None and target.is_dir():
         return load_from_disk(str(target)), True
-    columns = tokenize_records(
-        records, shape, tokenizer, max_length, completion_only=completion_only
+    rows = list(records)
+    workers = tokenize_processes(len(rows)) if processes is None else processes
+    columns = (
+        _tokenize_in_processes(rows, shape, tokenizer, max_length, completion_only, workers)
+        if workers > 1
+        else tokenize_records(rows, shape, tokenizer, max_length, completion_only=completion_only)
     )
     if not columns["input_ids"]:
         raise ValueError(

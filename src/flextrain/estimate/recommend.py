@@ -106,10 +106,16 @@ def recommend(
         if estimate_memory(arch, lora).peak > budget_bytes:
             smaller_batch(lora, "LoRA, ", {"training_type": "lora_adaptation"})
     if gpu_count > 1 and setup.strategy != "fsdp":
+        # The fewest GPUs that fit: each process more costs communication.
+        for count in range(2, gpu_count + 1):
+            sharded = replace(setup, num_gpus=count, strategy="fsdp")
+            if estimate_memory(arch, sharded).peak <= budget_bytes or count == gpu_count:
+                break
         add(
-            f"shard the model over {gpu_count} GPUs with FSDP",
-            {"num_gpus": gpu_count},
-            replace(setup, num_gpus=gpu_count, strategy="fsdp"),
+            f"shard the model over {count} GPUs with FSDP (num_processes {count}, "
+            "distributed_strategy fsdp)",
+            {"num_processes": count, "distributed_strategy": "fsdp"},
+            sharded,
         )
     out.sort(key=lambda r: (not r.fits, 0))
     return out

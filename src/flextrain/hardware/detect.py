@@ -51,6 +51,23 @@ class HardwareConstraints(BaseModel):
     def gpu_names(self) -> list[str]:
         return [g.name for g in self.gpus]
 
+    def restricted_to(self, indices: tuple[int, ...] | list[int]) -> HardwareConstraints:
+        """This machine as a job sees it when it may use only the GPUs `indices` (the
+        scheduler's allocation): validation then checks the memory of those GPUs, not the
+        least free GPU of the machine."""
+        if not indices or not self.gpus:
+            return self
+        chosen = [g for g in self.gpus if g.index in set(indices)]
+        if not chosen:
+            return self
+        return self.model_copy(
+            update={
+                "gpus": chosen,
+                "gpu_count": len(chosen),
+                "available_gpu_memory_gb": sum(g.free_memory_gb for g in chosen),
+            }
+        )
+
     @classmethod
     def detect_current(cls, disk_path: str | Path | None = None) -> HardwareConstraints:
         """Read the machine now. `disk_path` is where training output will go."""

@@ -1,54 +1,18 @@
 """Starting and stopping worker processes.
 
-The launch command is built by a pure function so it can be tested without
-launching anything; supervision goes through psutil, matching the process
-start time so a recycled pid is never mistaken for our worker.
+The command itself is built in `flextrain.jobs.launch`; supervision goes through
+psutil, matching the process start time so a recycled pid is never mistaken for
+our worker.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import psutil
-
-
-def build_worker_command(
-    *,
-    job_id: str,
-    database_url: str,
-    home: Path,
-    python: str | None = None,
-    base_env: dict[str, str] | None = None,
-) -> tuple[list[str], dict[str, str]]:
-    """Argument vector and environment for the worker process of `job_id`."""
-    argv = [
-        python or sys.executable,
-        "-m",
-        "flextrain.train.worker",
-        "--job-id",
-        job_id,
-        "--database-url",
-        database_url,
-        "--home",
-        str(home),
-    ]
-    env = dict(os.environ if base_env is None else base_env)
-    env.update(
-        {
-            "PYTHONUNBUFFERED": "1",
-            # The tokenizer's thread pool would compete with torch for the same cores.
-            "TOKENIZERS_PARALLELISM": "false",
-            "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-            # Progress bars of file writes only clutter the job log.
-            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        }
-    )
-    return argv, env
 
 
 def spawn(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import (
+    JSON,
     DateTime,
     Float,
     ForeignKey,
@@ -28,7 +29,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
-from flextrain.config.enums import TERMINAL_STATUSES, TrainingMode, TrainingStatus, TrainingType
+from flextrain.config.enums import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    TrainingMode,
+    TrainingStatus,
+    TrainingType,
+)
 from flextrain.db import Base, as_utc
 
 
@@ -78,6 +85,10 @@ class JobRecord(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     worker_host: Mapped[str | None] = mapped_column(String(255))
     resume_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    wait_reason: Mapped[str | None] = mapped_column(Text)
+    allocation: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -169,6 +180,18 @@ class TrainingJob(BaseModel):
     heartbeat_at: datetime | None = Field(None, description="Last sign of life of the worker.")
     worker_host: str | None = Field(None, description="Host name the worker runs on.")
     resume_count: int = Field(0, description="Times the job was resumed from a checkpoint.")
+    priority: int = Field(
+        0, description="Queue order: higher starts first; equal priorities start in order."
+    )
+    queued_at: datetime | None = Field(None, description="When the job last entered the queue.")
+    wait_reason: str | None = Field(
+        None, description="Why a queued job is not running yet, in words."
+    )
+    allocation: dict[str, Any] | None = Field(
+        None,
+        description="What the scheduler reserved for the run: `gpus` (indices it sees) and "
+        "`threads` (CPU threads per process).",
+    )
     created_at: datetime
     started_at: datetime | None = None
     completed_at: datetime | None = None
@@ -209,6 +232,10 @@ class TrainingJob(BaseModel):
             heartbeat_at=as_utc(r.heartbeat_at),
             worker_host=r.worker_host,
             resume_count=r.resume_count or 0,
+            priority=r.priority or 0,
+            queued_at=as_utc(r.queued_at),
+            wait_reason=r.wait_reason,
+            allocation=r.allocation,
             created_at=as_utc(r.created_at),
             started_at=as_utc(r.started_at),
             completed_at=as_utc(r.completed_at),
@@ -236,6 +263,7 @@ class JobStore:
         warnings: list[str] | None = None,
         owner: str | None = None,
         dataset_version: str | None = None,
+        priority: int = 0,
     ) -> TrainingJob:
         record = JobRecord(
             job_id=job_id,
@@ -252,6 +280,7 @@ class JobStore:
             log_path=log_path,
             owner=owner,
             dataset_version=dataset_version,
+            priority=priority,
         )
         with self._sessions.begin() as session:
             session.add(record)
@@ -280,6 +309,32 @@ class JobStore:
         with self._sessions() as session:
             records = session.scalars(query.limit(limit).offset(offset)).all()
             return [TrainingJob.from_record(r) for r in records]
+
+    def queued_jobs(self) -> list[TrainingJob]:
+        """QUEUED jobs in the order the scheduler starts them: higher priority first, then
+        the longest waiting (FIFO within a priority), then the oldest job."""
+        query = (
+            select(JobRecord)
+            .where(JobRecord.status == TrainingStatus.QUEUED.value)
+            .order_by(
+                JobRecord.priority.desc(),
+                JobRecord.queued_at.asc().nulls_last(),
+                JobRecord.created_at.asc(),
+                JobRecord.job_id,
+            )
+        )
+        with self._sessions() as session:
+            return [TrainingJob.from_record(r) for r in session.scalars(query)]
+
+    def active_jobs(self) -> list[TrainingJob]:
+        """Jobs with a worker (or one being launched): what holds the machine's resources."""
+        query = (
+            select(JobRecord)
+            .where(JobRecord.status.in_([s.value for s in ACTIVE_STATUSES]))
+            .order_by(JobRecord.started_at.asc(), JobRecord.job_id)
+        )
+        with self._sessions() as session:
+            return [TrainingJob.from_record(r) for r in session.scalars(query)]
 
     def count_jobs(self, *, status: TrainingStatus | None = None, owner: str | None = None) -> int:
         query = select(func.count()).select_from(JobRecord)

@@ -117,17 +117,23 @@ def save_random_llama(
     kv_heads: int,
     max_positions: int = _TINY_MAX_POSITIONS,
     tie_embeddings: bool = True,
+    vocab_size: int | None = None,
 ) -> Path:
     """A Llama of the given sizes with seeded random weights, saved with `tokenizer`.
 
     The built-in tiny decoder and the benchmarks' larger sizes of the same family.
+    `vocab_size` above the tokenizer's size widens the embedding and output layer (rows
+    no token uses, as models round their vocabulary up): a benchmark can then give the
+    output layer a real model's width while keeping the small tokenizer's data lengths.
     """
+    if vocab_size is not None and vocab_size < len(tokenizer):
+        raise ValueError(f"vocab_size {vocab_size} is below the tokenizer's {len(tokenizer)}")
     load_transformers()
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size or len(tokenizer),
         hidden_size=hidden,
         intermediate_size=intermediate,
         num_hidden_layers=layers,

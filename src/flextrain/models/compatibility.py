@@ -166,6 +166,16 @@ def training_setup(
         num_labels=num_labels,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         device="cuda" if hardware.gpu_count > 0 else "cpu",
+        # Per-process memory: FSDP shards weights, gradients and optimizer states over
+        # the processes; DDP (and DeepSpeed, counted conservatively) keeps a full copy each.
+        num_gpus=config.world_size,
+        strategy=(
+            "single"
+            if config.world_size == 1
+            else "fsdp"
+            if config.distributed_strategy == "fsdp"
+            else "ddp"
+        ),
     )
 
 
@@ -307,7 +317,10 @@ class ModelCompatibilityChecker:
         probe_report: dict[str, Any] | None = None
         step_seconds: float | None = None
         flops_range = device_flops_prior(
-            gpu_names=hw.gpu_names, cpu_cores=hw.cpu_cores, precision=setup.precision
+            # The GPUs this job's processes use (one each), not every GPU of the machine.
+            gpu_names=hw.gpu_names[: cfg.num_processes],
+            cpu_cores=hw.cpu_cores,
+            precision=setup.precision,
         )
         step_flops = flops_per_token(arch, setup) * setup.batch_size * setup.seq_len
         if probe:

@@ -13,6 +13,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from flextrain.config.enums import TrainingStatus
 from flextrain.hardware.usage import peak_rss_bytes
 from flextrain.jobs.store import JobStore
+from flextrain.train import distributed
 from flextrain.train.stop import JobCancelledError, StopRequest
 
 __all__ = ["JobCancelledError", "StopRequest", "StoreProgressCallback", "memory_now"]
@@ -28,6 +29,10 @@ class StoreProgressCallback(TrainerCallback):
     memory and, with a GPU, memory allocated and reserved. Also notices a
     CANCELLED status written by another process, so a job stops even when its
     cancel signal could not reach the worker (other host).
+
+    In a multi-process run only the `reporter` (rank 0) writes and reads the store;
+    whether to stop is agreed by every rank at each step end, so that all of them
+    save the same step's checkpoint and leave the loop together.
     """
 
     def __init__(
@@ -39,6 +44,7 @@ class StoreProgressCallback(TrainerCallback):
         stop: StopRequest | None = None,
         samples_per_step: int = 1,
         objective: str = "causal_lm",
+        reporter: bool = True,
     ) -> None:
         self.store = store
         self.job_id = job_id
@@ -50,12 +56,15 @@ class StoreProgressCallback(TrainerCallback):
         self._last_cancel_check = 0.0
         self._window: tuple[float, int, int] | None = None  # (time, step, tokens)
         self.stopped_by_request = False
+        self.reporter = reporter
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
         self.stop.in_training_loop = True
         self._window = (time.monotonic(), state.global_step, state.num_input_tokens_seen or 0)
+        if not self.reporter:
+            return
         self.store.update(
             self.job_id,
             status=TrainingStatus.TRAINING,
@@ -72,13 +81,17 @@ class StoreProgressCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
         now = time.monotonic()
-        if now - self._last_write >= self.interval or state.global_step == state.max_steps:
+        if self.reporter and (
+            now - self._last_write >= self.interval or state.global_step == state.max_steps
+        ):
             self._write_progress(state)
-        if now - self._last_cancel_check >= 2.0:
+        if self.reporter and now - self._last_cancel_check >= 2.0:
             self._last_cancel_check = now
             job = self.store.get(self.job_id)
             if job is not None and job.status == TrainingStatus.CANCELLED:
                 self.stop.set("cancelled")
+        if distributed.agree(self.stop.is_set()) and not self.stop.is_set():
+            self.stop.set("another rank stopped")
         if self.stop.is_set() and not self.stopped_by_request:
             # Checkpoint this step (optimizer, scheduler, RNG and data position with it)
             # and leave the loop; the runner turns this into JobCancelledError.
@@ -99,7 +112,7 @@ class StoreProgressCallback(TrainerCallback):
         logs: dict[str, float] | None = None,
         **kw: Any,
     ) -> None:
-        if not logs:
+        if not logs or not self.reporter:
             return
         values = {k: v for k, v in logs.items() if isinstance(v, int | float) and math.isfinite(v)}
         if "loss" in values:

@@ -11,12 +11,13 @@ Either way the eval split is a seeded share of the data, or `eval_file`.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
 
-from flextrain.data.prepare import cache_key, prepare_split
+from flextrain.data.prepare import cache_key, prepare_split, tokenize_processes
 from flextrain.data.registry import read_rows
 from flextrain.jobs.spec import DataSpec, RunSpec
 
@@ -69,9 +70,11 @@ def _prepared_splits(spec: RunSpec, tokenizer: Any) -> DatasetDict:
 
 def _index_files(dataset: Dataset, scratch: Path) -> dict[str, Any]:
     """Where a split writes its index mapping: beside a dataset loaded from the cache
-    would change the cache, so into the job's scratch folder (always rewritten)."""
+    would change the cache, so into the job's scratch folder (always rewritten), one
+    per rank of a multi-process run (a rank must not rewrite a file another has mapped)."""
     if not dataset.cache_files:
         return {"keep_in_memory": True}
+    scratch = scratch / f"rank-{os.environ.get('RANK', '0')}"
     scratch.mkdir(parents=True, exist_ok=True)
     return {
         "train_indices_cache_file_name": str(scratch / "split-train-indices.arrow"),
@@ -168,7 +171,10 @@ def _rendered_splits(spec: RunSpec, tokenizer: Any) -> DatasetDict:
             texts = [t + tokenizer.eos_token for t in texts]
         return tokenizer(texts, truncation=True, max_length=config.max_length)
 
-    return splits.map(tokenize, batched=True, remove_columns=["text"])
+    workers = tokenize_processes(max(len(split) for split in splits.values()))
+    return splits.map(
+        tokenize, batched=True, remove_columns=["text"], num_proc=workers if workers > 1 else None
+    )
 
 
 def _rendered(data: DataSpec, spec: RunSpec) -> Dataset:

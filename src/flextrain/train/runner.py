@@ -29,6 +29,7 @@ from flextrain.hardware.usage import peak_rss_bytes
 from flextrain.jobs.checkpoints import latest_checkpoint
 from flextrain.jobs.spec import RunSpec
 from flextrain.jobs.store import JobStore
+from flextrain.train import distributed
 from flextrain.train.callbacks import JobCancelledError, StopRequest, StoreProgressCallback
 from flextrain.train.data import load_splits
 from flextrain.train.model import build_model, load_tokenizer
@@ -125,6 +126,7 @@ def training_arguments(
     report_to: list[str] | None = None,
     *,
     grouped: bool = False,
+    distributed: dict[str, Any] | None = None,
 ) -> TrainingArguments:
     """Map the run spec onto TrainingArguments (the one place knob names meet)."""
     cfg = spec.config
@@ -184,10 +186,13 @@ def training_arguments(
         train_sampling_strategy="group_by_length" if grouped else "random",
         seed=cfg.seed,
         data_seed=cfg.seed,
-        dataloader_num_workers=cfg.dataloader_num_workers,
+        dataloader_num_workers=_dataloader_workers(cfg, spec.num_threads),
+        # Page-locked batches copy to the GPU asynchronously; nothing to gain on CPU.
+        dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available(),
         report_to=report_to or "none",
         disable_tqdm=True,
+        **(distributed or {}),
     )
 
 
@@ -216,8 +221,11 @@ def _train(
 ) -> dict[str, Any]:
     torch.set_num_threads(spec.num_threads)
     cfg = spec.config
+    reporter = distributed.is_reporter()
+    distributed.init_process_group(cfg.distributed_timeout)
     tokenizer = load_tokenizer(spec)
-    splits = load_splits(spec, tokenizer)
+    with distributed.rank_zero_first():
+        splits = load_splits(spec, tokenizer)
     model, fresh = build_model(spec, tokenizer)
     if fresh:
         print(f"Newly initialised modules (trained in full): {', '.join(fresh)}")
@@ -256,14 +264,22 @@ def _train(
     has_eval = "eval" in splits
     supports_gc = bool(getattr(model, "supports_gradient_checkpointing", True))
     args = training_arguments(
-        spec, has_eval, supports_gc, report_to, grouped=cfg.group_by_length and not packed
+        spec,
+        has_eval,
+        supports_gc,
+        report_to,
+        grouped=cfg.group_by_length and not packed,
+        distributed=distributed.strategy_arguments(cfg, model),
     )
     progress = StoreProgressCallback(
         store,
         spec.job_id,
         stop=stop,
-        samples_per_step=cfg.train_batch_size * cfg.gradient_accumulation_steps,
+        samples_per_step=cfg.train_batch_size
+        * cfg.gradient_accumulation_steps
+        * distributed.world_size(),
         objective=spec.objective,
+        reporter=reporter,
     )
     callbacks: list[Any] = [progress]
     early: EarlyStoppingCallback | None = None
@@ -299,7 +315,8 @@ def _train(
         # The "before" number lets a user see what training bought them.
         before = trainer.evaluate()
         metrics.update({f"initial_{k}": v for k, v in before.items() if k.startswith("eval_")})
-        store.merge_metrics(spec.job_id, metrics)
+        if reporter:
+            store.merge_metrics(spec.job_id, metrics)
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -311,7 +328,12 @@ def _train(
             break
         except Exception as exc:
             micro, accumulation = args.per_device_train_batch_size, args.gradient_accumulation_steps
-            if not is_out_of_memory(exc) or micro == 1 or progress.stopped_by_request:
+            if (
+                not is_out_of_memory(exc)
+                or micro == 1
+                or progress.stopped_by_request
+                or distributed.is_distributed()  # the other ranks are mid-collective
+            ):
                 raise
             # Back off: half the micro-batch, twice the accumulation (the same examples per
             # optimizer step), from the last checkpoint or, without one, from the start
@@ -355,21 +377,26 @@ def _train(
             f"evaluations; best {best:.4g} at {trainer.state.best_model_checkpoint}."
         )
         print(f"[flextrain] {message}", flush=True)
-        store.add_event(spec.job_id, "early_stopped", message, data={"best_metric": best})
+        if reporter:
+            store.add_event(spec.job_id, "early_stopped", message, data={"best_metric": best})
         metrics["early_stopped_at_step"] = trainer.state.global_step
     if trainer.state.best_metric is not None and args.load_best_model_at_end:
         metrics["best_metric"] = trainer.state.best_metric
         metrics["best_checkpoint"] = trainer.state.best_model_checkpoint
 
     if has_eval:
-        store.update(spec.job_id, status=TrainingStatus.EVALUATING)
+        if reporter:
+            store.update(spec.job_id, status=TrainingStatus.EVALUATING)
         after = trainer.evaluate()
         metrics.update({k: v for k, v in after.items() if isinstance(v, int | float)})
-        if "eval_loss" in after:
+        if "eval_loss" in after and reporter:
             store.update(spec.job_id, eval_loss=after["eval_loss"])
 
     model_dir = Path(spec.model_dir)
-    trainer.save_model(str(model_dir))
+    trainer.save_model(str(model_dir))  # every rank: FSDP gathers the shards to rank 0
+    if not reporter:
+        return metrics
+    metrics["world_size"] = distributed.world_size()
     if _rendered_with_default_template(spec, tokenizer):
         # The model learnt this format: save it so apply_chat_template prompts it the same way.
         tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
@@ -396,12 +423,35 @@ def _train(
 
 
 def _optimizer(cfg: Any) -> str:
-    """The configured optimizer; unless one was chosen, AdamW's fused CUDA kernel on a GPU
-    (the same update, one kernel launch for all parameters instead of several each)."""
+    """The configured optimizer; unless one was chosen, AdamW's fused kernel (the same
+    update in one pass over all parameters: on this CPU 1.4 ms a step for 3.4M parameters
+    against 6.8 ms for the per-tensor loop, on a GPU one launch instead of several each).
+    A plain `Trainer` defaults to it too, so not using it would lose to the baseline."""
     chosen = "optim" in cfg.model_fields_set or cfg.optim != "adamw_torch"
-    if not chosen and torch.cuda.is_available():
+    if not chosen and _fused_adamw_supported():
         return "adamw_torch_fused"
     return str(cfg.optim)
+
+
+def _dataloader_workers(cfg: Any, threads: int) -> int:
+    """Batch-preparing processes: the configured number, else none on CPU (the collators
+    are light, and a worker would take a core from the training threads) and, with a
+    GPU, up to 4 from the cores this process was given (the GPU waits on slow batches)."""
+    if cfg.dataloader_num_workers is not None:
+        return int(cfg.dataloader_num_workers)
+    if not torch.cuda.is_available():
+        return 0
+    return max(0, min(4, threads - 1))
+
+
+def _fused_adamw_supported() -> bool:
+    """Whether torch has the fused AdamW kernel for the device training will use."""
+    try:
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+    except ImportError:  # a private helper; without it keep the portable loop
+        return False
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return device in _get_fused_kernels_supported_devices()
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -10,11 +10,18 @@ SIGTERM during the training loop asks the loop to save a checkpoint and stop
 loop, or on a second SIGTERM, it unwinds at once through `finally` so
 temporary files are removed. A SIGTERM that was not a cancel (a shutdown)
 leaves the job INTERRUPTED, which `resume` continues.
+
+Started by torchrun as one rank of several (RANK set), only rank 0 reports to
+the store; how the run ended is recorded by the supervisor around torchrun
+(`flextrain.jobs.supervise`), which knows which rank failed first. A rank's
+exception is written to its error file (torchrun's `record`) for that report.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import socket
 import sys
@@ -46,7 +53,23 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise _Terminated()
 
 
+def _rank() -> int | None:
+    """This process's rank when torchrun started it; None for a single-process run."""
+    return int(os.environ["RANK"]) if "RANK" in os.environ else None
+
+
 def main(argv: list[str] | None = None) -> int:
+    if _rank() is not None:
+        from torch.distributed.elastic.multiprocessing.errors import record
+
+        code = record(_main)(argv)
+        return 0 if code is None else code
+    return _main(argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    rank = _rank()
+    reporter = rank in (None, 0)
     parser = argparse.ArgumentParser(prog="flextrain.train.worker")
     parser.add_argument("--job-id", required=True)
     parser.add_argument("--database-url", required=True)
@@ -71,21 +94,27 @@ def main(argv: list[str] | None = None) -> int:
         spec_env = TrainingEnvironmentManager(Path(args.home) / "jobs").layout(
             spec.job_id, spec.config.output_dir
         )
+        where = f", rank {rank} of {os.environ.get('WORLD_SIZE')}" if rank is not None else ""
         print(
             f"[flextrain] job {spec.job_id}: {spec.config.training_type.value} "
             f"of {spec.config.model_id} on {spec.config.dataset_id} ({spec.objective}, "
-            f"{spec.precision}, {spec.num_threads} threads)",
+            f"{spec.precision}, {spec.num_threads} threads{where})",
             flush=True,
         )
-        store.update(args.job_id, status=TrainingStatus.PREPARING, worker_host=socket.gethostname())
-        monitor = JobMonitor(store, args.job_id, spec.config.monitor_interval)
-        monitor.start()
+        if reporter:
+            store.update(
+                args.job_id, status=TrainingStatus.PREPARING, worker_host=socket.gethostname()
+            )
+            monitor = JobMonitor(store, args.job_id, spec.config.monitor_interval)
+            monitor.start()
         from flextrain.train.runner import run_training
 
         try:
             run_training(spec, store, _STOP, home=Path(args.home))
         except JobCancelledError:
-            return _stopped(store, args.job_id)
+            return _stopped(store, args.job_id, reporter=rank is None)
+        if not reporter:
+            return 0
         store.update(
             args.job_id,
             status=TrainingStatus.COMPLETED,
@@ -97,9 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except _Terminated:
         print("[flextrain] terminated", flush=True)
-        _stopped(store, args.job_id)
+        _stopped(store, args.job_id, reporter=rank is None)
         return 143
     except BaseException as exc:
+        if rank is not None:
+            raise  # to torchrun's error file; the supervisor reports the first failure
         traceback.print_exc()
         message = f"{type(exc).__name__}: {exc}".strip()
         store.update(
@@ -112,17 +143,46 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if monitor is not None:
             monitor.stop()
-        if spec_env is not None:
+        if spec_env is not None and reporter:
             TrainingEnvironmentManager(Path(args.home) / "jobs").cleanup(spec_env)
+        if rank is None:  # ranks of a torchrun run leave this to their supervisor
+            _start_next_queued(store, Path(args.home), args.database_url)
 
 
-def _stopped(store: JobStore, job_id: str) -> int:
+def _start_next_queued(store: JobStore, home: Path, database_url: str) -> None:
+    """Hand this job's cores and GPUs to the next queued job, so the queue moves without
+    a daemon. The job's result is recorded already: nothing here may change the exit
+    code, so it never raises, and SIGTERM waits until the launch is written down."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        if not store.queued_jobs():
+            return  # the usual case: exit at once, without loading the service
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()  # the next job's GPU memory check sees it free
+        from flextrain.jobs.scheduler import tick_after_exit
+
+        tick_after_exit(home, database_url)
+    except Exception as exc:
+        print(f"[flextrain] could not start queued jobs: {exc}", flush=True)
+    finally:
+        # A SIGTERM that came during the tick is delivered here; the run is over anyway.
+        with contextlib.suppress(_Terminated):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def _stopped(store: JobStore, job_id: str, *, reporter: bool = True) -> int:
     """The run stopped on request: a cancel (already CANCELLED in the store) or a SIGTERM
-    from elsewhere, e.g. a shutdown, which leaves it INTERRUPTED and resumable."""
+    from elsewhere, e.g. a shutdown, which leaves it INTERRUPTED and resumable. A rank of
+    a multi-process run leaves the status to the supervisor: its SIGTERM may come from
+    torchrun stopping the survivors of a failed rank."""
     job = store.get(job_id)
     if job is not None and job.status == TrainingStatus.CANCELLED:
         print("[flextrain] cancelled by request", flush=True)
         return 0
+    if not reporter:
+        print("[flextrain] stopped by SIGTERM", flush=True)
+        return 143
     message = "Stopped by SIGTERM (not a cancel from flextrain); resume continues it."
     print(f"[flextrain] {message}", flush=True)
     store.update(

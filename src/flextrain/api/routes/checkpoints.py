@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from flextrain.api.deps import ServiceDep, TrainerDep, ViewerDep, owned_job, visible_job
 from flextrain.api.schemas import ErrorBody
+from flextrain.config.enums import TrainingStatus
 from flextrain.jobs.checkpoints import CheckpointInfo, list_checkpoints, prune_checkpoints
 from flextrain.service import JobStateError
 
@@ -76,6 +77,11 @@ def prune_job_checkpoints(
 ) -> PruneResult:
     """Delete every checkpoint but `keep`: the job's owner or an admin, once it has stopped."""
     job = owned_job(service, user, job_id)
+    if job.status == TrainingStatus.QUEUED:
+        raise JobStateError(
+            f"Job {job_id} is queued and continues from its latest checkpoint when it "
+            "starts. Fix: prune after it finishes (or cancel it)."
+        )
     if job.status.is_active:
         # The Trainer rotates and writes checkpoints while it runs; deleting under it
         # would race its own save_total_limit clean-up.

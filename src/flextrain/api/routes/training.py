@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from flextrain.accounts.users import Role
+from flextrain.accounts.users import Role, User
 from flextrain.api.deps import (
     ServiceDep,
     TrainerDep,
@@ -34,6 +34,7 @@ from flextrain.config.enums import TrainingMode, TrainingStatus
 from flextrain.config.presets import describe_presets
 from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
 from flextrain.hardware.detect import HardwareConstraints
+from flextrain.jobs.scheduler import QueueSnapshot
 from flextrain.jobs.store import TrainingJob
 from flextrain.models.compatibility import ModelCompatibility
 from flextrain.models.resolve import ModelResolver
@@ -108,30 +109,73 @@ def presets(user: ViewerDep) -> dict[str, dict[str, dict[str, Any]]]:
     return describe_presets()
 
 
+PriorityQuery = Annotated[
+    int,
+    Query(
+        ge=-1000,
+        le=1000,
+        description="Queue priority once started: higher starts first, equal ones in order. "
+        "Above 0 needs the admin role.",
+    ),
+]
+
+
+def _allowed_priority(user: User, priority: int) -> int:
+    """Trainers may queue at the default priority or below; raising a job above everyone
+    else's is an admin's call, so that users sharing a machine wait their turn."""
+    if priority > 0 and not user.role.allows(Role.ADMIN):
+        raise HTTPException(
+            403,
+            f"priority {priority} needs the 'admin' role; trainers may use 0 or below. "
+            "Fix: leave priority at 0, or ask an admin.",
+        )
+    return priority
+
+
 @router.post("/jobs/basic", response_model=TrainingJob, status_code=201, responses=_ERRORS)
 def create_basic_job(
-    config: BasicTrainingConfig, request: Request, user: TrainerDep, service: ServiceDep
+    config: BasicTrainingConfig,
+    request: Request,
+    user: TrainerDep,
+    service: ServiceDep,
+    priority: PriorityQuery = 0,
 ) -> TrainingJob:
     """Validate and record a PENDING job from a basic (preset) config."""
     confine_config(service, user, config)
-    job = service.create_job(config, mode=TrainingMode.BASIC, owner=user.name)
+    job = service.create_job(
+        config,
+        mode=TrainingMode.BASIC,
+        owner=user.name,
+        priority=_allowed_priority(user, priority),
+    )
     request.state.audit_target = job.job_id
     return job
 
 
 @router.post("/jobs/advanced", response_model=TrainingJob, status_code=201, responses=_ERRORS)
 def create_advanced_job(
-    config: AdvancedTrainingConfig, request: Request, user: TrainerDep, service: ServiceDep
+    config: AdvancedTrainingConfig,
+    request: Request,
+    user: TrainerDep,
+    service: ServiceDep,
+    priority: PriorityQuery = 0,
 ) -> TrainingJob:
     """Validate and record a PENDING job with every Trainer knob."""
     confine_config(service, user, config)
-    job = service.create_job(config, mode=TrainingMode.ADVANCED, owner=user.name)
+    job = service.create_job(
+        config,
+        mode=TrainingMode.ADVANCED,
+        owner=user.name,
+        priority=_allowed_priority(user, priority),
+    )
     request.state.audit_target = job.job_id
     return job
 
 
 @router.post("/jobs/{job_id}/start", response_model=TrainingJob, responses=_JOB_ERRORS)
 def start_job(job_id: str, user: TrainerDep, service: ServiceDep) -> TrainingJob:
+    """Submit a pending job: it starts now when the machine has room, else it is returned
+    `queued` with its `wait_reason` and starts by itself later."""
     owned_job(service, user, job_id)
     return service.start_job(job_id)
 
@@ -260,6 +304,22 @@ async def job_events(
             return
         await asyncio.sleep(EVENT_POLL_SECONDS)
         job = await asyncio.to_thread(service.require_job, job_id)
+
+
+@router.get("/queue", response_model=QueueSnapshot, responses=_ERRORS)
+def job_queue(user: ViewerDep, service: ServiceDep) -> QueueSnapshot:
+    """Queued jobs in the order they start, each with why it waits, and the running jobs
+    with the GPUs and CPU threads they hold. Trainers see their own jobs; positions and
+    the machine's totals count everyone's."""
+    snapshot = service.queue()
+    if user.role != Role.TRAINER:
+        return snapshot
+    return snapshot.model_copy(
+        update={
+            "queued": [q for q in snapshot.queued if q.owner == user.name],
+            "running": [r for r in snapshot.running if r.owner == user.name],
+        }
+    )
 
 
 @router.get("/hardware", response_model=HardwareConstraints, responses=_ERRORS)

@@ -78,6 +78,17 @@
     ],
     ["Data preparation", ["completion_only_loss"]],
     ["Runtime", ["seed", "dataloader_num_workers", "num_threads"]],
+    [
+      "Several processes and machines",
+      [
+        "num_processes",
+        "num_nodes",
+        "distributed_strategy",
+        "rdzv_endpoint",
+        "distributed_timeout",
+        "deepspeed_config",
+      ],
+    ],
   ];
   const LABELS = {
     model_id: "Model",
@@ -274,8 +285,11 @@
     return `${hours} h ${minutes % 60} min`;
   }
 
-  function statusBadge(status) {
-    return el("span", { className: `status status-${status}` }, status || "—");
+  function statusBadge(status, why) {
+    // A queued job's badge says why it waits (the scheduler's reason) on hover.
+    const attrs = { className: `status status-${status}` };
+    if (why) attrs.title = why;
+    return el("span", attrs, status || "—");
   }
 
   function progressBar(fraction, label) {
@@ -480,7 +494,7 @@
       el("td", {}, job.model_id),
       el("td", { className: "opt" }, job.dataset_id),
       el("td", { className: "opt" }, TYPE_LABELS[job.training_type] || job.training_type),
-      el("td", { "data-testid": "job-row-status" }, statusBadge(job.status)),
+      el("td", { "data-testid": "job-row-status" }, statusBadge(job.status, job.status === "queued" ? job.wait_reason : null)),
       el("td", { className: "progress-cell" }, progressBar(job.progress, `Progress of ${job.job_id}`)),
       el("td", { className: "nowrap opt" }, formatTime(job.created_at)),
     ];
@@ -1118,7 +1132,7 @@
     state.job = job;
     const finished = FINISHED.has(job.status);
     $("job-title").textContent = job.run_name ? `${job.run_name} (${job.job_id})` : `Job ${job.job_id}`;
-    $("job-status").replaceChildren(statusBadge(job.status));
+    $("job-status").replaceChildren(statusBadge(job.status, job.status === "queued" ? job.wait_reason : null));
     $("job-status").dataset.status = job.status;
     const percent = Math.round((job.progress || 0) * 100);
     $("job-progress-fill").style.width = `${percent}%`;
@@ -1150,6 +1164,8 @@
       ...fact("Training type", TYPE_LABELS[job.training_type] || job.training_type, "fact-type"),
       ...fact("Mode", job.mode, "fact-mode"),
       ...fact("Owner", job.owner || "—", "fact-owner"),
+      ...fact("Priority", String(job.priority ?? 0), "fact-priority"),
+      ...(job.status === "queued" ? fact("Waiting because", job.wait_reason || "—", "fact-wait-reason") : []),
       ...fact("Created", formatTime(job.created_at), "fact-created"),
       ...fact("Started", formatTime(job.started_at), "fact-started"),
       ...fact("Finished", formatTime(job.completed_at), "fact-finished"),

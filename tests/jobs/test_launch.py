@@ -1,0 +1,121 @@
+"""The launch command of each layout and strategy, built without launching anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flextrain.jobs.launch import build_launch_command, is_distributed, supervised
+from flextrain.jobs.resources import Allocation
+from flextrain.settings import Settings
+
+WORKER_TAIL = ["-m", "flextrain.train.worker", "--job-id", "abc", "--database-url"]
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path, database_url="sqlite:///x.db")
+
+
+def _flag(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def test_one_process_runs_the_worker_directly(tmp_path: Path) -> None:
+    argv, env = build_launch_command(
+        "abc", {}, _settings(tmp_path), python="/py", base_env={"KEEP": "1"}
+    )
+    assert argv == [
+        "/py",
+        "-m",
+        "flextrain.train.worker",
+        "--job-id",
+        "abc",
+        "--database-url",
+        "sqlite:///x.db",
+        "--home",
+        str(tmp_path),
+    ]
+    assert env["KEEP"] == "1" and env["TOKENIZERS_PARALLELISM"] == "false"
+    assert "CUDA_VISIBLE_DEVICES" not in env and "OMP_NUM_THREADS" not in env
+
+
+def test_allocation_fixes_gpus_and_threads(tmp_path: Path) -> None:
+    _, env = build_launch_command(
+        "abc", {}, _settings(tmp_path), Allocation(gpus=(2, 3), threads=4), base_env={}
+    )
+    assert env["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"  # the order NVML numbers them in
+    assert env["OMP_NUM_THREADS"] == "4"
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "deepspeed"])
+def test_several_processes_on_one_machine_go_through_torchrun_standalone(
+    tmp_path: Path, strategy: str
+) -> None:
+    config: dict[str, Any] = {
+        "num_processes": 2,
+        "distributed_strategy": strategy,
+        "distributed_timeout": 120,
+    }
+    argv, env = build_launch_command(
+        "abc", config, _settings(tmp_path), Allocation(threads=1), python="/py", base_env={}
+    )
+    assert argv[:3] == ["/py", "-m", "torch.distributed.run"]
+    assert _flag(argv, "--nproc-per-node") == "2" and _flag(argv, "--nnodes") == "1"
+    assert "--standalone" in argv and "--rdzv-endpoint" not in argv
+    # A failed rank fails the run (no elastic restarts), and its peers are stopped soon.
+    assert _flag(argv, "--max-restarts") == "0"
+    assert float(_flag(argv, "--monitor-interval")) <= 1.0
+    # Every rank's output in the job's logs folder, tee'd into the job log.
+    assert _flag(argv, "--log-dir") == str(tmp_path / "jobs" / "abc" / "logs" / "ranks")
+    assert _flag(argv, "--redirects") == "3" and _flag(argv, "--tee") == "3"
+    # The strategy is the worker's business (TrainingArguments), not torchrun's.
+    tail = argv[argv.index("-m", 3) :]
+    assert tail[: len(WORKER_TAIL)] == WORKER_TAIL
+    assert env["OMP_NUM_THREADS"] == "1"
+    assert env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"
+
+
+def test_multi_node_uses_a_c10d_rendezvous_hosted_by_the_first_node(tmp_path: Path) -> None:
+    config = {"num_processes": 1, "num_nodes": 2, "distributed_timeout": 90}
+    first, _ = build_launch_command(
+        "abc", config, _settings(tmp_path), rdzv_endpoint="node0:29400", base_env={}
+    )
+    other, _ = build_launch_command(
+        "abc", config, _settings(tmp_path), rdzv_endpoint="node0:29400", join=True, base_env={}
+    )
+    for argv in (first, other):
+        assert _flag(argv, "--nnodes") == "2"
+        assert _flag(argv, "--rdzv-backend") == "c10d"
+        assert _flag(argv, "--rdzv-endpoint") == "node0:29400"
+        assert _flag(argv, "--rdzv-id") == "abc"
+        assert "--standalone" not in argv
+        assert "join_timeout=90" in _flag(argv, "--rdzv-conf")
+    assert "is_host=true" in _flag(first, "--rdzv-conf")
+    assert "is_host=false" in _flag(other, "--rdzv-conf")
+    # Apart from who hosts the rendezvous, every node runs the same command.
+    strip = [a for a in first if "is_host" not in a]
+    assert strip == [a for a in other if "is_host" not in a]
+
+
+def test_multi_node_without_an_endpoint_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rdzv_endpoint"):
+        build_launch_command("abc", {"num_nodes": 2}, _settings(tmp_path), base_env={})
+
+
+def test_supervised_wraps_the_command_after_a_separator(tmp_path: Path) -> None:
+    wrapped = supervised(
+        ["torchrun", "x"], job_id="abc", settings=_settings(tmp_path), python="/py"
+    )
+    assert wrapped[:3] == ["/py", "-m", "flextrain.jobs.supervise"]
+    assert wrapped[wrapped.index("--") + 1 :] == ["torchrun", "x"]
+    assert _flag(wrapped, "--job-id") == "abc"
+
+
+def test_is_distributed_counts_processes_times_nodes() -> None:
+    assert not is_distributed({})
+    assert not is_distributed({"num_processes": 1, "num_nodes": 1})
+    assert is_distributed({"num_processes": 2})
+    assert is_distributed({"num_nodes": 2})
