@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from flextrain.config.enums import TrainingMode, TrainingStatus, TrainingType
-from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
+from flextrain.config.schemas import (
+    AdvancedTrainingConfig,
+    BasicTrainingConfig,
+    ExpertTrainingConfig,
+)
 from flextrain.data.manager import TrainingDataManager
 from flextrain.data.registry import DatasetInfo
 from flextrain.hardware.detect import HardwareConstraints
@@ -132,6 +136,16 @@ class FlexibleTrainingInterface:
         """A PENDING job; `priority` orders the queue once started (higher first)."""
         return await asyncio.to_thread(
             self.service.create_job, config, mode=TrainingMode.ADVANCED, priority=priority
+        )
+
+    async def create_expert_training_job(
+        self, config: ExpertTrainingConfig, *, priority: int = 0
+    ) -> TrainingJob:
+        """A PENDING expert job: custom loss, optimizer, schedule expression, hooks and
+        user code. The schedule is checked and plotted (schedule.png in the job folder)
+        before anything trains."""
+        return await asyncio.to_thread(
+            self.service.create_job, config, mode=TrainingMode.EXPERT, priority=priority
         )
 
     async def start_training_job(self, job_id: str) -> TrainingJob:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from flextrain.accounts.audit import AuditLog
 from flextrain.accounts.users import UserStore
@@ -31,6 +31,7 @@ from flextrain.config.schemas import (
     AUTO_EFFECTIVE_BATCH,
     AdvancedTrainingConfig,
     BasicTrainingConfig,
+    ExpertTrainingConfig,
 )
 from flextrain.config.validation import (
     ConfigValidationError,
@@ -76,6 +77,9 @@ from flextrain.models.tasks import choose_objective, choose_precision
 from flextrain.settings import Settings
 
 log = logging.getLogger("flextrain.service")
+
+
+AdvancedT = TypeVar("AdvancedT", bound=AdvancedTrainingConfig)
 
 
 class JobNotFoundError(LookupError):
@@ -274,10 +278,13 @@ class TrainingService:
             errors += [i for i in hardware_only if i.severity == "error"]
         if errors:
             raise ConfigValidationError(issues if strict_hardware else static_issues)
+        schedule = _schedule_of(config, data)
         warnings = [str(i) for i in issues if i.severity == "warning" or i in hardware_only]
         if mode is None:
             mode = (
-                TrainingMode.ADVANCED
+                TrainingMode.EXPERT
+                if isinstance(config, ExpertTrainingConfig)
+                else TrainingMode.ADVANCED
                 if isinstance(config, AdvancedTrainingConfig)
                 else TrainingMode.BASIC
             )
@@ -300,7 +307,26 @@ class TrainingService:
             raise
         if checkpointing_note:
             self.store.add_event(job_id, "gradient_checkpointing", checkpointing_note)
+        if schedule:
+            self._plot_schedule(job_id, env.root / "schedule.png", schedule)
         return job
+
+    def _plot_schedule(self, job_id: str, out: Path, values: list[float]) -> None:
+        """The expression schedule as a picture and an event, before anything trains."""
+        from flextrain.config.expression import plot_schedule
+
+        peak = max(range(len(values)), key=values.__getitem__)
+        message = (
+            f"lr_schedule_expr over {len(values)} steps: {values[0]:.3g} at step 0, peak "
+            f"{values[peak]:.3g} at step {peak}, {values[-1]:.3g} at the last step; plot: {out}"
+        )
+        try:
+            plot_schedule(values, out)
+        except Exception as exc:  # a picture is not worth failing a valid job for
+            message += f" (not drawn: {exc})"
+        self.store.add_event(
+            job_id, "lr_schedule", message, data={"plot": str(out), "steps": len(values)}
+        )
 
     def _choose_checkpointing(
         self, config: BasicTrainingConfig, hardware: HardwareConstraints
@@ -763,8 +789,8 @@ class TrainingService:
 
     # -- internals ---------------------------------------------------------------------
     def resolve_auto_batch(
-        self, config: AdvancedTrainingConfig, hardware: HardwareConstraints
-    ) -> tuple[AdvancedTrainingConfig, str | None]:
+        self, config: AdvancedT, hardware: HardwareConstraints
+    ) -> tuple[AdvancedT, str | None]:
         """Turn batch_size='auto' into a micro-batch and gradient accumulation for this machine.
 
         The micro-batch is the largest divisor of the effective batch whose estimated
@@ -797,7 +823,7 @@ class TrainingService:
         return resolved, message
 
     def _build_spec(self, job: TrainingJob, allocation: Allocation | None = None) -> RunSpec:
-        config = AdvancedTrainingConfig.from_basic(_config_from_job(job))
+        config = ExpertTrainingConfig.from_basic(_config_from_job(job))
         if job.dataset_version:  # train on exactly the version the job was created with
             name = config.dataset_id.rpartition("@")[0] or config.dataset_id
             config = config.model_copy(update={"dataset_id": f"{name}@{job.dataset_version}"})
@@ -890,6 +916,32 @@ def _estimator_setup(
     return training_setup(model, advanced, hardware, objective, max(len(data.labels), 2))
 
 
+def _schedule_of(config: BasicTrainingConfig, data: DatasetInfo) -> list[float] | None:
+    """The expression schedule's lr at every step of this run (ConfigValidationError if it
+    goes negative or non-finite at a step the sample run of validation did not reach)."""
+    if not isinstance(config, ExpertTrainingConfig) or not config.lr_schedule_expr:
+        return None
+    from flextrain.config.expression import ExpressionError, schedule_values
+
+    rows = max(1, int(data.num_rows * (1 - (0 if config.eval_file else config.eval_split))))
+    per_step = config.train_batch_size * config.gradient_accumulation_steps * config.world_size
+    steps_per_epoch = max(1, -(-rows // per_step))
+    total = config.max_steps if config.max_steps > 0 else steps_per_epoch * config.num_epochs
+    warmup = config.warmup_steps or int(config.warmup_ratio * total)
+    try:
+        return schedule_values(
+            config.lr_schedule_expr,
+            lr=config.learning_rate,
+            total_steps=total,
+            warmup=warmup,
+            steps_per_epoch=steps_per_epoch,
+        )
+    except ExpressionError as exc:
+        raise ConfigValidationError(
+            [ValidationIssue("lr_schedule_expr", str(exc), "change the expression.")]
+        ) from None
+
+
 def _free_port() -> int:
     """A TCP port free on this machine now, for a multi-node job's rendezvous."""
     with socket.socket() as sock:
@@ -907,4 +959,6 @@ def _checkpoint_step(checkpoint: Path | None) -> int:
 def _config_from_job(job: TrainingJob) -> BasicTrainingConfig:
     if job.mode == TrainingMode.BASIC:
         return BasicTrainingConfig(**job.config)
+    if job.mode == TrainingMode.EXPERT:
+        return ExpertTrainingConfig(**job.config)
     return AdvancedTrainingConfig(**job.config)

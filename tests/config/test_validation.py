@@ -19,6 +19,7 @@ from flextrain.config.schemas import (
     SCHEDULER_TYPES,
     AdvancedTrainingConfig,
     BasicTrainingConfig,
+    ExpertTrainingConfig,
 )
 from flextrain.config.validation import (
     ConfigValidationError,
@@ -111,6 +112,7 @@ def test_every_rule_has_a_test_class_here() -> None:
         "_tracking",
         "_memory",
         "_distributed",
+        "_expert",
     }
 
 
@@ -821,3 +823,101 @@ class TestDistributed:
 
     def test_timeout_too_short(self) -> None:
         one(run(make(distributed_timeout=5)), "distributed_timeout", "30 seconds")
+
+
+def expert(**overrides: Any) -> ExpertTrainingConfig:
+    values: dict[str, Any] = {
+        "model_id": "tiny-model",
+        "dataset_id": "tiny-data",
+        "training_type": TrainingType.FINE_TUNING,
+    }
+    values.update(overrides)
+    return ExpertTrainingConfig(**values)
+
+
+class TestExpert:
+    def test_a_full_expert_config_is_clean(self, tmp_path: Any) -> None:
+        (tmp_path / "mine.py").write_text(
+            "class Cb:\n    pass\n\ndef loss(m, i, o):\n    return 0\n"
+        )
+        config = expert(
+            loss={"name": "focal", "focal_gamma": 2.0, "focal_alpha": 0.25, "z_loss": 1e-4},
+            optimizer={
+                "name": "SGD",
+                "kwargs": {"momentum": 0.9},
+                "param_groups": [{"pattern": "*lora_B*", "lr_scale": 10}],
+                "layerwise_lr_decay": 0.8,
+            },
+            lr_schedule_expr="lr * min(1, step / warmup) * (1 - progress)",
+            warmup_steps=10,
+            callbacks=["mine:Cb"],
+            clip_grad_value=1.0,
+            ema_decay=0.999,
+            code_dir=str(tmp_path),
+        )
+        assert errors(run(config)) == []
+
+    def test_loss_parameters(self) -> None:
+        issues = run(
+            expert(
+                loss={
+                    "label_smoothing": 1.0,
+                    "focal_gamma": -1,
+                    "focal_alpha": 2.0,
+                    "z_loss": -1,
+                    "class_weights": {"a": 0},
+                }
+            )
+        )
+        one(issues, "loss.label_smoothing", "outside")
+        one(issues, "loss.focal_gamma", "negative")
+        one(issues, "loss.focal_alpha", "outside")
+        one(issues, "loss.z_loss", "negative")
+        one(issues, "loss.class_weights", "label 'a' has weight 0")
+
+    def test_expression_is_parsed_and_evaluated(self) -> None:
+        one(run(expert(lr_schedule_expr="__import__('os')")), "lr_schedule_expr", "__import__")
+        # warmup 0 (no warmup_steps): the division fails at step 0, and the fix says why.
+        one(run(expert(lr_schedule_expr="lr * step / warmup")), "lr_schedule_expr", "warmup = 0")
+        one(
+            run(expert(lr_schedule_expr="lr", lr_scheduler_type="cosine")),
+            "lr_scheduler_type",
+            "replaces",
+            "warning",
+        )
+
+    def test_optimizer_settings(self) -> None:
+        issues = run(
+            expert(
+                optimizer={
+                    "name": "Adamm",
+                    "layerwise_lr_decay": 1.5,
+                    "param_groups": [{"pattern": "*", "lr": 0.1, "lr_scale": 2}],
+                }
+            )
+        )
+        one(issues, "optimizer.name", "not a torch.optim optimizer.*AdamW")
+        one(issues, "optimizer.layerwise_lr_decay", "outside")
+        one(issues, "optimizer.param_groups[0]", "both lr and lr_scale")
+
+    def test_hooks(self) -> None:
+        one(run(expert(clip_grad_value=0)), "clip_grad_value", "not above 0")
+        one(run(expert(ema_decay=1.0)), "ema_decay", "outside")
+
+    def test_user_code_is_read_not_run(self, tmp_path: Any) -> None:
+        (tmp_path / "boom.py").write_text("raise SystemExit('ran at validation')\ndef f(): pass\n")
+        assert not errors(run(expert(loss={"function": "boom:f"}, code_dir=str(tmp_path))))
+        one(
+            run(expert(callbacks=["boom:g"], code_dir=str(tmp_path))),
+            "callbacks",
+            "no top-level 'g'",
+        )
+        one(
+            run(expert(callbacks=["nope:g"], code_dir=str(tmp_path))),
+            "callbacks",
+            "no file nope.py",
+        )
+        one(run(expert(trainer_class="boom:f")), "trainer_class", "code_dir is not set")
+        one(
+            run(expert(callbacks=["not a ref"], code_dir=str(tmp_path))), "callbacks", "module:name"
+        )

@@ -104,3 +104,19 @@ def assert_reload_matches(model_dir: Path) -> None:
     got, recorded = reload_logits(model_dir)
     assert len(got) == len(recorded) > 0
     assert torch.allclose(torch.tensor(got), torch.tensor(recorded), atol=1e-4), (got, recorded)
+
+
+def tiny_llama() -> Any:
+    """A 3-block Llama of a few thousand parameters, seeded: for optimizer and hook tests."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    return LlamaForCausalLM(config)

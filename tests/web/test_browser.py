@@ -409,3 +409,46 @@ def test_a_queued_job_shows_why_it_waits_and_cancels_from_the_page(
             if not unfinished.is_finished:
                 service.cancel_job(unfinished.job_id)
         service.engine.dispose()
+
+
+def test_expert_yaml_is_checked_then_trains_an_expert_job(
+    page: Page, server: str, tmp_path: Path
+) -> None:
+    _sign_in(page, server, ADMIN_TOKEN)
+    page.get_by_test_id("nav-new").click()
+    expect(page.get_by_test_id("expert-section")).to_be_hidden()
+    page.locator("label:has(#mode-expert)").click()
+    expect(page.get_by_test_id("expert-section")).to_be_visible()
+    expect(page.locator("#f-lora_r")).to_be_visible()  # every advanced knob as well
+
+    page.locator("#f-model_id").fill("flextrain/tiny-llama")
+    page.locator("#f-dataset_id").fill("demo/text")
+    page.locator("#f-training_type").select_option("fine_tuning")
+    page.locator("#f-max_steps").fill("6")
+    page.locator("#f-max_length").fill("32")
+    page.locator("#f-batch_size").fill("8")
+    page.locator("#f-num_threads").fill("1")
+
+    # A bad expression is named by its field before anything is created.
+    yaml_box = page.get_by_test_id("expert-yaml")
+    yaml_box.fill("lr_schedule_expr: __import__('os')\nloss: {name: focal}\n")
+    page.get_by_test_id("expert-check").click()
+    expect(page.get_by_test_id("form-errors")).to_contain_text("lr_schedule_expr", timeout=30_000)
+    yaml_box.fill("lr_schedule_expr: [unclosed\n")
+    page.get_by_test_id("expert-check").click()
+    expect(page.get_by_test_id("form-errors")).to_contain_text("line", timeout=30_000)
+
+    yaml_box.fill("lr_schedule_expr: lr * (1 - progress)\nloss: {name: focal, focal_gamma: 1.0}\n")
+    page.get_by_test_id("expert-check").click()
+    expect(page.get_by_test_id("expert-status")).to_contain_text(
+        "OK: lr_schedule_expr, loss", timeout=30_000
+    )
+    page.get_by_test_id("submit-button").click()
+    page.wait_for_url("**/#/jobs/*")
+    page.wait_for_function(
+        "states => states.includes(document.getElementById('job-status').dataset.status)",
+        arg=list(FINISHED),
+        timeout=JOB_SECONDS * 1000,
+    )
+    assert page.get_by_test_id("job-status").get_attribute("data-status") == "completed"
+    expect(page.get_by_test_id("fact-mode")).to_contain_text("expert")

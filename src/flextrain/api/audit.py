@@ -64,7 +64,8 @@ class AuditMiddleware:
                 target=str(target) if target is not None else None,
                 status_code=code,
                 client=client[0] if client else None,
-                detail=None if template == scope["path"] else scope["path"],
+                detail=state.get("audit_detail")
+                or (None if template == scope["path"] else scope["path"]),
             )
         except Exception:  # the request itself is done; never fail it for the log
             log.exception("Could not write the audit log entry")

@@ -155,3 +155,17 @@ class EventEnd(BaseModel):
     job_id: str
     status: str
     at: datetime
+
+
+class ExpertYaml(BaseModel):
+    """The expert section of the web form: YAML of expert config keys."""
+
+    yaml: str = Field(max_length=20_000, description="YAML mapping of expert config keys.")
+
+
+class ExpertCheck(BaseModel):
+    """The YAML as config keys, and what the validator says about them."""
+
+    config: dict[str, Any]
+    issues: list[FieldError] = Field(default_factory=list)
+    warnings: list[FieldError] = Field(default_factory=list)

@@ -98,11 +98,17 @@ def _load_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def build_config(values: dict[str, Any]) -> BasicTrainingConfig:
-    """Basic config unless an advanced-only key is present."""
-    from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
+def build_config(values: dict[str, Any], mode: str | None = None) -> BasicTrainingConfig:
+    """The config of `mode`; without one, the simplest mode that has every key given."""
+    from flextrain.config.schemas import (
+        AdvancedTrainingConfig,
+        BasicTrainingConfig,
+        ExpertTrainingConfig,
+    )
 
-    if set(values) - set(BasicTrainingConfig.model_fields):
+    if mode == "expert" or set(values) - set(AdvancedTrainingConfig.model_fields):
+        return ExpertTrainingConfig(**values)
+    if mode == "advanced" or set(values) - set(BasicTrainingConfig.model_fields):
         return AdvancedTrainingConfig(**values)
     return BasicTrainingConfig(**values)
 
@@ -116,6 +122,10 @@ def train(
     ] = None,
     preset: Annotated[str | None, typer.Option(help="quick, balanced or thorough.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML/JSON file of config keys.")] = None,
+    mode: Annotated[
+        TrainingMode | None,
+        typer.Option(help="basic, advanced or expert (default: from the keys given)."),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="num_epochs")] = None,
     batch_size: Annotated[
         str | None, typer.Option(help="batch_size, or 'auto': the largest that fits.")
@@ -208,7 +218,7 @@ def train(
         ]
         if missing:
             raise ValueError(f"Missing {', '.join(missing)} (or set them in --config).")
-        cfg = build_config(values)
+        cfg = build_config(values, mode.value if mode else None)
         service = _service()
         job = service.create_job(cfg, strict_hardware=True, priority=priority)
         for warning in job.warnings:

@@ -263,4 +263,144 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
         return cls(**data)
 
 
-TrainingConfig = BasicTrainingConfig | AdvancedTrainingConfig
+# -- expert mode ------------------------------------------------------------------------
+class ExpertLossConfig(BaseModel):
+    """The training loss: a built-in one with its parameters (data, safe for any user), or
+    a user function `module:function(model, inputs, outputs) -> loss` (code)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["cross_entropy", "focal"] = Field(
+        "cross_entropy", description="cross_entropy or focal (Lin et al. 2017)."
+    )
+    label_smoothing: float = Field(0.0, description="Cross-entropy label smoothing, 0 to <1.")
+    focal_gamma: float = Field(2.0, description="Focal loss focusing parameter (0: plain CE).")
+    focal_alpha: float | None = Field(
+        None, description="Focal loss balance factor in (0, 1]; None: no balancing."
+    )
+    class_weights: dict[str, float] | None = Field(
+        None,
+        description="Classification: weight per label name (labels not named weigh 1).",
+    )
+    z_loss: float = Field(
+        0.0, description="Coefficient of the z-loss (mean squared log-partition; PaLM uses 1e-4)."
+    )
+    function: str | None = Field(
+        None,
+        description="User loss `module:function(model, inputs, outputs) -> loss`, loaded from "
+        "code_dir; replaces the built-in loss.",
+    )
+
+    @property
+    def is_default(self) -> bool:
+        """Plain cross-entropy: the model's own loss does the same."""
+        return (
+            self.name == "cross_entropy"
+            and self.label_smoothing == 0.0
+            and not self.class_weights
+            and self.z_loss == 0.0
+            and self.function is None
+        )
+
+
+class ParamGroupConfig(BaseModel):
+    """Learning rate and weight decay of the parameters whose name matches `pattern`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pattern: str = Field(description="fnmatch pattern on parameter names, e.g. *lora_B*.")
+    lr: float | None = Field(None, description="Learning rate of these parameters.")
+    lr_scale: float | None = Field(None, description="Or: a multiple of the base learning rate.")
+    weight_decay: float | None = Field(None, description="Weight decay of these parameters.")
+
+
+class ExpertOptimizerConfig(BaseModel):
+    """Any torch.optim optimizer by name (plus Adafactor and 8-bit AdamW), with keyword
+    arguments and per-parameter-group settings, or a user factory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        "AdamW",
+        description="A torch.optim class (AdamW, SGD, RMSprop, ...), Adafactor, or AdamW8bit "
+        "(bitsandbytes).",
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments, e.g. {momentum: 0.9, nesterov: true}."
+    )
+    param_groups: list[ParamGroupConfig] = Field(
+        default_factory=list, description="Per-parameter settings; the first matching rule wins."
+    )
+    no_decay_on_norms_and_biases: bool = Field(
+        True, description="No weight decay on 1-D parameters (norm weights, biases)."
+    )
+    layerwise_lr_decay: float | None = Field(
+        None, description="Layer-wise lr decay in (0, 1]: lower blocks learn more slowly."
+    )
+    factory: str | None = Field(
+        None,
+        description="User factory `module:function(model, config) -> optimizer`, loaded from "
+        "code_dir; replaces the above.",
+    )
+
+
+class ExpertTrainingConfig(AdvancedTrainingConfig):
+    """Expert mode: the advanced knobs plus *how* the model is trained: loss, optimizer,
+    schedule as an expression, step hooks and user code (by dotted path from code_dir)."""
+
+    loss: ExpertLossConfig = Field(default_factory=ExpertLossConfig)
+    optimizer: ExpertOptimizerConfig | None = Field(
+        None, description="Optimizer with groups and kwargs; None: the advanced `optim` knob."
+    )
+    lr_schedule_expr: str | None = Field(
+        None,
+        description="Learning rate as an expression of lr, step, total_steps, progress, warmup, "
+        "epoch, e.g. lr * min(1, step / warmup) * 0.5 * (1 + cos(pi * progress)); replaces "
+        "lr_scheduler_type.",
+    )
+    callbacks: list[str] = Field(
+        default_factory=list,
+        description="User transformers TrainerCallback classes, `module:Class`, from code_dir.",
+    )
+    clip_grad_value: float | None = Field(
+        None, description="Clamp every gradient to [-v, v] before each optimizer step."
+    )
+    freeze: list[str] = Field(
+        default_factory=list,
+        description="fnmatch patterns of parameter names to freeze, e.g. *embed_tokens*.",
+    )
+    ema_decay: float | None = Field(
+        None,
+        description="Keep an exponential moving average of the weights (e.g. 0.999) and save it.",
+    )
+    curriculum: str | None = Field(
+        None,
+        description="Train in order of `length` (tokens) or of a column of the prepared data "
+        "instead of shuffled.",
+    )
+    curriculum_descending: bool = Field(False, description="Longest / largest first.")
+    trainer_class: str | None = Field(
+        None, description="A transformers Trainer subclass, `module:Class`, from code_dir."
+    )
+    code_dir: str | None = Field(
+        None,
+        description="Folder the user code (loss, optimizer factory, callbacks, trainer) "
+        "is loaded from.",
+    )
+
+    @property
+    def user_code(self) -> list[str]:
+        """Every reference to user code: running it is code execution (admin only by REST)."""
+        refs = [self.loss.function, self.optimizer.factory if self.optimizer else None]
+        refs += [*self.callbacks, self.trainer_class]
+        return [r for r in refs if r]
+
+    @classmethod
+    def from_basic(cls, basic: BasicTrainingConfig) -> ExpertTrainingConfig:
+        """Any config as the one shape the worker reads (expert fields at their defaults)."""
+        if isinstance(basic, ExpertTrainingConfig):
+            return basic
+        return cls(**basic.model_dump(exclude={"preset"}))
+
+
+TrainingConfig = BasicTrainingConfig | AdvancedTrainingConfig | ExpertTrainingConfig

@@ -8,11 +8,11 @@ registries or the hardware probe.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from flextrain.config.schemas import AdvancedTrainingConfig
+from flextrain.config.schemas import BasicTrainingConfig, ExpertTrainingConfig
 
 if TYPE_CHECKING:
     from flextrain.data.registry import DatasetInfo
@@ -54,7 +54,8 @@ class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     job_id: str
-    config: AdvancedTrainingConfig
+    # Every mode as the expert shape (its extra knobs at their defaults otherwise).
+    config: ExpertTrainingConfig
     model_path: str
     objective: Objective
     precision: Precision
@@ -72,3 +73,11 @@ class RunSpec(BaseModel):
     # A checkpoint folder to continue from (resume): step count, optimizer, scheduler,
     # RNG and data position come from it.
     resume_from_checkpoint: str | None = None
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _any_mode(cls, value: Any) -> Any:
+        """A basic or advanced config is lifted to the expert shape the worker reads."""
+        if isinstance(value, BasicTrainingConfig) and not isinstance(value, ExpertTrainingConfig):
+            return ExpertTrainingConfig.from_basic(value)
+        return value

@@ -32,6 +32,9 @@ from flextrain.jobs.store import JobStore
 from flextrain.train import distributed
 from flextrain.train.callbacks import JobCancelledError, StopRequest, StoreProgressCallback
 from flextrain.train.data import load_splits
+from flextrain.train.expert import ExpertSetup
+from flextrain.train.expert import prepare as prepare_expert
+from flextrain.train.hooks import apply_curriculum
 from flextrain.train.model import build_model, load_tokenizer
 from flextrain.train.packing import (
     PackingCollator,
@@ -62,9 +65,50 @@ class FlexTrainer(Trainer):
     """Trainer that also reports perplexity wherever a language model's eval loss is logged
     (history, job metrics, and the best-model choice, which reads the same dict)."""
 
-    def __init__(self, *args: Any, language_model: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        language_model: bool = False,
+        expert: ExpertSetup | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.language_model = language_model
+        self.expert = expert or ExpertSetup()
+
+    # Expert mode through the Trainer's own extension points: what it builds is then
+    # checkpointed, resumed and logged like the defaults.
+    def create_optimizer(self, model: Any = None) -> Any:
+        if self.expert.optimizer is not None and self.optimizer is None:
+            target = self.model if model is None else model
+            assert target is not None
+            self.optimizer = self.expert.optimizer(target)
+            return self.optimizer
+        return super().create_optimizer(model)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+        if self.expert.schedule is not None and self.lr_scheduler is None:
+            chosen = optimizer or self.optimizer
+            assert chosen is not None, "create_optimizer runs first"
+            self.lr_scheduler = self.expert.schedule(chosen, num_training_steps)
+            self._created_lr_scheduler = True
+            return self.lr_scheduler
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        if self.expert.user_loss is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # The user's function returns a per-batch mean, like a model's own loss.
+        self.loss_is_scaled_for_ga = False
+        outputs = model(**inputs)
+        loss = self.expert.user_loss(model, inputs, outputs)
+        return (loss, outputs) if return_outputs else loss
 
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
         # Fault injection for the tests of out-of-memory back-off (CI has no GPU to fill).
@@ -229,6 +273,9 @@ def _train(
     model, fresh = build_model(spec, tokenizer)
     if fresh:
         print(f"Newly initialised modules (trained in full): {', '.join(fresh)}")
+    expert = prepare_expert(spec, model, splits["train"])
+    for note in expert.notes:
+        print(f"[flextrain] expert: {note}", flush=True)
 
     packed = False
     if spec.objective == "sequence_classification":
@@ -281,14 +328,19 @@ def _train(
         objective=spec.objective,
         reporter=reporter,
     )
-    callbacks: list[Any] = [progress]
+    callbacks: list[Any] = [progress, *expert.callbacks]
     early: EarlyStoppingCallback | None = None
     if has_eval and cfg.early_stopping_patience is not None:
         early = EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold)
         callbacks.append(early)
 
+    trainer_class: type[FlexTrainer] = FlexTrainer
+    if expert.trainer_class is not None:
+        # The user's subclass first: its overrides win, flextrain's reporting stays.
+        trainer_class = type("ExpertTrainer", (expert.trainer_class, FlexTrainer), {})
+
     def make_trainer(model: Any, args: TrainingArguments) -> FlexTrainer:
-        return FlexTrainer(
+        trainer = trainer_class(
             model=model,
             args=args,
             train_dataset=splits["train"],
@@ -296,9 +348,14 @@ def _train(
             data_collator=collator,
             processing_class=tokenizer,
             compute_metrics=compute_metrics,
+            compute_loss_func=expert.compute_loss_func,
             callbacks=callbacks,
             language_model=spec.objective in ("causal_lm", "masked_lm"),
+            expert=expert,
         )
+        if expert.curriculum is not None:
+            apply_curriculum(trainer, expert.curriculum)
+        return trainer
 
     trainer = make_trainer(model, args)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

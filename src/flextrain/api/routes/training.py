@@ -23,6 +23,9 @@ from flextrain.api.deps import (
 from flextrain.api.schemas import (
     CompatibilityRequest,
     ErrorBody,
+    ExpertCheck,
+    ExpertYaml,
+    FieldError,
     JobPage,
     JobTimeline,
     LogTail,
@@ -32,7 +35,17 @@ from flextrain.api.schemas import (
 )
 from flextrain.config.enums import TrainingMode, TrainingStatus
 from flextrain.config.presets import describe_presets
-from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
+from flextrain.config.schemas import (
+    AdvancedTrainingConfig,
+    BasicTrainingConfig,
+    ExpertTrainingConfig,
+)
+from flextrain.config.usercode import code_digest
+from flextrain.config.validation import (
+    ConfigValidationError,
+    TrainingParameterValidator,
+    ValidationIssue,
+)
 from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs.scheduler import QueueSnapshot
 from flextrain.jobs.store import TrainingJob
@@ -170,6 +183,96 @@ def create_advanced_job(
     )
     request.state.audit_target = job.job_id
     return job
+
+
+@router.post("/jobs/expert", response_model=TrainingJob, status_code=201, responses=_ERRORS)
+def create_expert_job(
+    config: ExpertTrainingConfig,
+    request: Request,
+    user: TrainerDep,
+    service: ServiceDep,
+    priority: PriorityQuery = 0,
+) -> TrainingJob:
+    """Validate and record a PENDING expert job: custom loss, optimizer, schedule
+    expression, hooks. Naming user code (loss.function, optimizer.factory, callbacks,
+    trainer_class) runs that code on the server, so it needs the admin role; the audit log
+    records each file's SHA-256. The built-in losses and the expression schedule are data,
+    allowed for trainers."""
+    confine_config(service, user, config)
+    if config.user_code:
+        if not user.role.allows(Role.ADMIN):
+            raise HTTPException(
+                403,
+                f"This config names user code ({', '.join(config.user_code)}), which runs on "
+                "the server: only an admin may create it. Fix: use the built-in losses, "
+                "optimizers and lr_schedule_expr, or ask an admin.",
+            )
+        digests = code_digest(config.user_code, config.code_dir)
+        request.state.audit_detail = "user code in {}: {}".format(
+            config.code_dir, ", ".join(f"{path} sha256={h}" for path, h in digests.items())
+        )
+    job = service.create_job(
+        config,
+        mode=TrainingMode.EXPERT,
+        owner=user.name,
+        priority=_allowed_priority(user, priority),
+    )
+    request.state.audit_target = job.job_id
+    return job
+
+
+# Keys the expert section may set (the rest of a job is the form's own fields).
+EXPERT_KEYS = frozenset(ExpertTrainingConfig.model_fields) - frozenset(
+    AdvancedTrainingConfig.model_fields
+)
+
+
+@router.post("/expert/check", response_model=ExpertCheck, responses=_ERRORS)
+def check_expert_yaml(body: ExpertYaml, user: TrainerDep) -> ExpertCheck:
+    """Parse the web form's expert YAML and check it as the job will be (user code is
+    read, not run): 422 with the line for bad YAML or the field for a bad value."""
+    import yaml
+    from pydantic import ValidationError
+
+    try:
+        data = yaml.safe_load(body.yaml) if body.yaml.strip() else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise HTTPException(422, f"The expert YAML does not parse{where}: {problem}.") from None
+    if not isinstance(data, dict):
+        raise HTTPException(
+            422, "The expert YAML must be a mapping of config keys, e.g. `lr_schedule_expr: lr`."
+        )
+    unknown = sorted(set(data) - EXPERT_KEYS)
+    if unknown:
+        raise HTTPException(
+            422,
+            f"Not expert keys: {', '.join(map(str, unknown))} (set those in the form). Expert "
+            f"keys: {', '.join(sorted(EXPERT_KEYS))}.",
+        )
+    try:
+        config = ExpertTrainingConfig(
+            model_id="-", dataset_id="-", training_type="fine_tuning", **data
+        )
+    except ValidationError as exc:
+        issues = [
+            ValidationIssue(".".join(str(p) for p in e["loc"]), e["msg"], "see the field's help.")
+            for e in exc.errors()
+        ]
+        raise ConfigValidationError(issues) from None
+    found = [
+        i
+        for i in TrainingParameterValidator().validate(config)
+        if i.field.split(".")[0].split("[")[0] in EXPERT_KEYS
+    ]
+    as_error = [FieldError(field=i.field, message=i.message, fix=i.fix) for i in found]
+    return ExpertCheck(
+        config=data,
+        issues=[e for e, i in zip(as_error, found, strict=True) if i.severity == "error"],
+        warnings=[e for e, i in zip(as_error, found, strict=True) if i.severity == "warning"],
+    )
 
 
 @router.post("/jobs/{job_id}/start", response_model=TrainingJob, responses=_JOB_ERRORS)

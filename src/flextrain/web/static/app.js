@@ -332,6 +332,7 @@
     $("job-form").addEventListener("input", markCheckStale);
     $("job-form").addEventListener("change", markCheckStale);
     $("check-button").addEventListener("click", checkJob);
+    $("expert-check").addEventListener("click", () => checkExpertYaml().catch(() => {}));
     for (const radio of document.querySelectorAll('input[name="mode"]')) {
       radio.addEventListener("change", () => layoutForm());
     }
@@ -694,6 +695,7 @@
   }
 
   function currentMode() {
+    if ($("mode-expert").checked) return "expert";
     return $("mode-advanced").checked ? "advanced" : "basic";
   }
 
@@ -702,16 +704,18 @@
     const form = state.form;
     if (!form) return;
     const mode = currentMode();
-    const groups = mode === "advanced" ? ADVANCED_GROUPS : BASIC_GROUPS;
+    const full = mode !== "basic"; // expert mode has every advanced field too
+    const groups = full ? ADVANCED_GROUPS : BASIC_GROUPS;
     const placed = new Set();
     const sets = [];
     for (const [title, names] of groups) {
-      const present = names.filter((n) => form.fields.has(n) && (mode === "advanced" || form.basicNames.has(n)));
+      const present = names.filter((n) => form.fields.has(n) && (full || form.basicNames.has(n)));
       if (!present.length) continue;
       present.forEach((n) => placed.add(n));
       sets.push([title, present]);
     }
-    if (mode === "advanced") {
+    $("expert-section").hidden = mode !== "expert";
+    if (full) {
       // A knob the server added that GROUPS does not know yet still gets a place.
       const others = [...form.fields.keys()].filter((n) => !placed.has(n));
       if (others.length) sets.push(["Other", others]);
@@ -731,9 +735,11 @@
       ),
     );
     $("mode-help").textContent =
-      mode === "advanced"
-        ? "Advanced mode: every training knob. Blank fields take the preset's value (if a preset is chosen) or the default shown in grey."
-        : "Basic mode: choose a model, data and a preset. Blank fields take the preset's value, or the default shown in grey.";
+      mode === "expert"
+        ? "Expert mode: every training knob, plus the loss, optimizer, schedule expression and hooks written as YAML below."
+        : mode === "advanced"
+          ? "Advanced mode: every training knob. Blank fields take the preset's value (if a preset is chosen) or the default shown in grey."
+          : "Basic mode: choose a model, data and a preset. Blank fields take the preset's value, or the default shown in grey.";
     describeChoice();
   }
 
@@ -1039,12 +1045,47 @@
     $("form-status").textContent = `Applied: ${names.join(", ")}. Check again to see the effect.`;
   }
 
+  /**
+   * The expert YAML as config keys, checked by the server (the same rules as the job;
+   * user code is read there, never run). Shows the problems and throws when there are any.
+   */
+  async function checkExpertYaml() {
+    clearFormErrors();
+    const status = $("expert-status");
+    status.textContent = "Checking…";
+    let result;
+    try {
+      result = await api("/api/training/expert/check", { method: "POST", body: { yaml: $("expert-yaml").value } });
+    } catch (err) {
+      status.textContent = "";
+      showFormErrors(err, "The expert YAML has a problem. ");
+      throw err;
+    }
+    if (result.issues.length) {
+      status.textContent = "";
+      const err = { detail: "The expert YAML has problems.", errors: result.issues };
+      showFormErrors(err, "The expert YAML: ");
+      throw err;
+    }
+    const keys = Object.keys(result.config);
+    const notes = result.warnings.map((w) => `${w.field}: ${w.message}`).join(" ");
+    status.textContent = `${keys.length ? `OK: ${keys.join(", ")}.` : "OK (no expert keys)."} ${notes}`.trim();
+    return result.config;
+  }
+
   async function submitJob(event) {
     event.preventDefault();
     if (!state.form) return;
     clearFormErrors();
     const mode = currentMode();
-    const config = collectConfig();
+    let config = collectConfig();
+    if (mode === "expert") {
+      try {
+        config = { ...config, ...(await checkExpertYaml()) };
+      } catch {
+        return;
+      }
+    }
     setBusy(true, "Creating the job…");
     let job;
     try {
