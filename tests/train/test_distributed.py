@@ -275,3 +275,12 @@ def test_fsdp_wraps_each_decoder_layer_and_saves_a_full_state_dict(
     assert args["fsdp_config"]["state_dict_type"] == "FULL_STATE_DICT"
     ddp = strategy_arguments(_config(num_processes=2), model)
     assert "fsdp" not in ddp and ddp["ddp_find_unused_parameters"] is False
+
+
+def test_fsdp_job_on_cpu_saves_a_full_model_that_reloads(service: TrainingService) -> None:
+    job_id = _run(service, _config(batch_size=4, num_processes=2, distributed_strategy="fsdp"))
+    done = service.require_job(job_id)
+    assert done.metrics["world_size"] == 2
+    assert done.eval_loss is not None and done.eval_loss < 6.0
+    got, recorded = reload_logits(Path(done.model_path or ""))
+    assert got == pytest.approx(recorded, abs=1e-4)
