@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 
-.PHONY: install demo test test-postgres lint bench clean
+.PHONY: install demo test test-postgres lint bench soak clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test-postgres: install
 # appends to docs/benchmarks.md). Not part of `test`: it measures, it does not assert.
 bench: install
 	$(PY) benchmarks/throughput.py
+
+# Fault soak (bounded): workers and the API server killed at random moments mid-run;
+# every job must end completed with no corrupt checkpoint (appends to docs/reliability.md).
+soak: install
+	$(PY) benchmarks/soak.py --minutes $(or $(SOAK_MINUTES),5)
 
 lint: install
 	$(VENV)/bin/ruff check src tests examples

@@ -128,7 +128,9 @@ class TrainingService:
         self.users = UserStore(sessions)
         self.audit = AuditLog(sessions)
         self.datasets = TrainingDataManager(sessions, self.settings.home / "datasets")
-        self.models = ModelResolver(self.settings.builtin_models_dir)
+        self.models = ModelResolver(
+            self.settings.builtin_models_dir, allow_pickle=self.settings.allow_pickle_weights
+        )
         self.environments = TrainingEnvironmentManager(self.settings.jobs_dir)
         self.validator = TrainingParameterValidator()
         self.compatibility = ModelCompatibilityChecker(self.models)
@@ -867,6 +869,7 @@ class TrainingService:
             if config.eval_file
             else None,
             cache_dir=str(self.settings.home / "cache" / "tokenized"),
+            allow_pickle_weights=self.settings.allow_pickle_weights,
         )
 
     def _pid_started_at(self, job_id: str) -> float | None:

@@ -7,10 +7,12 @@ against the store that created it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_home() -> Path:
@@ -47,6 +49,40 @@ class Settings(BaseSettings):
         description="At most this many jobs run at once on this home "
         "(FLEXTRAIN_MAX_CONCURRENT_JOBS); unset, the free CPU threads and GPUs decide.",
     )
+
+    allowed_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders besides FLEXTRAIN_HOME whose local models non-admin REST users "
+        "may name (FLEXTRAIN_ALLOWED_ROOTS, separated by os.pathsep, e.g. /data/models:/srv/m).",
+    )
+    max_upload_mb: int = Field(
+        512, ge=1, description="Largest dataset upload over REST, in MB (FLEXTRAIN_MAX_UPLOAD_MB)."
+    )
+    max_queued_jobs_per_user: int = Field(
+        20,
+        ge=1,
+        description="Queued jobs a non-admin may have at once; starting one more is refused "
+        "(FLEXTRAIN_MAX_QUEUED_JOBS_PER_USER).",
+    )
+    max_failed_auth_per_minute: int = Field(
+        10,
+        ge=1,
+        description="Failed token checks per client address per minute before the API answers "
+        "429 (FLEXTRAIN_MAX_FAILED_AUTH_PER_MINUTE).",
+    )
+    allow_pickle_weights: bool = Field(
+        False,
+        description="Load local model folders that hold only pickle weights (pytorch_model.bin), "
+        "which can run code when loaded (FLEXTRAIN_ALLOW_PICKLE_WEIGHTS=1); default: "
+        "safetensors only.",
+    )
+
+    @field_validator("allowed_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [Path(part) for part in value.split(os.pathsep) if part.strip()]
+        return value
 
     @property
     def resolved_database_url(self) -> str:

@@ -660,7 +660,7 @@ class TestMemory:
             rf"needs about {peak:.2f} GB of system memory; 10\.00 GB is available\.",
         )
         assert "may not fit" not in issue.message
-        assert issue.fix == self.FIX
+        assert issue.fix == f"{self.FIX} Or force it with ignore_memory_estimate."
         with pytest.raises(ConfigValidationError) as caught:
             TrainingParameterValidator().validate_or_raise(
                 make(),
@@ -921,3 +921,9 @@ class TestExpert:
         one(
             run(expert(callbacks=["not a ref"], code_dir=str(tmp_path))), "callbacks", "module:name"
         )
+
+
+def test_a_forced_run_over_the_estimate_is_only_warned_about() -> None:
+    memory = MemoryFacts(peak_gb=20.0, available_gb=10.0, kind="system", fix="lower batch_size.")
+    issues = TrainingParameterValidator().validate(make(ignore_memory_estimate=True), memory=memory)
+    one(issues, "batch_size", "Started anyway", "warning")

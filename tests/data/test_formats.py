@@ -247,3 +247,37 @@ def test_corrupt_parquet(tmp_path: Path) -> None:
     path.write_bytes(b"not parquet at all")
     with pytest.raises(DatasetFormatError, match="not a readable Parquet file"):
         read_records(path)
+
+
+# Found by fuzzing the upload endpoint: both crashed later (a 500) instead of being
+# refused as a bad file.
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("lone.jsonl", '{"text": "fine"}\n{"text": "half a pair \\ud800"}\n'),
+        ("lone.json", '[{"text": "low half \\udfff first"}]'),
+        ("key.jsonl", '{"\\ud800": "in a key"}\n'),
+    ],
+)
+def test_a_lone_surrogate_escape_is_a_format_error(tmp_path: Path, name: str, content: str) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DatasetFormatError, match="surrogate pair") as caught:
+        read_records(path)
+    assert name in str(caught.value)
+    if name == "lone.jsonl":
+        assert "line 2" in str(caught.value)
+
+
+def test_a_surrogate_pair_escape_is_one_character(tmp_path: Path) -> None:
+    path = tmp_path / "emoji.jsonl"
+    path.write_text('{"text": "smile \\ud83d\\ude00"}\n')
+    assert read_records(path) == [{"text": "smile \U0001f600"}]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_nesting_too_deep_to_parse_is_a_format_error(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"deep{suffix}"
+    path.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(DatasetFormatError, match="too deeply"):
+        read_records(path)

@@ -304,7 +304,10 @@ def test_create_job_strict_refuses_with_the_fix(small_machine: TrainingService) 
     assert match, error.message
     assert float(match.group(1)) > 0.2 * 1.1
     # Under the framework baseline nothing fits: the fix says so.
-    assert error.fix == "use a smaller model or a machine with more memory."
+    assert error.fix == (
+        "use a smaller model or a machine with more memory. "
+        "Or force it with ignore_memory_estimate."
+    )
     assert error.fix in str(caught.value)
     assert small_machine.list_jobs() == []
 
@@ -326,7 +329,9 @@ def test_strict_fix_names_an_option_that_fits(settings: Settings) -> None:
         svc.engine.dispose()
     (error,) = caught.value.errors
     assert error.field == "batch_size"
-    fix = re.fullmatch(r".*\(about ([\d.]+) GB\)\.", error.fix)
+    fix = re.fullmatch(
+        r".*\(about ([\d.]+) GB\)\. Or force it with ignore_memory_estimate\.", error.fix
+    )
     assert fix, error.fix
     assert float(fix.group(1)) <= 0.8
     assert error.fix in str(caught.value)

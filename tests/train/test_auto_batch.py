@@ -9,6 +9,7 @@ import pytest
 
 from flextrain.config.enums import TrainingStatus, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
+from flextrain.config.validation import ConfigValidationError
 from flextrain.estimate.memory import estimate_memory
 from flextrain.models.compatibility import training_setup
 from flextrain.service import AUTO_BATCH_MARGIN, TrainingService
@@ -124,4 +125,42 @@ def test_default_gradient_checkpointing_is_dropped_when_memory_is_plentiful(
         assert needed.config["gradient_checkpointing"] is True
     finally:
         roomy.engine.dispose()
+        tight.engine.dispose()
+
+
+def test_without_oom_recovery_the_job_fails_with_what_to_change(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLEXTRAIN_FAULT_OOM_ABOVE_BATCH", "2")
+    service = TrainingService(settings, hardware_probe=lambda: cpu_hardware(available_memory_gb=64))
+    try:
+        job = service.create_job(_config(batch_size=8, max_steps=4, oom_recovery=False))
+        service.start_job(job.job_id)
+        done = service.wait(job.job_id, timeout=180)
+        assert done.status == TrainingStatus.FAILED
+        message = done.error_message or ""
+        assert message.startswith("OutOfMemoryAdvice: Out of memory at micro-batch 8")
+        assert "(oom_recovery is off)" in message
+        assert "batch_size 4 with gradient_accumulation_steps 2" in message
+        assert [e.kind for e in service.events(job.job_id)].count("oom_backoff") == 0
+    finally:
+        service.engine.dispose()
+
+
+def test_a_run_the_estimate_says_cannot_fit_is_refused_unless_forced(
+    settings: Settings,
+) -> None:
+    tight = TrainingService(settings, hardware_probe=lambda: cpu_hardware(available_memory_gb=0.05))
+    try:
+        with pytest.raises(ConfigValidationError) as caught:
+            tight.create_job(_config(batch_size=64, max_length=512), strict_hardware=True)
+        issue = next(i for i in caught.value.issues if i.field == "batch_size")
+        assert "GB of system memory" in issue.message and "0.05 GB is available" in issue.message
+        assert "ignore_memory_estimate" in (issue.fix or "")
+        forced = tight.create_job(
+            _config(batch_size=64, max_length=512, ignore_memory_estimate=True),
+            strict_hardware=True,
+        )
+        assert any("Started anyway" in w for w in forced.warnings)
+    finally:
         tight.engine.dispose()

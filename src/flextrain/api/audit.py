@@ -1,8 +1,8 @@
 """ASGI middleware that writes the audit log.
 
 Records every mutating request (anything but GET/HEAD/OPTIONS) and every
-refused one (401/403 on any method): who, which route, which target, the
-status and outcome, the client's address. Pure ASGI rather than
+refused one (401/403, and 429 after too many wrong tokens, on any method): who,
+which route, which target, the status and outcome, the client's address. Pure ASGI rather than
 BaseHTTPMiddleware, so the event stream passes through untouched.
 """
 
@@ -40,7 +40,7 @@ class AuditMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             code = status.get("code", 500)
-            if scope["method"] not in _READS or code in (401, 403):
+            if scope["method"] not in _READS or code in (401, 403, 429):
                 await self._record(scope, code)
 
     async def _record(self, scope: Scope, code: int) -> None:

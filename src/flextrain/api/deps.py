@@ -7,6 +7,7 @@ token.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,10 +16,21 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from flextrain.accounts.users import Role, User
-from flextrain.config.schemas import BasicTrainingConfig
+from flextrain.api.limits import FailedAuthLimiter
+from flextrain.config.enums import TrainingStatus
+from flextrain.config.schemas import (
+    AdvancedTrainingConfig,
+    BasicTrainingConfig,
+    ExpertTrainingConfig,
+)
 from flextrain.data.registry import DatasetNotFoundError
+from flextrain.data.versions import dataset_folder
 from flextrain.jobs.store import TrainingJob
+from flextrain.models.builtin import BUILTIN_IDS
 from flextrain.service import JobNotFoundError, TrainingService
+
+# The only job id the service makes (uuid4().hex[:12]); nothing else reaches the store.
+JOB_ID = re.compile(r"^[0-9a-f]{12}$")
 
 LOCAL_USER = User(
     name="local", role=Role.ADMIN, token_hint="", created_at=datetime(2026, 1, 1, tzinfo=UTC)
@@ -46,8 +58,12 @@ def current_user(request: Request, service: ServiceDep) -> User:
             "(create one with `flextrain users create NAME --role trainer`).",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    limiter = auth_limiter(request)
+    client = request.client.host if request.client else "unknown"
+    _refuse_if_throttled(limiter, client)
     user = service.users.authenticate(token.strip())
     if user is None:
+        limiter.record_failure(client)
         raise HTTPException(
             401,
             "The token is not valid or was revoked: ask an admin for a new one.",
@@ -58,6 +74,30 @@ def current_user(request: Request, service: ServiceDep) -> User:
 
 
 UserDep = Annotated[User, Depends(current_user)]
+
+
+def auth_limiter(request: Request) -> FailedAuthLimiter:
+    """The app's limiter of failed token checks (made on first use for apps built by hand)."""
+    limiter: FailedAuthLimiter | None = getattr(request.app.state, "auth_limiter", None)
+    if limiter is None:
+        service: TrainingService = request.app.state.service
+        limiter = FailedAuthLimiter(service.settings.max_failed_auth_per_minute)
+        request.app.state.auth_limiter = limiter
+    return limiter
+
+
+def _refuse_if_throttled(limiter: FailedAuthLimiter, client: str) -> None:
+    """Too many wrong tokens from one address: refuse every token check from it (even a
+    right one) until the oldest failure is a minute old, so guessing gains nothing."""
+    wait = limiter.retry_after(client)
+    if wait is not None:
+        raise HTTPException(
+            429,
+            f"Too many failed authentications from {client}: at most "
+            f"{limiter.max_failures} per minute (max_failed_auth_per_minute). Fix: check the "
+            f"token and retry after {wait} s.",
+            headers={"Retry-After": str(wait)},
+        )
 
 
 def require(role: Role) -> Callable[[User], User]:
@@ -88,10 +128,35 @@ def can_see(user: User, job: TrainingJob) -> bool:
 def visible_job(service: TrainingService, user: User, job_id: str) -> TrainingJob:
     """The job, or 404 when it does not exist *or* belongs to someone the user may not see
     (a 403 would confirm that the id exists)."""
+    check_job_id(job_id)
     job = service.get_job(job_id)
     if job is None or not can_see(user, job):
         raise JobNotFoundError(f"No training job with id '{job_id}'.")
     return job
+
+
+def check_job_id(job_id: str) -> None:
+    """Only an id of the service's own format goes on to the store or a folder name."""
+    if not JOB_ID.match(job_id):
+        shown = job_id if len(job_id) <= 40 else job_id[:40] + "..."
+        raise JobNotFoundError(
+            f"No training job with id {shown!r}. Job ids are 12 lowercase hex characters, "
+            "e.g. 3f2a9c1b0d4e (see GET /api/training/jobs)."
+        )
+
+
+def check_queue_quota(service: TrainingService, user: User) -> None:
+    """A non-admin may have at most max_queued_jobs_per_user jobs waiting in the queue."""
+    if user.role == Role.ADMIN:
+        return
+    limit = service.settings.max_queued_jobs_per_user
+    queued = service.count_jobs(status=TrainingStatus.QUEUED, owner=user.name)
+    if queued >= limit:
+        raise HTTPException(
+            429,
+            f"You have {queued} queued jobs, the most a user may have "
+            f"(max_queued_jobs_per_user={limit}). Fix: wait until some start, or cancel one.",
+        )
 
 
 def owned_job(service: TrainingService, user: User, job_id: str) -> TrainingJob:
@@ -133,19 +198,90 @@ def user_output_root(service: TrainingService, user: User) -> Path:
     return service.settings.home / "outputs" / user.name
 
 
-def confine_config(service: TrainingService, user: User, config: BasicTrainingConfig) -> None:
-    """What a non-admin's job may name: registered datasets, and an output_dir inside
-    their own folder under FLEXTRAIN_HOME/outputs (never another job's folder)."""
+def allowed_roots(service: TrainingService) -> list[Path]:
+    """Folders a non-admin may name files in: FLEXTRAIN_HOME and FLEXTRAIN_ALLOWED_ROOTS,
+    symlinks resolved."""
+    settings = service.settings
+    return [
+        settings.home.resolve(),
+        *(root.expanduser().resolve() for root in settings.allowed_roots),
+    ]
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """`path` is `root` or below it; both already resolved (so '..' and links are gone)."""
+    return path == root or root in path.parents
+
+
+def confine_model(service: TrainingService, user: User, model_id: str) -> None:
+    """A non-admin's model_id may be a built-in, a hub id, or a local folder inside the
+    allowed roots. The folder is resolved first, so '..' and symlinks that lead out are
+    refused however they are spelled; a path outside is refused whether or not it exists
+    (no probing of the server's disk)."""
+    if user.role == Role.ADMIN or model_id in BUILTIN_IDS:
+        return
+    local = Path(model_id.strip()).expanduser()
+    looks_local = model_id.strip().startswith(("/", ".", "~")) or model_id.count("/") > 1
+    if not (looks_local or local.exists()):
+        return  # a hub id
+    target = local.resolve()
+    roots = allowed_roots(service)
+    if not any(is_inside(target, root) for root in roots):
+        raise HTTPException(
+            403,
+            f"model_id '{model_id}' is a local folder outside the folders you may use "
+            f"({', '.join(map(str, roots))}). Fix: use a built-in or hub model or one trained "
+            "here, or ask an admin to add its folder to FLEXTRAIN_ALLOWED_ROOTS.",
+        )
+
+
+def confine_upload(service: TrainingService, name: str) -> None:
+    """The folder an upload is stored in must stay inside the datasets root once resolved:
+    a symlink planted there (say `home/datasets/team%2Fx -> /elsewhere`) is refused."""
+    root = service.datasets.root.resolve()
+    if not is_inside(dataset_folder(service.datasets.root, name).resolve(), root):
+        raise HTTPException(
+            403,
+            f"name '{name}': its dataset folder leads outside {root} (a symbolic link). "
+            "Fix: choose another name, or ask an admin to remove the link.",
+        )
+
+
+def confine_reads(service: TrainingService, user: User, config: BasicTrainingConfig) -> None:
+    """What a non-admin's config may read: registered datasets (training and eval) and a
+    model that is not a local folder outside the allowed roots."""
     confine_dataset(service, user, config.dataset_id)
-    if user.role == Role.ADMIN or config.output_dir is None:
+    if isinstance(config, AdvancedTrainingConfig):
+        confine_dataset(service, user, config.eval_file)
+    confine_model(service, user, config.model_id)
+
+
+def confine_config(service: TrainingService, user: User, config: BasicTrainingConfig) -> None:
+    """What a non-admin's job may name: registered datasets (training and eval), a model
+    that is not a local folder outside the allowed roots, no code_dir (user code is
+    admin-only), and an output_dir inside their own folder under FLEXTRAIN_HOME/outputs
+    (never another job's folder). Paths are resolved before the containment check, so
+    '..' and symlinks that lead out are refused."""
+    confine_reads(service, user, config)
+    if user.role == Role.ADMIN:
+        return
+    # With user code named, the expert route refuses it with its own message.
+    if isinstance(config, ExpertTrainingConfig) and config.code_dir and not config.user_code:
+        raise HTTPException(
+            403,
+            f"code_dir '{config.code_dir}': loading user code is for admins only. Fix: leave "
+            "code_dir empty and use the built-in losses, optimizers and lr_schedule_expr.",
+        )
+    if config.output_dir is None:
         return
     root = user_output_root(service, user).resolve()
     target = Path(config.output_dir).expanduser()
     target = (root / target if not target.is_absolute() else target).resolve()
-    if target != root and root not in target.parents:
+    if not is_inside(target, root):
         raise HTTPException(
             403,
-            f"output_dir '{config.output_dir}' is outside your folder {root}. Fix: leave "
-            "output_dir empty (the job's own folder) or name a folder inside yours.",
+            f"output_dir '{config.output_dir}' is outside your folder {root} (paths are "
+            "resolved: '..' and symbolic links count). Fix: leave output_dir empty (the "
+            "job's own folder) or name a folder inside yours.",
         )
     config.output_dir = str(target)

@@ -35,10 +35,26 @@ def _field(loc: tuple[object, ...] | list[object]) -> str:
     return ".".join(parts) or "body"
 
 
+def _message(error: dict[str, object]) -> str:
+    """Pydantic's message; for a body that is not JSON, with the parser's reason and
+    where (FastAPI's own message is only "JSON decode error")."""
+    message = str(error.get("msg", "invalid"))
+    ctx = error.get("ctx")
+    if error.get("type") == "json_invalid" and isinstance(ctx, dict) and ctx.get("error"):
+        loc = error.get("loc", ())
+        where = loc[-1] if isinstance(loc, (tuple, list)) and loc else "?"
+        message = f"{message}: {ctx['error']} at character {where}"
+    return message
+
+
 async def request_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        FieldError(field=_field(e.get("loc", ())), message=str(e.get("msg", "invalid")))
+        FieldError(
+            # A body that is not JSON: its loc is ("body", position), and the whole body is wrong.
+            field="body" if e.get("type") == "json_invalid" else _field(e.get("loc", ())),
+            message=_message(e),
+        )
         for e in exc.errors()
     ]
     summary = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])

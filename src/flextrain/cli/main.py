@@ -168,6 +168,10 @@ def train(
         int,
         typer.Option(min=-1000, max=1000, help="Queue priority: higher starts first (default 0)."),
     ] = 0,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Start even if the memory estimate says it does not fit."),
+    ] = False,
     detach: Annotated[bool, typer.Option(help="Start and return; don't follow.")] = False,
 ) -> None:
     """Create a job and train it in the foreground (Ctrl-C cancels cleanly).
@@ -205,6 +209,7 @@ def train(
             "num_processes": num_processes,
             "num_nodes": num_nodes,
             "distributed_strategy": strategy,
+            "ignore_memory_estimate": True if force else None,
         }
         values.update({k: v for k, v in flags.items() if v is not None})
         missing = [

@@ -200,6 +200,17 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
     monitor_interval: float = Field(
         5.0, description="Seconds between the worker's heartbeats and system-metric samples."
     )
+    ignore_memory_estimate: bool = Field(
+        False,
+        description="Start even when the memory estimate says the run does not fit (the "
+        "estimate errs; out-of-memory recovery may still save the run).",
+    )
+    oom_recovery: bool = Field(
+        True,
+        description="On an out-of-memory error, continue from the last checkpoint with half "
+        "the micro-batch and twice the gradient accumulation (same effective batch), down "
+        "to a micro-batch of 1; off: fail with what to change.",
+    )
 
     # Scale-out: several processes (one per GPU) and machines, launched by torchrun.
     num_processes: int = Field(

@@ -483,7 +483,12 @@ def _memory(ctx: RuleContext) -> Iterator[ValidationIssue]:
         f"{mem.available_gb:.2f} GB is available."
     )
     if mem.peak_gb > mem.available_gb * MEMORY_REFUSE_FACTOR:
-        yield _err("batch_size", message, mem.fix)
+        if ctx.config.ignore_memory_estimate:
+            yield _warn(
+                "batch_size", message + " Started anyway (ignore_memory_estimate).", mem.fix
+            )
+        else:
+            yield _err("batch_size", message, f"{mem.fix} Or force it with ignore_memory_estimate.")
     elif mem.peak_gb > mem.available_gb * MEMORY_WARN_FACTOR:
         yield _warn("batch_size", message + " It may not fit.", mem.fix)
 

@@ -114,18 +114,63 @@ def _decode(path: Path) -> str:
         ) from None
 
 
+class _BadJSON(ValueError):
+    """Parsable JSON that cannot be records; the message follows the file's name."""
+
+
+def _loads(text: str) -> Any:
+    """`json.loads`, refusing two things it lets through that fail later as a crash:
+    nesting deeper than the parser's recursion limit (RecursionError) and a lone
+    \\uD800-\\uDFFF escape, which decodes to a str UTF-8 cannot encode."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise _BadJSON(
+            "nests lists or objects too deeply to read. Fix: records are flat objects, "
+            'like {"text": "..."}.'
+        ) from None
+    if "\\u" in text and has_unencodable_text(value):
+        raise _BadJSON(
+            "holds a \\uD800-\\uDFFF escape that is not part of a surrogate pair (not "
+            "valid Unicode). Fix: re-save the file as UTF-8 text; a character outside the "
+            "basic plane is written as a pair, like \\ud83d\\ude00."
+        )
+    return value
+
+
+def has_unencodable_text(value: Any) -> bool:
+    """Whether a str anywhere in decoded JSON (keys included) cannot be UTF-8 encoded: a
+    lone surrogate escape, which would fail later at a database or a file write."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _parse_jsonl(text: str, name: str) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            value = json.loads(line)
+            value = _loads(line)
         except json.JSONDecodeError as exc:
             raise DatasetFormatError(
                 f"'{name}' line {number} is not valid JSON ({exc.msg}, column {exc.colno}). "
                 "Fix: one complete JSON object per line."
             ) from None
+        except _BadJSON as exc:
+            raise DatasetFormatError(f"'{name}' line {number} {exc}") from None
         if not isinstance(value, dict):
             raise DatasetFormatError(
                 f"'{name}' record {len(records) + 1} (line {number}) is a "
@@ -138,7 +183,9 @@ def _parse_jsonl(text: str, name: str) -> list[dict[str, Any]]:
 
 def _parse_json(text: str, name: str) -> list[dict[str, Any]]:
     try:
-        data = json.loads(text)
+        data = _loads(text)
+    except _BadJSON as exc:
+        raise DatasetFormatError(f"'{name}' {exc}") from None
     except json.JSONDecodeError as exc:
         fix = "Fix: a JSON list of objects."
         if exc.msg == "Extra data":

@@ -73,6 +73,9 @@ class RunSpec(BaseModel):
     # A checkpoint folder to continue from (resume): step count, optimizer, scheduler,
     # RNG and data position come from it.
     resume_from_checkpoint: str | None = None
+    # Admin setting FLEXTRAIN_ALLOW_PICKLE_WEIGHTS: otherwise weights load from
+    # safetensors only (unpickling a .bin can run code).
+    allow_pickle_weights: bool = False
 
     @field_validator("config", mode="before")
     @classmethod

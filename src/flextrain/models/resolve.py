@@ -30,10 +30,16 @@ class ResolvedModel:
 
 
 class ModelResolver:
-    """Resolves model ids; built-ins are generated under `builtin_dir` on first use."""
+    """Resolves model ids; built-ins are generated under `builtin_dir` on first use.
 
-    def __init__(self, builtin_dir: Path) -> None:
+    A local folder must hold safetensors weights unless `allow_pickle` (the admin
+    setting FLEXTRAIN_ALLOW_PICKLE_WEIGHTS): unpickling a `pytorch_model.bin` can run
+    whatever code its author put in it.
+    """
+
+    def __init__(self, builtin_dir: Path, *, allow_pickle: bool = False) -> None:
         self.builtin_dir = builtin_dir
+        self.allow_pickle = allow_pickle
 
     def resolve(self, model_id: str) -> ResolvedModel:
         """Folder with config, weights and tokenizer for `model_id`."""
@@ -56,6 +62,8 @@ class ModelResolver:
                     f"Model folder '{model_id}' has no config.json. "
                     "Fix: point at a folder written by save_pretrained()."
                 )
+            if not self.allow_pickle:
+                _refuse_pickle_only(model_id, local)
             return ResolvedModel(model_id, local.resolve(), "local")
         if model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1:
             raise ModelNotFoundError(
@@ -81,3 +89,20 @@ class ModelResolver:
     @staticmethod
     def builtins() -> dict[str, str]:
         return dict(BUILTIN_DESCRIPTIONS)
+
+
+_PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
+
+
+def _refuse_pickle_only(model_id: str, folder: Path) -> None:
+    """A folder with pickle weights and no safetensors cannot be loaded safely."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for pattern in _PICKLE_WEIGHTS for p in folder.glob(pattern))
+    if pickles:
+        raise ModelNotFoundError(
+            f"Model folder '{model_id}' has only pickle weights ({', '.join(pickles)}), which "
+            "can run code when loaded. Fix: save it with safetensors "
+            "(save_pretrained() writes model.safetensors), or have an admin set "
+            "allow_pickle_weights (FLEXTRAIN_ALLOW_PICKLE_WEIGHTS=1) if the file is trusted."
+        )

@@ -135,3 +135,17 @@ def rank_zero_first() -> Iterator[None]:
     finally:
         if active and rank() == 0:
             dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group before the interpreter exits: torch's background threads
+    (the TCP store, gloo) torn down by interpreter shutdown instead can abort the process
+    ("terminate called without an active exception"), turning a finished run into a
+    failed rank."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception as exc:  # the run's result is recorded already
+            print(f"[flextrain] leaving the process group: {exc}", flush=True)

@@ -54,8 +54,14 @@ def build_model(spec: RunSpec, tokenizer: Any) -> tuple[Any, list[str]]:
         torch.manual_seed(spec.config.seed)
         model = auto.from_config(config, **attention)
     else:
+        # Safetensors only unless an admin allows pickles (None: prefer safetensors).
         model, info = auto.from_pretrained(
-            spec.model_path, output_loading_info=True, dtype=torch.float32, **kwargs, **attention
+            spec.model_path,
+            output_loading_info=True,
+            dtype=torch.float32,
+            use_safetensors=None if spec.allow_pickle_weights else True,
+            **kwargs,
+            **attention,
         )
         # Module paths (not parameter names) of weights the checkpoint lacked.
         fresh = sorted({key.rsplit(".", 1)[0] for key in info.get("missing_keys", [])})

@@ -385,13 +385,12 @@ def _train(
             break
         except Exception as exc:
             micro, accumulation = args.per_device_train_batch_size, args.gradient_accumulation_steps
-            if (
-                not is_out_of_memory(exc)
-                or micro == 1
-                or progress.stopped_by_request
-                or distributed.is_distributed()  # the other ranks are mid-collective
-            ):
+            if not is_out_of_memory(exc) or progress.stopped_by_request:
                 raise
+            if micro == 1 or not cfg.oom_recovery or distributed.is_distributed():
+                # No back-off left (or not allowed; with several processes the other
+                # ranks are mid-collective): fail with what to change.
+                raise OutOfMemoryAdvice(out_of_memory_advice(cfg, micro, accumulation)) from exc
             # Back off: half the micro-batch, twice the accumulation (the same examples per
             # optimizer step), from the last checkpoint or, without one, from the start
             # with the model as it was built (the failed steps changed its weights).
@@ -509,6 +508,37 @@ def _fused_adamw_supported() -> bool:
         return False
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return device in _get_fused_kernels_supported_devices()
+
+
+class OutOfMemoryAdvice(RuntimeError):
+    """The run ran out of memory and was not (or no longer) recovered: what to change."""
+
+
+def out_of_memory_advice(cfg: Any, micro: int, accumulation: int) -> str:
+    """The message a user can act on, instead of an allocator's stack trace."""
+    why = (
+        "already at micro-batch 1"
+        if micro == 1
+        else "oom_recovery is off"
+        if not cfg.oom_recovery
+        else "recovery is not done with several processes"
+    )
+    steps = [f"max_length (now {cfg.max_length})"]
+    if micro > 1:
+        steps.insert(
+            0,
+            f"batch_size {micro // 2} with gradient_accumulation_steps {accumulation * 2} "
+            "(the same examples per optimizer step)",
+        )
+    if not cfg.gradient_checkpointing:
+        steps.append("gradient_checkpointing: true")
+    if cfg.training_type.value in ("fine_tuning", "full_training", "continued_pretraining"):
+        steps.append("training_type lora_adaptation")
+    return (
+        f"Out of memory at micro-batch {micro} ({why}). Fix: lower "
+        + "; or ".join(steps)
+        + ". `flextrain check` estimates each option."
+    )
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -141,6 +141,10 @@ def _main(argv: list[str] | None = None) -> int:
         )
         return 1
     finally:
+        if rank is not None and "torch" in sys.modules:
+            from flextrain.train.distributed import shutdown
+
+            shutdown()
         if monitor is not None:
             monitor.stop()
         if spec_env is not None and reporter:

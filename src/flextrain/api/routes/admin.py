@@ -10,9 +10,10 @@ from sqlalchemy import text
 
 from flextrain.accounts.users import User
 from flextrain.api.deps import AdminDep, ServiceDep, UserDep
+from flextrain.api.routing import StrictJSONRoute
 from flextrain.api.schemas import AuditPage, ErrorBody, Health, Me, UserCreate, UserCreated
 
-router = APIRouter(prefix="/api", tags=["admin"])
+router = APIRouter(prefix="/api", tags=["admin"], route_class=StrictJSONRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody},

@@ -9,12 +9,13 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from flextrain.api.deps import ServiceDep, TrainerDep, ViewerDep, owned_job, visible_job
+from flextrain.api.routing import StrictJSONRoute
 from flextrain.api.schemas import ErrorBody
 from flextrain.config.enums import TrainingStatus
 from flextrain.jobs.checkpoints import CheckpointInfo, list_checkpoints, prune_checkpoints
 from flextrain.service import JobStateError
 
-router = APIRouter(prefix="/api/training", tags=["training"])
+router = APIRouter(prefix="/api/training", tags=["training"], route_class=StrictJSONRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "No valid token."},

@@ -19,7 +19,10 @@ from flextrain.api.deps import (
     can_see,
     can_use_dataset,
     confine_dataset,
+    confine_upload,
 )
+from flextrain.api.limits import upload_too_large
+from flextrain.api.routing import StrictJSONRoute
 from flextrain.api.schemas import DatasetSummary, DatasetVersionSummary, ErrorBody, ModelEntry
 from flextrain.config.enums import TrainingStatus
 from flextrain.data.manager import DatasetInUseError, split_ref
@@ -27,7 +30,7 @@ from flextrain.data.registry import DatasetInfo
 from flextrain.data.shapes import ColumnMap, Shape
 from flextrain.models.resolve import ModelResolver
 
-router = APIRouter(prefix="/api", tags=["resources"])
+router = APIRouter(prefix="/api", tags=["resources"], route_class=StrictJSONRoute)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody},
@@ -39,8 +42,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,99})?$")
 _SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".txt", ".text", ".md"}
 _SHAPES = ("text", "classification", "instruction", "chat", "completion")
-# Upload size limit; a dataset bigger than this belongs on disk, registered by path.
-MAX_UPLOAD_BYTES = 200 * 1024**2
 
 
 def _column_map(raw: str | None) -> ColumnMap | None:
@@ -186,6 +187,7 @@ def upload_dataset(
         raise HTTPException(
             409, f"A dataset named {name!r} exists and is not yours; choose another name."
         )
+    confine_upload(service, name)
     if shape is not None and shape not in _SHAPES:
         raise HTTPException(422, f"shape: '{shape}' is not known; use one of {', '.join(_SHAPES)}.")
     column_map = _column_map(columns)
@@ -198,19 +200,19 @@ def upload_dataset(
         )
     # The upload lands in a temporary file inside FLEXTRAIN_HOME (never at a path the
     # client names); registering copies its checked content into an immutable
-    # version, and the temporary file is removed whatever happens.
+    # version, and the temporary file is removed whatever happens. The size is counted
+    # while copying (a declared Content-Length over the limit never gets this far).
+    max_mb = service.settings.max_upload_mb
     with tempfile.NamedTemporaryFile(
         "wb", suffix=suffix, dir=service.settings.home, delete=False
     ) as tmp:
         size = 0
         while chunk := file.file.read(1024 * 1024):
             size += len(chunk)
-            if size > MAX_UPLOAD_BYTES:
+            if size > max_mb * 1024**2:
                 tmp.close()
                 Path(tmp.name).unlink(missing_ok=True)
-                raise HTTPException(
-                    413, f"file: larger than {MAX_UPLOAD_BYTES // 1024**2} MB; register it by path."
-                )
+                raise HTTPException(413, upload_too_large(max_mb))
             tmp.write(chunk)
     try:
         service.datasets.add(

@@ -15,11 +15,15 @@ from flextrain.api.deps import (
     ServiceDep,
     TrainerDep,
     ViewerDep,
+    check_queue_quota,
     confine_config,
     confine_dataset,
+    confine_model,
+    confine_reads,
     owned_job,
     visible_job,
 )
+from flextrain.api.routing import StrictJSONRoute
 from flextrain.api.schemas import (
     CompatibilityRequest,
     ErrorBody,
@@ -52,7 +56,7 @@ from flextrain.jobs.store import TrainingJob
 from flextrain.models.compatibility import ModelCompatibility
 from flextrain.models.resolve import ModelResolver
 
-router = APIRouter(prefix="/api/training", tags=["training"])
+router = APIRouter(prefix="/api/training", tags=["training"], route_class=StrictJSONRoute)
 
 
 def _visible_job(job_id: str, user: ViewerDep, service: ServiceDep) -> TrainingJob:
@@ -85,8 +89,9 @@ def check_compatibility(
     if body.probe and not user.role.allows(Role.TRAINER):
         raise HTTPException(403, "Running the calibration probe needs the 'trainer' role.")
     confine_dataset(service, user, body.dataset_id)
+    confine_model(service, user, body.model_id)
     if body.config is not None:
-        confine_dataset(service, user, body.config.dataset_id)
+        confine_reads(service, user, body.config)
     return service.check_compatibility(
         body.model_id,
         body.training_type,
@@ -245,6 +250,12 @@ def check_expert_yaml(body: ExpertYaml, user: TrainerDep) -> ExpertCheck:
         raise HTTPException(
             422, "The expert YAML must be a mapping of config keys, e.g. `lr_schedule_expr: lr`."
         )
+    if data.get("code_dir") and not user.role.allows(Role.ADMIN):
+        raise HTTPException(
+            403,
+            "code_dir: user code is read from the server's disk, so only an admin may name "
+            "it. Fix: remove code_dir and use the built-in losses and lr_schedule_expr.",
+        )
     unknown = sorted(set(data) - EXPERT_KEYS)
     if unknown:
         raise HTTPException(
@@ -280,6 +291,7 @@ def start_job(job_id: str, user: TrainerDep, service: ServiceDep) -> TrainingJob
     """Submit a pending job: it starts now when the machine has room, else it is returned
     `queued` with its `wait_reason` and starts by itself later."""
     owned_job(service, user, job_id)
+    check_queue_quota(service, user)
     return service.start_job(job_id)
 
 
@@ -294,6 +306,7 @@ def resume_job(job_id: str, user: TrainerDep, service: ServiceDep) -> TrainingJo
     """Continue an interrupted, cancelled or failed job from its latest checkpoint
     (409 for a job in any other state)."""
     owned_job(service, user, job_id)
+    check_queue_quota(service, user)
     return service.resume_job(job_id)
 
 
