@@ -55,6 +55,7 @@ from flextrain.jobs.scheduler import QueueSnapshot
 from flextrain.jobs.store import TrainingJob
 from flextrain.models.compatibility import ModelCompatibility
 from flextrain.models.resolve import ModelResolver
+from flextrain.service import TrainingService
 
 router = APIRouter(prefix="/api/training", tags=["training"], route_class=StrictJSONRoute)
 
@@ -150,6 +151,24 @@ def _allowed_priority(user: User, priority: int) -> int:
     return priority
 
 
+def _create(
+    config: BasicTrainingConfig,
+    mode: TrainingMode,
+    request: Request,
+    user: User,
+    service: TrainingService,
+    priority: int,
+) -> TrainingJob:
+    """What every create route does: confine the config's paths to what the user may
+    name, record the job under their name at an allowed priority, audit its id."""
+    confine_config(service, user, config)
+    job = service.create_job(
+        config, mode=mode, owner=user.name, priority=_allowed_priority(user, priority)
+    )
+    request.state.audit_target = job.job_id
+    return job
+
+
 @router.post("/jobs/basic", response_model=TrainingJob, status_code=201, responses=_ERRORS)
 def create_basic_job(
     config: BasicTrainingConfig,
@@ -159,15 +178,7 @@ def create_basic_job(
     priority: PriorityQuery = 0,
 ) -> TrainingJob:
     """Validate and record a PENDING job from a basic (preset) config."""
-    confine_config(service, user, config)
-    job = service.create_job(
-        config,
-        mode=TrainingMode.BASIC,
-        owner=user.name,
-        priority=_allowed_priority(user, priority),
-    )
-    request.state.audit_target = job.job_id
-    return job
+    return _create(config, TrainingMode.BASIC, request, user, service, priority)
 
 
 @router.post("/jobs/advanced", response_model=TrainingJob, status_code=201, responses=_ERRORS)
@@ -179,15 +190,7 @@ def create_advanced_job(
     priority: PriorityQuery = 0,
 ) -> TrainingJob:
     """Validate and record a PENDING job with every Trainer knob."""
-    confine_config(service, user, config)
-    job = service.create_job(
-        config,
-        mode=TrainingMode.ADVANCED,
-        owner=user.name,
-        priority=_allowed_priority(user, priority),
-    )
-    request.state.audit_target = job.job_id
-    return job
+    return _create(config, TrainingMode.ADVANCED, request, user, service, priority)
 
 
 @router.post("/jobs/expert", response_model=TrainingJob, status_code=201, responses=_ERRORS)
@@ -203,7 +206,6 @@ def create_expert_job(
     trainer_class) runs that code on the server, so it needs the admin role; the audit log
     records each file's SHA-256. The built-in losses and the expression schedule are data,
     allowed for trainers."""
-    confine_config(service, user, config)
     if config.user_code:
         if not user.role.allows(Role.ADMIN):
             raise HTTPException(
@@ -216,14 +218,7 @@ def create_expert_job(
         request.state.audit_detail = "user code in {}: {}".format(
             config.code_dir, ", ".join(f"{path} sha256={h}" for path, h in digests.items())
         )
-    job = service.create_job(
-        config,
-        mode=TrainingMode.EXPERT,
-        owner=user.name,
-        priority=_allowed_priority(user, priority),
-    )
-    request.state.audit_target = job.job_id
-    return job
+    return _create(config, TrainingMode.EXPERT, request, user, service, priority)
 
 
 # Keys the expert section may set (the rest of a job is the form's own fields).
