@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 
-.PHONY: install demo test test-postgres lint bench soak clean
+.PHONY: install demo test test-postgres lint bench soak load clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ bench: install
 # every job must end completed with no corrupt checkpoint (appends to docs/reliability.md).
 soak: install
 	$(PY) benchmarks/soak.py --minutes $(or $(SOAK_MINUTES),5)
+
+# API load (about 2 minutes per run): 50 clients polling a server with 1,000 jobs while
+# one trains; p99 latency and the training's slowdown (appends to docs/reliability.md).
+load: install
+	$(PY) benchmarks/load.py
+	$(PY) benchmarks/load.py --reserved-cpus 1
 
 lint: install
 	$(VENV)/bin/ruff check src tests examples

@@ -9,6 +9,7 @@ as the seed's example calls them (`interface.get_training_job(id).progress`).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,11 @@ from flextrain.jobs.environment import TrainingEnvironment
 from flextrain.jobs.scheduler import QueueSnapshot
 from flextrain.jobs.store import JobEvent, TrainingJob
 from flextrain.models.compatibility import ModelCompatibility
+from flextrain.models.evaluate import EvaluationResult, Split, TryResult, evaluate, try_model
+from flextrain.models.export import ExportResult, MergeResult, export, merge
+from flextrain.models.hub import ModelFilters, TrainableListing, list_trainable
+from flextrain.models.pull import PullProgress, PullResult, pull
+from flextrain.models.registry import ModelRegistry, RegisteredModel
 from flextrain.models.resolve import ModelResolver
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
@@ -36,14 +42,15 @@ class FlexibleTrainingInterface:
     The three service arguments mirror the seed's constructor. Each defaults to
     flextrain's own component: `enhanced_hf_service` resolves model ids
     (ModelResolver), `training_data_manager` names datasets (TrainingDataManager),
-    `system_model_manager` is accepted for compatibility and unused so far.
+    `system_model_manager` keeps registered model folders and trained models
+    (ModelRegistry).
     """
 
     def __init__(
         self,
         enhanced_hf_service: ModelResolver | None = None,
         training_data_manager: TrainingDataManager | None = None,
-        system_model_manager: Any | None = None,
+        system_model_manager: ModelRegistry | None = None,
         *,
         settings: Settings | None = None,
         service: TrainingService | None = None,
@@ -54,7 +61,9 @@ class FlexibleTrainingInterface:
             self.service.compatibility.resolver = enhanced_hf_service
         if training_data_manager is not None:
             self.service.datasets = training_data_manager
-        self.system_model_manager = system_model_manager
+        if system_model_manager is not None:
+            self.service.model_registry = system_model_manager
+        self.system_model_manager = self.service.model_registry
 
     # -- checks ------------------------------------------------------------------------
     async def check_model_compatibility(
@@ -98,24 +107,62 @@ class FlexibleTrainingInterface:
     async def get_hardware_constraints(self) -> HardwareConstraints:
         return await asyncio.to_thread(self.service.hardware)
 
-    async def get_trainable_models(self) -> list[dict[str, Any]]:
-        """Built-in models with what they can be trained for."""
-        return await asyncio.to_thread(self._trainable_models)
+    async def get_trainable_models(
+        self, filters: ModelFilters | dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Built-in and registered models, plus hub models when `filters` asks (see
+        ModelFilters: search, task, library, license, max_parameters, include_hub),
+        each with the training types it supports. No filters: local only, no network."""
+        listing = await self.search_models(filters)
+        return [m.model_dump(mode="json") for m in listing.models]
 
-    def _trainable_models(self) -> list[dict[str, Any]]:
-        out = []
-        for model_id, description in ModelResolver.builtins().items():
-            compat = self.service.check_compatibility(model_id)
-            out.append(
-                {
-                    "model_id": model_id,
-                    "description": description,
-                    "num_parameters": compat.num_parameters,
-                    "supported_training_types": [t.value for t in compat.supported_training_types],
-                    "is_compatible": compat.is_compatible,
-                }
-            )
-        return out
+    async def search_models(
+        self, filters: ModelFilters | dict[str, Any] | None = None
+    ) -> TrainableListing:
+        """`get_trainable_models` with its notes (e.g. that the hub was not searched)."""
+        chosen = ModelFilters.model_validate(filters or {})
+        return await asyncio.to_thread(self._trainable_models, chosen)
+
+    def _trainable_models(self, filters: ModelFilters) -> TrainableListing:
+        registry = getattr(self.service, "model_registry", None)
+        local = registry.list() if registry is not None else []
+        return list_trainable(filters, check=self.service.check_compatibility, local=local)
+
+    async def pull_model(
+        self,
+        model_id: str,
+        revision: str = "main",
+        progress: Callable[[PullProgress], None] | None = None,
+    ) -> PullResult:
+        """Download a hub model's config, tokenizer and safetensors weights into the hub
+        cache (resumable; disk space checked first); it then trains offline."""
+        return await asyncio.to_thread(pull, model_id, revision=revision, progress=progress)
+
+    # -- registered models -------------------------------------------------------------
+    async def register_model(
+        self,
+        path: str | Path,
+        name: str,
+        description: str = "",
+        owner: str | None = None,
+    ) -> RegisteredModel:
+        """Register a local model folder under `name` (checked and described first: its
+        config is read on the meta device); the name then works as a job's model_id."""
+        return await asyncio.to_thread(
+            self.service.model_registry.add, path, name, description, owner
+        )
+
+    def list_models(self) -> list[RegisteredModel]:
+        """Registered models: folders added by hand and models trained here."""
+        return self.service.model_registry.list()
+
+    def get_model(self, name: str) -> RegisteredModel:
+        """One registered model with its lineage (ModelNotRegisteredError if none)."""
+        return self.service.model_registry.get(name)
+
+    def remove_model(self, name: str) -> RegisteredModel:
+        """Forget a registration (its files stay); refused while an unfinished job uses it."""
+        return self.service.model_registry.remove(name)
 
     # -- datasets ----------------------------------------------------------------------
     def register_dataset(self, name: str, path: str | Path, description: str = "") -> DatasetInfo:
@@ -162,6 +209,72 @@ class FlexibleTrainingInterface:
 
     async def wait_for_job(self, job_id: str, timeout: float | None = None) -> TrainingJob:
         return await asyncio.to_thread(self.service.wait, job_id, timeout)
+
+    # -- after training ----------------------------------------------------------------
+    # These load the trained model (and its base) in this process, on the CPU, in a
+    # thread: seconds on small models.
+    async def merge_model(
+        self, job_id: str, out_dir: str | Path | None = None, *, force: bool = False
+    ) -> MergeResult:
+        """Merge a LoRA job's adapter into its base model and save it (safetensors) to
+        `out_dir`, by default the job's folder (jobs/ID/merged)."""
+        return await asyncio.to_thread(merge, self.service, job_id, out_dir, force=force)
+
+    async def export_model(
+        self,
+        job_id: str,
+        out_dir: str | Path,
+        *,
+        adapter_only: bool = False,
+        force: bool = False,
+        full_config: bool = False,
+    ) -> ExportResult:
+        """Write the model (merged if LoRA, unless `adapter_only`), its tokenizer and a
+        README.md model card (base model, data hash, config, metrics) to `out_dir`."""
+        return await asyncio.to_thread(
+            export,
+            self.service,
+            job_id,
+            out_dir,
+            adapter_only=adapter_only,
+            force=force,
+            full_config=full_config,
+        )
+
+    async def try_model(
+        self,
+        job_id: str,
+        texts: list[str],
+        *,
+        max_new_tokens: int = 32,
+        chat: bool | None = None,
+    ) -> TryResult:
+        """The trained and the base model's answers to each text: greedy generations for
+        language models, label and scores for classifiers."""
+        return await asyncio.to_thread(
+            try_model, self.service, job_id, texts, max_new_tokens=max_new_tokens, chat=chat
+        )
+
+    async def evaluate_model(
+        self,
+        job_id: str,
+        dataset_id: str | None = None,
+        *,
+        split: Split = "all",
+        limit: int | None = 1000,
+        batch_size: int = 16,
+    ) -> EvaluationResult:
+        """Loss and perplexity, or accuracy and macro F1, of the trained and the base model
+        on a dataset (default: the job's own), tokenised as the job's training data was."""
+        return await asyncio.to_thread(
+            evaluate,
+            self.service,
+            job_id,
+            dataset_id,
+            split=split,
+            limit=limit,
+            batch_size=batch_size,
+        )
 
     def get_training_job(self, job_id: str) -> TrainingJob | None:
         return self.service.get_job(job_id)

@@ -9,15 +9,18 @@ continues it from its latest checkpoint.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import cached_property, lru_cache
+from functools import cached_property, lru_cache, partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from flextrain.accounts.audit import AuditLog
 from flextrain.accounts.users import UserStore
@@ -49,6 +52,7 @@ from flextrain.db import make_engine, make_sessionmaker
 from flextrain.estimate.memory import TrainingSetup, estimate_memory
 from flextrain.estimate.recommend import largest_fitting_batch, recommend
 from flextrain.hardware.detect import HardwareConstraints
+from flextrain.jobs import oom
 from flextrain.jobs.checkpoints import latest_checkpoint
 from flextrain.jobs.environment import TrainingEnvironment, TrainingEnvironmentManager
 from flextrain.jobs.launch import build_launch_command, is_distributed, job_layout, supervised
@@ -72,11 +76,13 @@ from flextrain.models.compatibility import (
     training_setup,
 )
 from flextrain.models.inspect import ModelInfo, choose_lora_targets, inspect_model
+from flextrain.models.registry import ModelRegistry
 from flextrain.models.resolve import ModelNotFoundError, ModelResolver
 from flextrain.models.tasks import choose_objective, choose_precision
 from flextrain.settings import Settings
 
 log = logging.getLogger("flextrain.service")
+EventLevel = Literal["info", "warning", "error"]
 
 
 AdvancedT = TypeVar("AdvancedT", bound=AdvancedTrainingConfig)
@@ -128,8 +134,14 @@ class TrainingService:
         self.users = UserStore(sessions)
         self.audit = AuditLog(sessions)
         self.datasets = TrainingDataManager(sessions, self.settings.home / "datasets")
+        # A registered model name resolves to its folder wherever a model id is taken.
         self.models = ModelResolver(
-            self.settings.builtin_models_dir, allow_pickle=self.settings.allow_pickle_weights
+            self.settings.builtin_models_dir,
+            allow_pickle=self.settings.allow_pickle_weights,
+            registered=lambda name: self.model_registry.folder_for(name),
+        )
+        self.model_registry = ModelRegistry(
+            sessions, self.models, on_change=lambda: self._inspect.cache_clear()
         )
         self.environments = TrainingEnvironmentManager(self.settings.jobs_dir)
         self.validator = TrainingParameterValidator()
@@ -141,7 +153,15 @@ class TrainingService:
 
     # -- facts -------------------------------------------------------------------------
     def hardware(self) -> HardwareConstraints:
-        return self._hardware_probe()
+        """This machine as training may use it: `reserved_cpus` cores are left to the API
+        server and the system, so estimates, validation and the scheduler all count the
+        cores a job will really get."""
+        hardware = self._hardware_probe()
+        reserved = self.settings.reserved_cpus
+        if reserved and hardware.cpu_cores > 1:
+            cores = max(1, hardware.cpu_cores - reserved)
+            hardware = hardware.model_copy(update={"cpu_cores": cores})
+        return hardware
 
     def inspect_model(self, model_id: str) -> ModelInfo:
         return self._inspect(model_id)
@@ -207,6 +227,25 @@ class TrainingService:
         issues = self.validator.validate(
             config, hardware=hardware, model=model.facts(), dataset=data.facts(), memory=memory
         )
+        output_issue = output_dir_issue(config.output_dir)
+        if output_issue is not None:
+            issues.append(output_issue)
+        # Not cached with the model's facts: weights can go missing after a first check.
+        missing = (
+            self.models.missing_weights(config.model_id)
+            if config.training_type != TrainingType.FULL_TRAINING
+            else None
+        )
+        if missing:
+            issues.append(
+                ValidationIssue(
+                    "model_id",
+                    missing,
+                    "copy the weights into the folder (or save the model again with "
+                    "save_pretrained()), or use training_type full_training to train it "
+                    "from scratch.",
+                )
+            )
         if not any(i.severity == "error" for i in issues):
             try:
                 choose_objective(config.training_type, model, data)
@@ -550,6 +589,13 @@ class TrainingService:
                 f"Job {job_id} is {job.status.value}; only a job that is {states} can be resumed."
             )
         self._refuse_unrunnable(job)
+        self._requeue(job)
+        return self._tick_for(job_id)
+
+    def _requeue(self, job: TrainingJob) -> None:
+        """Queue a resumable job again to continue from its latest checkpoint; the next
+        scheduler tick starts it."""
+        job_id = job.job_id
         env = self.environments.layout(job_id, job.config.get("output_dir"))
         checkpoint = latest_checkpoint(env.checkpoint_dir)
         if not self.store.transition(
@@ -576,7 +622,6 @@ class TrainingService:
                 f"{job.current_step}); {dropped} logged rows past the checkpoint dropped."
             )
         self.store.add_event(job_id, "resumed", message, data={"step": step})
-        return self._tick_for(job_id)
 
     def recover_jobs(self, *, auto_resume: bool = False) -> dict[str, list[str]]:
         """Mark jobs whose worker died as INTERRUPTED; with `auto_resume`, resume them.
@@ -592,6 +637,7 @@ class TrainingService:
                     continue  # being launched right now by another front end
                 if self._reconcile(job).status == TrainingStatus.INTERRUPTED:
                     interrupted.append(job.job_id)
+        oom.sweep({job.job_id for job in self.store.active_jobs()})
         resumed = []
         if auto_resume:
             for job in self.store.list_jobs(status=TrainingStatus.INTERRUPTED, limit=10_000):
@@ -654,9 +700,29 @@ class TrainingService:
             worker_host=socket.gethostname(),
             heartbeat_at=datetime.now(UTC),
         )
-        proc = spawn(argv, proc_env, env.log_file)
+        limits = self._confine(job_id, env)
+        proc = spawn(argv, proc_env, env.log_file, on_exit=partial(oom.record_exit, env.root))
         self.store.update(job_id, pid=proc.pid, pid_started_at=process_start_time(proc.pid))
+        if limits.memory_cgroup is not None:
+            try:
+                limits.memory_cgroup.add(proc.pid)
+            except OSError as exc:
+                message = (
+                    f"The job runs without its memory limit: joining its cgroup failed ({exc})."
+                )
+                self.store.add_event(job_id, "memory_limit", message, level="warning")
         return self.require_job(job_id)
+
+    def _confine(self, job_id: str, env: TrainingEnvironment) -> oom.LaunchRecord:
+        """What tells an out-of-memory kill apart afterwards (see `flextrain.jobs.oom`): the
+        kernel's count now and, with `job_memory_limit_gb`, the job's own memory cgroup."""
+        oom.clear_exit(env.root)
+        oom.sweep({job.job_id for job in self.store.active_jobs()} | {job_id})
+        limits = oom.confine(job_id, env.root, self.settings.job_memory_limit_gb)
+        limits.save(env.root)
+        if limits.cgroup_error:
+            self.store.add_event(job_id, "memory_limit", limits.cgroup_error, level="warning")
+        return limits
 
     def join_command(
         self, job_id: str, rdzv_endpoint: str | None = None
@@ -870,6 +936,7 @@ class TrainingService:
             else None,
             cache_dir=str(self.settings.home / "cache" / "tokenized"),
             allow_pickle_weights=self.settings.allow_pickle_weights,
+            cpu_affinity=training_cpus(self.settings.reserved_cpus),
         )
 
     def _pid_started_at(self, job_id: str) -> float | None:
@@ -882,7 +949,10 @@ class TrainingService:
         whether it lives; a worker on another host is judged by its heartbeat.
         """
         if job.worker_host in (None, socket.gethostname()):
-            if is_alive(job.pid, self._pid_started_at(job.job_id)):
+            started = job.pid_started_at
+            if is_alive(
+                job.pid, started if started is not None else self._pid_started_at(job.job_id)
+            ):
                 return job
         else:
             interval = float(job.config.get("monitor_interval") or 5.0)
@@ -890,6 +960,11 @@ class TrainingService:
             beat = job.heartbeat_at or job.updated_at
             if (datetime.now(UTC) - beat).total_seconds() < limit:
                 return job
+        job_dir = self.environments.layout(job.job_id, job.config.get("output_dir")).root
+        killed_by_oom = oom.killed_by_oom(job_dir)
+        oom.release(job_dir)
+        if killed_by_oom:
+            return self._after_oom_kill(job, job_dir, killed_by_oom)
         message = (
             "The worker process stopped without reporting a result (killed, out of memory, "
             f"machine restart?); resume continues from the latest checkpoint. Log: {job.log_path}"
@@ -904,6 +979,93 @@ class TrainingService:
         if changed:
             self.store.add_event(job.job_id, "interrupted", message, level="warning")
         return self.store.get(job.job_id) or job
+
+    def _after_oom_kill(self, job: TrainingJob, job_dir: Path, why: str) -> TrainingJob:
+        """The kernel killed the worker for memory: with `oom_recovery` (and micro-batch
+        left to halve, one process) queue it again from its last checkpoint with half the
+        micro-batch and twice the accumulation, the same back-off the worker does for a
+        MemoryError it survives; otherwise FAILED with what to change."""
+        micro, accumulation = self._batch_in_use(job, job_dir)
+        config = job.config
+        recover = bool(config.get("oom_recovery", True)) and micro > 1
+        if recover and not is_distributed(config):
+            checkpoint = latest_checkpoint(
+                self.environments.layout(job.job_id, config.get("output_dir")).checkpoint_dir
+            )
+            smaller = {"batch_size": micro // 2, "gradient_accumulation_steps": accumulation * 2}
+            message = (
+                f"Out of memory at micro-batch {micro}: {why}. Continuing with micro-batch "
+                f"{micro // 2} x {accumulation * 2} accumulation (same {micro * accumulation} "
+                "examples per optimizer step) from "
+                f"{checkpoint.name if checkpoint else 'the start'}."
+            )
+            level: EventLevel = "warning"
+            status = TrainingStatus.INTERRUPTED
+            values: dict[str, Any] = {"config_json": json.dumps({**config, **smaller})}
+        else:
+            reason = (
+                "already at micro-batch 1"
+                if micro <= 1
+                else "oom_recovery is off"
+                if not recover
+                else "recovery is not done with several processes"
+            )
+            message = "OutOfMemoryAdvice: " + oom.out_of_memory_advice(
+                config, micro, accumulation, f"{why}; {reason}"
+            )
+            status, level, values, smaller = (
+                TrainingStatus.FAILED,
+                "error",
+                {},
+                {},
+            )
+        if self.store.transition(
+            job.job_id,
+            [job.status],
+            status=status.value,
+            error_message=message,
+            completed_at=datetime.now(UTC),
+            **values,
+        ):
+            self.store.add_event(job.job_id, "oom_killed", message, level=level, data=smaller)
+            updated = self.store.get(job.job_id)
+            if updated is not None and status == TrainingStatus.INTERRUPTED:
+                self._requeue(updated)  # started by the next scheduler tick
+        return self.store.get(job.job_id) or job
+
+    def _batch_in_use(self, job: TrainingJob, job_dir: Path) -> tuple[int, int]:
+        """The micro-batch and accumulation the dead worker ran with: a back-off it made
+        itself after its last (re)start, else what it was launched with (`job.json`,
+        where batch_size "auto" is already resolved)."""
+        for event in reversed(self.store.events(job.job_id)):
+            if event.kind == "oom_backoff" and event.data:
+                return int(event.data["batch_size"]), int(event.data["gradient_accumulation_steps"])
+            if event.kind in ("resumed", "oom_killed"):
+                break
+        try:
+            launched = json.loads((job_dir / "job.json").read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            launched = job.config
+        batch = launched.get("batch_size")
+        micro = batch if isinstance(batch, int) else 1
+        return micro, int(launched.get("gradient_accumulation_steps") or 1)
+
+
+def training_cpus(reserved: int) -> list[int] | None:
+    """The CPUs training runs on when `reserved` are kept for the server: all but the
+    first `reserved` of those this process may use (None: no reservation)."""
+    if not reserved or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0) | set(range(os.cpu_count() or 1)))
+    return cpus[reserved:] if len(cpus) > reserved else None
+
+
+def server_cpus(reserved: int) -> list[int] | None:
+    """The CPUs kept for the API server (the complement of `training_cpus`)."""
+    if not reserved or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0) | set(range(os.cpu_count() or 1)))
+    return cpus[:reserved] if len(cpus) > reserved else None
 
 
 def _estimator_setup(
@@ -943,6 +1105,41 @@ def _schedule_of(config: BasicTrainingConfig, data: DatasetInfo) -> list[float] 
         raise ConfigValidationError(
             [ValidationIssue("lr_schedule_expr", str(exc), "change the expression.")]
         ) from None
+
+
+def output_dir_issue(output_dir: str | None) -> ValidationIssue | None:
+    """Why the job's output folder cannot be written, or None.
+
+    Probed by creating (and removing) a file in the folder, or in the nearest
+    folder above it that exists (where it would be created): permission bits say
+    nothing to root, nor about a read-only mount. A path through a regular file
+    is named as such. Checked when a job is created and again when it starts, so
+    that the refusal comes from the front end and never from a worker an hour in.
+    """
+    if not output_dir:
+        return None  # the job's own folder in FLEXTRAIN_HOME, checked on creating it
+    target = Path(output_dir).expanduser()
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    fix = "choose a folder you can write to (not on a read-only mount), or fix its permissions."
+    if not probe.is_dir():
+        return ValidationIssue(
+            "output_dir",
+            f"{target} cannot be created: {probe} is a file, not a folder.",
+            "choose another output_dir, or move that file away.",
+        )
+    try:
+        with tempfile.TemporaryFile(dir=probe, prefix=".flextrain-write-test-"):
+            pass
+    except OSError as exc:
+        where = "" if probe == target else f" (its nearest existing folder {probe})"
+        return ValidationIssue(
+            "output_dir",
+            f"{target}{where} is not writable: {exc.strerror or exc}.",
+            fix,
+        )
+    return None
 
 
 def _free_port() -> int:

@@ -76,6 +76,23 @@ class Settings(BaseSettings):
         "which can run code when loaded (FLEXTRAIN_ALLOW_PICKLE_WEIGHTS=1); default: "
         "safetensors only.",
     )
+    reserved_cpus: int = Field(
+        0,
+        ge=0,
+        description="CPU cores kept from training jobs for the API server, its clients and the "
+        "system (FLEXTRAIN_RESERVED_CPUS); at least one core is always left to training. On a "
+        "small machine that also serves a busy API, 1 keeps the training's threads from "
+        "fighting the server for cores (docs/reliability.md, Load).",
+    )
+    job_memory_limit_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Memory limit of each job's worker processes, enforced by a memory cgroup "
+        "of its own (FLEXTRAIN_JOB_MEMORY_LIMIT_GB; needs permission to create cgroups: root "
+        "or a delegated cgroup v2 subtree). A job over it is stopped by the kernel without "
+        "touching the server or other jobs, and recovered like any out-of-memory error. "
+        "Default: no limit of its own.",
+    )
 
     @field_validator("allowed_roots", mode="before")
     @classmethod

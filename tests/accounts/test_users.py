@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, text, update
 
 from flextrain.accounts.users import (
     TOKEN_PREFIX,
     Role,
     UserError,
     UserNotFoundError,
+    UserRecord,
     UserStore,
     hash_token,
 )
@@ -32,6 +35,18 @@ def test_create_returns_a_token_that_authenticates(users: UserStore) -> None:
     assert found is not None
     assert (found.name, found.role) == ("alice", Role.TRAINER)
     assert users.get("alice").last_used_at is not None
+
+
+def test_last_used_is_written_once_a_minute_not_on_every_request(users: UserStore) -> None:
+    _, token = users.create("alice", Role.TRAINER)
+    users.authenticate(token)
+    first = users.get("alice").last_used_at
+    users.authenticate(token)
+    assert users.get("alice").last_used_at == first  # a poll every second writes nothing
+    with users._sessions.begin() as session:  # as if the last use were two minutes ago
+        session.execute(update(UserRecord).values(last_used_at=first - timedelta(seconds=120)))
+    users.authenticate(token)
+    assert users.get("alice").last_used_at > first
 
 
 def test_each_user_gets_a_different_token(users: UserStore) -> None:

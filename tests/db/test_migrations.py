@@ -35,7 +35,7 @@ from flextrain.settings import Settings
 
 # Revision 0001's tables (what adoption fills in) and every table at head.
 TABLES = {"jobs", "job_metrics", "datasets", "users", "audit_log"}
-HEAD_TABLES = TABLES | {"dataset_versions", "job_events", "job_samples"}
+HEAD_TABLES = TABLES | {"dataset_versions", "job_events", "job_samples", "models"}
 
 
 @pytest.fixture

@@ -114,10 +114,10 @@ def test_cancelling_a_pending_job_and_starting_twice(service: TrainingService) -
 def test_crashing_worker_leaves_failed_job_with_message_and_traceback(
     service: TrainingService, models_cache: Path, tmp_path: Path
 ) -> None:
-    # A model folder whose config is fine (so validation passes) but weights are garbage.
+    # A model folder that passes the checks at start, whose weights turn to garbage
+    # before the worker loads them (garbage from the start is refused when created).
     broken = tmp_path / "broken-model"
     shutil.copytree(models_cache / "tiny-llama", broken)
-    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     cfg = BasicTrainingConfig(
         model_id=str(broken),
         dataset_id="demo/text",
@@ -126,6 +126,7 @@ def test_crashing_worker_leaves_failed_job_with_message_and_traceback(
     )
     job = service.create_job(cfg)
     service.start_job(job.job_id)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     job = service.wait(job.job_id, timeout=120)
     assert job.status == TrainingStatus.FAILED
     assert job.error_message and "safetensor" in job.error_message.lower()

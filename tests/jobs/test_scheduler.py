@@ -32,7 +32,7 @@ from flextrain.jobs.placement import (
 )
 from flextrain.jobs.resources import Allocation
 from flextrain.jobs.scheduler import SchedulerBusyError, SchedulerLoop
-from flextrain.service import JobStateError, TrainingService
+from flextrain.service import JobStateError, TrainingService, server_cpus, training_cpus
 from flextrain.settings import Settings
 from tests.conftest import cpu_hardware
 from tests.jobs.queue_helpers import end, occupy, quick_config, wait_until
@@ -231,6 +231,48 @@ def test_with_max_one_job_the_second_queues_and_starts_when_the_first_ends(
     finished = service.wait(second.job_id, timeout=120, poll=0.2)
     assert finished.status == TrainingStatus.COMPLETED, service.read_log(second.job_id, 40)
     assert finished.wait_reason is None
+
+
+def test_reserved_cpus_are_kept_from_training(settings: Settings) -> None:
+    four = cpu_hardware(cpu_cores=4)
+    values = settings.model_copy(update={"reserved_cpus": 1})
+    service = TrainingService(values, hardware_probe=lambda: four)
+    try:
+        assert service.hardware().cpu_cores == 3  # what validation and estimates see
+        job = service.create_job(quick_config(num_threads=None))
+        assert demand_of(job.config, service.hardware()).slots == 3
+        assert service.queue().cpu_threads == 3
+        # Never below one core, whatever is reserved.
+        one = TrainingService(
+            settings.model_copy(update={"reserved_cpus": 8}),
+            hardware_probe=lambda: cpu_hardware(cpu_cores=2),
+        )
+        assert one.hardware().cpu_cores == 1
+        one.engine.dispose()
+    finally:
+        service.engine.dispose()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to reserve one")
+def test_with_reserved_cpus_the_worker_runs_on_the_other_cores(settings: Settings) -> None:
+    values = settings.model_copy(update={"reserved_cpus": 1})
+    service = TrainingService(values)
+    try:
+        job_id = submit(service, max_steps=400)
+        running = wait_until(
+            lambda: service.require_job(job_id),
+            lambda j: j.status == TrainingStatus.TRAINING and j.current_step >= 1,
+            timeout=120,
+        )
+        assert running.pid is not None
+        cpus = sorted(os.sched_getaffinity(running.pid))
+        assert cpus == training_cpus(1) and 0 not in cpus
+        assert sorted({*cpus, *(server_cpus(1) or [])}) == list(range(os.cpu_count() or 1))
+    finally:
+        for job in service.list_jobs():
+            if not job.is_finished:
+                service.cancel_job(job.job_id, timeout=10)
+        service.engine.dispose()
 
 
 def test_cancelling_a_queued_job_never_starts_it(make_service: MakeService) -> None:

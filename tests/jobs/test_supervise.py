@@ -95,6 +95,20 @@ def test_a_failed_run_fails_the_job_with_the_cause(
     assert service.events(job_id)[-1].kind == "rank_failed"
 
 
+def test_a_rank_the_kernel_killed_for_memory_fails_with_what_to_change(
+    service: TrainingService, tmp_path: Path
+) -> None:
+    job_id = _job(service)
+    log = tmp_path / "train.log"
+    log.write_text(REPORT)
+    why = "the kernel's out-of-memory killer ended the worker at the job's 1.00 GB memory limit"
+    assert settle(service.store, job_id, 1, None, log, why) == TrainingStatus.FAILED
+    message = service.require_job(job_id).error_message or ""
+    assert message.startswith("OutOfMemoryAdvice: Out of memory at micro-batch")
+    assert f"(rank 1: {why}; recovery is not done with several processes)" in message
+    assert "Fix: lower" in message and "`flextrain check` estimates each option" in message
+
+
 def test_a_shutdown_interrupts_and_a_finished_job_is_left_alone(service: TrainingService) -> None:
     job_id = _job(service)
     assert settle(service.store, job_id, 1, "SIGTERM", None) == TrainingStatus.INTERRUPTED

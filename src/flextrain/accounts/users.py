@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import DateTime, String, select
+from sqlalchemy import DateTime, String, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
@@ -25,6 +25,9 @@ from flextrain.db import Base, as_utc
 
 TOKEN_PREFIX = "ft_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+
+# Seconds between two writes of a user's `last_used_at` (see `authenticate`).
+LAST_USED_RESOLUTION = 60.0
 
 
 class UserError(ValueError):
@@ -150,15 +153,25 @@ class UserStore:
         if not token.startswith(TOKEN_PREFIX) and len(token) < 16:
             return None
         digest = hash_token(token)
-        with self._sessions.begin() as session:
+        with self._sessions() as session:
             record = session.scalar(select(UserRecord).where(UserRecord.token_hash == digest))
             if record is None or record.revoked_at is not None:
                 return None
             # The database found it by hash; compare again in constant time anyway.
             if not hmac.compare_digest(record.token_hash, digest):
                 return None
-            record.last_used_at = datetime.now(UTC)
-            return User.from_record(record)
+            user = User.from_record(record)
+        now = datetime.now(UTC)
+        last = as_utc(user.last_used_at)
+        if last is None or (now - last).total_seconds() >= LAST_USED_RESOLUTION:
+            # A write per request would cost a commit (an fsync with SQLite) and the
+            # database's write lock, which the training workers need, on every poll of
+            # every dashboard; "last used" to the minute is all anyone reads it for.
+            with self._sessions.begin() as session:
+                session.execute(
+                    update(UserRecord).where(UserRecord.name == user.name).values(last_used_at=now)
+                )
+        return user
 
     def has_admin(self) -> bool:
         query = select(UserRecord.name).where(

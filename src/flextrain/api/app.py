@@ -19,7 +19,8 @@ from fastapi.staticfiles import StaticFiles
 from flextrain.api import errors
 from flextrain.api.audit import AuditMiddleware
 from flextrain.api.limits import FailedAuthLimiter, UploadSizeLimit
-from flextrain.api.routes import admin, checkpoints, resources, training
+from flextrain.api.routes import admin, checkpoints, model_registry, models, resources, training
+from flextrain.api.routes.after import router as after_router
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
 
@@ -51,6 +52,9 @@ def create_app(
     app.include_router(checkpoints.router)
     app.include_router(resources.router)
     app.include_router(admin.router)
+    app.include_router(after_router)
+    app.include_router(models.router)
+    app.include_router(model_registry.router)
     app.state.auth_limiter = FailedAuthLimiter(service.settings.max_failed_auth_per_minute)
     # Added before the audit middleware, so the audit log wraps it and records its 413s.
     app.add_middleware(UploadSizeLimit, path="/api/datasets", max_mb=service.settings.max_upload_mb)

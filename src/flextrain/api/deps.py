@@ -8,7 +8,7 @@ token.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -37,7 +37,8 @@ LOCAL_USER = User(
 )
 
 
-def get_service(request: Request) -> TrainingService:
+async def get_service(request: Request) -> TrainingService:
+    # async: a plain attribute read, not worth a hop to the thread pool on every request.
     service: TrainingService = request.app.state.service
     return service
 
@@ -100,10 +101,10 @@ def _refuse_if_throttled(limiter: FailedAuthLimiter, client: str) -> None:
         )
 
 
-def require(role: Role) -> Callable[[User], User]:
+def require(role: Role) -> Callable[[User], Awaitable[User]]:
     """A dependency that lets through users whose role is at least `role`."""
 
-    def check(user: UserDep) -> User:
+    async def check(user: UserDep) -> User:  # no I/O: runs on the event loop
         if not user.role.allows(role):
             raise HTTPException(
                 403,

@@ -2,7 +2,8 @@
 
 Bad input never reaches the user as a 500: request-body errors are 422 with
 each field; a config the validator rejects is 422 with every issue; unknown
-ids 404; wrong job state 409.
+ids 404; wrong job state 409. A database that stays locked or unreachable past
+its wait budget is 503 with Retry-After: the request was fine, try it again.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from flextrain.accounts.users import UserError, UserNotFoundError
 from flextrain.api.schemas import ErrorBody, FieldError
 from flextrain.config.validation import ConfigValidationError
 from flextrain.data.registry import DatasetFormatError, DatasetNotFoundError
+from flextrain.db import StoreUnavailableError
 from flextrain.jobs.checkpoints import CheckpointNotFoundError
 from flextrain.jobs.environment import EnvironmentSetupError
-from flextrain.models.resolve import ModelNotFoundError
+from flextrain.models.hub import HubError
+from flextrain.models.registry import ModelInUseError, ModelNameTakenError, ModelRegistryError
+from flextrain.models.resolve import ModelFilesError, ModelNotFoundError
+from flextrain.models.trained import AfterTrainingError, OutputExistsError
 from flextrain.service import JobNotFoundError, JobStateError
 
 log = logging.getLogger("flextrain.api")
@@ -31,7 +36,10 @@ def _body(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -
 
 
 def _field(loc: tuple[object, ...] | list[object]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    parts = [str(p) for p in loc]
+    # Only the first part says where (a body field may itself be called "path").
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]
     return ".".join(parts) or "body"
 
 
@@ -79,6 +87,12 @@ async def unprocessable(request: Request, exc: Exception) -> JSONResponse:
     return _body(422, ErrorBody(detail=str(exc)))
 
 
+async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StoreUnavailableError)
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return _body(503, ErrorBody(detail=str(exc)), headers={"Retry-After": "5"})
+
+
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     return _body(
@@ -103,7 +117,18 @@ def install(app: FastAPI) -> None:
         app.add_exception_handler(exc_type, not_found)
     app.add_exception_handler(CheckpointNotFoundError, not_found)
     app.add_exception_handler(JobStateError, conflict)
-    for bad_input in (DatasetFormatError, UserError, EnvironmentSetupError):
+    # After training: a job or data that does not fit is 422; a folder in the way, 409.
+    app.add_exception_handler(AfterTrainingError, unprocessable)
+    app.add_exception_handler(OutputExistsError, conflict)
+    app.add_exception_handler(HubError, conflict)  # offline, gated, no disk space: 409
+    # ModelFilesError is a ModelNotFoundError; the most specific handler wins: a 422,
+    # since the folder is there and its files are what is wrong.
+    for bad_input in (DatasetFormatError, UserError, EnvironmentSetupError, ModelFilesError):
         app.add_exception_handler(bad_input, unprocessable)
+    app.add_exception_handler(StoreUnavailableError, unavailable)
+    # A bad name or folder to register is 422; a taken name or a model in use, 409.
+    app.add_exception_handler(ModelRegistryError, unprocessable)
+    for taken in (ModelNameTakenError, ModelInUseError):
+        app.add_exception_handler(taken, conflict)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)

@@ -14,9 +14,10 @@ from pydantic import BaseModel, Field
 
 from flextrain.accounts.audit import AuditEntry
 from flextrain.accounts.users import Role, User
-from flextrain.config.enums import TrainingType
+from flextrain.config.enums import TrainingStatus, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.jobs.store import JobEvent, TrainingJob
+from flextrain.models.registry import RegisteredModel
 
 
 class FieldError(BaseModel):
@@ -45,19 +46,109 @@ class CompatibilityRequest(BaseModel):
 
 
 class TrainableModel(BaseModel):
+    model_config = {"protected_namespaces": ()}
+
     model_id: str
     description: str
     num_parameters: int | None
     supported_training_types: list[TrainingType]
     is_compatible: bool
+    source: Literal["builtin", "local", "hub"] = "builtin"
+    task: str | None = Field(None, description="Hub task (pipeline tag), e.g. text-generation.")
+    library: str | None = None
+    license: str | None = None
+    downloads: int | None = Field(None, description="Hub downloads (hub models only).")
+    gated: bool = Field(False, description="Pulling needs a token with access (HF_TOKEN).")
+    path: str | None = None
+    note: str | None = Field(None, description="Why facts are missing, or what pulling needs.")
+
+
+class ModelSearchResult(BaseModel):
+    items: list[TrainableModel]
+    notes: list[str] = Field(
+        default_factory=list, description="E.g. that the hub was not searched, and why."
+    )
+
+
+class PullRequest(BaseModel):
+    model_id: str = Field(
+        min_length=1,
+        max_length=192,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$",
+        description="Hub id, owner/name.",
+    )
+    revision: str = Field(
+        "main",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Branch, tag or commit.",
+    )
+
+
+class PullStatus(BaseModel):
+    """A download started by POST /api/training/models/pull, kept in the server's memory
+    (a restart forgets it; the files already pulled stay in the cache)."""
+
+    pull_id: str
+    model_id: str
+    revision: str
+    status: Literal["running", "completed", "failed"]
+    bytes_done: int = 0
+    bytes_total: int = 0
+    percent: float = 0.0
+    files_done: int = 0
+    files_total: int = 0
+    error: str | None = None
+    path: str | None = Field(None, description="The snapshot folder once completed.")
+    requested_by: str | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
 
 
 class ModelEntry(BaseModel):
     model_id: str
-    source: Literal["builtin", "trained"]
+    source: Literal["builtin", "local", "trained"]
     description: str
     path: str | None = None
     job_id: str | None = None
+
+
+class ModelRegistration(BaseModel):
+    """POST /api/training/models/registry: name a model folder on the server."""
+
+    path: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="A folder written by save_pretrained() (config.json, *.safetensors) on "
+        "the server; trainers may name folders inside FLEXTRAIN_HOME or the allowed roots.",
+    )
+    name: str = Field(
+        min_length=1, max_length=200, description="The model id jobs will use, e.g. 'team/llama'."
+    )
+    description: str = Field("", max_length=1000)
+
+
+class ModelJobUse(BaseModel):
+    """A job that trained from a registered model."""
+
+    job_id: str
+    status: TrainingStatus
+    training_type: TrainingType
+    owner: str | None = None
+    created_at: datetime
+
+
+class RegisteredModelDetail(RegisteredModel):
+    jobs: list[ModelJobUse] = Field(
+        default_factory=list, description="Jobs that trained from it (that you may see)."
+    )
+
+
+class ModelRemoved(BaseModel):
+    name: str
+    path: str
+    detail: str = Field(description="What was removed: the registration, never the files.")
 
 
 class JobPage(BaseModel):

@@ -52,11 +52,14 @@ def guard(fn: Callable[[], T]) -> T:
     from pydantic import ValidationError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from flextrain.db import DatabaseTooNewError
+    from flextrain.db import DatabaseTooNewError, StoreUnavailableError
 
     bad_input = _bad_input_errors()
     try:
         return fn()
+    except StoreUnavailableError as exc:  # says which database, how long and the fix
+        err_console.print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
     except ValidationError as exc:
         err_console.print("[red]Invalid configuration:")
         for error in exc.errors():

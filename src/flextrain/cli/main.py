@@ -27,6 +27,8 @@ from flextrain.cli.checkpoints import checkpoints
 from flextrain.cli.common import console, err_console, get_service, guard
 from flextrain.cli.datasets import datasets_app
 from flextrain.cli.follow import follow_job
+from flextrain.cli.models import models_app
+from flextrain.cli.models_after import evaluate, try_model
 from flextrain.cli.queue import queue, scheduler
 from flextrain.cli.serve import serve
 from flextrain.cli.worker import worker_app
@@ -49,7 +51,10 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(users_app, name="users")
 app.add_typer(worker_app, name="worker")
+app.add_typer(models_app, name="models")
 app.command("audit")(audit)
+app.command("try")(try_model)
+app.command("evaluate")(evaluate)
 app.command()(serve)
 app.command()(queue)
 app.command()(scheduler)

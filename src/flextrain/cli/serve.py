@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -35,7 +36,7 @@ def serve(
     from flextrain.accounts.users import UserError
     from flextrain.api.app import check_bind, create_app
     from flextrain.jobs.scheduler import SchedulerLoop
-    from flextrain.service import TrainingService
+    from flextrain.service import TrainingService, server_cpus
 
     auth = not no_auth
     try:
@@ -61,6 +62,11 @@ def serve(
     for job_id in recovered["interrupted"]:
         action = "resumed" if job_id in recovered["resumed"] else "resume with POST .../resume"
         console.print(f"Job {job_id} was interrupted; {action}.", highlight=False)
+    cpus = server_cpus(service.settings.reserved_cpus)
+    if cpus:
+        # Before any thread starts (they inherit it); the workers move to the other cores.
+        os.sched_setaffinity(0, cpus)
+        console.print(f"Server on CPU {', '.join(map(str, cpus))} (reserved_cpus).")
     loop = SchedulerLoop(service)
     if loop.acquire():
         console.print("Scheduler: running in this server.")

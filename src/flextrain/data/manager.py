@@ -300,6 +300,16 @@ class TrainingDataManager:
         version = None if ref in BUNDLED else self.version(ref)
         if version is None:
             return self._unversioned.get(ref)
+        if not version.path.is_file():
+            # Checked here, where every job is validated on creating and starting it:
+            # the worker would only find out after the queue, with a bare OSError.
+            raise DatasetNotFoundError(
+                f"Dataset '{version.dataset_id}' version {version.version[:12]}: its stored "
+                f"copy {version.path} is missing (deleted from the flextrain home). Fix: "
+                f"register the file again (`flextrain datasets add FILE --name "
+                f"{version.dataset_id}`, or upload it again); the same content gets the same "
+                "version, and jobs on it can then start or resume."
+            )
         with self._sessions() as session:
             record = session.get(DatasetRecord, version.dataset_id)
             description = record.description if record is not None else ""

@@ -245,6 +245,12 @@ class DatasetRegistry:
         with self._sessions() as session:
             record = session.get(DatasetRecord, dataset_id)
         if record is not None:
+            if not Path(record.path).is_file():
+                raise DatasetNotFoundError(
+                    f"Dataset '{dataset_id}' is registered for {record.path}, which does not "
+                    f"exist any more. Fix: put the file back, or register it again "
+                    f"(`flextrain datasets add FILE --name {dataset_id}`)."
+                )
             return inspect_file(Path(record.path), dataset_id, record.description)
         path = Path(dataset_id).expanduser()
         if path.is_file():

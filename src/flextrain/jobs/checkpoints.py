@@ -4,11 +4,15 @@ Checkpoints are the bulk of a job's disk use (optimizer state alone is about
 twice the weights), and after a run only one or two of them matter. The
 Trainer writes each as `checkpoint-<step>`; a folder without its
 `trainer_state.json` yet, or one still named `tmp-checkpoint-<step>`, is being
-written and is never listed, exported or deleted.
+written and is never listed, exported or deleted. flextrain's Trainer
+(`train.runner.FlexTrainer`) writes every checkpoint under that staging name
+and renames it when complete, so a full disk or a kill mid-save never leaves a
+`checkpoint-<step>` that resume would pick up half-written.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import shutil
@@ -21,6 +25,9 @@ from typing import Any
 
 _NAME = re.compile(r"checkpoint-(\d+)")
 _STATE_FILE = "trainer_state.json"
+# A checkpoint being written: `tmp-checkpoint-<step>/checkpoint-<step>`. Neither
+# `_NAME` here nor the Trainer's rotation (`checkpoint-*`) matches it.
+STAGING_PREFIX = "tmp-checkpoint-"
 
 # What `Trainer._save_checkpoint` adds on top of `save_model`: only a resumed run
 # needs it. Everything else in the folder is what `save_pretrained` wrote, so it
@@ -139,6 +146,54 @@ def list_checkpoints(checkpoint_dir: Path) -> list[CheckpointInfo]:
 def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     states = _complete(checkpoint_dir)
     return states[-1][1] if states else None
+
+
+# A save that failed with less than this free where it wrote failed for want of space.
+_NEARLY_FULL = 8 * 1024**2
+
+
+def is_disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether `exc` (or what caused it), raised while writing into `folder`, is a write
+    refused for lack of space. Ask before removing what the failed write left.
+
+    Each writer says it its own way: Python's OSError has ENOSPC (or EDQUOT, a
+    quota), safetensors' Rust error quotes the OS ("No space left on device (os
+    error 28)"), but torch.save (optimizer state) only reports a stream error
+    ("unexpected pos ..."): then the disk's free space tells.
+    """
+    try:
+        if shutil.disk_usage(folder).free < _NEARLY_FULL:
+            return True
+    except OSError:
+        pass
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(current)
+        if "No space left on device" in text or "os error 28" in text or "StorageFull" in text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def disk_full_message(checkpoint_dir: Path, step: int) -> str:
+    """What a user reads when a checkpoint did not fit: what is kept and what to do."""
+    latest = latest_checkpoint(checkpoint_dir)
+    kept = (
+        f"{latest.name}, the latest complete checkpoint, is kept and resume continues from it"
+        if latest is not None
+        else "no earlier checkpoint exists, so resume starts over"
+    )
+    return (
+        f"No space left on device while saving checkpoint-{step} in {checkpoint_dir}: the "
+        f"partial checkpoint was removed; {kept}. Fix: free space on that disk (`flextrain "
+        "jobs checkpoints JOB --prune` deletes all but the latest and best checkpoints; a "
+        "lower save_total_limit keeps fewer), or move output_dir to a larger disk, then "
+        "`flextrain jobs resume JOB`."
+    )
 
 
 def disk_usage(checkpoint_dir: Path) -> int:

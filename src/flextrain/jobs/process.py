@@ -10,13 +10,24 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 
 
-def spawn(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start the worker in its own session (so cancel can stop its whole group)."""
+def spawn(
+    argv: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    on_exit: Callable[[int], None] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start the worker in its own session (so cancel can stop its whole group).
+
+    `on_exit` gets the exit status (negative: killed by that signal) when the worker
+    ends while this process still runs: the one account of how it died that outlives
+    it, since a worker killed by the kernel reports nothing itself.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -27,8 +38,14 @@ def spawn(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Po
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
     # Reap the child when it exits so it never lingers as a zombie in a long-lived parent.
-    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+    def reap() -> None:
+        returncode = proc.wait()
+        if on_exit is not None:
+            on_exit(returncode)
+
+    threading.Thread(target=reap, name=f"reap-{proc.pid}", daemon=True).start()
     return proc
 
 

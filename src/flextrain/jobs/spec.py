@@ -76,6 +76,9 @@ class RunSpec(BaseModel):
     # Admin setting FLEXTRAIN_ALLOW_PICKLE_WEIGHTS: otherwise weights load from
     # safetensors only (unpickling a .bin can run code).
     allow_pickle_weights: bool = False
+    # CPUs the worker runs on (os.sched_setaffinity): with reserved_cpus, the cores not
+    # kept for the server; None: wherever the system puts it.
+    cpu_affinity: list[int] | None = None
 
     @field_validator("config", mode="before")
     @classmethod

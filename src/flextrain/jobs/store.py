@@ -4,21 +4,30 @@ The worker writes status and progress; front ends read them. Writes that
 would move a job out of a terminal state are refused at the SQL level (a
 conditional UPDATE), so a worker finishing a step cannot overwrite the
 CANCELLED a user set a moment earlier.
+
+Every method is one transaction and is retried as a whole, with backoff, when
+the database refused it for a lock or a connection it could not make (see
+`flextrain.db`), until the engine's wait budget is spent; then the
+StoreUnavailableError says which database, how long and what to do. A worker's
+progress write that meets a brief lock therefore waits instead of failing the run.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 from sqlalchemy import (
     JSON,
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -36,7 +45,10 @@ from flextrain.config.enums import (
     TrainingStatus,
     TrainingType,
 )
-from flextrain.db import Base, as_utc
+from flextrain.db import DEFAULT_WAIT_S, Base, StoreUnavailableError, as_utc, wait_budget
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _now() -> datetime:
@@ -55,6 +67,9 @@ def _cut(text: str | None, length: int) -> str | None:
 
 class JobRecord(Base):
     __tablename__ = "jobs"
+    # Job lists are newest first, a page at a time, polled by every open dashboard: the
+    # index lets the database read one page in order instead of sorting the whole table.
+    __table_args__ = (Index("ix_jobs_created_at_job_id", "created_at", "job_id"),)
 
     job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     run_name: Mapped[str | None] = mapped_column(String(200))
@@ -197,13 +212,23 @@ class TrainingJob(BaseModel):
     completed_at: datetime | None = None
     updated_at: datetime
 
+    # When the worker `pid` started, read with it: tells that worker from a recycled pid
+    # without another query (not part of the API: a detail of this host's processes).
+    _pid_started_at: float | None = PrivateAttr(default=None)
+
     @property
     def is_finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
+    @property
+    def pid_started_at(self) -> float | None:
+        return self._pid_started_at
+
     @classmethod
     def from_record(cls, r: JobRecord) -> TrainingJob:
-        return cls(
+        # Rows are ours and typed by their columns: construct without validating, a tenth
+        # of the cost of a page of jobs that every open dashboard polls.
+        job = cls.model_construct(
             job_id=r.job_id,
             run_name=r.run_name,
             mode=TrainingMode(r.mode),
@@ -236,14 +261,46 @@ class TrainingJob(BaseModel):
             queued_at=as_utc(r.queued_at),
             wait_reason=r.wait_reason,
             allocation=r.allocation,
-            created_at=as_utc(r.created_at),
+            created_at=as_utc(r.created_at) or r.created_at,
             started_at=as_utc(r.started_at),
             completed_at=as_utc(r.completed_at),
-            updated_at=as_utc(r.updated_at),
+            updated_at=as_utc(r.updated_at) or r.updated_at,
         )
+        job._pid_started_at = r.pid_started_at
+        return job
 
 
 _TERMINAL = [s.value for s in TERMINAL_STATUSES]
+
+# First pause between attempts, doubled each time up to the cap.
+_FIRST_PAUSE_S, _MAX_PAUSE_S = 0.05, 2.0
+
+
+def _retried(method: Callable[P, R]) -> Callable[P, R]:
+    """Run a JobStore method again while the database is briefly unavailable.
+
+    Only errors raised before the transaction could apply anything are retried
+    (`retry_safe`), so no write happens twice. The budget is the engine's: a lock
+    SQLite's busy handler already waited out spends it in one attempt.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        store = args[0]
+        assert isinstance(store, JobStore)
+        started = time.monotonic()
+        pause = _FIRST_PAUSE_S
+        while True:
+            try:
+                return method(*args, **kwargs)
+            except StoreUnavailableError as exc:
+                waited = time.monotonic() - started
+                if not exc.retry_safe or waited + pause > store.wait_s:
+                    raise exc.after(max(waited, exc.waited_s)) from exc
+            time.sleep(pause)
+            pause = min(pause * 2, _MAX_PAUSE_S)
+
+    return wrapper
 
 
 class JobStore:
@@ -251,7 +308,10 @@ class JobStore:
 
     def __init__(self, sessions: sessionmaker[Any]) -> None:
         self._sessions = sessions
+        bind = sessions.kw.get("bind")
+        self.wait_s = wait_budget(bind) if bind is not None else DEFAULT_WAIT_S
 
+    @_retried
     def create(
         self,
         *,
@@ -287,11 +347,13 @@ class JobStore:
             session.flush()
             return TrainingJob.from_record(record)
 
+    @_retried
     def get(self, job_id: str) -> TrainingJob | None:
         with self._sessions() as session:
             record = session.get(JobRecord, job_id)
             return TrainingJob.from_record(record) if record else None
 
+    @_retried
     def list_jobs(
         self,
         *,
@@ -310,6 +372,7 @@ class JobStore:
             records = session.scalars(query.limit(limit).offset(offset)).all()
             return [TrainingJob.from_record(r) for r in records]
 
+    @_retried
     def queued_jobs(self) -> list[TrainingJob]:
         """QUEUED jobs in the order the scheduler starts them: higher priority first, then
         the longest waiting (FIFO within a priority), then the oldest job."""
@@ -326,6 +389,7 @@ class JobStore:
         with self._sessions() as session:
             return [TrainingJob.from_record(r) for r in session.scalars(query)]
 
+    @_retried
     def active_jobs(self) -> list[TrainingJob]:
         """Jobs with a worker (or one being launched): what holds the machine's resources."""
         query = (
@@ -336,6 +400,7 @@ class JobStore:
         with self._sessions() as session:
             return [TrainingJob.from_record(r) for r in session.scalars(query)]
 
+    @_retried
     def count_jobs(self, *, status: TrainingStatus | None = None, owner: str | None = None) -> int:
         query = select(func.count()).select_from(JobRecord)
         if status is not None:
@@ -345,6 +410,7 @@ class JobStore:
         with self._sessions() as session:
             return int(session.scalar(query) or 0)
 
+    @_retried
     def update(self, job_id: str, *, allow_terminal: bool = False, **values: Any) -> bool:
         """Set columns of a job; refused (False) once the job is terminal, unless allowed."""
         if "status" in values and isinstance(values["status"], TrainingStatus):
@@ -359,6 +425,7 @@ class JobStore:
             result = session.execute(statement)
             return bool(getattr(result, "rowcount", 0))
 
+    @_retried
     def transition(
         self, job_id: str, from_statuses: Iterable[TrainingStatus], **values: Any
     ) -> bool:
@@ -378,12 +445,14 @@ class JobStore:
         with self._sessions.begin() as session:
             return bool(getattr(session.execute(statement), "rowcount", 0))
 
+    @_retried
     def heartbeat(self, job_id: str) -> None:
         with self._sessions.begin() as session:
             session.execute(
                 update(JobRecord).where(JobRecord.job_id == job_id).values(heartbeat_at=_now())
             )
 
+    @_retried
     def add_event(
         self,
         job_id: str,
@@ -404,6 +473,7 @@ class JobStore:
                 )
             )
 
+    @_retried
     def events(self, job_id: str, after_id: int = 0) -> list[JobEvent]:
         query = (
             select(EventRecord)
@@ -424,10 +494,12 @@ class JobStore:
                 for e in session.scalars(query)
             ]
 
+    @_retried
     def add_sample(self, job_id: str, values: dict[str, Any]) -> None:
         with self._sessions.begin() as session:
             session.add(SampleRecord(job_id=job_id, values_json=json.dumps(values)))
 
+    @_retried
     def samples(self, job_id: str) -> list[dict[str, Any]]:
         """System-metric samples, oldest first, each with its time (`at`, ISO 8601)."""
         query = select(SampleRecord).where(SampleRecord.job_id == job_id).order_by(SampleRecord.id)
@@ -437,6 +509,7 @@ class JobStore:
                 for r in session.scalars(query)
             ]
 
+    @_retried
     def drop_metrics_after(self, job_id: str, step: int) -> int:
         """Forget logged steps past `step`: a resumed run logs them again from its checkpoint,
         and the curve must not show them twice."""
@@ -446,6 +519,7 @@ class JobStore:
             )
             return int(getattr(result, "rowcount", 0) or 0)
 
+    @_retried
     def jobs_using(self, dataset_id: str, version: str) -> list[str]:
         """Ids of the jobs recorded as training on this dataset version."""
         query = select(JobRecord.job_id).where(JobRecord.dataset_version == version)
@@ -456,6 +530,7 @@ class JobStore:
             ).all()
         return [j for j, d in rows if d.rpartition("@")[0] == dataset_id or d == dataset_id]
 
+    @_retried
     def pid_started_at(self, job_id: str) -> float | None:
         """Start time of the recorded worker pid, to tell it from a recycled pid."""
         with self._sessions() as session:
@@ -463,6 +538,7 @@ class JobStore:
                 select(JobRecord.pid_started_at).where(JobRecord.job_id == job_id)
             )
 
+    @_retried
     def merge_metrics(self, job_id: str, values: dict[str, Any]) -> None:
         """Add keys to the job's latest-metrics dict (e.g. accuracy before training)."""
         with self._sessions.begin() as session:
@@ -473,6 +549,7 @@ class JobStore:
             record.metrics_json = json.dumps(merged)
             record.updated_at = _now()
 
+    @_retried
     def add_metric(
         self, job_id: str, *, step: int, epoch: float | None, values: dict[str, Any]
     ) -> None:
@@ -481,6 +558,7 @@ class JobStore:
                 MetricRecord(job_id=job_id, step=step, epoch=epoch, values_json=json.dumps(values))
             )
 
+    @_retried
     def metric_history(self, job_id: str) -> list[dict[str, Any]]:
         query = select(MetricRecord).where(MetricRecord.job_id == job_id).order_by(MetricRecord.id)
         with self._sessions() as session:

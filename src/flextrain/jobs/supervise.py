@@ -29,6 +29,7 @@ from types import FrameType
 from typing import Literal
 
 from flextrain.config.enums import ACTIVE_STATUSES, TrainingStatus
+from flextrain.jobs.oom import killed_by_oom, out_of_memory_advice
 from flextrain.jobs.store import JobStore
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -190,9 +191,19 @@ def _last_meaningful(trace: list[str]) -> str:
 
 
 def settle(
-    store: JobStore, job_id: str, returncode: int, signalled: str | None, log_path: Path | None
+    store: JobStore,
+    job_id: str,
+    returncode: int,
+    signalled: str | None,
+    log_path: Path | None,
+    killed_by_oom: str | None = None,
 ) -> TrainingStatus | None:
-    """Record how torchrun ended if the ranks did not (returns the status written)."""
+    """Record how torchrun ended if the ranks did not (returns the status written).
+
+    `killed_by_oom`: the kernel's OOM killer is known to have acted during the run
+    (`flextrain.jobs.oom.killed_by_oom`); a rank that died of SIGKILL is then reported
+    as out of memory, with what to change, instead of "killed".
+    """
     job = store.get(job_id)
     if job is None or job.status not in ACTIVE_STATUSES:
         return None  # completed, cancelled or already settled by a rank
@@ -204,7 +215,17 @@ def settle(
     else:
         text = log_path.read_text(errors="replace")[-200_000:] if log_path else ""
         failure = parse_root_cause(text)
-        if failure is not None:
+        if failure is not None and failure.exitcode == -signal.SIGKILL and killed_by_oom:
+            config = job.config
+            batch = config.get("batch_size")
+            where = f"rank {failure.rank}" if failure.rank is not None else "a rank"
+            message = "OutOfMemoryAdvice: " + out_of_memory_advice(
+                config,
+                batch if isinstance(batch, int) else 1,
+                int(config.get("gradient_accumulation_steps") or 1),
+                f"{where}: {killed_by_oom}; recovery is not done with several processes",
+            )
+        elif failure is not None:
             message = f"Distributed run failed: {failure.describe()}."
         elif returncode == 0:
             message = "The processes exited without the job completing."
@@ -261,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     latest = store.get(args.job_id)
     cancelled = latest is not None and latest.status == TrainingStatus.CANCELLED
     signalled = received[0] if received and not cancelled else None
-    status = settle(store, args.job_id, returncode, signalled, log_path)
+    oom_kill = killed_by_oom(Path(args.home) / "jobs" / args.job_id)
+    status = settle(store, args.job_id, returncode, signalled, log_path, oom_kill)
     if status is not None:
         print(f"[flextrain] job {args.job_id}: {status.value}", flush=True)
     _start_next(Path(args.home), args.database_url)

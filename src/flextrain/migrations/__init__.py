@@ -73,7 +73,8 @@ def metadata() -> MetaData:
     import flextrain.accounts.users
     import flextrain.data.registry
     import flextrain.data.versions
-    import flextrain.jobs.store  # noqa: F401
+    import flextrain.jobs.store
+    import flextrain.models.registry  # noqa: F401
 
     return Base.metadata
 

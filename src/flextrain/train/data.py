@@ -179,7 +179,14 @@ def _rendered_splits(spec: RunSpec, tokenizer: Any) -> DatasetDict:
 
 def _rendered(data: DataSpec, spec: RunSpec) -> Dataset:
     """Rows of `data` as {"text"} (and {"labels"}: ids of the training data's labels)."""
-    raw = load_dataset(_LOADERS[data.format], data_files=data.path, split="train")
+    # The parsed copy goes to the job's scratch folder, not ~/.cache: a server evaluating
+    # many files would otherwise leave one copy per file behind, for ever.
+    raw = load_dataset(
+        _LOADERS[data.format],
+        data_files=data.path,
+        split="train",
+        cache_dir=str(Path(spec.temp_dir) / "datasets"),
+    )
     classify = spec.objective == "sequence_classification"
     labels = spec.data.labels
     if classify and data.label_column is None:

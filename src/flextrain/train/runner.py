@@ -6,6 +6,7 @@ import gc
 import json
 import math
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,20 @@ from transformers import (
     Trainer,
     TrainingArguments,
 )
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from flextrain.config.enums import TrainingStatus
 from flextrain.config.validation import best_metric_name
 from flextrain.data.prepare import DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, TEMPLATED_SHAPES
 from flextrain.hardware.usage import peak_rss_bytes
-from flextrain.jobs.checkpoints import latest_checkpoint
+from flextrain.jobs import oom
+from flextrain.jobs.checkpoints import (
+    STAGING_PREFIX,
+    disk_full_message,
+    is_disk_full,
+    latest_checkpoint,
+)
 from flextrain.jobs.spec import RunSpec
 from flextrain.jobs.store import JobStore
 from flextrain.train import distributed
@@ -75,6 +84,57 @@ class FlexTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.language_model = language_model
         self.expert = expert or ExpertSetup()
+        self._staging_dir: str | None = None
+
+    # Checkpoints are written whole or not at all. The Trainer writes `checkpoint-N`
+    # file by file, so a full disk or a kill half-way left a folder with the final
+    # name. Here it writes into `tmp-checkpoint-N/` (its run folder while saving),
+    # which is renamed to `checkpoint-N` once complete; a failed save is removed, and
+    # a full disk says what was kept and what to do.
+    def _get_output_dir(self, trial: Any) -> str:
+        return self._staging_dir or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        run_dir = super()._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging = os.path.join(run_dir, f"{STAGING_PREFIX}{self.state.global_step}")
+        final, staged = os.path.join(run_dir, name), os.path.join(staging, name)
+        main = self.args.should_save  # the process that writes the shared files
+        if main:  # a save a kill interrupted: nothing in it is wanted
+            for stale in Path(run_dir).glob(f"{STAGING_PREFIX}*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        self._staging_dir = staging
+        try:
+            super()._save_checkpoint(model, trial)  # its rotation sees only the staged one
+            self.accelerator.wait_for_everyone()  # every rank's RNG state is in
+            if main:
+                if self.state.best_model_checkpoint == staged:  # this one is the best
+                    self.state.best_model_checkpoint = final
+                    self.state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))
+                if os.path.isdir(final):  # the same step saved before (the Trainer overwrote)
+                    shutil.rmtree(final)
+                os.replace(staged, final)
+                os.rmdir(staging)
+        except Exception as exc:
+            disk_full = is_disk_full(exc, Path(run_dir))
+            if main:
+                shutil.rmtree(staging, ignore_errors=True)
+            if disk_full:
+                raise CheckpointDiskFullError(
+                    disk_full_message(Path(run_dir), self.state.global_step)
+                ) from exc
+            raise
+        finally:
+            self._staging_dir = None
+        if main:
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
+        self.accelerator.wait_for_everyone()
 
     # Expert mode through the Trainer's own extension points: what it builds is then
     # checkpointed, resumed and logged like the defaults.
@@ -510,6 +570,10 @@ def _fused_adamw_supported() -> bool:
     return device in _get_fused_kernels_supported_devices()
 
 
+class CheckpointDiskFullError(OSError):
+    """A checkpoint did not fit on the disk; the message says what was kept and the fix."""
+
+
 class OutOfMemoryAdvice(RuntimeError):
     """The run ran out of memory and was not (or no longer) recovered: what to change."""
 
@@ -523,22 +587,7 @@ def out_of_memory_advice(cfg: Any, micro: int, accumulation: int) -> str:
         if not cfg.oom_recovery
         else "recovery is not done with several processes"
     )
-    steps = [f"max_length (now {cfg.max_length})"]
-    if micro > 1:
-        steps.insert(
-            0,
-            f"batch_size {micro // 2} with gradient_accumulation_steps {accumulation * 2} "
-            "(the same examples per optimizer step)",
-        )
-    if not cfg.gradient_checkpointing:
-        steps.append("gradient_checkpointing: true")
-    if cfg.training_type.value in ("fine_tuning", "full_training", "continued_pretraining"):
-        steps.append("training_type lora_adaptation")
-    return (
-        f"Out of memory at micro-batch {micro} ({why}). Fix: lower "
-        + "; or ".join(steps)
-        + ". `flextrain check` estimates each option."
-    )
+    return oom.out_of_memory_advice(cfg.model_dump(mode="json"), micro, accumulation, why)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

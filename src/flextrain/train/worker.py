@@ -33,6 +33,7 @@ from types import FrameType
 from flextrain.config.enums import TrainingStatus
 from flextrain.db import make_engine, make_sessionmaker
 from flextrain.jobs.environment import TrainingEnvironment, TrainingEnvironmentManager
+from flextrain.jobs.oom import prefer_as_oom_victim
 from flextrain.jobs.spec import RunSpec
 from flextrain.jobs.store import JobStore
 from flextrain.train.monitor import JobMonitor
@@ -76,6 +77,8 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", required=True)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # When memory runs out, the kernel should stop training, not the server or the desktop.
+    prefer_as_oom_victim()
 
     # The service that launched this worker has already migrated the database.
     store = JobStore(make_sessionmaker(make_engine(args.database_url, migrate=False)))
@@ -91,6 +94,9 @@ def _main(argv: list[str] | None = None) -> int:
     monitor: JobMonitor | None = None
     try:
         spec = RunSpec.model_validate_json(spec_file.read_text())
+        if spec.cpu_affinity and hasattr(os, "sched_setaffinity"):
+            # Before the first parallel region: OpenMP's threads inherit it when created.
+            os.sched_setaffinity(0, spec.cpu_affinity)
         spec_env = TrainingEnvironmentManager(Path(args.home) / "jobs").layout(
             spec.job_id, spec.config.output_dir
         )
@@ -115,6 +121,8 @@ def _main(argv: list[str] | None = None) -> int:
             return _stopped(store, args.job_id, reporter=rank is None)
         if not reporter:
             return 0
+        # Before COMPLETED: whoever sees the job completed finds its model registered.
+        _register_model(store, args.job_id, spec, args.database_url, Path(args.home))
         store.update(
             args.job_id,
             status=TrainingStatus.COMPLETED,
@@ -151,6 +159,38 @@ def _main(argv: list[str] | None = None) -> int:
             TrainingEnvironmentManager(Path(args.home) / "jobs").cleanup(spec_env)
         if rank is None:  # ranks of a torchrun run leave this to their supervisor
             _start_next_queued(store, Path(args.home), args.database_url)
+
+
+def _register_model(
+    store: JobStore, job_id: str, spec: RunSpec, database_url: str, home: Path
+) -> None:
+    """Record the job's saved model in the model registry, with its lineage. Done here,
+    by the worker, so it happens with no API server running. The model is saved
+    already: a registry failure is a warning event, never a failed job."""
+    from flextrain.models.registry import ModelRegistry
+    from flextrain.models.resolve import ModelResolver
+
+    engine = None
+    try:
+        job = store.get(job_id)
+        if job is None:
+            return
+        engine = make_engine(database_url, migrate=False)
+        resolver = ModelResolver(
+            home / "models" / "builtin", allow_pickle=spec.allow_pickle_weights
+        )
+        registry = ModelRegistry(make_sessionmaker(engine), resolver)
+        model = registry.register_trained(job, Path(spec.model_dir))
+        # Only printed: a success needs no event (`flextrain models show` has the lineage).
+        print(f"[flextrain] model registered as '{model.name}'", flush=True)
+    except Exception as exc:
+        message = f"The model was saved but not registered: {exc}"
+        print(f"[flextrain] {message}", flush=True)
+        with contextlib.suppress(Exception):
+            store.add_event(job_id, "model_registration_failed", message, level="warning")
+    finally:
+        if engine is not None:
+            engine.dispose()
 
 
 def _start_next_queued(store: JobStore, home: Path, database_url: str) -> None:

@@ -22,6 +22,7 @@ from flextrain.api.deps import (
     confine_upload,
 )
 from flextrain.api.limits import upload_too_large
+from flextrain.api.routes.model_registry import may_see
 from flextrain.api.routing import StrictJSONRoute
 from flextrain.api.schemas import DatasetSummary, DatasetVersionSummary, ErrorBody, ModelEntry
 from flextrain.config.enums import TrainingStatus
@@ -232,13 +233,26 @@ def upload_dataset(
 
 @router.get("/models", response_model=list[ModelEntry], responses=_ERRORS)
 def list_models(user: ViewerDep, service: ServiceDep) -> list[ModelEntry]:
-    """Built-in models, and the models saved by completed jobs the user can see."""
+    """Built-in models, registered models (by hand or by a completed job; the registry has
+    their details), and the models of completed jobs from before the registry."""
     entries = [
         ModelEntry(model_id=model_id, source="builtin", description=description)
         for model_id, description in ModelResolver.builtins().items()
     ]
+    registered = [m for m in service.model_registry.list() if may_see(user, m)]
+    entries += [
+        ModelEntry(
+            model_id=m.name,
+            source=m.source,
+            description=m.description or f"registered folder {m.path}",
+            path=m.path,
+            job_id=m.job_id,
+        )
+        for m in registered
+    ]
+    known = {m.job_id for m in service.model_registry.list(source="trained")}
     for job in service.list_jobs(status=TrainingStatus.COMPLETED, limit=500):
-        if job.model_path and can_see(user, job):
+        if job.model_path and can_see(user, job) and job.job_id not in known:
             entries.append(
                 ModelEntry(
                     model_id=job.model_path,

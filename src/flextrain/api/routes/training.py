@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from flextrain.accounts.users import Role, User
@@ -23,6 +23,7 @@ from flextrain.api.deps import (
     owned_job,
     visible_job,
 )
+from flextrain.api.routes.models import search_listing
 from flextrain.api.routing import StrictJSONRoute
 from flextrain.api.schemas import (
     CompatibilityRequest,
@@ -54,7 +55,7 @@ from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs.scheduler import QueueSnapshot
 from flextrain.jobs.store import TrainingJob
 from flextrain.models.compatibility import ModelCompatibility
-from flextrain.models.resolve import ModelResolver
+from flextrain.models.hub import ModelFilters
 from flextrain.service import TrainingService
 
 router = APIRouter(prefix="/api/training", tags=["training"], route_class=StrictJSONRoute)
@@ -105,21 +106,20 @@ def check_compatibility(
 
 
 @router.get("/models/trainable", response_model=list[TrainableModel], responses=_ERRORS)
-def trainable_models(user: ViewerDep, service: ServiceDep) -> list[TrainableModel]:
-    """Built-in models with the training types each supports."""
-    out = []
-    for model_id, description in ModelResolver.builtins().items():
-        report = service.check_compatibility(model_id)
-        out.append(
-            TrainableModel(
-                model_id=model_id,
-                description=description,
-                num_parameters=report.num_parameters,
-                supported_training_types=list(report.supported_training_types),
-                is_compatible=report.is_compatible,
-            )
-        )
-    return out
+def trainable_models(
+    filters: Annotated[ModelFilters, Query()],
+    response: Response,
+    user: ViewerDep,
+    service: ServiceDep,
+) -> list[TrainableModel]:
+    """Built-in and registered models with the training types each supports; hub models too
+    when a filter is given (or include_hub=true) and the server is online. The header
+    X-Flextrain-Notes says when the hub was not searched (GET /api/training/models/search
+    gives the same list with the notes in its body)."""
+    items, notes = search_listing(service, user, filters)
+    if notes:
+        response.headers["X-Flextrain-Notes"] = " | ".join(notes)
+    return items
 
 
 @router.get("/presets", response_model=dict[str, dict[str, dict[str, Any]]], responses=_ERRORS)

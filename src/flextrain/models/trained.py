@@ -1,0 +1,264 @@
+"""A completed job's saved model: where it is, what it was trained as, how to load it.
+
+Merging, exporting, trying and evaluating all start here. The job's model folder
+holds the weights (or, for lora_adaptation, the peft adapter), the tokenizer the
+job saved and `flextrain.json` (objective, base model, labels, metrics); the job's
+`job.json` is the run spec the worker read, so what comes after training knows
+exactly how the data was rendered and tokenised.
+
+Models load on the CPU in float32, in the calling process: these are inference
+passes, and a GPU in use by a training job is not ours to fill. torch,
+transformers and peft are imported inside the functions (this module is imported
+by the front ends, which must start without them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from flextrain.config.enums import TrainingStatus
+from flextrain.jobs.spec import RunSpec
+from flextrain.jobs.store import TrainingJob
+from flextrain.service import JobStateError
+
+if TYPE_CHECKING:
+    from flextrain.service import TrainingService
+
+T = TypeVar("T")
+
+META_FILE = "flextrain.json"
+
+
+class AfterTrainingError(ValueError):
+    """What was asked cannot be done with this job or this data; the message says why
+    and what to do instead."""
+
+
+class OutputExistsError(AfterTrainingError):
+    """The folder to write holds something already; nothing was written."""
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A completed job's model folder, its flextrain.json and its run spec."""
+
+    job: TrainingJob
+    folder: Path
+    meta: dict[str, Any]
+    spec: RunSpec
+    base_path: Path
+    allow_pickle: bool
+
+    @property
+    def objective(self) -> str:
+        return str(self.meta["objective"])
+
+    @property
+    def is_adapter(self) -> bool:
+        return bool(self.meta.get("adapter"))
+
+    @property
+    def labels(self) -> list[str]:
+        return [str(label) for label in self.meta.get("labels") or []]
+
+    @property
+    def base_model(self) -> str:
+        return str(self.meta.get("base_model") or self.job.model_id)
+
+
+def trained_model(service: TrainingService, job_id: str, action: str) -> TrainedModel:
+    """The saved model of a completed job, or an error saying why `action` cannot run.
+
+    A job that has not completed raises JobStateError (it may still finish); a
+    completed job whose folder was deleted raises AfterTrainingError.
+    """
+    job = service.require_job(job_id)
+    if job.status != TrainingStatus.COMPLETED:
+        hint = (
+            "wait for it to finish (`flextrain jobs show`)"
+            if not job.is_finished
+            else "resume it (`flextrain jobs resume`) or train again"
+        )
+        raise JobStateError(
+            f"Job {job_id} is {job.status.value}; {action} needs a completed job. Fix: {hint}."
+        )
+    folder = Path(job.model_path or service.environment(job_id).model_dir)
+    meta_file = folder / META_FILE
+    spec_file = service.environment(job_id).config_file
+    if not meta_file.is_file() or not spec_file.is_file():
+        missing = meta_file if not meta_file.is_file() else spec_file
+        raise AfterTrainingError(
+            f"Job {job_id} completed but {missing} is missing (deleted or moved?), so its "
+            "model cannot be loaded. Fix: train the job's config again."
+        )
+    meta = json.loads(meta_file.read_text())
+    spec = RunSpec.model_validate_json(spec_file.read_text())
+    base_path = Path(str(meta.get("base_model_path") or ""))
+    if not (base_path / "config.json").is_file():
+        # The folder it trained from is gone (a cleared cache): resolve the id again.
+        base_path = service.models.resolve(str(meta.get("base_model") or job.model_id)).path
+    return TrainedModel(
+        job=job,
+        folder=folder,
+        meta=meta,
+        spec=spec,
+        base_path=base_path,
+        allow_pickle=service.settings.allow_pickle_weights,
+    )
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No progress bars and no load report while loading and saving: a head created
+    for the task is expected here (the report would list it as MISSING), and the
+    output is a table or JSON a user reads."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            # peft asks transformers a question transformers 5 renamed; nothing to act on.
+            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing", FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _auto_class(objective: str) -> Any:
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+    )
+
+    return {
+        "causal_lm": AutoModelForCausalLM,
+        "masked_lm": AutoModelForMaskedLM,
+        "sequence_classification": AutoModelForSequenceClassification,
+    }[objective]
+
+
+def load_tokenizer(model: TrainedModel) -> Any:
+    """The tokenizer the job saved (with the chat template it trained with, if any)."""
+    from flextrain.models.heavy import load_transformers
+
+    load_transformers()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model.folder))
+    if tokenizer.pad_token is None:
+        # As in training: padding positions are masked, any known token serves.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def _load_base_weights(model: TrainedModel, tokenizer: Any) -> Any:
+    """The base model as training loaded it (same head size and label names); a head
+    the base lacks is initialised from the job's seed, so it is the same every call."""
+    import torch
+
+    kwargs: dict[str, Any] = {}
+    if model.objective == "sequence_classification":
+        labels = model.labels
+        kwargs = {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)},
+            "pad_token_id": tokenizer.pad_token_id,
+        }
+    torch.manual_seed(model.spec.config.seed)
+    with quiet_transformers():
+        loaded = _auto_class(model.objective).from_pretrained(
+            str(model.base_path),
+            dtype=torch.float32,
+            use_safetensors=None if model.allow_pickle else True,
+            **kwargs,
+        )
+    if getattr(loaded.config, "pad_token_id", None) is None:
+        loaded.config.pad_token_id = tokenizer.pad_token_id
+    return loaded
+
+
+def load_trained(model: TrainedModel, tokenizer: Any) -> Any:
+    """The trained model in eval mode: the saved weights, or base + adapter (a PeftModel)."""
+    import torch
+
+    from flextrain.models.heavy import load_transformers
+
+    load_transformers()
+    if model.is_adapter:
+        from peft import PeftModel
+
+        base = _load_base_weights(model, tokenizer)
+        with quiet_transformers():
+            loaded = PeftModel.from_pretrained(base, str(model.folder))
+    else:
+        with quiet_transformers():
+            loaded = _auto_class(model.objective).from_pretrained(
+                str(model.folder),
+                dtype=torch.float32,
+                use_safetensors=None if model.allow_pickle else True,
+            )
+    loaded.eval()
+    return loaded
+
+
+def load_base(model: TrainedModel, tokenizer: Any) -> Any:
+    """The base model alone, in eval mode."""
+    from flextrain.models.heavy import load_transformers
+
+    load_transformers()
+    loaded = _load_base_weights(model, tokenizer)
+    loaded.eval()
+    return loaded
+
+
+def on_trained_and_base(
+    model: TrainedModel, tokenizer: Any, run: Callable[[Any], T]
+) -> tuple[T, T]:
+    """`run` on the trained model, then on the base: with an adapter, the same model
+    with the adapter switched off (one copy of the weights in memory); otherwise the
+    base is loaded after the trained model is released."""
+    import gc
+
+    import torch
+
+    trained_model_ = load_trained(model, tokenizer)
+    with torch.no_grad():
+        trained = run(trained_model_)
+        if model.is_adapter:
+            with trained_model_.disable_adapter():
+                return trained, run(trained_model_)
+    del trained_model_
+    gc.collect()
+    base_model = load_base(model, tokenizer)
+    with torch.no_grad():
+        return trained, run(base_model)
+
+
+def base_notes(model: TrainedModel) -> list[str]:
+    """What a reader of a side-by-side comparison must know about the base column."""
+    notes = []
+    if model.objective == "sequence_classification":
+        notes.append(
+            f"base: {model.base_model} with an untrained classification head (random, seeded "
+            f"with {model.spec.config.seed}); its labels and scores are chance, shown as the "
+            "starting point training improved on."
+        )
+    if model.job.training_type.value == "full_training":
+        notes.append(
+            f"base: the published weights of {model.base_model}; this job trained the "
+            "architecture from random initialisation, not from them."
+        )
+    return notes

@@ -1,0 +1,151 @@
+"""`flextrain models merge|export`, `flextrain try` and `flextrain evaluate`, in-process.
+
+One tiny LoRA job is trained once for the module (through the service, which is
+quicker than following it through `flextrain train`); every command then runs
+against it as a user would, settings from FLEXTRAIN_HOME and FLEXTRAIN_DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import Result
+from typer.testing import CliRunner
+
+from flextrain.cli.main import app
+from flextrain.config.enums import TrainingType
+from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
+from flextrain.jobs.store import TrainingJob
+from flextrain.service import TrainingService
+from flextrain.settings import Settings
+from tests.train.helpers import run_job
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Iterator[TrainingJob]:
+    home = tmp_path_factory.mktemp("after-cli") / "home"
+    settings = Settings(home=home, models_cache=models_cache)
+    service = TrainingService(settings)
+    try:
+        job = run_job(
+            service,
+            AdvancedTrainingConfig(
+                model_id="flextrain/tiny-llama",
+                dataset_id="demo/text",
+                training_type=TrainingType.LORA_ADAPTATION,
+                max_steps=4,
+                batch_size=16,
+                learning_rate=2e-2,
+                max_length=32,
+                eval_split=0.1,
+                evaluate_before_training=False,
+                lora_r=4,
+                lora_alpha=8,
+                num_threads=2,
+                save_total_limit=1,
+                gradient_checkpointing=False,
+            ),
+        )
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("FLEXTRAIN_HOME", str(settings.home))
+            patch.setenv("FLEXTRAIN_MODELS_CACHE", str(models_cache))
+            patch.setenv("FLEXTRAIN_DATABASE_URL", settings.resolved_database_url)
+            patch.setenv("COLUMNS", "300")  # rich tables unwrapped
+            yield job
+    finally:
+        service.engine.dispose()
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def flat(result: Result) -> str:
+    return " ".join(result.output.split())
+
+
+def test_merge_writes_the_merged_model(trained: TrainingJob, tmp_path: Path) -> None:
+    result = invoke("models", "merge", trained.job_id, "--out", str(tmp_path / "m"), "--json")
+    assert result.exit_code == 0, result.output
+    merged = json.loads(result.stdout)
+    assert "model.safetensors" in merged["files"]
+    assert (tmp_path / "m" / "config.json").exists()
+
+    again = invoke("models", "merge", trained.job_id, "--out", str(tmp_path / "m"))
+    assert again.exit_code == 2
+    assert "is not empty" in flat(again) and "--force" in flat(again)
+    assert "Traceback" not in again.output
+
+    forced = invoke("models", "merge", trained.job_id, "--out", str(tmp_path / "m"), "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "Merged" in flat(forced)
+
+
+def test_export_writes_a_folder_with_a_model_card(trained: TrainingJob, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    result = invoke("models", "export", trained.job_id, str(out))
+    assert result.exit_code == 0, result.output
+    assert "Exported" in flat(result) and "merged weights" in flat(result)
+    card = (out / "README.md").read_text()
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["base_model"] == "flextrain/tiny-llama" and front["datasets"] == ["demo/text"]
+    assert not (out / "training_args.bin").exists()
+
+    refused = invoke("models", "export", trained.job_id, str(out))
+    assert refused.exit_code == 2 and "not empty" in flat(refused)
+
+
+def test_try_prints_trained_and_base_side_by_side(trained: TrainingJob) -> None:
+    result = invoke("try", trained.job_id, "The river", "In the morning", "--max-new-tokens", "4")
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if "input" in line)
+    assert header.index("trained") < header.index("base")
+    assert "The river" in result.output and "In the morning" in result.output
+
+    as_json = invoke("try", trained.job_id, "The river", "--max-new-tokens", "2", "--json")
+    rows = json.loads(as_json.stdout)["rows"]
+    assert rows[0]["input"] == "The river" and isinstance(rows[0]["base"]["generation"], str)
+
+
+def test_evaluate_prints_a_table_of_both_models(trained: TrainingJob) -> None:
+    result = invoke("evaluate", trained.job_id, "--dataset", "demo/text", "--limit", "30")
+    assert result.exit_code == 0, result.output
+    text = flat(result)
+    assert "demo/text" in text and "30 rows" in text
+    assert "perplexity" in text and "trained" in text and "base" in text
+
+    as_json = invoke("evaluate", trained.job_id, "--split", "heldout", "--json")
+    assert as_json.exit_code == 0, as_json.output
+    body = json.loads(as_json.stdout)
+    assert body["split"] == "heldout" and body["trained"]["loss"] > 0
+
+
+def test_errors_name_the_problem_without_a_traceback(trained: TrainingJob) -> None:
+    unknown = invoke("evaluate", trained.job_id, "--dataset", "no-such-data")
+    assert unknown.exit_code == 2 and "no-such-data" in flat(unknown)
+    bad_split = invoke("evaluate", trained.job_id, "--split", "train")
+    assert bad_split.exit_code == 2 and "--split" in flat(bad_split)
+    no_job = invoke("try", "0123456789ab", "hello")
+    assert no_job.exit_code == 2 and "0123456789ab" in flat(no_job)
+
+    service = TrainingService(Settings())  # from the environment, as the CLI builds it
+    try:
+        pending = service.create_job(
+            BasicTrainingConfig(
+                model_id="flextrain/tiny-llama",
+                dataset_id="demo/text",
+                training_type=TrainingType.FINE_TUNING,
+                max_length=32,
+            )
+        )
+    finally:
+        service.engine.dispose()
+    refused = invoke("models", "merge", pending.job_id)
+    assert refused.exit_code == 2
+    assert "pending" in flat(refused) and "completed job" in flat(refused)
+    for result in (unknown, bad_split, no_job, refused):
+        assert "Traceback" not in result.output

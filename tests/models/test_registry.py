@@ -1,0 +1,289 @@
+"""The model registry: names for model folders, checked when registered, usable as a
+job's model_id; trained models registered by the worker with their lineage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flextrain.config.enums import TrainingStatus, TrainingType
+from flextrain.config.schemas import AdvancedTrainingConfig
+from flextrain.data.bundled import bundled_path
+from flextrain.interface import FlexibleTrainingInterface
+from flextrain.jobs.spec import RunSpec
+from flextrain.jobs.store import TrainingJob
+from flextrain.models.registry import (
+    ModelInUseError,
+    ModelNameTakenError,
+    ModelNotRegisteredError,
+    ModelRegistryError,
+)
+from flextrain.models.resolve import ModelNotFoundError
+from flextrain.service import TrainingService
+from flextrain.settings import Settings
+from flextrain.train.worker import _register_model
+
+
+@pytest.fixture
+def llama_folder(service: TrainingService, tmp_path: Path) -> Path:
+    """A copy of the tiny Llama: a model folder of the user's own."""
+    source = service.models.resolve("flextrain/tiny-llama").path
+    return Path(shutil.copytree(source, tmp_path / "my-llama"))
+
+
+def _tiny(model_id: str, **extra: object) -> AdvancedTrainingConfig:
+    values: dict[str, object] = {
+        "model_id": model_id,
+        "dataset_id": "demo/text",
+        "training_type": TrainingType.FINE_TUNING,
+        "num_epochs": 1,
+        "learning_rate": 3e-3,
+        "batch_size": 8,
+        "max_length": 32,
+        "max_steps": 4,
+        "logging_steps": 2,
+        "eval_strategy": "no",
+        "evaluate_before_training": False,
+        "num_threads": 1,
+        "gradient_checkpointing": False,
+        **extra,
+    }
+    return AdvancedTrainingConfig(**values)  # type: ignore[arg-type]
+
+
+def _run(service: TrainingService, config: AdvancedTrainingConfig) -> TrainingJob:
+    job = service.create_job(config)
+    service.start_job(job.job_id)
+    done = service.wait(job.job_id, timeout=240, poll=0.2)
+    assert done.status == TrainingStatus.COMPLETED, (
+        done.error_message,
+        service.read_log(job.job_id),
+    )
+    return done
+
+
+# -- add, list, show, remove -------------------------------------------------------------
+def test_add_describes_the_folder_and_remove_keeps_the_files(
+    service: TrainingService, llama_folder: Path
+) -> None:
+    registry = service.model_registry
+    model = registry.add(llama_folder, "team/llama", description="ours", owner="ada")
+
+    assert model.name == "team/llama" and model.source == "local" and not model.adapter
+    assert model.path == str(llama_folder.resolve())
+    assert (model.architecture, model.model_type) == ("LlamaForCausalLM", "llama")
+    assert model.num_parameters == service.inspect_model("flextrain/tiny-llama").num_parameters
+    assert model.size_bytes == sum(p.stat().st_size for p in llama_folder.iterdir())
+    assert {"fine_tuning", "lora_adaptation", "full_training"} <= set(model.training_types)
+    assert (model.owner, model.description, model.job_id) == ("ada", "ours", None)
+    assert [m.name for m in registry.list()] == ["team/llama"]
+    assert registry.get("team/llama") == model
+    assert registry.jobs_using("team/llama") == []
+
+    assert registry.remove("team/llama") == model
+    assert registry.list() == []
+    kept = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"}
+    assert {p.name for p in llama_folder.iterdir()} == {*kept, "tokenizer_config.json"}
+    with pytest.raises(ModelNotRegisteredError, match=r"No model named 'team/llama'.*Fix:"):
+        registry.get("team/llama")
+    with pytest.raises(ModelNotRegisteredError, match="flextrain models list"):
+        registry.remove("team/llama")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "name is empty"),
+        ("/models/x", "is not valid. Fix: use letters, digits"),
+        ("two words", "is not valid"),
+        ("a/b/c", "at most one '/'"),
+        ("x" * 101, "up to 100 characters"),
+        ("x" * 100 + "/" + "y" * 100, "200 in all"),
+        ("flextrain/tiny-llama", "built-in models'. Fix: choose another name"),
+    ],
+)
+def test_bad_names_are_refused_with_the_rule(
+    service: TrainingService, llama_folder: Path, name: str, message: str
+) -> None:
+    with pytest.raises(ModelRegistryError, match=message):
+        service.model_registry.add(llama_folder, name)
+    assert service.model_registry.list() == []
+
+
+def test_bad_folders_are_refused_with_the_fix(
+    service: TrainingService, llama_folder: Path, tmp_path: Path
+) -> None:
+    add = service.model_registry.add
+    with pytest.raises(ModelRegistryError, match=r"is not a folder\. Fix: give the folder"):
+        add(tmp_path / "missing", "m")
+    with pytest.raises(ModelRegistryError, match="is not a folder"):
+        add(llama_folder / "config.json", "m")
+    with pytest.raises(ModelRegistryError, match="not a valid path"):
+        add("bad\x00path", "m")
+
+    no_config = Path(shutil.copytree(llama_folder, tmp_path / "no-config"))
+    (no_config / "config.json").unlink()
+    with pytest.raises(ModelRegistryError, match=r"has no config\.json\. Fix:"):
+        add(no_config, "m")
+
+    pickle_only = Path(shutil.copytree(llama_folder, tmp_path / "pickle-only"))
+    (pickle_only / "model.safetensors").rename(pickle_only / "pytorch_model.bin")
+    with pytest.raises(ModelRegistryError, match=r"only pickle weights \(pytorch_model\.bin\)"):
+        add(pickle_only, "m")
+
+    no_weights = Path(shutil.copytree(llama_folder, tmp_path / "no-weights"))
+    (no_weights / "model.safetensors").unlink()
+    with pytest.raises(ModelRegistryError, match=r"has no weights \(\*\.safetensors\)"):
+        add(no_weights, "m")
+
+    unknown = Path(shutil.copytree(llama_folder, tmp_path / "unknown-type"))
+    (unknown / "config.json").write_text(json.dumps({"model_type": "no-such-model"}))
+    with pytest.raises(ModelRegistryError, match="transformers cannot read"):
+        add(unknown, "m")
+    assert service.model_registry.list() == []
+
+
+def test_a_taken_name_is_refused(service: TrainingService, llama_folder: Path) -> None:
+    service.model_registry.add(llama_folder, "llama")
+    with pytest.raises(ModelNameTakenError, match=r"'llama' is already registered .*remove it"):
+        service.model_registry.add(llama_folder, "llama")
+
+
+def test_a_registered_name_whose_folder_is_gone_says_so(
+    service: TrainingService, llama_folder: Path
+) -> None:
+    service.model_registry.add(llama_folder, "gone")
+    shutil.rmtree(llama_folder)
+    with pytest.raises(ModelNotFoundError, match=r"no longer a folder\. Fix: restore"):
+        service.models.resolve("gone")
+
+
+def test_remove_is_refused_while_an_unfinished_job_names_the_model(
+    service: TrainingService, llama_folder: Path
+) -> None:
+    service.model_registry.add(llama_folder, "busy")
+    pending = service.create_job(_tiny("busy"))
+    by_path = service.create_job(_tiny(str(llama_folder.resolve())))
+    used = [j.job_id for j in service.model_registry.jobs_using("busy")]
+    assert sorted(used) == sorted([pending.job_id, by_path.job_id])
+    with pytest.raises(ModelInUseError, match=f"unfinished job.*{pending.job_id}.*cancel them"):
+        service.model_registry.remove("busy")
+    service.cancel_job(pending.job_id)
+    service.cancel_job(by_path.job_id)
+    assert service.model_registry.remove("busy").name == "busy"
+
+
+# -- training from a name, and what a completed job registers -----------------------------
+def test_a_registered_name_trains_and_the_result_is_registered_with_lineage(
+    service: TrainingService, llama_folder: Path
+) -> None:
+    registry = service.model_registry
+    registry.add(llama_folder, "base-llama")
+    assert service.check_compatibility("base-llama").is_compatible
+    version = service.datasets.add(bundled_path("text.txt"), name="team/text").version
+
+    job = _run(service, _tiny("base-llama", run_name="support bot v1", dataset_id="team/text"))
+
+    trained = registry.get("support-bot-v1")
+    assert trained.source == "trained" and not trained.adapter
+    assert trained.path == job.model_path
+    assert (trained.job_id, trained.base_model, trained.owner) == (job.job_id, "base-llama", None)
+    assert json.loads((Path(trained.path) / "flextrain.json").read_text())["job_id"] == job.job_id
+    assert (trained.dataset_id, trained.dataset_version) == ("team/text", version)
+    assert job.dataset_version == version and len(version) == 64
+    assert trained.config == job.config
+    assert trained.metrics is not None and trained.metrics["train_loss"] > 0
+    assert trained.architecture == "LlamaForCausalLM"
+    assert "fine_tuning" in trained.training_types
+    assert trained.description == "fine_tuning of base-llama on team/text"
+    # `show` of the base lists the job that trained from it.
+    assert [j.job_id for j in registry.jobs_using("base-llama")] == [job.job_id]
+    assert registry.for_job(job.job_id) == trained
+    assert service.events(job.job_id) == []  # a success leaves no event
+    # Registering the same job again changes nothing.
+    assert registry.register_trained(job) == trained
+
+    # The trained model's name is itself a model id; a finished job does not block removal.
+    assert service.inspect_model("support-bot-v1").model_type == "llama"
+    assert registry.remove("base-llama").name == "base-llama"
+
+
+def test_a_lora_run_registers_an_adapter_under_a_free_name(
+    service: TrainingService, llama_folder: Path
+) -> None:
+    registry = service.model_registry
+    registry.add(llama_folder, "adapted")  # the run's name is taken
+    job = _run(
+        service,
+        _tiny(
+            "flextrain/tiny-llama", run_name="adapted", training_type=TrainingType.LORA_ADAPTATION
+        ),
+    )
+    adapter = registry.for_job(job.job_id)
+    assert adapter is not None and adapter.name == f"adapted-{job.job_id}"
+    assert adapter.adapter and adapter.training_types == []
+    assert adapter.base_model == "flextrain/tiny-llama"
+    assert adapter.architecture == "LlamaForCausalLM"  # of the base it adapts
+    assert adapter.description.endswith("on demo/text (LoRA adapter)")
+    with pytest.raises(ModelNotFoundError, match=r"is a LoRA adapter of 'flextrain/tiny-llama'"):
+        service.models.resolve(adapter.name)
+    with pytest.raises(ModelNotFoundError, match=f"flextrain models merge {job.job_id}"):
+        service.create_job(_tiny(adapter.name))
+
+
+def test_a_registry_failure_is_a_warning_and_the_job_stays_completed(
+    service: TrainingService, settings: Settings, tmp_path: Path
+) -> None:
+    job = _run(service, _tiny("flextrain/tiny-llama"))
+    registered = service.model_registry.for_job(job.job_id)
+    assert registered is not None and registered.name == job.job_id  # no run name
+    spec = RunSpec.model_validate_json(service.environment(job.job_id).config_file.read_text())
+    # The worker's step on a database it cannot open (here: no such folder).
+    broken = f"sqlite:///{tmp_path / 'missing' / 'db.sqlite'}"
+    _register_model(service.store, job.job_id, spec, broken, settings.home)
+
+    (event,) = service.events(job.job_id)
+    assert (event.kind, event.level) == ("model_registration_failed", "warning")
+    assert event.message.startswith("The model was saved but not registered:")
+    assert service.require_job(job.job_id).status == TrainingStatus.COMPLETED
+
+
+def test_the_python_api_registers_lists_and_removes(
+    service: TrainingService, llama_folder: Path
+) -> None:
+    interface = FlexibleTrainingInterface(service=service)
+    assert interface.system_model_manager is service.model_registry
+    model = asyncio.run(interface.register_model(llama_folder, "py/llama", "from Python"))
+    assert model.description == "from Python" and model.architecture == "LlamaForCausalLM"
+    assert [m.name for m in interface.list_models()] == ["py/llama"]
+    assert interface.get_model("py/llama") == model
+    assert interface.remove_model("py/llama") == model
+    with pytest.raises(ModelNotRegisteredError):
+        interface.get_model("py/llama")
+
+
+@pytest.mark.parametrize("name", ["team\x00/x", "x" * 300, "/etc", "a/b/c", ""])
+def test_lookups_of_impossible_names_find_nothing(service: TrainingService, name: str) -> None:
+    """Names the rules refuse never reach the database (PostgreSQL would refuse a NUL or
+    an over-long key), and are no registered model."""
+    registry = service.model_registry
+    assert registry.find(name) is None and registry.folder_for(name) is None
+    with pytest.raises(ModelNotRegisteredError, match=r"is registered\. Fix:"):
+        registry.remove(name)
+
+
+def test_metrics_that_diverged_are_stored_as_null(
+    service: TrainingService, llama_folder: Path
+) -> None:
+    """NaN and infinities (a diverged run) fit neither PostgreSQL's JSON nor a response."""
+    job = service.create_job(_tiny("flextrain/tiny-llama", run_name="nan run"))
+    service.store.merge_metrics(job.job_id, {"eval_loss": float("nan"), "train_loss": 2.5})
+    job = service.require_job(job.job_id)
+    model = service.model_registry.register_trained(job, llama_folder)
+    assert model.name == "nan-run" and model.source == "trained"
+    assert model.metrics == {"eval_loss": None, "train_loss": 2.5}
+    assert service.model_registry.get("nan-run").model_dump_json()  # valid JSON
