@@ -104,7 +104,13 @@ def worker_kills(service: Any, rng: random.Random, until: float, counts: dict[st
         kills_left = rng.randint(1, 3)
         while True:
             current = service.require_job(job.job_id)
-            if kills_left and not current.is_finished and current.pid:
+            # (A job past its second-last step has no step left to be killed at.)
+            if (
+                kills_left
+                and not current.is_finished
+                and current.pid
+                and (current.current_step + 1 <= STEPS - 1)
+            ):
                 target = rng.randint(current.current_step + 1, STEPS - 1)
                 if wait_step(service, job.job_id, target):
                     pid = service.require_job(job.job_id).pid

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -118,6 +119,25 @@ def test_sigkilled_worker_is_interrupted_and_resume_continues_the_step_count(
     assert ours_tail == pytest.approx(sum(theirs[s] for s in tail) / 10, rel=0.05)
     assert ours_tail < ours[1] * 0.8  # and it did learn
     other.engine.dispose()
+
+
+def test_a_job_killed_after_its_last_checkpoint_resumes_without_an_extra_step(
+    service: TrainingService,
+) -> None:
+    # Its last step is checkpointed; the worker then dies before it records the end (what
+    # a kill between the last save and the final evaluation leaves in the store).
+    job_id = _start(service, max_steps=SAVE_EVERY, save_steps=SAVE_EVERY)
+    done = service.wait(job_id, timeout=120)
+    assert done.status == TrainingStatus.COMPLETED, service.read_log(job_id, 40)
+    service.store.update(job_id, allow_terminal=True, status=TrainingStatus.INTERRUPTED)
+    resumed = service.resume_job(job_id)
+    assert resumed.status != TrainingStatus.FAILED
+    again = service.wait(job_id, timeout=120)
+    assert again.status == TrainingStatus.COMPLETED, service.read_log(job_id, 40)
+    assert again.current_step == SAVE_EVERY
+    assert sorted(_train_losses(service, job_id)) == list(range(1, SAVE_EVERY + 1))
+    assert "nothing left to train" in service.read_log(job_id, 60)
+    assert (Path(again.model_path or "") / "model.safetensors").exists()
 
 
 def test_cancel_saves_a_checkpoint_at_the_current_step_and_resume_finishes(

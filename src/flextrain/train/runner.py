@@ -23,7 +23,8 @@ from transformers import (
     TrainingArguments,
 )
 from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.trainer_callback import TrainerState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, rotate_checkpoints
 
 from flextrain.config.enums import TrainingStatus
 from flextrain.config.validation import best_metric_name
@@ -440,6 +441,22 @@ def _train(
     while True:
         if resume:
             print(f"[flextrain] resuming from {resume}", flush=True)
+        finished = _finished_training(resume)
+        if finished is not None and resume is not None:
+            # Killed after its last step's checkpoint, before the end: train() would take
+            # one optimizer step past max_steps; only the weights are needed (the best
+            # ones, when the run keeps the best).
+            kept = finished.best_model_checkpoint
+            use_best = args.load_best_model_at_end and kept and Path(kept).is_dir()
+            trainer._load_from_checkpoint(str(kept) if use_best else resume)
+            trainer.state = finished
+            print(
+                f"[flextrain] {Path(resume or '').name} is the last step "
+                f"({finished.global_step} of {finished.max_steps}): nothing left to train",
+                flush=True,
+            )
+            result = TrainOutput(finished.global_step, _last_train_loss(finished), {})
+            break
         try:
             result = trainer.train(resume_from_checkpoint=resume)
             break
@@ -536,6 +553,23 @@ def _train(
     )
     store.merge_metrics(spec.job_id, metrics)
     return metrics
+
+
+def _finished_training(checkpoint: str | None) -> TrainerState | None:
+    """The checkpoint's trainer state when it was saved at the run's last step."""
+    if checkpoint is None:
+        return None
+    try:
+        state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    except (OSError, ValueError):
+        return None
+    return state if state.max_steps and state.global_step >= state.max_steps else None
+
+
+def _last_train_loss(state: TrainerState) -> float:
+    """The mean of the logged training losses (what train() reports), NaN without any."""
+    losses = [e["loss"] for e in state.log_history if "loss" in e]
+    return float(sum(losses) / len(losses)) if losses else float("nan")
 
 
 def _optimizer(cfg: Any) -> str:
