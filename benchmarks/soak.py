@@ -288,10 +288,20 @@ def main() -> None:
                 "to load, then resumed), and the API server SIGKILLed mid-run and restarted "
                 "on the same home.\n\n"
             )
-        path.write_text(text.rstrip("\n") + "\n" + line)
+        path.write_text(_append_to_section(text, "## Faults during runs", line))
     bad = counts["lost"] + counts["not_interrupted"] + counts["bad_history"]
     bad += counts["corrupt_checkpoints"]
     sys.exit(1 if bad else 0)
+
+
+def _append_to_section(text: str, heading: str, line: str) -> str:
+    """`text` with `line` added at the end of the section under `heading` (before the
+    next `## ` heading, or at the end of the file)."""
+    start = text.index(heading)
+    following = text.find("\n## ", start + len(heading))
+    end = len(text) if following < 0 else following + 1
+    section = text[start:end].rstrip("\n") + "\n" + line
+    return text[:start] + section + ("\n" + text[end:] if following >= 0 else "")
 
 
 if __name__ == "__main__":
