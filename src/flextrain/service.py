@@ -1052,20 +1052,48 @@ class TrainingService:
 
 
 def training_cpus(reserved: int) -> list[int] | None:
-    """The CPUs training runs on when `reserved` are kept for the server: all but the
-    first `reserved` of those this process may use (None: no reservation)."""
-    if not reserved or not hasattr(os, "sched_getaffinity"):
-        return None
-    cpus = sorted(os.sched_getaffinity(0) | set(range(os.cpu_count() or 1)))
-    return cpus[reserved:] if len(cpus) > reserved else None
+    """The CPUs training runs on when `reserved` are kept for the server: all usable
+    CPUs but the first `reserved` (None: no reservation, or too few CPUs)."""
+    cpus = _usable_cpus()
+    return cpus[reserved:] if reserved and len(cpus) > reserved else None
 
 
 def server_cpus(reserved: int) -> list[int] | None:
     """The CPUs kept for the API server (the complement of `training_cpus`)."""
-    if not reserved or not hasattr(os, "sched_getaffinity"):
-        return None
-    cpus = sorted(os.sched_getaffinity(0) | set(range(os.cpu_count() or 1)))
-    return cpus[:reserved] if len(cpus) > reserved else None
+    cpus = _usable_cpus()
+    return cpus[:reserved] if reserved and len(cpus) > reserved else None
+
+
+def _usable_cpus() -> list[int]:
+    """The CPUs this machine (or container) lets flextrain use: its cpuset cgroup's, not
+    this process's own affinity, which the server and the workers narrow when they pin
+    themselves (a worker ticking the scheduler must still see every CPU)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        _, controllers, rel = line.split(":", 2)
+        if "cpuset" in controllers.split(",") or controllers == "":
+            for name in ("cpuset.effective_cpus", "cpuset.cpus.effective"):
+                folder = Path("/sys/fs/cgroup", "cpuset" if controllers else "", rel.lstrip("/"))
+                cpus = _cpu_list(folder / name)
+                if cpus:
+                    return cpus
+    return list(range(os.cpu_count() or 1))
+
+
+def _cpu_list(path: Path) -> list[int]:
+    """A kernel CPU list ("0-3,6") as numbers; [] when unreadable."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return []
+    cpus: list[int] = []
+    for part in filter(None, text.split(",")):
+        first, _, last = part.partition("-")
+        cpus.extend(range(int(first), int(last or first) + 1))
+    return cpus
 
 
 def _estimator_setup(

@@ -32,7 +32,13 @@ from flextrain.jobs.placement import (
 )
 from flextrain.jobs.resources import Allocation
 from flextrain.jobs.scheduler import SchedulerBusyError, SchedulerLoop
-from flextrain.service import JobStateError, TrainingService, server_cpus, training_cpus
+from flextrain.service import (
+    JobStateError,
+    TrainingService,
+    _cpu_list,
+    server_cpus,
+    training_cpus,
+)
 from flextrain.settings import Settings
 from tests.conftest import cpu_hardware
 from tests.jobs.queue_helpers import end, occupy, quick_config, wait_until
@@ -273,6 +279,20 @@ def test_with_reserved_cpus_the_worker_runs_on_the_other_cores(settings: Setting
             if not job.is_finished:
                 service.cancel_job(job.job_id, timeout=10)
         service.engine.dispose()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to reserve one")
+def test_reserved_cores_come_from_the_machine_not_from_a_pinned_process(tmp_path: Path) -> None:
+    before = os.sched_getaffinity(0)
+    cpus = training_cpus(1)
+    try:
+        os.sched_setaffinity(0, {min(before)})  # as the server, or a worker that ticks
+        assert training_cpus(1) == cpus and server_cpus(1) == [min(before)]
+    finally:
+        os.sched_setaffinity(0, before)
+    listed = tmp_path / "cpus"
+    listed.write_text("0-3,6\n")
+    assert _cpu_list(listed) == [0, 1, 2, 3, 6] and _cpu_list(tmp_path / "none") == []
 
 
 def test_cancelling_a_queued_job_never_starts_it(make_service: MakeService) -> None:

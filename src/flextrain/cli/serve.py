@@ -63,10 +63,13 @@ def serve(
         action = "resumed" if job_id in recovered["resumed"] else "resume with POST .../resume"
         console.print(f"Job {job_id} was interrupted; {action}.", highlight=False)
     cpus = server_cpus(service.settings.reserved_cpus)
-    if cpus:
+    if cpus and hasattr(os, "sched_setaffinity"):
         # Before any thread starts (they inherit it); the workers move to the other cores.
-        os.sched_setaffinity(0, cpus)
-        console.print(f"Server on CPU {', '.join(map(str, cpus))} (reserved_cpus).")
+        try:
+            os.sched_setaffinity(0, cpus)
+            console.print(f"Server on CPU {', '.join(map(str, cpus))} (reserved_cpus).")
+        except OSError as exc:
+            console.print(f"reserved_cpus: the server could not pin itself ({exc}).")
     loop = SchedulerLoop(service)
     if loop.acquire():
         console.print("Scheduler: running in this server.")

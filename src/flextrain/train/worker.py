@@ -96,7 +96,10 @@ def _main(argv: list[str] | None = None) -> int:
         spec = RunSpec.model_validate_json(spec_file.read_text())
         if spec.cpu_affinity and hasattr(os, "sched_setaffinity"):
             # Before the first parallel region: OpenMP's threads inherit it when created.
-            os.sched_setaffinity(0, spec.cpu_affinity)
+            try:
+                os.sched_setaffinity(0, spec.cpu_affinity)
+            except OSError as exc:  # CPUs gone since the launch: run where allowed
+                print(f"[flextrain] cpu_affinity {spec.cpu_affinity} not set: {exc}", flush=True)
         spec_env = TrainingEnvironmentManager(Path(args.home) / "jobs").layout(
             spec.job_id, spec.config.output_dir
         )
