@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from flextrain.config.enums import TrainingStatus
+from flextrain.config.enums import TrainingStatus, TrainingType
+from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.config.validation import ConfigValidationError
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
@@ -77,12 +78,47 @@ def test_advanced_training_example_creates_the_job(
     # fp16 needs a GPU: kept as a warning on the plan, refused when started on this CPU.
     assert any("fp16" in w for w in job.warnings)
     assert "warning: fp16" in out
-    # Starting it here re-validates against this machine: refused with the reason.
-    with pytest.raises(ConfigValidationError, match="fp16: fp16 needs a CUDA GPU"):
+    # Starting it here re-validates against this machine: refused with the reason, and
+    # only that one (per_device_train_batch_size alone is not "disagreeing" with the
+    # batch_size default it was never given).
+    with pytest.raises(ConfigValidationError, match=r"\(1 problem\):\n  - fp16: fp16 needs"):
         service.start_job(job_id)
     failed = service.require_job(job_id)
     assert failed.status == TrainingStatus.FAILED and "fp16" in (failed.error_message or "")
     assert failed.pid is None  # no worker was launched
+
+
+def test_advanced_training_example_without_fp16_starts_and_trains(
+    service: TrainingService, tmp_path: Path
+) -> None:
+    """The seed's advanced example on a CPU, fp16 (a GPU's) being the only change."""
+    _register_conversations(service, tmp_path)
+    config = AdvancedTrainingConfig(
+        model_id="flextrain/tiny-llama",
+        dataset_id="conversation_dataset",
+        training_type=TrainingType.LORA_ADAPTATION,
+        learning_rate=1e-4,
+        weight_decay=0.01,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        num_epochs=5,
+        warmup_steps=100,
+        lr_scheduler_type="cosine",
+        per_device_train_batch_size=16,
+        gradient_accumulation_steps=2,
+        gradient_checkpointing=True,
+        lora_r=32,
+        lora_alpha=64,
+        lora_dropout=0.1,
+        lora_target_modules=["q_proj", "v_proj", "k_proj"],
+    )
+    job = service.create_job(config)
+    service.start_job(job.job_id)
+    done = service.wait(job.job_id, timeout=180)
+    assert done.status == TrainingStatus.COMPLETED, done.error_message
+    spec = json.loads(service.environment(job.job_id).config_file.read_text())
+    assert spec["config"]["per_device_train_batch_size"] == 16
+    assert Path(done.model_path or "", "adapter_model.safetensors").exists()
 
 
 def test_hardware_example_prints_every_field(settings: Settings) -> None:

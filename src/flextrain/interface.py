@@ -260,12 +260,16 @@ class FlexibleTrainingInterface:
         job_id: str,
         dataset_id: str | None = None,
         *,
-        split: Split = "all",
+        split: Split | None = None,
         limit: int | None = 1000,
         batch_size: int = 16,
     ) -> EvaluationResult:
         """Loss and perplexity, or accuracy and macro F1, of the trained and the base model
-        on a dataset (default: the job's own), tokenised as the job's training data was."""
+        on a dataset (default: the job's own), tokenised as the job's training data was.
+
+        `split` defaults to the rows the job held out ("heldout") when it held some out
+        of the data evaluated, else "all" (with a note); the result's `split`, `rows`,
+        `title` and `notes` say which rows were scored."""
         return await asyncio.to_thread(
             evaluate,
             self.service,

@@ -35,12 +35,15 @@ from flextrain.config.schemas import (
     AdvancedTrainingConfig,
     BasicTrainingConfig,
     ExpertTrainingConfig,
+    explicit_fields,
+    restore_config,
 )
 from flextrain.config.validation import (
     ConfigValidationError,
     MemoryFacts,
     TrainingParameterValidator,
     ValidationIssue,
+    config_for_mode,
 )
 from flextrain.data.manager import TrainingDataManager
 from flextrain.data.registry import (
@@ -308,10 +311,16 @@ class TrainingService:
                     )
                 ]
             )
+        if mode is not None:
+            config = config_for_mode(config, mode.value)
         hw = self._as_if_jobs_ended(self.hardware())
         config, checkpointing_note = self._choose_checkpointing(config, hw)
         issues, _model, data = self.validate(config, hardware=hw)
         static_issues, _, _ = self.validate(config)
+        taken = self._output_dir_taken(config.output_dir)
+        if taken is not None:
+            issues.append(taken)
+            static_issues.append(taken)
         static = {(i.field, i.message) for i in static_issues}
         hardware_only = [i for i in issues if (i.field, i.message) not in static]
         errors = [i for i in static_issues if i.severity == "error"]
@@ -336,6 +345,7 @@ class TrainingService:
                 job_id=job_id,
                 mode=mode,
                 config=config.model_dump(mode="json"),
+                config_fields=explicit_fields(config),
                 output_dir=str(env.output_dir),
                 log_path=str(env.log_file),
                 warnings=warnings,
@@ -351,6 +361,34 @@ class TrainingService:
         if schedule:
             self._plot_schedule(job_id, env.root / "schedule.png", schedule)
         return job
+
+    def _output_dir_taken(self, output_dir: str | None) -> ValidationIssue | None:
+        """Why a new job may not write to `output_dir`: another job's folder (or one
+        inside or around it), or a folder that already holds files. Two jobs in one
+        folder overwrite each other's model and mix their checkpoints, and the `try`,
+        `evaluate` and `checkpoints` of the first would then read the second's."""
+        if not output_dir:
+            return None  # the job's own folder, FLEXTRAIN_HOME/jobs/ID/output
+        target = Path(output_dir).expanduser().resolve()
+        fix = (
+            "choose a new or empty folder, or leave output_dir unset (each job then writes "
+            "to its own folder, FLEXTRAIN_HOME/jobs/<job id>/output)."
+        )
+        others = self.store.jobs_writing_under(str(target))
+        if others:
+            named = ", ".join(others[:3]) + (
+                f" and {len(others) - 3} more" if len(others) > 3 else ""
+            )
+            noun = "job" if len(others) == 1 else "jobs"
+            return ValidationIssue(
+                "output_dir",
+                f"{target} is the output folder of {noun} {named} (or inside or around "
+                "it): the jobs would overwrite each other's checkpoints and model.",
+                fix,
+            )
+        if target.is_dir() and any(target.iterdir()):
+            return ValidationIssue("output_dir", f"{target} is not empty.", fix)
+        return None
 
     def _plot_schedule(self, job_id: str, out: Path, values: list[float]) -> None:
         """The expression schedule as a picture and an event, before anything trains."""
@@ -890,7 +928,22 @@ class TrainingService:
         )
         return resolved, message
 
-    def _build_spec(self, job: TrainingJob, allocation: Allocation | None = None) -> RunSpec:
+    def plan_start(self, job_id: str) -> RunSpec:
+        """What starting a pending job would run, without running it: the checks `start_job`
+        makes against this machine (raising what it would raise, the job left PENDING) and
+        the run spec its worker would read, with batch_size 'auto' resolved. The answer to
+        "will this job start, and with what?" before committing the machine to it."""
+        job = self.require_job(job_id)
+        if job.status != TrainingStatus.PENDING:
+            raise JobStateError(
+                f"Job {job_id} is {job.status.value}; only a pending job has a start to plan."
+            )
+        self._refuse_unrunnable(job)
+        return self._build_spec(job, record=False)
+
+    def _build_spec(
+        self, job: TrainingJob, allocation: Allocation | None = None, *, record: bool = True
+    ) -> RunSpec:
         config = ExpertTrainingConfig.from_basic(_config_from_job(job))
         if job.dataset_version:  # train on exactly the version the job was created with
             name = config.dataset_id.rpartition("@")[0] or config.dataset_id
@@ -899,7 +952,7 @@ class TrainingService:
         if allocation is not None:
             hw = hw.restricted_to(allocation.gpus)
         config, auto_batch = self.resolve_auto_batch(config, hw)
-        if auto_batch:
+        if auto_batch and record:
             self.store.add_event(
                 job.job_id,
                 "auto_batch",
@@ -937,6 +990,7 @@ class TrainingService:
             cache_dir=str(self.settings.home / "cache" / "tokenized"),
             allow_pickle_weights=self.settings.allow_pickle_weights,
             cpu_affinity=training_cpus(self.settings.reserved_cpus),
+            config_fields=explicit_fields(config),
         )
 
     def _pid_started_at(self, job_id: str) -> float | None:
@@ -993,6 +1047,8 @@ class TrainingService:
                 self.environments.layout(job.job_id, config.get("output_dir")).checkpoint_dir
             )
             smaller = {"batch_size": micro // 2, "gradient_accumulation_steps": accumulation * 2}
+            if config.get("per_device_train_batch_size"):  # it wins over batch_size
+                smaller["per_device_train_batch_size"] = micro // 2
             message = (
                 f"Out of memory at micro-batch {micro}: {why}. Continuing with micro-batch "
                 f"{micro // 2} x {accumulation * 2} accumulation (same {micro * accumulation} "
@@ -1001,7 +1057,11 @@ class TrainingService:
             )
             level: EventLevel = "warning"
             status = TrainingStatus.INTERRUPTED
-            values: dict[str, Any] = {"config_json": json.dumps({**config, **smaller})}
+            given = sorted({*(job.config_fields or []), *smaller})
+            values: dict[str, Any] = {
+                "config_json": json.dumps({**config, **smaller}),
+                "config_fields_json": json.dumps(given) if job.config_fields is not None else None,
+            }
         else:
             reason = (
                 "already at micro-batch 1"
@@ -1185,8 +1245,12 @@ def _checkpoint_step(checkpoint: Path | None) -> int:
 
 
 def _config_from_job(job: TrainingJob) -> BasicTrainingConfig:
-    if job.mode == TrainingMode.BASIC:
-        return BasicTrainingConfig(**job.config)
-    if job.mode == TrainingMode.EXPERT:
-        return ExpertTrainingConfig(**job.config)
-    return AdvancedTrainingConfig(**job.config)
+    """The job's config as it was created: its values, and the fields it was given."""
+    cls: type[BasicTrainingConfig] = (
+        BasicTrainingConfig
+        if job.mode == TrainingMode.BASIC
+        else ExpertTrainingConfig
+        if job.mode == TrainingMode.EXPERT
+        else AdvancedTrainingConfig
+    )
+    return restore_config(cls, job.config, job.config_fields)

@@ -88,6 +88,28 @@ def setup(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Itera
         stop_jobs(service)
 
 
+@pytest.fixture(scope="module")
+def lora_classifier(setup: Setup) -> str:
+    """Tom's LoRA classifier (a peft adapter, task_type SEQ_CLS) that held no rows out."""
+    body = {
+        **LORA_JOB,
+        "model_id": "flextrain/tiny-bert",
+        "dataset_id": "demo/sentiment",
+        "max_steps": 2,
+        "eval_split": 0.0,
+        "eval_strategy": "no",
+    }
+    job = create_job(setup.client, setup.tom, body, mode="advanced")
+    started = setup.client.post(
+        f"/api/training/jobs/{job['job_id']}/start", headers=setup.tom.headers
+    )
+    assert started.status_code == 200, started.text
+    final = wait_finished(setup.client, job["job_id"], setup.tom, timeout=240)
+    assert final["status"] == "completed", setup.service.read_log(job["job_id"], 40)
+    job_id: str = final["job_id"]
+    return job_id
+
+
 def test_merge_for_the_owner_into_the_jobs_folder(setup: Setup) -> None:
     response = setup.post(setup.tom, setup.job_id, "merge", {})
     assert response.status_code == 200, response.text
@@ -162,6 +184,77 @@ def test_evaluate_on_a_dataset_and_on_the_heldout_rows(setup: Setup) -> None:
         setup.tom, setup.job_id, "evaluate", {"dataset_id": "demo/instructions", "limit": 50}
     )
     assert_error(too_long, 422, "demo/instructions", "max_length=32")
+
+
+def test_evaluate_defaults_to_the_heldout_rows_and_says_which(setup: Setup) -> None:
+    """Issue 19: the default scored the model partly on its training rows."""
+    rows = setup.service.require_job(setup.job_id).metrics["eval_rows"]
+    response = setup.post(setup.tom, setup.job_id, "evaluate", {})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["split"], body["rows"]) == ("heldout", rows) and rows > 0
+    assert body["title"] == (
+        f"Trained (job {setup.job_id}, causal LM) beside base (flextrain/tiny-llama): "
+        f"demo/text, split heldout, {rows} rows, {body['tokens']:,} tokens"
+    )
+    assert body["notes"][0] == (
+        f"split heldout: all {rows} rows job {setup.job_id} held out of 'demo/text' "
+        "(eval_split 0.1, seed 42) were scored; it never trained on them."
+    )
+    everything = setup.post(setup.tom, setup.job_id, "evaluate", {"split": "all", "limit": 20})
+    assert everything.status_code == 200, everything.text
+    assert (everything.json()["split"], everything.json()["rows"]) == ("all", 20)
+    assert everything.json()["notes"][0].startswith(
+        "split all: 20 of the 600 rows of 'demo/text' were scored, including rows job"
+    )
+
+
+def test_evaluate_of_a_job_that_held_nothing_out_says_so(
+    setup: Setup, lora_classifier: str
+) -> None:
+    response = setup.post(setup.tom, lora_classifier, "evaluate", {"limit": 40})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["split"], body["rows"]) == ("all", 40)
+    assert body["title"].endswith("(flextrain/tiny-bert): demo/sentiment, split all, 40 rows")
+    assert body["notes"][0] == (
+        f"split all: job {lora_classifier} held out no rows (eval_split 0, no eval_file), so 40 "
+        "of the 480 rows of 'demo/sentiment' were scored, rows it trained on: the scores show "
+        "how well it fits its training data, not how it does on new data. Fix: evaluate on "
+        "other data (a dataset), or train with eval_split above 0 or an eval_file."
+    )
+    refused = setup.post(setup.tom, lora_classifier, "evaluate", {"split": "heldout"})
+    assert_error(refused, 422, "held out no rows (eval_split 0, no eval_file). Fix:")
+
+
+def test_try_titles_are_worded_alike_for_every_kind_of_job(
+    setup: Setup, lora_classifier: str
+) -> None:
+    """Issue 19: classifier and causal LM results were titled differently."""
+    titles = []
+    for job_id in (setup.job_id, lora_classifier):
+        response = setup.post(setup.tom, job_id, "try", {"texts": ["Rain"], "max_new_tokens": 2})
+        assert response.status_code == 200, response.text
+        titles.append(response.json()["title"])
+    assert titles == [
+        f"Trained (job {setup.job_id}, causal LM) beside base (flextrain/tiny-llama): 1 input",
+        f"Trained (job {lora_classifier}, classifier) beside base (flextrain/tiny-bert): 1 input",
+    ]
+
+
+def test_the_registry_names_a_lora_classifier_by_its_task_model(
+    setup: Setup, lora_classifier: str
+) -> None:
+    """Issue 19: a LoRA classifier was listed as its base's class."""
+    registry = "/api/training/models/registry"
+    listed = setup.client.get(registry, headers=setup.tom.headers)
+    assert listed.status_code == 200, listed.text
+    mine = [m for m in listed.json() if m["job_id"] == lora_classifier]
+    assert [(m["architecture"], m["adapter"]) for m in mine] == [
+        ("BertForSequenceClassification", True)
+    ]
+    lm = [m for m in listed.json() if m["job_id"] == setup.job_id]
+    assert [m["architecture"] for m in lm] == ["LlamaForCausalLM"]
 
 
 def test_roles_and_visibility_are_those_of_the_job_routes(setup: Setup) -> None:

@@ -242,5 +242,5 @@ def test_malformed_request_is_4xx_with_a_detail(
     body = response.json()
     assert isinstance(body["detail"], str) and body["detail"].strip()
     assert case.mentions in body["detail"]
-    if case.status == 422 and body["errors"]:
-        assert all(e["field"] and e["message"] for e in body["errors"])
+    assert body["errors"], body  # issue 19: every 4xx names the field and the fix
+    assert all(e["field"] and e["message"] and e["fix"] for e in body["errors"])

@@ -3,7 +3,8 @@
 Schemathesis generates requests from /openapi.json (valid and invalid ones) and
 sends them to the ASGI app, no server. Two properties must hold for every
 answer: no status of 500 or more, and every 4xx carries the project's error
-shape `{"detail": <non-empty str>, "errors": [...]}`.
+shape `{"detail": <non-empty str>, "errors": [...]}` with at least one error, each
+naming its `field` and its `fix`.
 
 The app runs on a home whose scheduler may start no job at all
 (max_concurrent_jobs 0, which `place()` honours but Settings' own check
@@ -148,6 +149,11 @@ def _problem(status: int, response: Any) -> str | None:
             and isinstance(body["errors"], list)
         ):
             return f"{status} without the error shape: {str(body)[:300]}"
+        # Issue 19: every 4xx names the field at fault and the fix.
+        if not body["errors"] or not all(
+            isinstance(e, dict) and e.get("field") and e.get("fix") for e in body["errors"]
+        ):
+            return f"{status} without a field and a fix in errors: {str(body)[:300]}"
     return None
 
 

@@ -106,11 +106,24 @@ def test_roles_register_list_show_and_remove(
 
 
 def test_bad_input_is_4xx_with_the_fix(
-    client: TestClient, callers: dict[str, Caller], outside: Path
+    client: TestClient, service: TrainingService, callers: dict[str, Caller], outside: Path
 ) -> None:
     ada = callers["admin"]
+    # Issue 19: a missing folder said "has no config.json"; a trainer's (inside the
+    # folders they may register) is told the same as an admin's.
+    missing = service.settings.home / "my-models" / "none"
+    assert_error(
+        register(client, callers["trainer"], missing, "x"),
+        422,
+        f"path '{missing}' does not exist. Fix: check the path; give the folder",
+    )
     assert_error(register(client, ada, outside, "a b"), 422, "is not valid. Fix:")
-    assert_error(register(client, ada, outside / "nope", "x"), 422, "is not a folder. Fix:")
+    assert_error(
+        register(client, ada, outside / "nope", "x"),
+        422,
+        f"path '{outside / 'nope'}' does not exist. Fix: check the path",
+    )
+    assert_error(register(client, ada, outside / "config.json", "x"), 422, "is a file, not a")
     assert_error(register(client, ada, "bad\x00path", "x"), 422, "not a valid path")
     (outside / "config.json").rename(outside / "config.bak")
     assert_error(register(client, ada, outside, "x"), 422, "has no config.json. Fix:")

@@ -40,9 +40,13 @@ def files_under(folder: Path) -> list[Path]:
 
 
 def stray_uploads(service: TrainingService) -> list[Path]:
-    """Temporary upload files left in the home folder."""
+    """Temporary upload files (or their folders) left in the home folder."""
     home = service.settings.home
-    return [p for p in home.iterdir() if p.is_file() and not p.name.startswith("flextrain.db")]
+    return [
+        p
+        for p in home.iterdir()
+        if (p.is_file() and not p.name.startswith("flextrain.db")) or p.name.startswith(".upload-")
+    ]
 
 
 # -- listing and showing ---------------------------------------------------------------
@@ -294,3 +298,180 @@ def test_upload_with_a_column_map_and_shape(client: TestClient, trainer: Caller)
         headers=trainer.headers,
     )
     assert_error(shape, 422, "shape: 'poem' is not known")
+
+
+# -- issue 19 --------------------------------------------------------------------------
+
+LINTED = (
+    b'{"text": "fine", "label": "pos"}\n'
+    b'{"text": "broken", "label": "pos",}\n'
+    b'{"text": "also fine", "label": "pos"}\n'
+    b'{"label": "neg"}\n'
+    b'{"text": "ok", "label": "neg"}\n'
+    b"{not json\n"
+    b'{"text": "last", "label": "neg"}\n'
+)
+ROW_FIX = "correct or remove this row, then send the file again."
+
+
+def test_upload_with_bad_rows_lists_every_one_in_file_order(
+    client: TestClient, trainer: Caller, service: TrainingService
+) -> None:
+    response = upload(client, trainer, "linted", LINTED, filename="linted.jsonl")
+    body = assert_error(response, 422, "'linted.jsonl' was not registered: 3 errors in the data")
+    json_fix = "one complete JSON object per line."
+    assert body["errors"] == [
+        {
+            "field": "file",
+            "message": "line 2 is not valid JSON (Expecting property name enclosed in double "
+            "quotes, column 35).",
+            "fix": json_fix,
+        },
+        {"field": "file", "message": "row 3 (line 4), text: is missing", "fix": ROW_FIX},
+        {
+            "field": "file",
+            "message": "line 6 is not valid JSON (Expecting property name enclosed in double "
+            "quotes, column 2).",
+            "fix": json_fix,
+        },
+    ]
+    assert service.datasets.access("linted") is None
+    assert stray_uploads(service) == []
+
+
+def test_upload_errors_past_50_are_counted(client: TestClient, trainer: Caller) -> None:
+    response = upload(client, trainer, "many", b'{"text": "ok"}\n' + b"[1]\n" * 60)
+    errors = assert_error(response, 422, "60 errors")["errors"]
+    assert len(errors) == 51
+    assert errors[49]["message"] == "line 51 is a list, not an object."
+    assert errors[50]["message"] == "... and 10 more"
+    assert all(e["field"] == "file" and e["fix"] for e in errors)
+
+
+def test_upload_with_mixed_label_kinds_is_registered_with_a_warning(
+    client: TestClient, trainer: Caller
+) -> None:
+    labels: list[object] = [0, 1, 0, 1, "positive", "positive"]
+    content = "".join(
+        json.dumps({"text": f"t{i}", "label": x}) + "\n" for i, x in enumerate(labels)
+    )
+    response = upload(client, trainer, "mixed", content.encode(), filename="mixed.jsonl")
+    assert response.status_code == 201, response.text
+    data = response.json()
+    assert data["labels"] == ["0", "1", "positive"]
+    assert data["warnings"] == [
+        {
+            "field": "file",
+            "message": "label: column 'label' mixes integer labels (like 0 in row 1 and 1 in "
+            "row 2) with string labels (like 'positive' in row 5); every distinct value "
+            "becomes its own class, here 3: '0', '1', 'positive'.",
+            "fix": "use one kind of label throughout, all strings (like 'negative', "
+            "'positive') or all integers (like 0, 1).",
+        }
+    ]
+    clean = "".join(json.dumps({"text": f"t{i}", "label": i % 2}) + "\n" for i in range(6))
+    assert upload(client, trainer, "clean", clean.encode()).json()["warnings"] == []
+
+
+def test_an_empty_upload_names_the_uploaded_file(
+    client: TestClient, trainer: Caller, service: TrainingService
+) -> None:
+    response = upload(client, trainer, "empty", b"", filename="my data.jsonl")
+    body = assert_error(response, 422, "'my data.jsonl' has no records.")
+    assert body["errors"] == [
+        {
+            "field": "file",
+            "message": "'my data.jsonl' has no records.",
+            "fix": "add at least one example, or check that this is the right file.",
+        }
+    ]
+    assert stray_uploads(service) == []
+
+
+def test_an_upload_keeps_the_uploaded_files_name(
+    client: TestClient, trainer: Caller, service: TrainingService
+) -> None:
+    assert upload(client, trainer, "named", filename="soup reviews.jsonl").status_code == 201
+    (version,) = service.datasets.versions("named")
+    assert version.source_name == "soup reviews.jsonl"
+
+
+def test_bad_shape_and_columns_name_their_field_and_fix(
+    client: TestClient, trainer: Caller
+) -> None:
+    def post(**data: str) -> Any:
+        return client.post(
+            "/api/datasets",
+            files={"file": ("r.jsonl", REVIEWS, "application/octet-stream")},
+            data={"name": "x", **data},
+            headers=trainer.headers,
+        )
+
+    shape = assert_error(post(shape="poem"), 422, "shape: 'poem' is not known")
+    assert shape["errors"] == [
+        {
+            "field": "shape",
+            "message": "shape: 'poem' is not known.",
+            "fix": "use one of text, classification, instruction, chat, completion, or leave "
+            "shape out to detect it.",
+        }
+    ]
+    columns = assert_error(post(columns="[1]"), 422, "columns: must be a JSON object")
+    assert [(e["field"], e["fix"]) for e in columns["errors"]] == [
+        ("columns", 'send a JSON object of part names to column names, e.g. {"text": "body"}.')
+    ]
+    unknown = assert_error(post(columns='{"txt": "body"}'), 422, "unknown part(s) txt")
+    assert [e["field"] for e in unknown["errors"]] == ["columns"]
+    assert unknown["errors"][0]["fix"].startswith("use only these parts: completion, input,")
+    missing = assert_error(post(columns='{"text": "nope"}'), 422, "no such column")
+    assert [e["field"] for e in missing["errors"]] == ["columns"]
+
+
+def test_an_unknown_dataset_is_not_registered_with_close_names(
+    client: TestClient, admin: Caller, viewer: Caller, tmp_path: Path, monkeypatch: Any
+) -> None:
+    # A file named like the id in the server's working folder is not the dataset.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "sentimnt").write_text("not data")
+    for caller in (admin, viewer):
+        response = client.get("/api/datasets/demo/sentimnt", headers=caller.headers)
+        body = assert_error(
+            response,
+            404,
+            "Dataset 'demo/sentimnt' is not registered. Did you mean "
+            "'demo/sentiment'? Fix: use a registered dataset (demo/sentiment, demo/text",
+        )
+        assert "extension" not in body["detail"]
+        (error,) = body["errors"]
+        assert error["field"] == "dataset_id"
+        assert error["message"] == (
+            "Dataset 'demo/sentimnt' is not registered. Did you mean 'demo/sentiment'?"
+        )
+        assert error["fix"].startswith("use a registered dataset (demo/sentiment, demo/text")
+
+
+def test_a_trainers_eval_file_that_is_unknown_names_eval_file(
+    client: TestClient, trainer: Caller
+) -> None:
+    response = client.post(
+        "/api/training/jobs/advanced",
+        json={**BASIC_JOB, "eval_file": "demo/txt"},
+        headers=trainer.headers,
+    )
+    body = assert_error(response, 404, "Dataset 'demo/txt' is not registered")
+    assert [e["field"] for e in body["errors"]] == ["eval_file"]
+    assert "Did you mean 'demo/text'?" in body["errors"][0]["message"]
+
+
+def test_bundled_datasets_show_their_shape_and_version(client: TestClient, viewer: Caller) -> None:
+    from flextrain.data.manager import bundled_shape_and_version
+
+    listed = {
+        d["dataset_id"]: d for d in client.get("/api/datasets", headers=viewer.headers).json()
+    }
+    for name, shape in [("demo/sentiment", "classification"), ("demo/text", "text")]:
+        assert listed[name]["shape"] == shape
+        assert listed[name]["version"] == bundled_shape_and_version(name)[1]
+        shown = client.get(f"/api/datasets/{name}", headers=viewer.headers).json()
+        assert (shown["shape"], shown["version"]) == (shape, listed[name]["version"])

@@ -90,3 +90,100 @@ def test_bad_choices_and_delete(home: Path, tmp_path: Path) -> None:
     assert code == 0 and "Deleted 1 version(s) of 'gone'" in out
     code, out = run("datasets", "show", "gone")
     assert code == 2 and "not registered" in out
+
+
+# -- issue 19 --------------------------------------------------------------------------
+
+LINTED = (
+    '{"text": "fine", "label": "pos"}\n'
+    '{"text": "broken", "label": "pos",}\n'
+    '{"text": "also fine", "label": "pos"}\n'
+    '{"label": "neg"}\n'
+    '{"text": "ok", "label": "neg"}\n'
+    "{not json\n"
+    '{"text": "last", "label": "neg"}\n'
+)
+LINTED_ERRORS = [
+    "line 2 is not valid JSON (Expecting property name enclosed in double quotes, "
+    "column 35). Fix: one complete JSON object per line.",
+    "row 3 (line 4), text: is missing",
+    "line 6 is not valid JSON (Expecting property name enclosed in double quotes, "
+    "column 2). Fix: one complete JSON object per line.",
+]
+
+
+def test_validate_lists_every_bad_line_and_row_in_file_order(home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "linted.jsonl"
+    path.write_text(LINTED)
+    code, out = run("datasets", "validate", str(path))
+    assert code == 1, out
+    assert "3 errors, 0 warnings " + " ".join(f"error: {e}" for e in LINTED_ERRORS) in out
+
+
+def test_add_of_a_file_with_bad_rows_lists_them_all(home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "linted.jsonl"
+    path.write_text(LINTED)
+    code, out = run("datasets", "add", str(path))
+    assert code == 2, out
+    assert (
+        "'linted.jsonl' was not registered: 3 errors in the data (classification shape): "
+        + " ".join(f"- {e}" for e in LINTED_ERRORS)
+    ) in out
+    assert "linted" not in run("datasets", "list")[1].split()
+
+
+def test_validate_caps_the_list_at_50_and_counts_the_rest(home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "many.jsonl"
+    path.write_text('{"text": "ok"}\n' + "[1]\n" * 60)
+    code, out = run("datasets", "validate", str(path))
+    assert code == 1, out
+    assert "error: line 51 is a list" in out and "line 52 is" not in out
+    assert "... and 10 more (10 errors, 0 warnings not shown)" in out
+
+
+MIXED_WARNING = (
+    "warning: label: column 'label' mixes integer labels (like 0 in row 1 and 1 in row 2) "
+    "with string labels (like 'positive' in row 5); every distinct value becomes its own "
+    "class, here 3: '0', '1', 'positive'. Fix: use one kind of label throughout, all "
+    "strings (like 'negative', 'positive') or all integers (like 0, 1)."
+)
+
+
+def test_mixed_label_kinds_warn_in_validate_add_and_register(home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    labels: list[object] = [0, 1, 0, 1, "positive", "positive"]
+    path.write_text(
+        "".join(json.dumps({"text": f"t{i}", "label": x}) + "\n" for i, x in enumerate(labels))
+    )
+    code, out = run("datasets", "validate", str(path))
+    assert code == 0 and "0 errors, 1 warning" in out and MIXED_WARNING in out, out
+    code, out = run("datasets", "add", str(path))
+    assert code == 0 and "6 rows of classification data" in out and MIXED_WARNING in out, out
+    code, out = run("datasets", "register", "again", str(path))
+    assert code == 0 and "Registered 'again'" in out and MIXED_WARNING in out, out
+
+
+def test_list_shows_a_bundled_datasets_shape_and_version(home: Path) -> None:
+    from flextrain.data.manager import bundled_shape_and_version
+
+    code, out = run("datasets", "list")
+    assert code == 0, out
+    for name, shape in [
+        ("demo/sentiment", "classification"),
+        ("demo/text", "text"),
+        ("demo/instructions", "instruction"),
+    ]:
+        version = bundled_shape_and_version(name)[1]
+        assert f"{name} │ {shape} │ {version[:12]} │" in out, out
+    code, out = run("datasets", "list", "--json")
+    rows = {r["dataset_id"]: r for r in json.loads(out)}
+    assert rows["demo/sentiment"]["shape"] == "classification"
+    assert rows["demo/sentiment"]["version"] == bundled_shape_and_version("demo/sentiment")[1]
+    code, out = run("datasets", "show", "demo/text")
+    assert code == 0 and "shape text, 600 rows" in out, out
+
+
+def test_an_unknown_dataset_is_not_registered_with_close_names(home: Path) -> None:
+    code, out = run("datasets", "show", "demo/sentimnt")
+    assert code == 2
+    assert "Dataset 'demo/sentimnt' is not registered. Did you mean 'demo/sentiment'? Fix:" in out

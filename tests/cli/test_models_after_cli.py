@@ -60,6 +60,35 @@ def trained(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Ite
         service.engine.dispose()
 
 
+@pytest.fixture(scope="module")
+def lora_classifier(trained: TrainingJob) -> TrainingJob:
+    """A LoRA classifier in the same home (the environment `trained` set) that held no
+    rows out."""
+    service = TrainingService(Settings())
+    try:
+        return run_job(
+            service,
+            AdvancedTrainingConfig(
+                model_id="flextrain/tiny-bert",
+                dataset_id="demo/sentiment",
+                training_type=TrainingType.LORA_ADAPTATION,
+                max_steps=2,
+                batch_size=16,
+                max_length=32,
+                eval_split=0.0,
+                eval_strategy="no",
+                evaluate_before_training=False,
+                lora_r=4,
+                lora_alpha=8,
+                num_threads=2,
+                save_total_limit=1,
+                gradient_checkpointing=False,
+            ),
+        )
+    finally:
+        service.engine.dispose()
+
+
 def invoke(*args: str) -> Result:
     return CliRunner().invoke(app, list(args))
 
@@ -102,7 +131,8 @@ def test_export_writes_a_folder_with_a_model_card(trained: TrainingJob, tmp_path
 def test_try_prints_trained_and_base_side_by_side(trained: TrainingJob) -> None:
     result = invoke("try", trained.job_id, "The river", "In the morning", "--max-new-tokens", "4")
     assert result.exit_code == 0, result.output
-    header = next(line for line in result.output.splitlines() if "input" in line)
+    # The column headers (the title above them reads "Trained ... beside base ...: 2 inputs").
+    header = next(line for line in result.output.splitlines() if "┃ input" in line)
     assert header.index("trained") < header.index("base")
     assert "The river" in result.output and "In the morning" in result.output
 
@@ -122,6 +152,84 @@ def test_evaluate_prints_a_table_of_both_models(trained: TrainingJob) -> None:
     assert as_json.exit_code == 0, as_json.output
     body = json.loads(as_json.stdout)
     assert body["split"] == "heldout" and body["trained"]["loss"] > 0
+
+
+def test_evaluate_defaults_to_the_heldout_rows_and_says_which(trained: TrainingJob) -> None:
+    """Issue 19: `evaluate JOB` scored the model partly on its training rows."""
+    as_json = invoke("evaluate", trained.job_id, "--json")
+    assert as_json.exit_code == 0, as_json.output
+    body = json.loads(as_json.stdout)
+    rows = trained.metrics["eval_rows"]
+    assert (body["split"], body["rows"]) == ("heldout", rows) and rows > 0
+    what = f": demo/text, split heldout, {rows} rows, {body['tokens']:,} tokens"
+    assert body["title"].endswith(what)
+    held_note = (
+        f"split heldout: all {rows} rows job {trained.job_id} held out of 'demo/text' "
+        "(eval_split 0.1, seed 42) were scored; it never trained on them."
+    )
+    assert body["notes"][0] == held_note
+
+    table = invoke("evaluate", trained.job_id)
+    assert table.exit_code == 0, table.output
+    assert body["title"] in flat(table) and f"note: {held_note}" in flat(table)
+
+    everything = invoke("evaluate", trained.job_id, "--split", "all", "--limit", "20")
+    assert everything.exit_code == 0, everything.output
+    assert "demo/text, split all, 20 rows" in flat(everything)
+    assert f"including rows job {trained.job_id} trained on" in flat(everything)
+
+
+def test_evaluate_of_a_job_that_held_nothing_out_says_so(lora_classifier: TrainingJob) -> None:
+    job_id = lora_classifier.job_id
+    result = invoke("evaluate", job_id, "--limit", "40")
+    assert result.exit_code == 0, result.output
+    text = flat(result)
+    assert (
+        f"Trained (job {job_id}, classifier) beside base (flextrain/tiny-bert): "
+        "demo/sentiment, split all, 40 rows"
+    ) in text
+    assert (
+        f"note: split all: job {job_id} held out no rows (eval_split 0, no eval_file), so 40 "
+        "of the 480 rows of 'demo/sentiment' were scored, rows it trained on"
+    ) in text
+    as_json = invoke("evaluate", job_id, "--limit", "40", "--json")
+    assert json.loads(as_json.stdout)["split"] == "all"
+    refused = invoke("evaluate", job_id, "--split", "heldout")
+    assert refused.exit_code == 2 and "held out no rows" in flat(refused)
+
+
+def test_try_titles_are_worded_alike_for_every_kind_of_job(
+    trained: TrainingJob, lora_classifier: TrainingJob
+) -> None:
+    """Issue 19: classifier and causal LM tables were titled differently."""
+    lm = invoke("try", trained.job_id, "The river", "--max-new-tokens", "2")
+    cls = invoke("try", lora_classifier.job_id, "Lovely food.", "Awful.")
+    assert lm.exit_code == 0 and cls.exit_code == 0, (lm.output, cls.output)
+    assert (
+        f"Trained (job {trained.job_id}, causal LM) beside base (flextrain/tiny-llama): 1 input"
+        in flat(lm)
+    )
+    assert (
+        f"Trained (job {lora_classifier.job_id}, classifier) beside base "
+        "(flextrain/tiny-bert): 2 inputs"
+    ) in flat(cls)
+    as_json = invoke("try", lora_classifier.job_id, "Lovely food.", "--json")
+    assert json.loads(as_json.stdout)["title"].endswith("(flextrain/tiny-bert): 1 input")
+
+
+def test_models_list_names_a_lora_classifier_by_its_task_model(
+    lora_classifier: TrainingJob,
+) -> None:
+    """Issue 19: a LoRA classifier was listed as its base's class."""
+    listed = invoke("models", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    mine = [m for m in json.loads(listed.stdout) if m["job_id"] == lora_classifier.job_id]
+    assert [(m["architecture"], m["adapter"]) for m in mine] == [
+        ("BertForSequenceClassification", True)
+    ]
+    table = invoke("models", "list")
+    row = next(line for line in table.output.splitlines() if lora_classifier.job_id in line)
+    assert "trained (adapter)" in row and "BertForSequenceClassification" in row
 
 
 def test_errors_name_the_problem_without_a_traceback(trained: TrainingJob) -> None:

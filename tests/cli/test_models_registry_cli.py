@@ -80,7 +80,15 @@ def test_add_list_show_remove(cli_service: TrainingService, folder: Path) -> Non
 
 def test_errors_are_one_line_with_the_fix(cli_service: TrainingService, folder: Path) -> None:
     code, out = run("models", "add", str(folder / "nowhere"), "--name", "x")
-    assert code == 2 and "is not a folder. Fix:" in out and "Traceback" not in out
+    assert code == 2 and "Traceback" not in out
+    assert out == (
+        f"path '{folder / 'nowhere'}' does not exist. Fix: check the path; give the folder "
+        "save_pretrained() wrote (it holds config.json and *.safetensors)."
+    )
+    code, out = run("models", "add", "/nonexistent", "--name", "x")
+    assert code == 2 and out.startswith("path '/nonexistent' does not exist. Fix: check the path")
+    code, out = run("models", "add", str(folder / "config.json"), "--name", "x")
+    assert code == 2 and "is a file, not a folder. Fix: give the folder" in out
     code, out = run("models", "add", str(folder), "--name", "bad name")
     assert code == 2 and "name 'bad name' is not valid. Fix:" in out
     assert run("models", "add", str(folder), "--name", "llama")[0] == 0

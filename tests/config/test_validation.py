@@ -8,7 +8,7 @@ stops telling the user how to fix it is caught.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -28,6 +28,7 @@ from flextrain.config.validation import (
     ModelFacts,
     TrainingParameterValidator,
     ValidationIssue,
+    config_for_mode,
 )
 from tests.conftest import cpu_hardware, gpu_hardware
 
@@ -107,6 +108,7 @@ def test_every_rule_has_a_test_class_here() -> None:
         "_warmup",
         "_lora",
         "_checkpointing",
+        "_settings_without_effect",
         "_early_stopping",
         "_data",
         "_tracking",
@@ -497,7 +499,10 @@ class TestLora:
     )
     def test_alpha_below_rank_is_ignored_for_other_types(self, ttype: TrainingType) -> None:
         issues = run(make(training_type=ttype, lora_r=16, lora_alpha=8, lora_dropout=5.0))
-        assert [i for i in issues if i.field in self.FIELDS] == []
+        # Not checked, only named as having no effect for this training type.
+        found = [i for i in issues if i.field in self.FIELDS]
+        assert {i.field for i in found} == {"lora_r", "lora_alpha", "lora_dropout"}
+        assert all(i.severity == "warning" and "is ignored" in i.message for i in found)
 
     @pytest.mark.parametrize("dropout", [-0.1, 1.0])
     def test_dropout_out_of_range(self, dropout: float) -> None:
@@ -532,6 +537,84 @@ class TestLora:
         )
 
 
+class TestSettingsWithoutEffect:
+    """A value that only acts with another setting warns, naming what it waits for."""
+
+    CASES: ClassVar[list[tuple[dict[str, Any], str, str]]] = [
+        ({"early_stopping_threshold": 0.01}, "early_stopping_threshold", "early_stopping_patience"),
+        ({"greater_is_better": True}, "greater_is_better", "metric_for_best_model"),
+        ({"effective_batch_size": 32}, "effective_batch_size", "batch_size to auto"),
+        ({"rdzv_endpoint": "node0:29400"}, "rdzv_endpoint", "num_nodes above 1"),
+        ({"deepspeed_config": "ds.json"}, "deepspeed_config", "distributed_strategy to deepspeed"),
+        ({"lora_r": 8}, "lora_r", "training_type=lora_adaptation"),
+        ({"lora_dropout": 0.2}, "lora_dropout", "training_type=lora_adaptation"),
+    ]
+
+    @pytest.mark.parametrize(("values", "field", "fix"), CASES)
+    def test_alone_it_warns(self, values: dict[str, Any], field: str, fix: str) -> None:
+        one(run(make(**values)), field, re.escape(fix), severity="warning")
+
+    @pytest.mark.parametrize(
+        "values",
+        [
+            {"early_stopping_threshold": 0.01, "early_stopping_patience": 2},
+            {"greater_is_better": False, "metric_for_best_model": "loss"},
+            {"greater_is_better": True, "load_best_model_at_end": True},
+            {"effective_batch_size": 32, "batch_size": "auto"},
+            {"rdzv_endpoint": "node0:29400", "num_nodes": 2},
+            {"lora_r": 8, "training_type": TrainingType.LORA_ADAPTATION},
+        ],
+    )
+    def test_with_its_partner_it_does_not(self, values: dict[str, Any]) -> None:
+        field = next(k for k in values if k in {f for _, f, _ in self.CASES})
+        assert on(run(make(**values)), field) == []
+
+    def test_a_default_value_given_explicitly_is_still_given(self) -> None:
+        # Explicit 0.0 is a choice too, but one that changes nothing: only non-defaults
+        # would matter, and this one is what the user wrote, so it is still named.
+        one(
+            run(make(early_stopping_threshold=0.0)),
+            "early_stopping_threshold",
+            "no effect",
+            "warning",
+        )
+
+
+class TestEvalSteps:
+    def test_eval_steps_alone_means_step_evaluation(self) -> None:
+        config = make(eval_steps=25)
+        assert config.eval_strategy == "steps"
+        assert on(run(config), "eval_steps") == []
+
+    def test_eval_steps_with_another_strategy_is_an_error_naming_both(self) -> None:
+        one(
+            run(make(eval_steps=25, eval_strategy="epoch")),
+            "eval_steps",
+            r"25 has no effect with eval_strategy epoch\..*set eval_strategy to steps",
+        )
+
+
+class TestConfigForMode:
+    def test_a_wider_config_with_only_narrow_fields_is_narrowed(self) -> None:
+        config = config_for_mode(make(num_epochs=2), "basic")
+        assert type(config) is BasicTrainingConfig
+        assert config.model_fields_set == {"model_id", "dataset_id", "training_type", "num_epochs"}
+
+    def test_a_wider_field_is_refused_naming_it_and_the_mode_it_needs(self) -> None:
+        with pytest.raises(ConfigValidationError) as info:
+            config_for_mode(make(lora_r=8, weight_decay=0.1), "basic")
+        assert [i.field for i in info.value.errors] == ["lora_r", "weight_decay"]
+        assert "create an advanced job" in str(info.value)
+
+    def test_a_narrower_config_is_lifted_keeping_its_given_fields(self) -> None:
+        basic = BasicTrainingConfig(
+            model_id="m", dataset_id="d", training_type=TrainingType.FINE_TUNING, seed=3
+        )
+        lifted = config_for_mode(basic, "expert")
+        assert isinstance(lifted, ExpertTrainingConfig)
+        assert lifted.model_fields_set == {"model_id", "dataset_id", "training_type", "seed"}
+
+
 class TestCheckpointing:
     def test_supported_model_passes(self) -> None:
         assert on(run(make(gradient_checkpointing=True)), "gradient_checkpointing") == []
@@ -560,7 +643,11 @@ class TestEarlyStopping:
         one(run(make(early_stopping_patience=0)), "early_stopping_patience", r"below 1.*e\.g\. 3")
 
     def test_negative_threshold(self) -> None:
-        one(run(make(early_stopping_threshold=-0.1)), "early_stopping_threshold", r"negative")
+        one(
+            run(make(early_stopping_threshold=-0.1, early_stopping_patience=2)),
+            "early_stopping_threshold",
+            r"negative",
+        )
 
     def test_needs_an_evaluation_strategy(self) -> None:
         issues = run(make(early_stopping_patience=2, eval_strategy="no"))

@@ -99,13 +99,15 @@ def test_label_types() -> None:
         {"text": "h", "label": 0},
     ]
     report = check_records(records, "classification")
-    assert strs(report) == [
+    assert [str(i) for i in report.errors] == [
         "row 3, label: must be a string or an integer, got float",
         "row 4, label: must be a string or an integer, got bool",
         "row 5, label: is empty",
         "row 6, label: is missing",
     ]
     assert report.label_counts == {"x": 2, "0": 2}
+    # 'x' and 0 are two kinds of label: see test_mixed_integer_and_string_labels_warn.
+    assert [i.field for i in report.warnings] == ["label"]
 
 
 def test_a_label_seen_once_is_an_error_on_its_row() -> None:
@@ -284,3 +286,68 @@ def test_summary_lines() -> None:
     assert lines[3] == "duplicates: 1 row repeats an earlier one"
     assert lines[4] == "1 error, 2 warnings"
     assert lines[5].startswith("  error: row 4, label: 'neg' appears only once")
+
+
+# -- issue 19: every problem in file order, mixed label kinds ---------------------------
+
+
+def test_mixed_integer_and_string_labels_warn_naming_the_column_and_examples() -> None:
+    labels: list[object] = [0, 1, 0, 1, "positive", "positive", 1, 0]
+    records: Records = [{"review": f"t{i}", "sentiment": label} for i, label in enumerate(labels)]
+    report = check_records(records, "classification", ColumnMap(text="review", label="sentiment"))
+    assert report.ok  # a warning: the data still trains, as three classes
+    assert report.error_count == 0 and report.warning_count == 1
+    (warning,) = report.warnings
+    assert (warning.row, warning.line, warning.field) == (None, None, "label")
+    assert str(warning) == (
+        "label: column 'sentiment' mixes integer labels (like 0 in row 1 and 1 in row 2) "
+        "with string labels (like 'positive' in row 5); every distinct value becomes its "
+        "own class, here 3: '0', '1', 'positive'. Fix: use one kind of label throughout, "
+        "all strings (like 'negative', 'positive') or all integers (like 0, 1)."
+    )
+    assert "  warning: " + str(warning) in report.summary().splitlines()
+
+
+def test_one_kind_of_label_does_not_warn() -> None:
+    for labels in ([0, 1, 0, 1], ["a", "b", "a", "b"]):
+        records: Records = [{"text": f"t{i}", "label": x} for i, x in enumerate(labels)]
+        assert check_records(records, "classification").issues == []
+
+
+def test_mixed_labels_warning_is_kept_past_the_issue_cap() -> None:
+    records: Records = [{"text": "", "label": 0}, {"text": "", "label": 0}]
+    records += [{"text": "a", "label": "x"}, {"text": "b", "label": "x"}]
+    report = check_records(records, "classification", max_issues=1)
+    assert [(i.row, i.field, i.severity) for i in report.issues] == [
+        (1, "text", "error"),
+        (None, "label", "warning"),
+    ]
+    assert report.error_count == 2 and report.warning_count == 1
+
+
+def test_unreadable_lines_and_row_errors_are_listed_together_in_file_order() -> None:
+    records: Records = [{"text": "a"}, {"text": ""}, {"text": "c"}, {"nope": 1}]
+    report = check_records(
+        records,
+        "text",
+        lines=[1, 3, 4, 7],
+        unreadable=[(6, "is not valid JSON (x). Fix: y."), (2, "is a list, not an object.")],
+    )
+    assert strs(report) == [
+        "line 2 is a list, not an object.",
+        "row 2 (line 3), text: is empty",
+        "line 6 is not valid JSON (x). Fix: y.",
+        "row 4 (line 7), text: is missing",
+    ]
+    assert report.error_count == 4 and not report.ok
+
+
+def test_the_summary_shows_the_first_50_issues_and_counts_the_rest() -> None:
+    records: Records = [{"text": ""} for _ in range(70)]
+    summary = check_records(records, "text", ColumnMap(text="text")).summary().splitlines()
+    shown = [line for line in summary if line.startswith("  error: ")]
+    assert len(shown) == 50
+    assert shown[0] == "  error: row 1, text: is empty"
+    assert shown[-1] == "  error: row 50, text: is empty"
+    assert summary[-1] == "  ... and 20 more (20 errors, 0 warnings not shown)"
+    assert "70 errors, 0 warnings" in summary

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from flextrain.data.formats import detect_source_format, read_records
+from flextrain.data.formats import (
+    UnreadableLine,
+    detect_source_format,
+    read_records,
+    read_source,
+)
 from flextrain.data.registry import DatasetFormatError, DatasetNotFoundError
 
 ROWS = [{"text": "good film", "label": "pos"}, {"text": "dull", "label": "neg"}]
@@ -170,7 +175,7 @@ def test_bad_jsonl_line_is_named(tmp_path: Path) -> None:
 def test_jsonl_value_not_an_object(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "a"}\n["b"]\n')
-    with pytest.raises(DatasetFormatError, match=r"record 2 \(line 2\) is a list, not an object"):
+    with pytest.raises(DatasetFormatError, match=r"'d.jsonl' line 2 is a list, not an object"):
         read_records(path)
 
 
@@ -231,7 +236,7 @@ def test_empty_text_folder_has_no_records(tmp_path: Path) -> None:
 def test_csv_row_with_extra_fields(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_text("text,label\na,pos\nb, c,neg\n")
-    with pytest.raises(DatasetFormatError, match=r"row 2 \(line 3\) has 3 fields.*header has 2"):
+    with pytest.raises(DatasetFormatError, match=r"'d.csv' line 3 has 3 fields.*header has 2"):
         read_records(path)
 
 
@@ -281,3 +286,63 @@ def test_nesting_too_deep_to_parse_is_a_format_error(tmp_path: Path, suffix: str
     path.write_text("[" * 100_000 + "]" * 100_000 + "\n")
     with pytest.raises(DatasetFormatError, match="too deeply"):
         read_records(path)
+
+
+# -- issue 19: a linter reads to the end -------------------------------------------------
+
+
+def test_jsonl_reading_goes_past_every_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a"}\n{"text": "b",}\n\n["c"]\n{"text": "d"}\nnot json\n')
+    source = read_source(path)
+    assert source.records == [{"text": "a"}, {"text": "d"}]
+    assert source.lines == [1, 5]
+    assert source.unreadable == [
+        UnreadableLine(
+            2,
+            "is not valid JSON (Expecting property name enclosed in double quotes, "
+            "column 14). Fix: one complete JSON object per line.",
+        ),
+        UnreadableLine(
+            4, 'is a list, not an object. Fix: one JSON object per line, like {"text": "..."}.'
+        ),
+        UnreadableLine(
+            6,
+            "is not valid JSON (Expecting value, column 1). Fix: one complete JSON object "
+            "per line.",
+        ),
+    ]
+    with pytest.raises(DatasetFormatError) as caught:
+        read_records(path)
+    assert str(caught.value).splitlines() == [
+        "'d.jsonl' has 3 lines that are not records:",
+        *(f"  - {u}" for u in source.unreadable),
+    ]
+
+
+def test_csv_rows_with_extra_fields_are_all_listed_with_their_first_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text('text,label\n"two\nlines",pos\nb,c,neg\nd,neg\ne,f,g,h\n')
+    source = read_source(path)
+    assert source.records == [{"text": "two\nlines", "label": "pos"}, {"text": "d", "label": "neg"}]
+    assert source.lines == [2, 5]
+    assert [(u.line, u.message.split(".")[0]) for u in source.unreadable] == [
+        (4, "has 3 fields but the header has 2"),
+        (6, "has 4 fields but the header has 2"),
+    ]
+
+
+def test_unreadable_lines_past_50_are_counted(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text("[1]\n" * 53)
+    with pytest.raises(DatasetFormatError) as caught:
+        read_records(path)
+    lines = str(caught.value).splitlines()
+    assert lines[0] == "'d.jsonl' has 53 lines that are not records:"
+    assert len(lines) == 1 + 50 + 1
+    assert lines[50] == (
+        '  - line 50 is a list, not an object. Fix: one JSON object per line, like {"text": "..."}.'
+    )
+    assert lines[-1] == "  … and 3 more"

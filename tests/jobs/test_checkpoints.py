@@ -160,8 +160,11 @@ def test_list_reports_every_step_with_its_losses_size_and_time(full: Run) -> Non
         assert info.modified.tzinfo is not None
         assert full.started.timestamp() - 1 <= info.modified.timestamp()
         assert info.modified <= datetime.now(UTC)
-        assert info.is_best is False  # no metric_for_best_model: the Trainer names none
     assert len({i.loss for i in infos}) == 3
+    # No metric_for_best_model, so the Trainer names no best checkpoint: the one whose
+    # own step was evaluated lowest is the best (the column was empty on every job).
+    lowest = min(infos, key=lambda i: i.eval_loss or float("inf"))
+    assert [i.step for i in infos if i.is_best] == [lowest.step]
 
     assert latest_checkpoint(full.checkpoint_dir) == full.checkpoint_dir / "checkpoint-6"
     assert disk_usage(full.checkpoint_dir) == sum(i.size_bytes for i in infos)
@@ -293,7 +296,25 @@ def test_prune_keeps_the_latest_and_the_best_by_default(copied: Path) -> None:
     assert prune_checkpoints(copied) == ([], 0)
 
 
+def _forget_evaluations(folder: Path) -> None:
+    """As a run without evaluation writes its checkpoints: no eval rows at all."""
+    for state_file in folder.glob("checkpoint-*/trainer_state.json"):
+        state = json.loads(state_file.read_text())
+        state["log_history"] = [r for r in state["log_history"] if "eval_loss" not in r]
+        state_file.write_text(json.dumps(state))
+
+
+def test_without_a_recorded_best_the_lowest_evaluated_checkpoint_is_kept(copied: Path) -> None:
+    infos = list_checkpoints(copied)
+    best = min(infos, key=lambda i: i.eval_loss or float("inf")).step
+    deleted, _ = prune_checkpoints(copied)
+    assert sorted({best, 6}) == [i.step for i in list_checkpoints(copied)]
+    assert deleted == [s for s in (2, 4) if s != best]
+
+
 def test_prune_without_a_best_keeps_only_the_latest(copied: Path) -> None:
+    _forget_evaluations(copied)
+    assert not any(i.is_best for i in list_checkpoints(copied))
     before = bytes_under(copied)
     deleted, freed = prune_checkpoints(copied)
     assert deleted == [2, 4]

@@ -150,6 +150,11 @@ def test_cancel_saves_a_checkpoint_at_the_current_step_and_resume_finishes(
     saved = list_checkpoints(service.environment(job_id).checkpoint_dir)
     assert len(saved) == 1 and 5 <= saved[0].step < STEPS
     assert "stop requested (SIGTERM)" in service.read_log(job_id)
+    # The job says where it stopped: the step of the checkpoint a resume continues from
+    # (it showed the last throttled progress write, a few steps behind).
+    cancelled = service.require_job(job_id)
+    assert cancelled.current_step == saved[0].step
+    assert cancelled.progress == pytest.approx(saved[0].step / STEPS)
 
     service.resume_job(job_id)
     done = service.wait(job_id, timeout=180)

@@ -89,6 +89,25 @@ def classifier(service: TrainingService) -> TrainingJob:
     return run_job(service, cfg)
 
 
+@pytest.fixture(scope="module")
+def lora_classifier(service: TrainingService) -> TrainingJob:
+    """A LoRA classifier (a peft adapter with task_type SEQ_CLS) that held no rows out."""
+    cfg = AdvancedTrainingConfig(
+        model_id="flextrain/tiny-bert",
+        dataset_id="demo/sentiment",
+        training_type=TrainingType.LORA_ADAPTATION,
+        max_steps=2,
+        max_length=32,
+        eval_split=0.0,
+        eval_strategy="no",
+        evaluate_before_training=False,
+        lora_r=4,
+        lora_alpha=8,
+        **FAST,
+    )
+    return run_job(service, cfg)
+
+
 def _logits(model: Any, tokenizer: Any, texts: list[str]) -> torch.Tensor:
     batch = tokenizer(texts, return_tensors="pt", padding=True)
     with torch.no_grad():
@@ -246,13 +265,68 @@ def test_export_of_a_full_model_hashes_an_unregistered_file(
 def test_evaluate_shows_the_trained_classifier_beating_its_base(
     service: TrainingService, classifier: TrainingJob
 ) -> None:
-    result = evaluate(service, classifier.job_id, "demo/sentiment")
+    result = evaluate(service, classifier.job_id, "demo/sentiment", split="all")
     print(f"\nevaluate demo/sentiment: trained {result.trained}, base {result.base}")
     assert result.rows == 480 and result.split == "all"
+    assert result.notes[0] == (
+        "split all: all 480 rows of 'demo/sentiment' were scored, including rows job "
+        f"{classifier.job_id} trained on. Fix: use split heldout to score only the rows it "
+        "never saw."
+    )
     assert result.trained["accuracy"] >= result.base["accuracy"] + 0.1
     assert result.trained["f1"] > result.base["f1"]
     assert result.trained["loss"] < result.base["loss"]
     assert any("random" in note for note in result.notes)
+
+
+def test_evaluate_defaults_to_the_rows_the_job_held_out(
+    service: TrainingService, classifier: TrainingJob
+) -> None:
+    """Issue 19: the default scored a model partly on its training rows."""
+    from flextrain.interface import FlexibleTrainingInterface
+
+    job_id = classifier.job_id
+    assert classifier.metrics["eval_rows"] == 96
+    result = evaluate(service, job_id)
+    assert (result.split, result.rows) == ("heldout", 96)
+    assert result.title == (
+        f"Trained (job {job_id}, classifier) beside base (flextrain/tiny-bert): "
+        "demo/sentiment, split heldout, 96 rows"
+    )
+    assert result.notes[0] == (
+        f"split heldout: all 96 rows job {job_id} held out of 'demo/sentiment' (eval_split "
+        "0.2, seed 42) were scored; it never trained on them."
+    )
+    # Its own data named again is still its own; the limit shows in the note.
+    named = evaluate(service, job_id, "demo/sentiment", limit=10)
+    assert (named.split, named.rows) == ("heldout", 10)
+    assert named.notes[0].startswith(f"split heldout: 10 of the 96 rows job {job_id} held out")
+    # The Python API has the same default.
+    api = FlexibleTrainingInterface(service=service)
+    via_api = asyncio.run(api.evaluate_model(job_id, limit=10))
+    assert (via_api.split, via_api.rows, via_api.notes[0]) == ("heldout", 10, named.notes[0])
+
+
+def test_evaluate_of_a_job_that_held_nothing_out_scores_all_rows_and_says_so(
+    service: TrainingService, lora_classifier: TrainingJob
+) -> None:
+    from flextrain.interface import FlexibleTrainingInterface
+
+    job_id = lora_classifier.job_id
+    result = evaluate(service, job_id, limit=40)
+    assert (result.split, result.rows) == ("all", 40)
+    assert result.title.endswith(", split all, 40 rows")
+    assert result.notes[0] == (
+        f"split all: job {job_id} held out no rows (eval_split 0, no eval_file), so 40 of the "
+        "480 rows of 'demo/sentiment' were scored, rows it trained on: the scores show how "
+        "well it fits its training data, not how it does on new data. Fix: evaluate on other "
+        "data (a dataset), or train with eval_split above 0 or an eval_file."
+    )
+    api = FlexibleTrainingInterface(service=service)
+    via_api = asyncio.run(api.evaluate_model(job_id, limit=40))
+    assert (via_api.split, via_api.notes[0]) == ("all", result.notes[0])
+    with pytest.raises(AfterTrainingError, match=r"held out no rows \(eval_split 0, no eval_fi"):
+        evaluate(service, job_id, split="heldout")
 
 
 def test_evaluate_heldout_reproduces_the_jobs_own_eval(
@@ -311,6 +385,48 @@ def test_try_gives_generations_and_labels_for_both_models(
     assert any("random" in note for note in cls.notes)
     with pytest.raises(AfterTrainingError, match="texts"):
         try_model(service, classifier.job_id, [" "])
+
+
+def test_try_titles_are_worded_alike_for_every_kind_of_job(
+    service: TrainingService,
+    lora_lm: TrainingJob,
+    classifier: TrainingJob,
+    lora_classifier: TrainingJob,
+) -> None:
+    """Issue 19: classifier and causal LM tables were titled differently."""
+    titles = [
+        try_model(service, job.job_id, texts, max_new_tokens=2).title
+        for job, texts in (
+            (lora_lm, ["Hello"]),
+            (classifier, ["Lovely.", "Awful."]),
+            (lora_classifier, ["Lovely."]),
+        )
+    ]
+    assert titles == [
+        f"Trained (job {lora_lm.job_id}, causal LM) beside base (flextrain/tiny-llama): 1 input",
+        f"Trained (job {classifier.job_id}, classifier) beside base (flextrain/tiny-bert): "
+        "2 inputs",
+        f"Trained (job {lora_classifier.job_id}, classifier) beside base "
+        "(flextrain/tiny-bert): 1 input",
+    ]
+
+
+def test_a_lora_classifier_is_registered_as_its_task_model(
+    service: TrainingService, classifier: TrainingJob, lora_classifier: TrainingJob
+) -> None:
+    """Issue 19: a LoRA classifier read as its base's class (BertForMaskedLM here)."""
+    from flextrain.interface import FlexibleTrainingInterface
+
+    full = service.model_registry.for_job(classifier.job_id)
+    adapter = service.model_registry.for_job(lora_classifier.job_id)
+    assert full is not None and adapter is not None
+    assert (full.architecture, full.adapter) == ("BertForSequenceClassification", False)
+    assert (adapter.architecture, adapter.adapter) == ("BertForSequenceClassification", True)
+    # The same model with the same two-label head: the same count.
+    assert adapter.num_parameters == full.num_parameters
+    api = FlexibleTrainingInterface(service=service)
+    listed = {m.job_id: m.architecture for m in api.list_models()}
+    assert listed[lora_classifier.job_id] == "BertForSequenceClassification"
 
 
 def test_a_job_that_has_not_completed_is_refused_at_once(service: TrainingService) -> None:

@@ -118,10 +118,21 @@ def test_bad_folders_are_refused_with_the_fix(
     service: TrainingService, llama_folder: Path, tmp_path: Path
 ) -> None:
     add = service.model_registry.add
-    with pytest.raises(ModelRegistryError, match=r"is not a folder\. Fix: give the folder"):
-        add(tmp_path / "missing", "m")
-    with pytest.raises(ModelRegistryError, match="is not a folder"):
+    # Issue 19: a missing path said "has no config.json".
+    missing = tmp_path / "missing"
+    with pytest.raises(ModelRegistryError) as error:
+        add(missing, "m")
+    assert str(error.value) == (
+        f"path '{missing}' does not exist. Fix: check the path; give the folder "
+        "save_pretrained() wrote (it holds config.json and *.safetensors)."
+    )
+    with pytest.raises(ModelRegistryError) as error:
         add(llama_folder / "config.json", "m")
+    assert str(error.value) == (
+        f"path '{llama_folder / 'config.json'}' is a file, not a folder. Fix: give the folder "
+        f"save_pretrained() wrote (it holds config.json and *.safetensors): its folder, "
+        f"{llama_folder}."
+    )
     with pytest.raises(ModelRegistryError, match="not a valid path"):
         add("bad\x00path", "m")
 

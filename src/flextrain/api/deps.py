@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from flextrain.accounts.users import Role, User
+from flextrain.api.errors import APIError
 from flextrain.api.limits import FailedAuthLimiter
 from flextrain.config.enums import TrainingStatus
 from flextrain.config.schemas import (
@@ -23,7 +24,7 @@ from flextrain.config.schemas import (
     BasicTrainingConfig,
     ExpertTrainingConfig,
 )
-from flextrain.data.registry import DatasetNotFoundError
+from flextrain.data.registry import not_registered
 from flextrain.data.versions import dataset_folder
 from flextrain.jobs.store import TrainingJob
 from flextrain.models.builtin import BUILTIN_IDS
@@ -92,11 +93,12 @@ def _refuse_if_throttled(limiter: FailedAuthLimiter, client: str) -> None:
     right one) until the oldest failure is a minute old, so guessing gains nothing."""
     wait = limiter.retry_after(client)
     if wait is not None:
-        raise HTTPException(
+        raise APIError(
             429,
             f"Too many failed authentications from {client}: at most "
             f"{limiter.max_failures} per minute (max_failed_auth_per_minute). Fix: check the "
             f"token and retry after {wait} s.",
+            field="Authorization",
             headers={"Retry-After": str(wait)},
         )
 
@@ -153,10 +155,11 @@ def check_queue_quota(service: TrainingService, user: User) -> None:
     limit = service.settings.max_queued_jobs_per_user
     queued = service.count_jobs(status=TrainingStatus.QUEUED, owner=user.name)
     if queued >= limit:
-        raise HTTPException(
+        raise APIError(
             429,
             f"You have {queued} queued jobs, the most a user may have "
             f"(max_queued_jobs_per_user={limit}). Fix: wait until some start, or cancel one.",
+            field="queue",
         )
 
 
@@ -164,8 +167,11 @@ def owned_job(service: TrainingService, user: User, job_id: str) -> TrainingJob:
     """A job the user may change: their own, or any job for an admin."""
     job = visible_job(service, user, job_id)
     if user.role != Role.ADMIN and job.owner != user.name:
-        raise HTTPException(
-            403, f"Job {job_id} belongs to another user; only an admin may change it."
+        raise APIError(
+            403,
+            f"Job {job_id} belongs to another user; only an admin may change it.",
+            field="job_id",
+            fix="change your own jobs, or ask an admin.",
         )
     return job
 
@@ -179,7 +185,9 @@ def can_use_dataset(service: TrainingService, user: User, name: str) -> bool:
     return user.role != Role.TRAINER or shared or owner == user.name
 
 
-def confine_dataset(service: TrainingService, user: User, dataset_id: str | None) -> None:
+def confine_dataset(
+    service: TrainingService, user: User, dataset_id: str | None, field: str = "dataset_id"
+) -> None:
     """Non-admins name datasets by registered id (optionally @version) that they may
     see, never by a server file path: a path would let them read facts (rows, labels)
     of any file the server can open."""
@@ -188,11 +196,7 @@ def confine_dataset(service: TrainingService, user: User, dataset_id: str | None
     name = dataset_id.rpartition("@")[0] or dataset_id
     if not can_use_dataset(service, user, name):
         names = [n for n in service.datasets.names() if can_use_dataset(service, user, n)]
-        raise DatasetNotFoundError(
-            f"Dataset '{dataset_id}' is not registered. Fix: use one of {', '.join(names)}, "
-            "upload it (POST /api/datasets), or ask an admin to register it; file paths are "
-            "for admins only."
-        )
+        raise not_registered(dataset_id, names, field=field, paths_allowed=False)
 
 
 def user_output_root(service: TrainingService, user: User) -> Path:
@@ -253,7 +257,7 @@ def confine_reads(service: TrainingService, user: User, config: BasicTrainingCon
     model that is not a local folder outside the allowed roots."""
     confine_dataset(service, user, config.dataset_id)
     if isinstance(config, AdvancedTrainingConfig):
-        confine_dataset(service, user, config.eval_file)
+        confine_dataset(service, user, config.eval_file, field="eval_file")
     confine_model(service, user, config.model_id)
 
 

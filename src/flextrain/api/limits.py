@@ -68,7 +68,10 @@ class UploadSizeLimit:
             declared = headers.get(b"content-length", b"").decode("latin-1")
             limit = self.max_mb * 1024**2 + FORM_OVERHEAD_BYTES
             if declared.isdigit() and int(declared) > limit:
-                body = json.dumps({"detail": upload_too_large(self.max_mb), "errors": []})
+                detail = upload_too_large(self.max_mb)
+                what, _, fix = detail.partition(" Fix: ")
+                error = {"field": "file", "message": what, "fix": fix}
+                body = json.dumps({"detail": detail, "errors": [error]})
                 await send(
                     {
                         "type": "http.response.start",

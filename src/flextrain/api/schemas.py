@@ -196,6 +196,16 @@ class DatasetSummary(BaseModel):
     shape: str | None = None
 
 
+class DatasetUploaded(DatasetSummary):
+    """An upload that was registered: the dataset, and what its checks warned about."""
+
+    warnings: list[FieldError] = Field(
+        default_factory=list,
+        description="Problems that do not block training (duplicate rows, integer and "
+        "string labels mixed in one column ...), each with its fix.",
+    )
+
+
 class DatasetVersionSummary(BaseModel):
     version: str = Field(description="SHA-256 of the version's canonical content.")
     shape: str

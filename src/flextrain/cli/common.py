@@ -61,10 +61,11 @@ def guard(fn: Callable[[], T]) -> T:
         err_console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
     except ValidationError as exc:
+        from flextrain.config.errors import field_messages
+
         err_console.print("[red]Invalid configuration:")
-        for error in exc.errors():
-            field = ".".join(str(p) for p in error["loc"]) or "config"
-            err_console.print(f"  - {escape(field)}: {escape(error['msg'])}")
+        for field, message in field_messages(exc.errors()):
+            err_console.print(f"  - {escape(field)}: {escape(message)}")
         raise typer.Exit(2) from None
     except bad_input as exc:
         err_console.print(str(exc), style="red", markup=False, highlight=False)

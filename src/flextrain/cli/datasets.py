@@ -14,6 +14,7 @@ from rich.table import Table
 from flextrain.cli.common import console, err_console, get_service, guard
 
 if TYPE_CHECKING:  # the data layer imports SQLAlchemy: only when a command runs
+    from flextrain.data.checks import DataReport
     from flextrain.data.formats import SourceFormat
     from flextrain.data.shapes import ColumnMap, Shape
     from flextrain.service import TrainingService
@@ -105,15 +106,26 @@ def datasets_add(
         f"use --dataset {escape(version.dataset_id)} (latest) or "
         f"{escape(version.dataset_id)}@{version.version[:12]} (this version)."
     )
+    _print_warnings(version.report)
 
 
 @datasets_app.command("register")
 def datasets_register(name: str, path: Path, description: str = "") -> None:
     """Name a file so jobs can use it as --dataset NAME (same as `add --name`)."""
-    info = guard(lambda: get_service().datasets.register(name, path, description))
+    version = guard(lambda: get_service().datasets.add(path, name=name, description=description))
     console.print(
-        f"Registered '{escape(name)}' version {info.version}: {info.num_rows} rows ({info.shape})."
+        f"Registered '{escape(name)}' version {version.version}: {version.num_rows} rows "
+        f"({version.shape})."
     )
+    _print_warnings(version.report)
+
+
+def _print_warnings(report: DataReport | None) -> None:
+    """The warnings of data that was registered (it had no errors), to stderr."""
+    if report is None or not report.warning_count:
+        return
+    for line in report.issue_lines():
+        err_console.print(line, style="yellow", markup=False, highlight=False)
 
 
 @datasets_app.command("list")
@@ -144,7 +156,7 @@ def datasets_show(ref: str, as_json: Annotated[bool, typer.Option("--json")] = F
     from flextrain.data.manager import split_ref
 
     service = get_service()
-    info = guard(lambda: service.datasets.get(ref))
+    info = guard(lambda: service.datasets.describe(ref))
     name, _ = split_ref(ref)
     versions = guard(lambda: service.datasets.versions(name))
     data: dict[str, Any] = {

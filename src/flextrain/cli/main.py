@@ -93,29 +93,61 @@ def hardware(
 
 
 def _load_config_file(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML (or JSON) file; a syntax error is one line naming the file,
+    the line and column, and the problem."""
     import yaml
 
     if not path.is_file():
         raise ValueError(f"--config: file '{path}' does not exist.")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(
+            f"--config: {path}{where}: {problem}. Fix: correct the YAML at that place."
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--config: cannot read {path}: {exc}.") from None
     if not isinstance(data, dict):
         raise ValueError(f"--config: '{path}' must hold a mapping of config keys.")
     return data
 
 
 def build_config(values: dict[str, Any], mode: str | None = None) -> BasicTrainingConfig:
-    """The config of `mode`; without one, the simplest mode that has every key given."""
+    """The config of `mode`; without one, the simplest mode that has every key given.
+
+    Keys of a wider mode than the one asked for are refused by name (a basic job quietly
+    made advanced would not be the job the user asked for); unknown keys are left to the
+    schema, which names them.
+    """
     from flextrain.config.schemas import (
         AdvancedTrainingConfig,
         BasicTrainingConfig,
         ExpertTrainingConfig,
     )
 
-    if mode == "expert" or set(values) - set(AdvancedTrainingConfig.model_fields):
-        return ExpertTrainingConfig(**values)
-    if mode == "advanced" or set(values) - set(BasicTrainingConfig.model_fields):
-        return AdvancedTrainingConfig(**values)
-    return BasicTrainingConfig(**values)
+    modes: dict[str, type[BasicTrainingConfig]] = {
+        "basic": BasicTrainingConfig,
+        "advanced": AdvancedTrainingConfig,
+        "expert": ExpertTrainingConfig,
+    }
+    if mode is None:
+        given = set(values)
+        mode = next((m for m, cls in modes.items() if given <= set(cls.model_fields)), "expert")
+    cls = modes[mode]
+    wider = set(values) - set(cls.model_fields)
+    if wider and wider <= set(ExpertTrainingConfig.model_fields):
+        needed = "advanced" if wider <= set(AdvancedTrainingConfig.model_fields) else "expert"
+        keys = ", ".join(sorted(wider))
+        article = "an" if mode[0] in "ae" else "a"
+        what = f"is not {article} {mode} setting" if len(wider) == 1 else f"are not {mode} settings"
+        raise ValueError(
+            f"--mode {mode}: {keys} {what}. Fix: use --mode {needed}, or remove "
+            f"{'it' if len(wider) == 1 else 'them'} from the config."
+        )
+    return cls(**values)
 
 
 @app.command()
@@ -178,6 +210,14 @@ def train(
         typer.Option("--force", help="Start even if the memory estimate says it does not fit."),
     ] = False,
     detach: Annotated[bool, typer.Option(help="Start and return; don't follow.")] = False,
+    no_start: Annotated[
+        bool,
+        typer.Option(
+            "--no-start",
+            help="Create the job (every check included) and print its id; start it later "
+            "with `flextrain jobs start ID`.",
+        ),
+    ] = False,
 ) -> None:
     """Create a job and train it in the foreground (Ctrl-C cancels cleanly).
 
@@ -193,7 +233,7 @@ def train(
             "training_type": parse_training_type(training_type).value if training_type else None,
             "preset": preset,
             "num_epochs": epochs,
-            "batch_size": int(batch_size) if batch_size and batch_size.isdigit() else batch_size,
+            "batch_size": _batch_size_flag(batch_size),
             "max_length": max_length,
             "learning_rate": learning_rate,
             "use_mixed_precision": mixed_precision,
@@ -233,6 +273,12 @@ def train(
         job = service.create_job(cfg, strict_hardware=True, priority=priority)
         for warning in job.warnings:
             err_console.print(f"warning: {warning}", style="yellow", markup=False)
+        if no_start:
+            console.print(
+                f"Job [bold]{job.job_id}[/] created ({cfg.training_type.value}), pending. "
+                f"Start it with: flextrain jobs start {job.job_id}"
+            )
+            return job
         job = service.start_job(job.job_id)
         if job.status == TrainingStatus.QUEUED:
             console.print(
@@ -252,6 +298,18 @@ def train(
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     _report_end(job)
+
+
+def _batch_size_flag(value: str | None) -> int | str | None:
+    """--batch-size as the config wants it: a whole number or 'auto'."""
+    if value is None or value.strip().lower() == "auto":
+        return value and "auto"
+    if value.strip().isdigit():
+        return int(value)
+    raise ValueError(
+        f"--batch-size: '{value}' is neither a whole number nor 'auto'. Fix: give e.g. "
+        "--batch-size 8, or --batch-size auto for the largest that fits."
+    )
 
 
 def _report_end(job: TrainingJob) -> None:
@@ -569,6 +627,58 @@ def jobs_plot(
     """Write a PNG of loss, eval loss and learning rate against step; print its path."""
     path = _guard(lambda: _service().plot_jobs(job_ids, out))
     console.print(str(path), markup=False, highlight=False)
+
+
+@jobs_app.command("start")
+def jobs_start(
+    job_id: str,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Make every check the start makes and print what the worker would run "
+            "(batch_size auto resolved); start nothing.",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: print JSON.")] = False,
+    detach: Annotated[bool, typer.Option(help="Start and return; don't follow.")] = False,
+) -> None:
+    """Start a pending job (created with `train --no-start`, the API or Python)."""
+    if dry_run:
+        spec = _guard(lambda: _service().plan_start(job_id))
+        if as_json:
+            console.print_json(spec.model_dump_json())
+            return
+        c = spec.config
+        table = Table(title=f"Job {job_id} would start with", show_header=False)
+        table.add_row("Model", escape(spec.model_path))
+        table.add_row("Objective, precision", f"{spec.objective}, {spec.precision}")
+        table.add_row(
+            "Batch",
+            f"{c.train_batch_size} x {c.gradient_accumulation_steps} accumulation"
+            f" x {c.world_size} process(es)",
+        )
+        table.add_row("Threads", str(spec.num_threads))
+        table.add_row("Output", escape(spec.output_dir))
+        console.print(table)
+        return
+
+    def run() -> TrainingJob:
+        service = _service()
+        job = service.start_job(job_id)
+        if job.status == TrainingStatus.QUEUED:
+            console.print(f"Job [bold]{job_id}[/] queued: {escape(job.wait_reason or '')}")
+        else:
+            console.print(f"Job [bold]{job_id}[/] started.")
+        if detach:
+            return job
+        return follow_job(service, job_id, console)
+
+    try:
+        job = _guard(run)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    _report_end(job)
 
 
 @jobs_app.command("resume")

@@ -138,7 +138,7 @@ def _answer(answer: ModelAnswer) -> str:
 
 
 def _print_try(result: TryResult) -> None:
-    table = Table(title=f"Job {result.job_id} ({result.objective}) against {result.base_model}")
+    table = Table(title=escape(result.title))
     table.add_column("input")
     table.add_column("trained")
     table.add_column("base")
@@ -156,9 +156,13 @@ def evaluate(
         typer.Option(help="Registered dataset (name or name@version); default: the job's own."),
     ] = None,
     split: Annotated[
-        str,
-        typer.Option(help="all: the dataset's first --limit rows; heldout: the job's eval rows."),
-    ] = "all",
+        str | None,
+        typer.Option(
+            help="heldout: the rows the job held out (never trained on); all: the dataset's "
+            "first --limit rows, training rows included. Default: heldout when the job held "
+            "rows out of the data evaluated, else all (with a note)."
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, help="Rows to evaluate at most.")] = 1000,
     batch_size: Annotated[int, typer.Option(min=1, max=4096)] = 16,
     as_json: AsJson = False,
@@ -170,10 +174,12 @@ def evaluate(
     """
     from flextrain.models.evaluate import evaluate as run_evaluate
 
-    if split not in ("all", "heldout"):
+    if split not in (None, "all", "heldout"):
         err_console.print(f"--split: '{split}' is not all or heldout.", style="red", markup=False)
         raise typer.Exit(2)
-    chosen: Literal["all", "heldout"] = "heldout" if split == "heldout" else "all"
+    chosen: Literal["all", "heldout"] | None = (
+        None if split is None else "heldout" if split == "heldout" else "all"
+    )
     # The training data path prints notes for a job's log; here they would precede the
     # table (or break --json). One command, one thread: swapping stdout is safe here.
     with contextlib.redirect_stdout(io.StringIO()):
@@ -193,12 +199,7 @@ _HIGHER = {"accuracy", "f1"}
 
 
 def _print_evaluation(result: EvaluationResult) -> None:
-    version = f"@{result.dataset_version[:12]}" if result.dataset_version else ""
-    counted = f", {result.tokens:,} tokens" if result.tokens is not None else ""
-    table = Table(
-        title=f"Job {result.job_id} on {result.dataset_id}{version} ({result.split}, "
-        f"{result.rows:,} rows{counted})"
-    )
+    table = Table(title=escape(result.title))
     for col in ("metric", "trained", "base", "change"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     for key, trained in result.trained.items():

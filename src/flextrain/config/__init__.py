@@ -2,7 +2,11 @@
 
 from flextrain.config.enums import TrainingMode, TrainingStatus, TrainingType
 from flextrain.config.presets import PRESET_NAMES, describe_presets, preset_values
-from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
+from flextrain.config.schemas import (
+    AdvancedTrainingConfig,
+    BasicTrainingConfig,
+    ExpertTrainingConfig,
+)
 from flextrain.config.validation import (
     ConfigValidationError,
     DatasetFacts,
@@ -17,6 +21,7 @@ __all__ = [
     "BasicTrainingConfig",
     "ConfigValidationError",
     "DatasetFacts",
+    "ExpertTrainingConfig",
     "ModelFacts",
     "TrainingMode",
     "TrainingParameterValidator",

@@ -7,7 +7,8 @@ and the data and reports every problem at once instead of the first one.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -242,6 +243,17 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
         None, description="DeepSpeed JSON config file (default: ZeRO stage 2)."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _eval_steps_mean_step_evaluation(cls, data: Any) -> Any:
+        """eval_steps alone asks for evaluation every N steps: without this the Trainer
+        keeps evaluating per epoch and the value is silently ignored. With another
+        eval_strategy given explicitly, a rule reports the contradiction."""
+        steps_only = isinstance(data, dict) and data.get("eval_steps") is not None
+        if steps_only and "eval_strategy" not in data:
+            return {**data, "eval_strategy": "steps"}
+        return data
+
     @property
     def world_size(self) -> int:
         return self.num_processes * self.num_nodes
@@ -267,11 +279,15 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
 
     @classmethod
     def from_basic(cls, basic: BasicTrainingConfig) -> AdvancedTrainingConfig:
-        """Lift a basic config into the one shape the worker reads."""
+        """Lift a basic config into the one shape the worker reads.
+
+        The fields the user gave stay the only ones marked as given: rules that tell an
+        explicit value from a default (two batch sizes that disagree) must judge the
+        lifted config as they judged the original.
+        """
         if isinstance(basic, AdvancedTrainingConfig):
             return basic
-        data = basic.model_dump(exclude={"preset"})
-        return cls(**data)
+        return _lift(cls, basic)
 
 
 # -- expert mode ------------------------------------------------------------------------
@@ -408,10 +424,55 @@ class ExpertTrainingConfig(AdvancedTrainingConfig):
 
     @classmethod
     def from_basic(cls, basic: BasicTrainingConfig) -> ExpertTrainingConfig:
-        """Any config as the one shape the worker reads (expert fields at their defaults)."""
+        """Any config as the one shape the worker reads (expert fields at their defaults,
+        the user's explicit fields still the only ones marked as given)."""
         if isinstance(basic, ExpertTrainingConfig):
             return basic
-        return cls(**basic.model_dump(exclude={"preset"}))
+        return _lift(cls, basic)
+
+
+ConfigT = TypeVar("ConfigT", bound=BasicTrainingConfig)
+
+
+def _lift(cls: type[ConfigT], config: BasicTrainingConfig) -> ConfigT:
+    """`config` as the wider `cls`, with the same fields marked as given."""
+    lifted = cls(**config.model_dump(exclude={"preset"}))
+    return with_fields_set(lifted, config.model_fields_set - {"preset"})
+
+
+def with_fields_set(config: ConfigT, fields: Iterable[str]) -> ConfigT:
+    """The same values with exactly `fields` marked as given by the user."""
+    copy = config.model_copy()
+    # pydantic keeps the set on the instance; model_copy() gives this copy its own.
+    object.__setattr__(
+        copy, "__pydantic_fields_set__", set(fields) & set(type(config).model_fields)
+    )
+    return copy
+
+
+def explicit_fields(config: BasicTrainingConfig) -> list[str]:
+    """The fields the user gave (or a preset or the service chose), to store beside the
+    values: a config restored from storage must not count every default as given."""
+    return sorted(config.model_fields_set)
+
+
+def restore_config(
+    cls: type[ConfigT], values: dict[str, Any], fields: Iterable[str] | None
+) -> ConfigT:
+    """A stored config as it was created: its values, and as given only `fields`.
+
+    A record stored before the given fields were kept (`fields` None) counts as given
+    every value that differs from its field's default: what a user must have written.
+    """
+    config = cls.model_validate(values)
+    if fields is None:
+        fields = [
+            name
+            for name, info in cls.model_fields.items()
+            if info.is_required()
+            or getattr(config, name) != info.get_default(call_default_factory=True)
+        ]
+    return with_fields_set(config, fields)
 
 
 TrainingConfig = BasicTrainingConfig | AdvancedTrainingConfig | ExpertTrainingConfig

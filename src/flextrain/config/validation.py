@@ -20,6 +20,7 @@ from flextrain.config.schemas import (
     AdvancedTrainingConfig,
     BasicTrainingConfig,
     ExpertTrainingConfig,
+    with_fields_set,
 )
 from flextrain.config.usercode import check_reference
 
@@ -174,6 +175,13 @@ def _counts(ctx: RuleContext) -> Iterator[ValidationIssue]:
             "per_device_train_batch_size",
             f"{c.per_device_train_batch_size} disagrees with batch_size={c.batch_size}.",
             "give only one of them, or the same value to both.",
+        )
+    if c.eval_steps is not None and c.eval_strategy != "steps":
+        yield _err(
+            "eval_steps",
+            f"{c.eval_steps} has no effect with eval_strategy {c.eval_strategy}.",
+            "set eval_strategy to steps (or leave it out: eval_steps alone means steps), "
+            "or remove eval_steps.",
         )
     if c.max_steps == 0 or c.max_steps < -1:
         yield _err("max_steps", f"{c.max_steps} is not allowed.", "use -1 (all epochs) or >= 1.")
@@ -427,6 +435,53 @@ def _early_stopping(ctx: RuleContext) -> Iterator[ValidationIssue]:
             "is 0 and no eval_file is given: early stopping has nothing to evaluate on.",
             "hold out a share of the data (eval_split=0.1) or name an eval_file.",
         )
+
+
+@_rule
+def _settings_without_effect(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    """Values that only act together with another setting: given alone they would be
+    stored, shown and silently do nothing, so say which setting they wait for."""
+    c = ctx.config
+    given = ctx.fields_set
+    keeps_best = c.early_stopping_patience is not None or c.load_best_model_at_end
+    if "early_stopping_threshold" in given and c.early_stopping_patience is None:
+        yield _warn(
+            "early_stopping_threshold",
+            "has no effect without early stopping.",
+            "set early_stopping_patience too (e.g. 3), or remove early_stopping_threshold.",
+        )
+    if "greater_is_better" in given and not keeps_best and c.metric_for_best_model is None:
+        yield _warn(
+            "greater_is_better",
+            "has no effect: no metric picks a best checkpoint.",
+            "set metric_for_best_model (or early_stopping_patience / load_best_model_at_end).",
+        )
+    if "effective_batch_size" in given and c.batch_size != "auto":
+        yield _warn(
+            "effective_batch_size",
+            f"only applies to batch_size auto; batch_size is {c.batch_size}.",
+            "set batch_size to auto, or use gradient_accumulation_steps.",
+        )
+    if "rdzv_endpoint" in given and c.num_nodes == 1:
+        yield _warn(
+            "rdzv_endpoint",
+            "has no effect with one node.",
+            "set num_nodes above 1 for a multi-node job, or remove rdzv_endpoint.",
+        )
+    if "deepspeed_config" in given and c.distributed_strategy != "deepspeed":
+        yield _warn(
+            "deepspeed_config",
+            f"has no effect with distributed_strategy {c.distributed_strategy}.",
+            "set distributed_strategy to deepspeed, or remove deepspeed_config.",
+        )
+    if c.training_type != TrainingType.LORA_ADAPTATION:
+        for name in ("lora_r", "lora_alpha", "lora_dropout"):
+            if name in given:
+                yield _warn(
+                    name,
+                    "is ignored: training_type is not LoRA.",
+                    "use training_type=lora_adaptation or drop the field.",
+                )
 
 
 @_rule
@@ -695,6 +750,42 @@ def _optimizer_name_problem(name: str) -> str | None:
     return (
         f"'{name}' is not a torch.optim optimizer; known: {', '.join(known)}, Adafactor, AdamW8bit."
     )
+
+
+_MODE_CONFIGS: dict[str, type[BasicTrainingConfig]] = {
+    "basic": BasicTrainingConfig,
+    "advanced": AdvancedTrainingConfig,
+    "expert": ExpertTrainingConfig,
+}
+
+
+def config_for_mode(config: BasicTrainingConfig, mode: str) -> BasicTrainingConfig:
+    """`config` as the config class of `mode` (basic, advanced, expert).
+
+    A narrower config is lifted; a wider one is accepted only when it gives nothing the
+    mode lacks: a "basic" job quietly carrying advanced settings would be stored as one
+    kind of job and read back at start as another (ConfigValidationError naming each
+    such field and the mode it needs).
+    """
+    cls = _MODE_CONFIGS[mode]
+    if type(config) is cls:
+        return config
+    if not isinstance(config, cls):
+        return cls.from_basic(config)  # type: ignore[attr-defined]
+    wider = sorted(f for f in config.model_fields_set if f not in cls.model_fields)
+    if wider:
+        needed = next(m for m, c in _MODE_CONFIGS.items() if set(wider) <= set(c.model_fields))
+        raise ConfigValidationError(
+            _err(
+                name,
+                f"is not a {mode} setting.",
+                f"create an {needed} job (create_{needed}_training_job, POST /jobs/{needed}, "
+                f"--mode {needed}), or leave {name} out.",
+            )
+            for name in wider
+        )
+    values = config.model_dump(include=set(cls.model_fields))
+    return with_fields_set(cls(**values), config.model_fields_set)
 
 
 class TrainingParameterValidator:

@@ -3,7 +3,9 @@
 A training run that fails on row 31,402 after twenty minutes, or silently
 learns from empty answers, costs far more than reading the data twice. So the
 check walks every record, keeps going after a problem, and gives each one its
-row and field; the caller decides whether warnings block.
+row (and source line) and field; lines the reader could not turn into records
+are listed with them, in file order, like a linter. The caller decides whether
+warnings block.
 
 Pure: no tokenizer import. Token lengths come from a `token_length` callable
 the caller builds from the model's tokenizer.
@@ -14,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,20 +31,44 @@ from flextrain.data.shapes import (
 )
 
 Severity = Literal["error", "warning"]
-_SUMMARY_ISSUES = 5
+# How many issues a report or an error shows; the rest are counted ("... and N more").
+SHOWN_ISSUES = 50
 
 
 @dataclass(frozen=True)
 class RowIssue:
-    """One problem in one record; `row` is 1-based, as a user counts records."""
+    """One problem in one record.
 
-    row: int
+    `row` is 1-based among the records read, as a user counts records; `line` is
+    the source line where the format has lines (JSONL, CSV, text). A line that
+    could not be read as a record has a line and no row; a problem of a whole
+    column (say, mixed label kinds) has neither.
+    """
+
+    row: int | None
     field: str
     message: str
     severity: Severity
+    line: int | None = None
 
     def __str__(self) -> str:
-        return f"row {self.row}, {self.field}: {self.message}"
+        if self.row is None and self.line is not None:
+            return f"line {self.line} {self.message}"
+        if self.row is None:
+            return f"{self.field}: {self.message}"
+        return f"{where(self.row, self.line)}, {self.field}: {self.message}"
+
+    @property
+    def position(self) -> float:
+        """Where in the file: issues sort by it (whole-column issues last)."""
+        if self.line is not None:
+            return self.line
+        return self.row if self.row is not None else math.inf
+
+
+def where(row: int, line: int | None) -> str:
+    """'row 3', or 'row 3 (line 5)' when blank or unreadable lines put them apart."""
+    return f"row {row}" if line is None or line == row else f"row {row} (line {line})"
 
 
 @dataclass(frozen=True)
@@ -97,6 +124,29 @@ class DataReport:
     def truncated(self) -> bool:
         return self.error_count + self.warning_count > len(self.issues)
 
+    def shown_issues(self, cap: int = SHOWN_ISSUES) -> list[RowIssue]:
+        """What a report shows: errors in file order, then warnings, `cap` in all;
+        a whole-column warning is always shown (there are few, and they matter)."""
+        column_wide = [i for i in self.warnings if i.row is None and i.line is None]
+        room = max(0, cap - len(column_wide))
+        errors = self.errors[:room]
+        rows = [i for i in self.warnings if i not in column_wide]
+        return errors + rows[: max(0, room - len(errors))] + column_wide
+
+    def issue_lines(self, cap: int = SHOWN_ISSUES) -> list[str]:
+        """One line an issue, as `shown_issues`, then how many more there are."""
+        shown = self.shown_issues(cap)
+        lines = [f"{issue.severity}: {issue}" for issue in shown]
+        hidden_errors = self.error_count - sum(i.severity == "error" for i in shown)
+        hidden_warnings = self.warning_count - sum(i.severity == "warning" for i in shown)
+        if hidden_errors + hidden_warnings > 0:
+            lines.append(
+                f"... and {hidden_errors + hidden_warnings} more "
+                f"({_plural(hidden_errors, 'error')}, {_plural(hidden_warnings, 'warning')} "
+                "not shown)"
+            )
+        return lines
+
     def summary(self) -> str:
         """A few lines for a terminal: size, mapping, labels, lengths, issues."""
         used = ", ".join(f"{part}={col}" for part, col in self.mapping.given().items())
@@ -121,38 +171,45 @@ class DataReport:
         lines.append(
             f"{_plural(self.error_count, 'error')}, {_plural(self.warning_count, 'warning')}"
         )
-        shown = self.errors[:_SUMMARY_ISSUES] or self.warnings[:_SUMMARY_ISSUES]
-        lines.extend(f"  {issue.severity}: {issue}" for issue in shown)
-        hidden = self.error_count + self.warning_count - len(shown)
-        if hidden > 0:
-            lines.append(f"  ... and {hidden} more")
+        lines.extend(f"  {line}" for line in self.issue_lines())
         return "\n".join(lines)
 
 
 class _IssueLog:
-    """Keeps up to `cap` issues, errors first, and counts all of them."""
+    """Keeps up to `cap` issues, errors first, and counts all of them. Whole-column
+    issues are always kept."""
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.errors: list[RowIssue] = []
         self.warnings: list[RowIssue] = []
+        self.column_wide: list[RowIssue] = []
         self.error_count = 0
         self.warning_count = 0
 
-    def add(self, row: int, part: str, message: str, severity: Severity = "error") -> None:
-        issue = RowIssue(row, part, message, severity)
+    def add(
+        self,
+        row: int | None,
+        part: str,
+        message: str,
+        severity: Severity = "error",
+        line: int | None = None,
+    ) -> None:
+        issue = RowIssue(row, part, message, severity, line)
         if severity == "error":
             self.error_count += 1
-            if len(self.errors) < self.cap:
-                self.errors.append(issue)
         else:
             self.warning_count += 1
-            if len(self.warnings) < self.cap:
-                self.warnings.append(issue)
+        if row is None and line is None:
+            self.column_wide.append(issue)
+            return
+        kept = self.errors if severity == "error" else self.warnings
+        if len(kept) < self.cap:
+            kept.append(issue)
 
     def kept(self) -> list[RowIssue]:
         kept = self.errors[: self.cap] + self.warnings[: max(0, self.cap - len(self.errors))]
-        return sorted(kept, key=lambda i: i.row)
+        return sorted(kept, key=lambda i: i.position) + self.column_wide
 
 
 def check_records(
@@ -163,8 +220,14 @@ def check_records(
     token_length: Callable[[str], int] | None = None,
     max_length: int | None = None,
     max_issues: int = 200,
+    lines: Sequence[int] | None = None,
+    unreadable: Sequence[tuple[int, str]] = (),
 ) -> DataReport:
     """Check every record as `shape`; see the module docstring for why all at once.
+
+    `lines` gives each record's source line, and `unreadable` the (line, message)
+    of each line the reader could not turn into a record: those are errors, listed
+    in file order with the rest.
 
     Rows with an error are left out of the duplicate count and the length
     statistics: they are reported already, and what they would render to is
@@ -172,18 +235,28 @@ def check_records(
     """
     mapping = resolve_columns(records, shape, columns)
     log = _IssueLog(max_issues)
+    pending = deque(sorted(unreadable))
     first_seen: dict[bytes, int] = {}
     label_rows: dict[str, list[int]] = {}
+    label_kinds: dict[str, dict[str, str]] = {"integer": {}, "string": {}}
     lengths: list[int] = []
     over_limit = 0
     duplicates = 0
     for row, record in enumerate(records, 1):
+        line = lines[row - 1] if lines is not None else None
+        # Unreadable lines before this record go first, so what is kept is in file order.
+        while pending and line is not None and pending[0][0] < line:
+            bad_line, message = pending.popleft()
+            log.add(None, "record", message, line=bad_line)
         canonical = to_canonical(record, shape, mapping)
         before = log.error_count
-        _check_fields(canonical, shape, row, log)
+        _check_fields(canonical, shape, row, log, line)
         label = canonical.get("label")
         if shape == "classification" and _valid_label(label):
             label_rows.setdefault(str(label), []).append(row)
+            kind = label_kinds["string" if isinstance(label, str) else "integer"]
+            if len(kind) < 3:
+                kind.setdefault(repr(label), where(row, line))
         if log.error_count > before:
             continue
         key = hashlib.blake2b(
@@ -192,7 +265,7 @@ def check_records(
         ).digest()
         if key in first_seen:
             duplicates += 1
-            log.add(row, "record", f"duplicates row {first_seen[key]}", "warning")
+            log.add(row, "record", f"duplicates row {first_seen[key]}", "warning", line)
             continue
         first_seen[key] = row
         if token_length is not None:
@@ -205,7 +278,10 @@ def check_records(
                     _RENDERED_FIELD[shape],
                     f"is {n} tokens, over max_length {max_length} (it will be truncated)",
                     "warning",
+                    line,
                 )
+    for bad_line, message in pending:
+        log.add(None, "record", message, line=bad_line)
     for label, rows in label_rows.items():
         if len(rows) == 1:
             log.add(
@@ -214,7 +290,15 @@ def check_records(
                 f"{label!r} appears only once in the whole set: it cannot be both "
                 "trained and evaluated, or learned from one example. Fix: add examples "
                 "of it or drop the row.",
+                line=lines[rows[0] - 1] if lines is not None else None,
             )
+    if label_kinds["integer"] and label_kinds["string"]:
+        log.add(
+            None,
+            "label",
+            _mixed_labels_message(mapping.label or "label", label_kinds, list(label_rows)),
+            "warning",
+        )
     return DataReport(
         shape=shape,
         num_rows=len(records),
@@ -256,72 +340,91 @@ _LENGTH_PARTS: dict[Shape, tuple[str, ...]] = {
 }
 
 
-def _check_fields(canonical: dict[str, Any], shape: Shape, row: int, log: _IssueLog) -> None:
+def _mixed_labels_message(column: str, kinds: dict[str, dict[str, str]], classes: list[str]) -> str:
+    """Column `column` holds integer and string labels: every distinct value becomes
+    its own class, so 1 and "positive" are two classes where one was likely meant."""
+
+    def examples(kind: str) -> str:
+        return " and ".join(f"{value} in {at}" for value, at in kinds[kind].items())
+
+    shown = ", ".join(repr(c) for c in sorted(classes)[:10])
+    more = f" and {len(classes) - 10} more" if len(classes) > 10 else ""
+    return (
+        f"column '{column}' mixes integer labels (like {examples('integer')}) with string "
+        f"labels (like {examples('string')}); every distinct value becomes its own class, "
+        f"here {len(classes)}: {shown}{more}. Fix: use one kind of label throughout, all "
+        "strings (like 'negative', 'positive') or all integers (like 0, 1)."
+    )
+
+
+def _check_fields(
+    canonical: dict[str, Any], shape: Shape, row: int, log: _IssueLog, line: int | None = None
+) -> None:
+    def add(part: str, message: str, severity: Severity = "error") -> None:
+        log.add(row, part, message, severity, line)
+
     if shape == "chat":
-        _check_messages(canonical["messages"], row, log)
+        _check_messages(canonical["messages"], add)
         return
     for part, value in canonical.items():
         if part == "label":
             if value is None:
-                log.add(row, part, "is missing")
+                add(part, "is missing")
             elif not _valid_label(value) and not isinstance(value, str):
-                log.add(row, part, f"must be a string or an integer, got {_type_name(value)}")
+                add(part, f"must be a string or an integer, got {_type_name(value)}")
             elif isinstance(value, str) and not value.strip():
-                log.add(row, part, "is empty")
+                add(part, "is empty")
         elif value is None:
-            log.add(row, part, "is missing")
+            add(part, "is missing")
         elif not isinstance(value, str):
-            log.add(row, part, f"must be a string, got {_type_name(value)}")
+            add(part, f"must be a string, got {_type_name(value)}")
         elif part != "input" and not value.strip():
-            log.add(row, part, "is empty")
+            add(part, "is empty")
 
 
-def _check_messages(messages: Any, row: int, log: _IssueLog) -> None:
+def _check_messages(messages: Any, add: Callable[..., None]) -> None:
     if messages is None:
-        log.add(row, "messages", "is missing")
+        add("messages", "is missing")
         return
     if not isinstance(messages, list):
-        log.add(row, "messages", f"must be a list of messages, got {_type_name(messages)}")
+        add("messages", f"must be a list of messages, got {_type_name(messages)}")
         return
     if not messages:
-        log.add(row, "messages", "has no messages")
+        add("messages", "has no messages")
         return
     roles: list[str] = []
     for number, message in enumerate(messages, 1):
-        where = f"message {number}"
+        which = f"message {number}"
         if not isinstance(message, dict):
-            log.add(
-                row,
+            add(
                 "messages",
-                f"{where} must be an object with role and content, got {_type_name(message)}",
+                f"{which} must be an object with role and content, got {_type_name(message)}",
             )
             continue
         role, content = message.get("role"), message.get("content")
         if role is None:
-            log.add(row, "messages", f"{where} has no role")
+            add("messages", f"{which} has no role")
         elif not isinstance(role, str):
-            log.add(row, "messages", f"{where} role must be a string, got {_type_name(role)}")
+            add("messages", f"{which} role must be a string, got {_type_name(role)}")
         else:
             roles.append(role)
             if role not in CHAT_ROLES:
-                log.add(
-                    row,
+                add(
                     "messages",
-                    f"{where} has unknown role {role!r} (allowed: {', '.join(CHAT_ROLES)})",
+                    f"{which} has unknown role {role!r} (allowed: {', '.join(CHAT_ROLES)})",
                 )
         if content is None:
-            log.add(row, "messages", f"{where} has no content")
+            add("messages", f"{which} has no content")
         elif not isinstance(content, str):
-            log.add(row, "messages", f"{where} content must be a string, got {_type_name(content)}")
+            add("messages", f"{which} content must be a string, got {_type_name(content)}")
         elif not content.strip():
-            log.add(row, "messages", f"{where} content is empty", "warning")
+            add("messages", f"{which} content is empty", "warning")
     if roles and "user" not in roles:
-        log.add(row, "messages", "has no user message")
+        add("messages", "has no user message")
     last = messages[-1]
     last_role = last.get("role") if isinstance(last, dict) else None
     if last_role != "assistant":
-        log.add(
-            row,
+        add(
             "messages",
             f"does not end with an assistant message (the last is {last_role!r}): "
             "there is no answer to learn",

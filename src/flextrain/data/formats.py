@@ -1,9 +1,12 @@
 """Read a dataset source (a file or a folder) into plain records.
 
 Every format ends as `list[dict]`, so shape detection and checks never care
-where the data came from. Errors name the line, row or byte where reading
-stopped and say how to fix it: a user with 50,000 rows cannot hunt for the
-one bad line by eye.
+where the data came from. A line-based source (JSONL, CSV) is read to the end:
+every line that cannot be a record is kept as an unreadable line with its
+number and the fix, and the checks list them with the row errors in one pass.
+An error that leaves nothing to read on (bad UTF-8, broken CSV quoting, a JSON
+document that does not parse) names the line or byte where reading stopped: a
+user with 50,000 rows cannot hunt for the one bad line by eye.
 
 `datasets`/`pyarrow` are imported only inside the Parquet and saved-folder
 readers: they are heavy, and most sources are JSONL or CSV.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -57,8 +61,52 @@ def detect_source_format(path: Path) -> SourceFormat:
         ) from None
 
 
+@dataclass(frozen=True)
+class UnreadableLine:
+    """A line of a line-based source that is not a record; `message` follows
+    "line N", e.g. "is not valid JSON (...). Fix: ..."."""
+
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line} {self.message}"
+
+
+@dataclass
+class SourceRecords:
+    """What a source holds: its records, the source line of each (JSONL, CSV and text;
+    None for other formats), and the lines that could not be read as records."""
+
+    records: list[dict[str, Any]]
+    lines: list[int] | None = None
+    unreadable: list[UnreadableLine] = field(default_factory=list)
+
+
+SHOWN_LINES = 50
+
+
+def unreadable_message(name: str, unreadable: list[UnreadableLine]) -> str:
+    """Every unreadable line (the first SHOWN_LINES), for an error."""
+    if len(unreadable) == 1:
+        return f"'{name}' {unreadable[0]}"
+    shown = "\n".join(f"  - {u}" for u in unreadable[:SHOWN_LINES])
+    more = len(unreadable) - SHOWN_LINES
+    tail = f"\n  … and {more} more" if more > 0 else ""
+    return f"'{name}' has {len(unreadable)} lines that are not records:\n{shown}{tail}"
+
+
 def read_records(path: Path, fmt: SourceFormat | None = None) -> list[dict[str, Any]]:
-    """Every record of the source as a dict; `fmt` overrides detection."""
+    """Every record of the source as a dict; `fmt` overrides detection. Any unreadable
+    line is an error (listing every one); `read_source` returns them instead."""
+    source = read_source(path, fmt)
+    if source.unreadable:
+        raise DatasetFormatError(unreadable_message(path.name, source.unreadable))
+    return source.records
+
+
+def read_source(path: Path, fmt: SourceFormat | None = None) -> SourceRecords:
+    """The records of the source and its unreadable lines; `fmt` overrides detection."""
     if not path.exists():
         raise DatasetNotFoundError(f"Dataset source '{path}' does not exist.")
     fmt = fmt or detect_source_format(path)
@@ -74,28 +122,34 @@ def read_records(path: Path, fmt: SourceFormat | None = None) -> list[dict[str, 
             "Fix: leave the format out so it is detected, or point at the right path."
         )
     if fmt == "text_folder":
-        records = _read_text_folder(path)
+        source = SourceRecords(_read_text_folder(path))
     elif fmt == "hf_disk":
-        records = _read_hf_disk(path)
+        source = SourceRecords(_read_hf_disk(path))
     elif fmt == "parquet":
-        records = _read_parquet(path)
+        source = SourceRecords(_read_parquet(path))
     else:
         text = _decode(path)
         if fmt == "text":
-            records = [{"text": line} for line in text.splitlines() if line.strip()]
+            numbered = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+            source = SourceRecords(
+                [{"text": line} for _, line in numbered], [n for n, _ in numbered]
+            )
         elif fmt == "jsonl":
-            records = _parse_jsonl(text, path.name)
+            source = _parse_jsonl(text)
         elif fmt == "json":
-            records = _parse_json(text, path.name)
+            source = SourceRecords(_parse_json(text, path.name))
         else:
             delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-            records = _parse_csv(text, path.name, delimiter)
-    if not records:
+            source = _parse_csv(text, path.name, delimiter)
+    if not source.records and not source.unreadable:
+        thing = "folder" if path.is_dir() else "file"
         raise DatasetFormatError(
             f"'{path.name}' has no records. Fix: add at least one example, or check that "
-            f"this is the right {'folder' if path.is_dir() else 'file'}."
+            f"this is the right {thing}.",
+            field="file",
+            fix=f"add at least one example, or check that this is the right {thing}.",
         )
-    return records
+    return source
 
 
 def _decode(path: Path) -> str:
@@ -157,28 +211,39 @@ def has_unencodable_text(value: Any) -> bool:
     return False
 
 
-def _parse_jsonl(text: str, name: str) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
+def _parse_jsonl(text: str) -> SourceRecords:
+    """Every line, to the end: a bad line is noted and reading goes on."""
+    source = SourceRecords([], [])
+    assert source.lines is not None
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             value = _loads(line)
         except json.JSONDecodeError as exc:
-            raise DatasetFormatError(
-                f"'{name}' line {number} is not valid JSON ({exc.msg}, column {exc.colno}). "
-                "Fix: one complete JSON object per line."
-            ) from None
-        except _BadJSON as exc:
-            raise DatasetFormatError(f"'{name}' line {number} {exc}") from None
-        if not isinstance(value, dict):
-            raise DatasetFormatError(
-                f"'{name}' record {len(records) + 1} (line {number}) is a "
-                f"{_json_type(value)}, not an object. Fix: one JSON object per line, "
-                'like {"text": "..."}.'
+            source.unreadable.append(
+                UnreadableLine(
+                    number,
+                    f"is not valid JSON ({exc.msg}, column {exc.colno}). "
+                    "Fix: one complete JSON object per line.",
+                )
             )
-        records.append(value)
-    return records
+            continue
+        except _BadJSON as exc:
+            source.unreadable.append(UnreadableLine(number, str(exc)))
+            continue
+        if not isinstance(value, dict):
+            source.unreadable.append(
+                UnreadableLine(
+                    number,
+                    f"is a {_json_type(value)}, not an object. Fix: one JSON object per "
+                    'line, like {"text": "..."}.',
+                )
+            )
+            continue
+        source.records.append(value)
+        source.lines.append(number)
+    return source
 
 
 def _parse_json(text: str, name: str) -> list[dict[str, Any]]:
@@ -229,32 +294,39 @@ def _unwrap_json_object(data: dict[str, Any], name: str) -> list[Any]:
     return [dict(zip(columns, values, strict=True)) for values in zip(*data.values(), strict=True)]
 
 
-def _parse_csv(text: str, name: str, delimiter: str) -> list[dict[str, Any]]:
+def _parse_csv(text: str, name: str, delimiter: str) -> SourceRecords:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    source = SourceRecords([], [])
+    assert source.lines is not None
     try:
         header = next(reader, None)
         if header is None:
-            return []
+            return source
         repeated = sorted({c for c in header if header.count(c) > 1})
         if repeated:
             raise DatasetFormatError(
                 f"'{name}' header repeats column(s) {repeated}. Fix: give every column "
                 "its own name."
             )
-        records: list[dict[str, Any]] = []
-        for fields in reader:
-            if not fields:
+        start = reader.line_num + 1  # a quoted value may span lines: a row's first line
+        for values in reader:
+            number, start = start, reader.line_num + 1
+            if not values:
                 continue  # csv yields [] for a blank line
-            number = len(records) + 1
-            if len(fields) > len(header):
-                raise DatasetFormatError(
-                    f"'{name}' row {number} (line {reader.line_num}) has {len(fields)} "
-                    f"fields but the header has {len(header)}. Fix: quote values that "
-                    'contain the delimiter ("a, b") or remove the extra fields.'
+            if len(values) > len(header):
+                source.unreadable.append(
+                    UnreadableLine(
+                        number,
+                        f"has {len(values)} fields but the header has {len(header)}. Fix: "
+                        'quote values that contain the delimiter ("a, b") or remove the '
+                        "extra fields.",
+                    )
                 )
+                continue
             # A short row leaves the missing columns None, which the checks report.
-            records.append(dict(zip(header, [*fields, *[None] * len(header)], strict=False)))
-        return records
+            source.records.append(dict(zip(header, [*values, *[None] * len(header)], strict=False)))
+            source.lines.append(number)
+        return source
     except csv.Error as exc:
         raise DatasetFormatError(
             f"'{name}' is not valid CSV at line {reader.line_num} ({exc}). Fix: check the "

@@ -10,18 +10,25 @@ pins a version; a bare name means the latest.
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
+from flextrain.data.bundled import bundled_path
 from flextrain.data.checks import DataReport, check_records
-from flextrain.data.formats import SourceFormat, detect_source_format, read_records
+from flextrain.data.formats import (
+    SourceFormat,
+    detect_source_format,
+    read_source,
+    unreadable_message,
+)
 from flextrain.data.registry import (
     BUNDLED,
     DatasetFormatError,
@@ -29,6 +36,7 @@ from flextrain.data.registry import (
     DatasetNotFoundError,
     DatasetRecord,
     DatasetRegistry,
+    not_registered,
 )
 from flextrain.data.shapes import (
     CANONICAL_FIELDS,
@@ -48,19 +56,29 @@ from flextrain.data.versions import (
 )
 from flextrain.db import as_utc
 
+VALIDATION_FIX = (
+    "correct the rows listed (`flextrain datasets validate FILE` lists every problem in "
+    "one pass), then register the file again."
+)
+
 
 class DatasetValidationError(DatasetFormatError):
-    """The data has errors; carries the full report (every row and field)."""
+    """The data has errors; carries the full report (every row and field), and shows
+    the errors and unreadable lines in file order, the first SHOWN_ISSUES of them."""
 
     def __init__(self, report: DataReport, source: str) -> None:
         self.report = report
-        errors = report.errors
-        shown = "\n".join(f"  - {issue}" for issue in errors[:20])
-        more = f"\n  … and {len(errors) - 20} more" if len(errors) > 20 else ""
-        noun = "error" if len(errors) == 1 else "errors"
+        errors = report.shown_issues()
+        errors = [i for i in errors if i.severity == "error"]
+        shown = "\n".join(f"  - {issue}" for issue in errors)
+        more = report.error_count - len(errors)
+        tail = f"\n  … and {more} more" if more > 0 else ""
+        noun = "error" if report.error_count == 1 else "errors"
         super().__init__(
-            f"'{source}' was not registered: {len(errors)} {noun} in the data "
-            f"({report.shape} shape):\n{shown}{more}"
+            f"'{source}' was not registered: {report.error_count} {noun} in the data "
+            f"({report.shape} shape):\n{shown}{tail}\nFix: {VALIDATION_FIX}",
+            field="file",
+            fix=VALIDATION_FIX,
         )
 
 
@@ -82,13 +100,16 @@ class DatasetVersionInfo:
     size_bytes: int
     owner: str | None
     created_at: datetime
+    # The checks' report, when this came from `add` (its warnings: duplicates, mixed
+    # label kinds ...); not stored, so None for a version read back.
+    report: DataReport | None = field(default=None, compare=False, repr=False)
 
     @property
     def ref(self) -> str:
         return f"{self.dataset_id}@{self.version}"
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "report"}
         data["path"] = str(self.path)
         data["created_at"] = self.created_at.isoformat()
         return data
@@ -130,18 +151,68 @@ def load_and_check(
     token_length: Callable[[str], int] | None = None,
     max_length: int | None = None,
 ) -> tuple[list[dict[str, Any]], DataReport, SourceFormat, ColumnMap]:
-    """Read, shape and check a file: (records, report, source format, resolved columns)."""
+    """Read, shape and check a file: (records, report, source format, resolved columns).
+
+    Lines that are not records (bad JSON, a CSV row with extra fields) are errors in
+    the report, listed in file order with the rows' errors; a file with no readable
+    record at all is a DatasetFormatError that lists every such line. Errors that stop
+    the reading name the `file` as the field at fault.
+    """
     if not path.exists():
-        raise DatasetNotFoundError(f"Dataset file '{path}' does not exist.")
-    fmt = format or detect_source_format(path)
-    records = read_records(path, fmt)
-    mapping = columns or ColumnMap()
-    found_shape = shape or detect_shape(records, mapping)
-    resolved = resolve_columns(records, found_shape, mapping)
+        raise DatasetNotFoundError(
+            f"Dataset file '{path}' does not exist. Fix: check the path.",
+            field="file",
+            fix="check the path.",
+        )
+    try:
+        fmt = format or detect_source_format(path)
+        source = read_source(path, fmt)
+        records = source.records
+        unreadable = [(u.line, u.message) for u in source.unreadable]
+        if not records:
+            raise DatasetFormatError(
+                unreadable_message(path.name, source.unreadable)
+                + "\nNothing in it could be read as a record.",
+                fix="one JSON object (or CSV row) per line; correct the lines listed.",
+            )
+        mapping = columns or ColumnMap()
+        try:
+            found_shape = shape or detect_shape(records, mapping)
+            resolved = resolve_columns(records, found_shape, mapping)
+        except DatasetFormatError as exc:
+            if not source.unreadable:
+                raise
+            # The shape error comes first; the unreadable lines are still worth a list.
+            raise DatasetFormatError(
+                f"{exc}\nAlso, {unreadable_message(path.name, source.unreadable)}",
+                field=exc.field,
+                fix=exc.fix or str(exc).partition("Fix: ")[2] or None,
+            ) from None
+    except DatasetFormatError as exc:
+        exc.field = exc.field or "file"
+        raise
     report = check_records(
-        records, found_shape, resolved, token_length=token_length, max_length=max_length
+        records,
+        found_shape,
+        resolved,
+        token_length=token_length,
+        max_length=max_length,
+        lines=source.lines,
+        unreadable=unreadable,
     )
     return records, report, fmt, resolved
+
+
+@functools.cache
+def bundled_shape_and_version(dataset_id: str) -> tuple[str, str]:
+    """A bundled dataset's shape and the version it would get if registered (the
+    SHA-256 of its canonical content), for listing it like a registered one."""
+    filename, _, given_shape = BUNDLED[dataset_id]
+    records = read_source(bundled_path(filename)).records
+    found = cast(Shape, given_shape) if given_shape else detect_shape(records)
+    resolved = resolve_columns(records, found)
+    content = canonical_bytes(to_canonical(r, found, resolved) for r in records)
+    return found, content_version(content)
 
 
 def info_from_version(v: DatasetVersionInfo, description: str = "") -> DatasetInfo:
@@ -269,7 +340,7 @@ class TrainingDataManager:
                 )
                 session.add(existing)
                 session.flush()
-            return DatasetVersionInfo.from_record(existing)
+            return replace(DatasetVersionInfo.from_record(existing), report=report)
 
     def register(
         self,
@@ -297,6 +368,17 @@ class TrainingDataManager:
     # -- reading -----------------------------------------------------------------------
     def get(self, ref: str) -> DatasetInfo:
         """A bundled demo, `name` (latest version), `name@version`, or a file path."""
+        name, pinned = split_ref(ref)
+        if name in BUNDLED and pinned is not None:
+            # The version `describe` shows for a demo pins it like a registered one.
+            _, version_hash = bundled_shape_and_version(name)
+            if not version_hash.startswith(pinned):
+                raise DatasetNotFoundError(
+                    f"Bundled dataset '{name}' has no version '{pinned}'; it has one, "
+                    f"{version_hash[:12]}. Fix: use '{name}' or '{name}@{version_hash[:12]}'.",
+                    fix=f"use '{name}' or '{name}@{version_hash[:12]}'.",
+                )
+            return self._unversioned.get(name)
         version = None if ref in BUNDLED else self.version(ref)
         if version is None:
             return self._unversioned.get(ref)
@@ -314,6 +396,16 @@ class TrainingDataManager:
             record = session.get(DatasetRecord, version.dataset_id)
             description = record.description if record is not None else ""
         return info_from_version(version, description)
+
+    def describe(self, ref: str) -> DatasetInfo:
+        """`get`, for showing: a bundled demo also gets the shape and version it would
+        have if registered (training reads it as it is, unversioned)."""
+        info = self.get(ref)
+        name, _ = split_ref(ref)
+        if name in BUNDLED:
+            shape, version = bundled_shape_and_version(name)
+            info = replace(info, shape=shape, version=version)
+        return info
 
     def names(self) -> builtins.list[str]:
         return self._unversioned.names()
@@ -336,7 +428,7 @@ class TrainingDataManager:
         out = []
         for name in self.names():
             try:
-                out.append(self.get(name))
+                out.append(self.describe(name))
             except (DatasetNotFoundError, DatasetFormatError):
                 continue
         return out
@@ -345,7 +437,7 @@ class TrainingDataManager:
         out = []
         for name in self.names():
             try:
-                out.append(self.get(name).to_dict())
+                out.append(self.describe(name).to_dict())
             except (DatasetNotFoundError, DatasetFormatError) as exc:
                 out.append({"dataset_id": name, "error": str(exc)})
         return out
@@ -365,22 +457,26 @@ class TrainingDataManager:
         name, version = split_ref(ref)
         with self._sessions() as session:
             dataset = session.get(DatasetRecord, name)
-            if dataset is None:
-                if version is not None:
-                    raise DatasetNotFoundError(f"Dataset '{name}' is not registered.")
-                return None
-            version = version or dataset.latest_version
-            if version is None:
-                return None
-            query = select(DatasetVersionRecord).where(
-                DatasetVersionRecord.dataset_id == name,
-                DatasetVersionRecord.version.startswith(version),
-            )
+            registered = dataset is not None
+            latest = dataset.latest_version if dataset is not None else None
+        if not registered:
+            if version is not None:
+                raise not_registered(name, self.names())
+            return None
+        version = version or latest
+        if version is None:
+            return None
+        query = select(DatasetVersionRecord).where(
+            DatasetVersionRecord.dataset_id == name,
+            DatasetVersionRecord.version.startswith(version),
+        )
+        with self._sessions() as session:
             found = list(session.scalars(query))
         if len(found) != 1:
             known = ", ".join(v.version[:12] for v in self.versions(name)) or "none"
             raise DatasetNotFoundError(
-                f"Dataset '{name}' has no single version '{version}'. Fix: use one of: {known}."
+                f"Dataset '{name}' has no single version '{version}'. Fix: use one of: {known}.",
+                fix=f"use one of: {known}.",
             )
         return DatasetVersionInfo.from_record(found[0])
 
@@ -399,11 +495,14 @@ class TrainingDataManager:
         would otherwise name data that no longer exists.
         """
         if name in BUNDLED:
-            raise DatasetFormatError(f"'{name}' is bundled with flextrain and cannot be deleted.")
+            raise DatasetFormatError(
+                f"'{name}' is bundled with flextrain and cannot be deleted.",
+                fix="delete a dataset you registered; the bundled ones stay.",
+            )
         targets = [self.version(f"{name}@{version}")] if version else self.versions(name)
         chosen = [v for v in targets if v is not None]
         if not chosen and version is None and not self._exists(name):
-            raise DatasetNotFoundError(f"Dataset '{name}' is not registered.")
+            raise not_registered(name, self.names())
         for v in chosen:
             jobs = used_by(name, v.version)
             if jobs and not force:

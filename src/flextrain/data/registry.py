@@ -8,7 +8,9 @@ a worker starts, that the data can serve the requested training type.
 from __future__ import annotations
 
 import csv
+import difflib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,12 +57,89 @@ BUNDLED: dict[str, tuple[str, str, str | None]] = {
 }
 
 
+# What a data file is called: an id ending so (or starting with /, ~ or .) is read as a
+# file path; any other unregistered id is "not registered", whatever files lie around.
+DATA_FILE_SUFFIXES = (
+    ".jsonl",
+    ".ndjson",
+    ".json",
+    ".csv",
+    ".tsv",
+    ".parquet",
+    ".txt",
+    ".text",
+    ".md",
+)
+
+
 class DatasetNotFoundError(LookupError):
-    """The dataset id names no registered dataset or readable file."""
+    """The dataset id names no registered dataset or readable file.
+
+    `field` names the input at fault (default: the dataset id) and `fix` says what
+    to do; both travel to the REST error's `errors` list.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.fix = fix
 
 
 class DatasetFormatError(ValueError):
-    """The file exists but cannot serve as training data."""
+    """The file exists but cannot serve as training data (`field`, `fix` as above)."""
+
+    def __init__(self, message: str, *, field: str | None = None, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.fix = fix
+
+
+def looks_like_path(dataset_id: str) -> bool:
+    """Whether an id is written as a file path rather than a dataset name."""
+    text = dataset_id.strip()
+    return (
+        text.startswith(("/", "~", "."))
+        or "\\" in text
+        or Path(text).suffix.lower() in DATA_FILE_SUFFIXES
+    )
+
+
+def close_names(wanted: str, names: list[str], n: int = 3) -> list[str]:
+    """The names most like `wanted` (difflib), also by their last part, so 'reviews'
+    finds 'team/reviews'."""
+    close = difflib.get_close_matches(wanted, names, n=n, cutoff=0.75)
+    tail = wanted.rsplit("/", 1)[-1]
+    for name in names:
+        if name not in close and difflib.get_close_matches(tail, [name.rsplit("/", 1)[-1]]):
+            close.append(name)
+    return close[:n]
+
+
+def not_registered(
+    dataset_id: str,
+    known: Iterable[str],
+    *,
+    field: str = "dataset_id",
+    paths_allowed: bool = True,
+) -> DatasetNotFoundError:
+    """The error for an id that names no dataset: the names closest to it first, then
+    the way out. `known` are the names the caller may use."""
+    names = list(known)
+    close = close_names(dataset_id, names)
+    message = f"Dataset '{dataset_id}' is not registered"
+    if paths_allowed and looks_like_path(dataset_id):
+        message += ", and there is no file at that path"
+    message += "."
+    if close:
+        message += " Did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    fix = (
+        f"use a registered dataset ({shown or 'none yet'}; `flextrain datasets list`), or "
+        "register the file first (`flextrain datasets add FILE --name NAME`, or upload it "
+        "with POST /api/datasets)"
+    )
+    fix += "." if paths_allowed else "; file paths are for admins only."
+    return DatasetNotFoundError(f"{message} Fix: {fix}", field=field, fix=fix)
 
 
 class DatasetRecord(Base):
@@ -253,13 +332,9 @@ class DatasetRegistry:
                 )
             return inspect_file(Path(record.path), dataset_id, record.description)
         path = Path(dataset_id).expanduser()
-        if path.is_file():
+        if looks_like_path(dataset_id) and path.is_file():
             return inspect_file(path, dataset_id)
-        known = ", ".join(self.names())
-        raise DatasetNotFoundError(
-            f"Dataset '{dataset_id}' is not registered and is not a file. "
-            f"Fix: register it first, or use one of: {known}."
-        )
+        raise not_registered(dataset_id, self.names())
 
     def names(self) -> list[str]:
         with self._sessions() as session:

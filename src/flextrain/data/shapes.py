@@ -92,7 +92,8 @@ def detect_shape(records: list[dict[str, Any]], columns: ColumnMap = ColumnMap()
         flags = ", ".join(_flag(part) for part in sorted(given))
         raise DatasetFormatError(
             f"The column options {flags} belong to different shapes. Fix: give only the "
-            "columns of one shape: " + _shape_hint() + "."
+            "columns of one shape: " + _shape_hint() + ".",
+            field="columns",
         )
     filled = _filled_columns(records)
     for shape in candidates:
@@ -108,11 +109,13 @@ def detect_shape(records: list[dict[str, Any]], columns: ColumnMap = ColumnMap()
             f"With {', '.join(_flag(p) for p in sorted(given))}, the data should be {wanted}, "
             f"but the other parts have no column among {seen}. Fix: name them too: "
             + _shape_hint(candidates)
-            + "."
+            + ".",
+            field="columns",
         )
     raise DatasetFormatError(
         f"No training shape fits the columns {seen}. Fix: rename them to the usual names "
-        "or map them: " + _shape_hint() + "."
+        "or map them: " + _shape_hint() + ".",
+        field="columns",
     )
 
 
@@ -134,7 +137,8 @@ def resolve_columns(
             f"For {shape} data, no column holds {', '.join(missing)} (columns seen: "
             f"{seen_columns(records)}). Fix: "
             + ", ".join(f"{_flag(p)} NAME" for p in missing)
-            + "."
+            + ".",
+            field="columns",
         )
     return replace(ColumnMap(), **chosen)
 
@@ -214,7 +218,8 @@ def _check_overrides_exist(columns: ColumnMap, seen: list[str]) -> None:
         named = ", ".join(f"{_flag(part)} {col!r}" for part, col in absent.items())
         raise DatasetFormatError(
             f"{named}: no such column in the data (columns seen: {seen}). "
-            "Fix: use one of the columns seen."
+            "Fix: use one of the columns seen.",
+            field="columns",
         )
 
 

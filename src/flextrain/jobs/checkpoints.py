@@ -106,7 +106,10 @@ def _last_logged(history: list[dict[str, Any]], key: str, step: int) -> float | 
 
 
 def _best_name(states: list[tuple[int, Path, dict[str, Any]]]) -> str | None:
-    """The best checkpoint's folder name, as the newest trainer state records it.
+    """The best checkpoint's folder name: as the newest trainer state records it (a run
+    that keeps the best model, by its own metric), else the checkpoint whose step was
+    evaluated with the lowest eval_loss. The Trainer only tracks a best checkpoint when
+    asked to load it at the end; a user comparing checkpoints wants it every time.
 
     Compared by name, not by full path: the Trainer stores the path it wrote
     to, which no longer matches once FLEXTRAIN_HOME is moved or mounted elsewhere.
@@ -114,7 +117,22 @@ def _best_name(states: list[tuple[int, Path, dict[str, Any]]]) -> str | None:
     if not states:
         return None
     best = states[-1][2].get("best_model_checkpoint")
-    return Path(best).name if best else None
+    if best:
+        return Path(best).name
+    scored = [
+        (loss, folder.name)
+        for step, folder, state in states
+        if (loss := _evaluated_at(state.get("log_history") or [], "eval_loss", step)) is not None
+    ]
+    return min(scored)[1] if scored else None
+
+
+def _evaluated_at(history: list[dict[str, Any]], key: str, step: int) -> float | None:
+    """`key` of the evaluation made at exactly `step` (the checkpoint's own weights)."""
+    for row in reversed(history):
+        if isinstance(row, dict) and row.get("step") == step and key in row:
+            return float(row[key])
+    return None
 
 
 def list_checkpoints(checkpoint_dir: Path) -> list[CheckpointInfo]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from flextrain.config.schemas import BasicTrainingConfig, ExpertTrainingConfig
+from flextrain.config.schemas import BasicTrainingConfig, ExpertTrainingConfig, with_fields_set
 
 if TYPE_CHECKING:
     from flextrain.data.registry import DatasetInfo
@@ -79,6 +79,9 @@ class RunSpec(BaseModel):
     # CPUs the worker runs on (os.sched_setaffinity): with reserved_cpus, the cores not
     # kept for the server; None: wherever the system puts it.
     cpu_affinity: list[int] | None = None
+    # The config fields the user gave (JSON keeps values, not which were given): the
+    # worker's own choices (fused AdamW unless an optimizer was chosen) depend on it.
+    config_fields: list[str] | None = None
 
     @field_validator("config", mode="before")
     @classmethod
@@ -87,3 +90,10 @@ class RunSpec(BaseModel):
         if isinstance(value, BasicTrainingConfig) and not isinstance(value, ExpertTrainingConfig):
             return ExpertTrainingConfig.from_basic(value)
         return value
+
+    @model_validator(mode="after")
+    def _given_fields(self) -> RunSpec:
+        """Mark as given only the config fields the job was given, as at creation."""
+        if self.config_fields is not None:
+            self.config = with_fields_set(self.config, self.config_fields)
+        return self

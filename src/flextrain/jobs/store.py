@@ -33,6 +33,7 @@ from sqlalchemy import (
     Text,
     delete,
     func,
+    or_,
     select,
     update,
 )
@@ -78,6 +79,8 @@ class JobRecord(Base):
     model_id: Mapped[str] = mapped_column(String(500))
     dataset_id: Mapped[str] = mapped_column(String(500))
     config_json: Mapped[str] = mapped_column(Text)
+    # JSON list of the config fields the user gave (None: a row from before 0007).
+    config_fields_json: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), index=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     current_epoch: Mapped[float] = mapped_column(Float, default=0.0)
@@ -174,6 +177,11 @@ class TrainingJob(BaseModel):
     model_id: str
     dataset_id: str
     config: dict[str, Any]
+    config_fields: list[str] | None = Field(
+        None,
+        description="The config fields given explicitly (by the user, a preset or the "
+        "service); the others are defaults. None for jobs created before it was kept.",
+    )
     status: TrainingStatus
     progress: float = Field(0.0, description="Fraction of optimizer steps done, 0 to 1.")
     current_epoch: float = 0.0
@@ -236,6 +244,7 @@ class TrainingJob(BaseModel):
             model_id=r.model_id,
             dataset_id=r.dataset_id,
             config=json.loads(r.config_json),
+            config_fields=json.loads(r.config_fields_json) if r.config_fields_json else None,
             status=TrainingStatus(r.status),
             progress=r.progress,
             current_epoch=r.current_epoch,
@@ -320,6 +329,7 @@ class JobStore:
         config: dict[str, Any],
         output_dir: str,
         log_path: str,
+        config_fields: list[str] | None = None,
         warnings: list[str] | None = None,
         owner: str | None = None,
         dataset_version: str | None = None,
@@ -333,6 +343,7 @@ class JobStore:
             model_id=config["model_id"],
             dataset_id=config["dataset_id"],
             config_json=json.dumps(config),
+            config_fields_json=json.dumps(config_fields) if config_fields is not None else None,
             status=TrainingStatus.PENDING.value,
             total_epochs=int(config.get("num_epochs", 0)),
             warnings_json=json.dumps(warnings or []),
@@ -399,6 +410,24 @@ class JobStore:
         )
         with self._sessions() as session:
             return [TrainingJob.from_record(r) for r in session.scalars(query)]
+
+    @_retried
+    def jobs_writing_under(self, folder: str) -> list[str]:
+        """Ids of the jobs whose output folder is `folder`, inside it, or holds it: two
+        such jobs would write their checkpoints and models over each other."""
+        ancestors = [folder]
+        while (parent := ancestors[-1].rpartition("/")[0]) and parent not in ancestors:
+            ancestors.append(parent)
+        literal = folder.rstrip("/").replace("\\", "\\\\").replace("%", "\\%")
+        inside = literal.replace("_", "\\_") + "/%"
+        query = select(JobRecord.job_id).where(
+            or_(
+                JobRecord.output_dir.in_(ancestors),
+                JobRecord.output_dir.like(inside, escape="\\"),
+            )
+        )
+        with self._sessions() as session:
+            return list(session.scalars(query.order_by(JobRecord.created_at)).all())
 
     @_retried
     def count_jobs(self, *, status: TrainingStatus | None = None, owner: str | None = None) -> int:

@@ -47,6 +47,23 @@ if TYPE_CHECKING:
 
 Split = Literal["all", "heldout"]
 TOP_TOKENS = 5  # predictions shown per masked position
+# How a title names each kind of job.
+_KINDS = {
+    "causal_lm": "causal LM",
+    "masked_lm": "masked LM",
+    "sequence_classification": "classifier",
+}
+
+
+def comparison_title(job_id: str, objective: str, base_model: str, what: str) -> str:
+    """The one wording of every trained-beside-base title (try and evaluate, every kind
+    of job, every front end): 'Trained (job ID, KIND) beside base (MODEL): WHAT'."""
+    kind = _KINDS.get(objective, objective)
+    return f"Trained (job {job_id}, {kind}) beside base ({base_model}): {what}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 class ModelAnswer(BaseModel):
@@ -72,6 +89,10 @@ class TryResult(BaseModel):
     job_id: str
     objective: str
     base_model: str
+    title: str = Field(
+        description="What the rows compare, worded alike for every kind of job and by "
+        "evaluate: 'Trained (job ID, KIND) beside base (MODEL): ...'."
+    )
     templated: bool = Field(description="Whether the input was wrapped in the chat template.")
     rows: list[TryRow]
     notes: list[str] = Field(default_factory=list)
@@ -81,9 +102,17 @@ class EvaluationResult(BaseModel):
     job_id: str
     objective: str
     base_model: str
+    title: str = Field(
+        description="What was compared on which rows, worded as try's title: 'Trained (job "
+        "ID, KIND) beside base (MODEL): DATASET, split SPLIT, N rows'."
+    )
     dataset_id: str
     dataset_version: str | None
-    split: Split
+    split: Split = Field(
+        description="The rows evaluated: 'heldout', those the job held out (eval_split or "
+        "eval_file) and never trained on; 'all', the dataset's first rows. The default is "
+        "heldout when the job held rows out of the data evaluated, else all (with a note)."
+    )
     rows: int = Field(description="Examples evaluated (after the limit and unusable rows).")
     tokens: int | None = Field(None, description="Language models: predicted tokens counted.")
     trained: dict[str, float]
@@ -158,6 +187,9 @@ def try_model(
         job_id=job_id,
         objective=model.objective,
         base_model=model.base_model,
+        title=comparison_title(
+            job_id, model.objective, model.base_model, _count(len(rows), "input")
+        ),
         templated=templated,
         rows=rows,
         notes=notes,
@@ -237,16 +269,19 @@ def evaluate(
     job_id: str,
     dataset_id: str | None = None,
     *,
-    split: Split = "all",
+    split: Split | None = None,
     limit: int | None = 1000,
     batch_size: int = 16,
 ) -> EvaluationResult:
     """Metrics of the trained and the base model on a dataset.
 
-    `dataset_id` defaults to the version the job trained on. `split` "all" takes
-    the dataset's first `limit` rows; "heldout" the rows the job held out for
-    evaluation (its own data only, split with its seed), of which the first
-    `limit`. None means no limit.
+    `dataset_id` defaults to the version the job trained on. `split` "heldout"
+    takes the rows the job held out for evaluation (eval_split of its own data,
+    split with its seed, or its eval_file), of which the first `limit`; "all" the
+    dataset's first `limit` rows, training rows included. None (the default) is
+    heldout when the job held rows out and the dataset is its own, else all; a job
+    that held nothing out is scored on all rows with a note saying so. None as the
+    limit means no limit. The split used, and why, is in the result.
     """
     if limit is not None and limit < 1:
         raise AfterTrainingError(f"limit: {limit} is below 1. Fix: use 1 or more, or no limit.")
@@ -266,10 +301,18 @@ def evaluate(
             f"split heldout: '{name}' is not the data job {job_id} trained on, so it has no "
             "held-out rows. Fix: use split all, or leave the dataset out."
         )
+    chosen: Split = split or ("heldout" if own and _held_out_rows(model) else "all")
     tokenizer = load_tokenizer(model)
     tokenizer.padding_side = "right"  # positions count from the first token, as in training
     with tempfile.TemporaryDirectory(prefix="flextrain-eval-") as scratch:
-        data = _tokenized(model, info, name, split, limit, tokenizer, Path(scratch))
+        picked = _tokenized(
+            model, info, name, chosen, limit, tokenizer, Path(scratch), required=bool(split)
+        )
+        if picked is None:  # the default found no held-out rows after all: all rows
+            chosen = "all"
+            picked = _tokenized(model, info, name, chosen, limit, tokenizer, Path(scratch))
+        assert picked is not None
+        data, available = picked
         if len(data) == 0:
             raise AfterTrainingError(
                 f"Dataset '{name}' has no rows job {job_id} can be evaluated on. Fix: use a "
@@ -284,19 +327,24 @@ def evaluate(
         trained, base = on_trained_and_base(model, tokenizer, run)
     tokens = trained.pop("tokens", None)
     base.pop("tokens", None)
-    notes = base_notes(model)
+    notes = _split_notes(model, name, chosen, own, len(data), available)
+    notes += base_notes(model)
     if model.objective == "masked_lm":
         notes.append(
             f"Masked LM: 15% of tokens masked at random (seed {seed}), the same positions for "
             "both models."
         )
+    version = f"@{info.version[:12]}" if info.version else ""
+    counted = f", {_count(int(tokens), 'token')}" if tokens is not None else ""
+    what = f"{info.dataset_id}{version}, split {chosen}, {_count(len(data), 'row')}{counted}"
     return EvaluationResult(
         job_id=job_id,
         objective=model.objective,
         base_model=model.base_model,
+        title=comparison_title(job_id, model.objective, model.base_model, what),
         dataset_id=info.dataset_id,
         dataset_version=info.version,
-        split=split,
+        split=chosen,
         rows=len(data),
         tokens=int(tokens) if tokens is not None else None,
         trained=trained,
@@ -304,6 +352,48 @@ def evaluate(
         notes=notes,
         seconds=round(time.monotonic() - started, 3),
     )
+
+
+def _held_out_rows(model: TrainedModel) -> bool:
+    """Whether the job held rows out: as its metrics recorded (eval_rows), else as its
+    config asked (an eval_file, or a share of its data, which a dataset too small for
+    the share leaves empty: `_tokenized` finds that out)."""
+    for metrics in (model.job.metrics, model.meta.get("metrics")):
+        recorded = metrics.get("eval_rows") if isinstance(metrics, dict) else None
+        if isinstance(recorded, int | float):
+            return recorded > 0
+    return model.spec.eval_data is not None or model.spec.config.eval_split > 0
+
+
+def _split_notes(
+    model: TrainedModel, name: str, split: Split, own: bool, rows: int, available: int
+) -> list[str]:
+    """Which rows were scored, and whether the job trained on them."""
+    job_id, config = model.job.job_id, model.spec.config
+    scored = f"{rows:,} of the {available:,} rows" if rows < available else f"all {rows:,} rows"
+    if split == "heldout":
+        if model.spec.eval_data is not None:
+            return [
+                f"split heldout: {scored} of the job's eval_file ({model.spec.eval_data.path}) "
+                f"were scored; job {job_id} never trained on them."
+            ]
+        return [
+            f"split heldout: {scored} job {job_id} held out of '{name}' (eval_split "
+            f"{config.eval_split:g}, seed {config.seed}) were scored; it never trained on them."
+        ]
+    if not own:  # other data: the job trained on none of it (as far as flextrain knows)
+        return []
+    if _held_out_rows(model):
+        return [
+            f"split all: {scored} of '{name}' were scored, including rows job {job_id} "
+            "trained on. Fix: use split heldout to score only the rows it never saw."
+        ]
+    return [
+        f"split all: job {job_id} held out no rows (eval_split {config.eval_split:g}, no "
+        f"eval_file), so {scored} of '{name}' were scored, rows it trained on: the scores show "
+        "how well it fits its training data, not how it does on new data. Fix: evaluate on "
+        "other data (a dataset), or train with eval_split above 0 or an eval_file."
+    ]
 
 
 def _check_shape(model: TrainedModel, info: DatasetInfo, name: str) -> None:
@@ -335,13 +425,19 @@ def _tokenized(
     limit: int | None,
     tokenizer: Any,
     scratch: Path,
-) -> Any:
-    """The rows to evaluate, tokenised by the worker's own data path on the job's spec."""
+    *,
+    required: bool = True,
+) -> tuple[Any, int] | None:
+    """The rows to evaluate, tokenised by the worker's own data path on the job's spec,
+    and how many the split held before the limit. None when the job held no rows out
+    and `required` is False (the caller then takes all rows)."""
     from flextrain.train.data import load_splits
 
     spec = model.spec.model_copy(update={"temp_dir": str(scratch / "tmp")})
+    total = 0
     if split == "all":
         rows = read_rows(info.path, info.format)
+        total = len(rows)
         rows = rows[:limit] if limit is not None else rows
         subset = scratch / "rows.jsonl"
         subset.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -369,14 +465,17 @@ def _tokenized(
             f"Dataset '{name}' cannot be evaluated by job {model.job.job_id}: {exc}"
         ) from None
     if split == "all":
-        return splits["train"]
+        return splits["train"], total
     if "eval" not in splits:
+        if not required:
+            return None
         raise AfterTrainingError(
             f"split heldout: job {model.job.job_id} held out no rows (eval_split "
-            f"{model.spec.config.eval_split}). Fix: use split all."
+            f"{model.spec.config.eval_split:g}, no eval_file). Fix: use split all (its "
+            "training rows), or evaluate on other data."
         )
     held = splits["eval"]
-    return held.select(range(min(limit, len(held)))) if limit is not None else held
+    return (held.select(range(min(limit, len(held)))) if limit is not None else held), len(held)
 
 
 @contextlib.contextmanager

@@ -50,6 +50,9 @@ class ModelInfo:
     # (module path, in_features, out_features) of every nn.Linear: LoRA sizes come from here.
     linear_layers: tuple[tuple[str, int, int], ...] = ()
     needs_remote_code: bool = False
+    # The transformers class built for the objective asked for (e.g.
+    # BertForSequenceClassification), which config.json's `architectures` may not name.
+    model_class: str = ""
     config: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def facts(self) -> ModelFacts:
@@ -164,6 +167,7 @@ def inspect_model(
         tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
         linear_layers=layers,
         needs_remote_code=bool(getattr(config, "auto_map", None)),
+        model_class=type(model).__name__,
         config=config.to_dict(),
     )
 

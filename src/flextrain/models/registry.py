@@ -147,6 +147,7 @@ class _Facts:
     model_type: str | None = None
     num_parameters: int | None = None
     training_types: list[str] = field(default_factory=list)
+    model_class: str | None = None  # the class built for the objective inspected with
 
 
 def is_model_name(text: str) -> bool:
@@ -266,9 +267,7 @@ class ModelRegistry:
         lineage = _lineage(folder)
         full = (folder / "config.json").is_file()
         adapter = bool(lineage.get("adapter")) or not full
-        base_path = lineage.get("base_model_path")
-        inspected = folder if full else Path(base_path) if base_path else None
-        facts = _inspect(inspected, strict=False) if inspected else _Facts()
+        facts = _trained_facts(folder, lineage, adapter=adapter)
         base_model = str(lineage.get("base_model") or job.model_id)
         kind = " (LoRA adapter)" if adapter else ""
         metrics = _finite(job.metrics or lineage.get("metrics")) or None
@@ -417,7 +416,7 @@ def _folder(path: str | Path) -> Path:
         raise ModelRegistryError("path is empty or not a valid path. Fix: give a model folder.")
     try:
         folder = Path(text).expanduser().resolve()
-        is_dir = folder.is_dir()
+        exists, is_dir = folder.exists(), folder.is_dir()
     except (OSError, RuntimeError) as exc:  # too long, a symlink loop, no home for '~'
         raise ModelRegistryError(f"path '{text}' cannot be read ({exc}). Fix: check it.") from None
     if len(str(folder)) > MAX_PATH:
@@ -425,23 +424,62 @@ def _folder(path: str | Path) -> Path:
             f"path is over {MAX_PATH} characters once resolved. Fix: move the model to a "
             "shorter path."
         )
-    if not is_dir:
+    if not exists:
         raise ModelRegistryError(
-            f"path '{text}' is not a folder. Fix: give the folder save_pretrained() wrote "
-            "(it holds config.json and *.safetensors)."
+            f"path '{text}' does not exist. Fix: check the path; give the folder "
+            "save_pretrained() wrote (it holds config.json and *.safetensors)."
+        )
+    if not is_dir:
+        model_file = folder.name == "config.json" or folder.suffix == ".safetensors"
+        parent = f": its folder, {folder.parent}" if model_file else ""
+        raise ModelRegistryError(
+            f"path '{text}' is a file, not a folder. Fix: give the folder save_pretrained() "
+            f"wrote (it holds config.json and *.safetensors){parent}."
         )
     return folder
 
 
-def _inspect(folder: Path, *, strict: bool) -> _Facts:
+# peft's task_type, for an adapter saved without flextrain.json (or an older one).
+_PEFT_TASKS = {"SEQ_CLS": "sequence_classification", "CAUSAL_LM": "causal_lm"}
+
+
+def _trained_facts(folder: Path, lineage: dict[str, Any], *, adapter: bool) -> _Facts:
+    """What a job's model folder is: as the task model it runs as (with its head), so a
+    LoRA classifier of a BERT reads BertForSequenceClassification, not the BertModel its
+    base's config.json names. An adapter folder holds no config.json: its base's is
+    built with the job's objective instead."""
+    peft = _json_file(folder / "adapter_config.json")
+    objective = lineage.get("objective") or _PEFT_TASKS.get(str(peft.get("task_type")))
+    labels = lineage.get("labels")
+    num_labels = len(labels) if isinstance(labels, list) and labels else 2
+    if not adapter:
+        return _inspect(folder, strict=False, objective=objective, num_labels=num_labels)
+    base = lineage.get("base_model_path") or peft.get("base_model_name_or_path")
+    if not base or not (Path(str(base)) / "config.json").is_file():
+        return _Facts()
+    # Built with the task's head, so its class is the model the adapter runs on; its
+    # `architectures` (the base's own class) would misname it.
+    facts = _inspect(Path(str(base)), strict=False, objective=objective, num_labels=num_labels)
+    return _Facts(
+        architecture=facts.model_class or facts.architecture,
+        model_type=facts.model_type,
+        num_parameters=facts.num_parameters,
+        training_types=facts.training_types,
+    )
+
+
+def _inspect(
+    folder: Path, *, strict: bool, objective: str | None = None, num_labels: int = 2
+) -> _Facts:
     """Architecture, parameters and training types of the model in `folder`, from its
-    config alone. A config transformers cannot read is an error when `strict`, else
-    leaves the facts empty (a trained model is registered whatever inspection says)."""
+    config alone (built with the head for `objective`, when given). A config
+    transformers cannot read is an error when `strict`, else leaves the facts empty (a
+    trained model is registered whatever inspection says)."""
     from flextrain.models.compatibility import supported_types
     from flextrain.models.inspect import inspect_model
 
     try:
-        info = inspect_model(folder)
+        info = inspect_model(folder, objective=objective, num_labels=num_labels)
     except Exception as exc:  # transformers raises many kinds for a config it cannot read
         if not strict:
             return _Facts()
@@ -457,6 +495,7 @@ def _inspect(folder: Path, *, strict: bool) -> _Facts:
         model_type=info.model_type[:64],
         num_parameters=info.num_parameters,
         training_types=[t.value for t in supported],
+        model_class=info.model_class[:200],
     )
 
 
@@ -471,8 +510,13 @@ def _size(folder: Path) -> int:
 
 def _lineage(folder: Path) -> dict[str, Any]:
     """The `flextrain.json` the trainer writes beside a model (base model, metrics)."""
+    return _json_file(folder / "flextrain.json")
+
+
+def _json_file(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; empty when it is missing or not one."""
     try:
-        data = json.loads((folder / "flextrain.json").read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

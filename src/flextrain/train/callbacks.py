@@ -147,11 +147,22 @@ class StoreProgressCallback(TrainerCallback):
         self._window = (now, state.global_step, tokens)
         return out
 
-    def _write_progress(self, state: TrainerState) -> None:
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        """A checkpoint is where a resume continues: the job's step must say so. On a
+        cancel the job is already CANCELLED (terminal) when the stop checkpoint is saved,
+        so this write is allowed past the terminal state; otherwise the job would show
+        the last throttled progress write, a few steps behind its checkpoint."""
+        if self.reporter:
+            self._write_progress(state, allow_terminal=self.stopped_by_request)
+
+    def _write_progress(self, state: TrainerState, *, allow_terminal: bool = False) -> None:
         self._last_write = time.monotonic()
         total = max(state.max_steps, 1)
         self.store.update(
             self.job_id,
+            allow_terminal=allow_terminal,
             progress=min(state.global_step / total, 1.0),
             current_step=state.global_step,
             current_epoch=float(state.epoch or 0.0),

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from flextrain.hardware.usage import peak_rss_bytes
+from flextrain.train.compat import checkpointing_arguments
 
 
 class ProbeRequest(BaseModel):
@@ -154,8 +155,7 @@ def main(argv: list[str]) -> int:
             optim=request.optim,
             bf16=request.precision == "bf16",
             fp16=request.precision == "fp16",
-            gradient_checkpointing=request.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
+            **checkpointing_arguments(request.gradient_checkpointing),
             save_strategy="no",
             logging_strategy="no",
             report_to="none",

@@ -41,6 +41,7 @@ from flextrain.jobs.spec import RunSpec
 from flextrain.jobs.store import JobStore
 from flextrain.train import distributed
 from flextrain.train.callbacks import JobCancelledError, StopRequest, StoreProgressCallback
+from flextrain.train.compat import checkpointing_arguments
 from flextrain.train.data import load_splits
 from flextrain.train.expert import ExpertSetup
 from flextrain.train.expert import prepare as prepare_expert
@@ -240,6 +241,9 @@ def training_arguments(
     save_strategy = "steps" if cfg.save_steps else "epoch"
     save_steps = cfg.save_steps or 500
     keep_best = has_eval and (cfg.load_best_model_at_end or cfg.early_stopping_patience is not None)
+    # A metric named alone still makes the Trainer track (and its rotation keep) the best
+    # checkpoint, which `jobs checkpoints` marks.
+    tracks_best = keep_best or (has_eval and cfg.metric_for_best_model is not None)
     metric = best_metric_name(cfg)
     if keep_best:
         # The Trainer can only pick a best model among evaluated checkpoints: save
@@ -269,8 +273,7 @@ def training_arguments(
         label_smoothing_factor=cfg.label_smoothing_factor,
         fp16=spec.precision == "fp16",
         bf16=spec.precision == "bf16",
-        gradient_checkpointing=cfg.gradient_checkpointing and supports_gc,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        **checkpointing_arguments(cfg.gradient_checkpointing and supports_gc),
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
         eval_strategy=eval_strategy,
@@ -279,11 +282,11 @@ def training_arguments(
         save_steps=save_steps,
         save_total_limit=cfg.save_total_limit,
         load_best_model_at_end=keep_best,
-        metric_for_best_model=f"eval_{metric}" if keep_best else None,
+        metric_for_best_model=f"eval_{metric}" if tracks_best else None,
         greater_is_better=(
             cfg.greater_is_better if cfg.greater_is_better is not None else metric in GREATER
         )
-        if keep_best
+        if tracks_best
         else None,
         # Counted from the attention mask: the tokens/s a user compares is real tokens.
         include_num_input_tokens_seen="non_padding",

@@ -26,6 +26,7 @@ import signal
 import socket
 import sys
 import traceback
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -59,7 +60,18 @@ def _rank() -> int | None:
     return int(os.environ["RANK"]) if "RANK" in os.environ else None
 
 
+def quiet_library_deprecations() -> None:
+    """Keep other libraries' deprecation notices out of the job log a user reads: they
+    are about those libraries' next versions, not about this run. Warnings asked for on
+    the command line (python -W) still win, and flextrain's own still show."""
+    if sys.warnoptions:
+        return
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"^(?!flextrain)")
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_library_deprecations()
     if _rank() is not None:
         from torch.distributed.elastic.multiprocessing.errors import record
 

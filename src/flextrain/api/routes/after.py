@@ -118,8 +118,11 @@ class EvaluateRequest(BaseModel):
         max_length=500,
         description="Registered dataset (name or name@version); default: the job's own.",
     )
-    split: Literal["all", "heldout"] = Field(
-        "all", description="all: the dataset's first `limit` rows; heldout: the job's eval rows."
+    split: Literal["all", "heldout"] | None = Field(
+        None,
+        description="heldout: the rows the job held out (never trained on); all: the "
+        "dataset's first `limit` rows, training rows included. Default: heldout when the job "
+        "held rows out of the data evaluated, else all (with a note). The response says which.",
     )
     limit: int = Field(1000, ge=1, le=MAX_ROWS, description="Rows to evaluate at most.")
     batch_size: int = Field(16, ge=1, le=256)
@@ -191,7 +194,8 @@ def evaluate_job(
     on a dataset (at most 10,000 rows), tokenised as the job's training data was."""
     visible_job(service, user, job_id)
     confine_dataset(service, user, body.dataset_id)
-    request.state.audit_detail = f"dataset={body.dataset_id or 'own'} split={body.split}"
+    split = body.split or "default"
+    request.state.audit_detail = f"dataset={body.dataset_id or 'own'} split={split}"
     return evaluate(
         service,
         job_id,

@@ -24,6 +24,7 @@ from flextrain.api.deps import (
     can_see,
     is_inside,
 )
+from flextrain.api.errors import APIError
 from flextrain.api.routing import StrictJSONRoute
 from flextrain.api.schemas import (
     ErrorBody,
@@ -108,10 +109,12 @@ def remove_registered(name: str, user: TrainerDep, service: ServiceDep) -> Model
     while a job that has not finished names the model."""
     model = _visible(service, user, name)
     if user.role != Role.ADMIN and model.owner != user.name:
-        raise HTTPException(
+        raise APIError(
             403,
             f"Model '{model.name}' was registered by {model.owner or 'an admin'}; only they "
             "or an admin may remove it.",
+            field="name",
+            fix="remove your own registrations, or ask an admin.",
         )
     removed = service.model_registry.remove(model.name)
     return ModelRemoved(

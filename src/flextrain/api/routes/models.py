@@ -15,10 +15,11 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 
 from flextrain.accounts.users import User
 from flextrain.api.deps import ServiceDep, TrainerDep, ViewerDep
+from flextrain.api.errors import APIError
 from flextrain.api.routes.model_registry import may_see
 from flextrain.api.routing import StrictJSONRoute
 from flextrain.api.schemas import (
@@ -179,10 +180,11 @@ def pull_status(pull_id: str, request: Request, user: ViewerDep) -> PullStatus:
     """Progress of a pull: bytes done of total, percent, status, and the error if it failed."""
     status = pull_tracker(request).get(pull_id)
     if status is None:
-        raise HTTPException(
+        raise APIError(
             404,
             f"No pull with id '{pull_id[:40]}' on this server (pulls are kept in the server's "
             "memory and forgotten on restart). Fix: POST /api/training/models/pull again; "
             "files already pulled are not downloaded twice.",
+            field="pull_id",
         )
     return status

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tempfile
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Form, HTTPException, UploadFile
+from fastapi import APIRouter, Form, UploadFile
 
 from flextrain.accounts.users import Role
 from flextrain.api.deps import (
@@ -21,10 +22,17 @@ from flextrain.api.deps import (
     confine_dataset,
     confine_upload,
 )
+from flextrain.api.errors import APIError, issue_errors
 from flextrain.api.limits import upload_too_large
 from flextrain.api.routes.model_registry import may_see
 from flextrain.api.routing import StrictJSONRoute
-from flextrain.api.schemas import DatasetSummary, DatasetVersionSummary, ErrorBody, ModelEntry
+from flextrain.api.schemas import (
+    DatasetSummary,
+    DatasetUploaded,
+    DatasetVersionSummary,
+    ErrorBody,
+    ModelEntry,
+)
 from flextrain.config.enums import TrainingStatus
 from flextrain.data.manager import DatasetInUseError, split_ref
 from flextrain.data.registry import DatasetInfo
@@ -57,13 +65,21 @@ def _column_map(raw: str | None) -> ColumnMap | None:
     if not isinstance(given, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in given.items()
     ):
-        raise HTTPException(
-            422, 'columns: must be a JSON object of strings, e.g. {"text": "body"}.'
+        fix = 'send a JSON object of part names to column names, e.g. {"text": "body"}.'
+        raise APIError(
+            422,
+            f'columns: must be a JSON object of strings, e.g. {{"text": "body"}}. Fix: {fix}',
+            field="columns",
+            fix=fix,
         )
     unknown = sorted(set(given) - parts)
     if unknown:
-        raise HTTPException(
-            422, f"columns: unknown part(s) {', '.join(unknown)}; use {', '.join(sorted(parts))}."
+        fix = f"use only these parts: {', '.join(sorted(parts))}."
+        raise APIError(
+            422,
+            f"columns: unknown part(s) {', '.join(unknown)}. Fix: {fix}",
+            field="columns",
+            fix=fix,
         )
     return ColumnMap(**given)
 
@@ -134,25 +150,37 @@ def delete_dataset(
     confine_dataset(service, user, name)
     access = service.datasets.access(name)
     if access is not None and user.role != Role.ADMIN and access[0] != user.name:
-        raise HTTPException(
-            403, f"Dataset '{name}' belongs to another user; only they or an admin may delete it."
+        raise APIError(
+            403,
+            f"Dataset '{name}' belongs to another user; only they or an admin may delete it.",
+            field="dataset_ref",
+            fix="delete your own datasets, or ask an admin.",
         )
     try:
         deleted = service.datasets.delete(
             name, version, used_by=service.store.jobs_using, force=force
         )
     except DatasetInUseError as exc:
-        raise HTTPException(409, str(exc)) from None
+        raise APIError(
+            409, str(exc), field="force", fix="keep it, or delete it with force=true."
+        ) from None
     return {"deleted": deleted}
 
 
 @router.get("/datasets/{dataset_id:path}", response_model=DatasetSummary, responses=_ERRORS)
 def show_dataset(dataset_id: str, user: ViewerDep, service: ServiceDep) -> DatasetSummary:
     confine_dataset(service, user, dataset_id)
-    return _summary(service.datasets.get(dataset_id))
+    return _summary(service.datasets.describe(dataset_id))
 
 
-@router.post("/datasets", response_model=DatasetSummary, status_code=201, responses=_ERRORS)
+def _upload_name(filename: str, suffix: str) -> str:
+    """The uploaded file's own name, safe to create on this server, so errors and the
+    version's `source_name` name what the client sent (not a temporary file)."""
+    name = re.sub(r"[^\w.\- ]", "_", Path(filename).name).strip(" .")
+    return name[-200:] if name.lower().endswith(suffix) else f"upload{suffix}"
+
+
+@router.post("/datasets", response_model=DatasetUploaded, status_code=201, responses=_ERRORS)
 def upload_dataset(
     user: TrainerDep,
     service: ServiceDep,
@@ -170,54 +198,57 @@ def upload_dataset(
             "(parts: text, label, instruction, input, output, prompt, completion, messages)."
         ),
     ] = None,
-) -> DatasetSummary:
+) -> DatasetUploaded:
     """Store an uploaded JSONL/JSON/CSV/TSV/Parquet/text file and register it under `name`.
 
     The file is checked as training data before it is kept: a file that cannot
-    serve is refused and nothing stays behind.
+    serve is refused (422, every bad row and unreadable line in `errors`, in file
+    order) and nothing stays behind. What the checks only warn about is in
+    `warnings`.
     """
     if not _NAME.match(name):
-        raise HTTPException(
-            422,
-            f"name {name!r} is not valid: use letters, digits, '_', '.', '-' and at most "
-            "one '/', e.g. 'team/reviews'.",
-        )
+        fix = "use letters, digits, '_', '.', '-' and at most one '/', e.g. 'team/reviews'."
+        raise APIError(422, f"name {name!r} is not valid. Fix: {fix}", field="name", fix=fix)
     access = service.datasets.access(name)
     if access is not None and user.role != Role.ADMIN and access[0] != user.name:
         # Uploading to one's own name (or as admin) stores a new version instead.
-        raise HTTPException(
-            409, f"A dataset named {name!r} exists and is not yours; choose another name."
+        raise APIError(
+            409,
+            f"A dataset named {name!r} exists and is not yours. Fix: choose another name.",
+            field="name",
         )
     confine_upload(service, name)
     if shape is not None and shape not in _SHAPES:
-        raise HTTPException(422, f"shape: '{shape}' is not known; use one of {', '.join(_SHAPES)}.")
+        fix = f"use one of {', '.join(_SHAPES)}, or leave shape out to detect it."
+        raise APIError(422, f"shape: '{shape}' is not known. Fix: {fix}", field="shape", fix=fix)
     column_map = _column_map(columns)
     suffix = Path(file.filename or "").suffix.lower()
     if suffix not in _SUFFIXES:
-        raise HTTPException(
+        fix = "upload one of " + ", ".join(sorted(_SUFFIXES)) + "."
+        raise APIError(
             422,
-            f"file: unsupported type {suffix or '(none)'!r}; upload one of "
-            + ", ".join(sorted(_SUFFIXES)),
+            f"file: unsupported type {suffix or '(none)'!r}. Fix: {fix}",
+            field="file",
+            fix=fix,
         )
-    # The upload lands in a temporary file inside FLEXTRAIN_HOME (never at a path the
-    # client names); registering copies its checked content into an immutable
-    # version, and the temporary file is removed whatever happens. The size is counted
-    # while copying (a declared Content-Length over the limit never gets this far).
+    # The upload lands in a fresh temporary folder inside FLEXTRAIN_HOME, under the
+    # uploaded file's own name (never at a path the client names); registering copies
+    # its checked content into an immutable version, and the folder is removed whatever
+    # happens. The size is counted while copying (a declared Content-Length over the
+    # limit never gets this far).
     max_mb = service.settings.max_upload_mb
-    with tempfile.NamedTemporaryFile(
-        "wb", suffix=suffix, dir=service.settings.home, delete=False
-    ) as tmp:
-        size = 0
-        while chunk := file.file.read(1024 * 1024):
-            size += len(chunk)
-            if size > max_mb * 1024**2:
-                tmp.close()
-                Path(tmp.name).unlink(missing_ok=True)
-                raise HTTPException(413, upload_too_large(max_mb))
-            tmp.write(chunk)
+    folder = Path(tempfile.mkdtemp(prefix=".upload-", dir=service.settings.home))
     try:
-        service.datasets.add(
-            Path(tmp.name),
+        upload = folder / _upload_name(file.filename or "", suffix)
+        with upload.open("wb") as out:
+            size = 0
+            while chunk := file.file.read(1024 * 1024):
+                size += len(chunk)
+                if size > max_mb * 1024**2:
+                    raise APIError(413, upload_too_large(max_mb), field="file")
+                out.write(chunk)
+        version = service.datasets.add(
+            upload,
             name=name,
             description=description,
             owner=user.name,
@@ -225,10 +256,15 @@ def upload_dataset(
             shape=cast(Shape | None, shape),
             columns=column_map,
         )
-        info = service.datasets.get(name)
+        info = service.datasets.describe(name)
     finally:
-        Path(tmp.name).unlink(missing_ok=True)
-    return _summary(info)
+        shutil.rmtree(folder, ignore_errors=True)
+    warnings = []
+    if version.report is not None:
+        fix = "the data was registered; if these rows are not what you meant, correct them "
+        fix += "and upload again."
+        warnings = issue_errors(version.report, "warning", fix=fix)
+    return DatasetUploaded(**_summary(info).model_dump(), warnings=warnings)
 
 
 @router.get("/models", response_model=list[ModelEntry], responses=_ERRORS)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from flextrain.accounts.users import Role, User
@@ -23,6 +23,7 @@ from flextrain.api.deps import (
     owned_job,
     visible_job,
 )
+from flextrain.api.errors import APIError
 from flextrain.api.routes.models import search_listing
 from flextrain.api.routing import StrictJSONRoute
 from flextrain.api.schemas import (
@@ -89,7 +90,13 @@ def check_compatibility(
 ) -> ModelCompatibility:
     """Is this model trainable this way, how much memory and time will it take."""
     if body.probe and not user.role.allows(Role.TRAINER):
-        raise HTTPException(403, "Running the calibration probe needs the 'trainer' role.")
+        raise APIError(
+            403,
+            "Running the calibration probe needs the 'trainer' role.",
+            field="probe",
+            fix="leave probe off (the estimate needs no probe), or ask an admin for the "
+            "trainer role.",
+        )
     confine_dataset(service, user, body.dataset_id)
     confine_model(service, user, body.model_id)
     if body.config is not None:
@@ -143,10 +150,11 @@ def _allowed_priority(user: User, priority: int) -> int:
     """Trainers may queue at the default priority or below; raising a job above everyone
     else's is an admin's call, so that users sharing a machine wait their turn."""
     if priority > 0 and not user.role.allows(Role.ADMIN):
-        raise HTTPException(
+        raise APIError(
             403,
             f"priority {priority} needs the 'admin' role; trainers may use 0 or below. "
             "Fix: leave priority at 0, or ask an admin.",
+            field="priority",
         )
     return priority
 
@@ -208,11 +216,12 @@ def create_expert_job(
     allowed for trainers."""
     if config.user_code:
         if not user.role.allows(Role.ADMIN):
-            raise HTTPException(
+            raise APIError(
                 403,
                 f"This config names user code ({', '.join(config.user_code)}), which runs on "
                 "the server: only an admin may create it. Fix: use the built-in losses, "
                 "optimizers and lr_schedule_expr, or ask an admin.",
+                field="code_dir",
             )
         digests = code_digest(config.user_code, config.code_dir)
         request.state.audit_detail = "user code in {}: {}".format(
@@ -240,23 +249,35 @@ def check_expert_yaml(body: ExpertYaml, user: TrainerDep) -> ExpertCheck:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise HTTPException(422, f"The expert YAML does not parse{where}: {problem}.") from None
+        raise APIError(
+            422,
+            f"The expert YAML does not parse{where}: {problem}.",
+            field="yaml",
+            fix=f"correct the YAML{where} (indent with spaces, 'key: value' per line).",
+        ) from None
     if not isinstance(data, dict):
-        raise HTTPException(
-            422, "The expert YAML must be a mapping of config keys, e.g. `lr_schedule_expr: lr`."
+        raise APIError(
+            422,
+            "The expert YAML must be a mapping of config keys, e.g. `lr_schedule_expr: lr`.",
+            field="yaml",
+            fix="write one 'key: value' per line, e.g. `lr_schedule_expr: lr`.",
         )
     if data.get("code_dir") and not user.role.allows(Role.ADMIN):
-        raise HTTPException(
+        raise APIError(
             403,
             "code_dir: user code is read from the server's disk, so only an admin may name "
             "it. Fix: remove code_dir and use the built-in losses and lr_schedule_expr.",
+            field="yaml.code_dir",
         )
     unknown = sorted(set(data) - EXPERT_KEYS)
     if unknown:
-        raise HTTPException(
+        raise APIError(
             422,
             f"Not expert keys: {', '.join(map(str, unknown))} (set those in the form). Expert "
             f"keys: {', '.join(sorted(EXPERT_KEYS))}.",
+            field="yaml",
+            fix=f"move {', '.join(map(str, unknown))} to the form, and keep only expert keys "
+            "in the YAML.",
         )
     try:
         config = ExpertTrainingConfig(
