@@ -178,3 +178,57 @@ def test_lazy_table_matches_the_imports_type_checkers_see() -> None:
     }
     assert seen == flextrain._EXPORTS
     assert sorted(flextrain.__all__) == sorted(seen)
+
+
+def test_a_second_job_of_a_model_is_created_without_the_training_libraries(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """The model's facts (built on the meta device, which needs torch and transformers)
+    are kept in the home: the next job of that model is created without importing them."""
+    argv = [
+        "train",
+        *("--model", "flextrain/tiny-bert", "--dataset", "demo/sentiment", "--type", "lora"),
+        *("--max-length", "32", "--no-start"),
+    ]
+    # The first inspects the model, so it loads torch (and then ends without unloading
+    # it: no report from the probe; see test_a_command_that_loaded_torch_ends_...).
+    first = subprocess.run(
+        [sys.executable, "-m", "flextrain", *argv],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert first.returncode == 0, first.stderr
+    assert list((Path(cli_env["FLEXTRAIN_HOME"]) / "cache" / "model-info").glob("*.json"))
+    second = _probe(argv, tmp_path, cli_env)
+    assert second["code"] == 0, second["stdout"]
+    assert "created" in second["stdout"]
+    assert _heavy(second["modules"]) == []
+
+
+def test_a_command_that_loaded_torch_ends_with_its_status_and_all_its_output(
+    cli_env: dict[str, str],
+) -> None:
+    """Such a command skips unloading torch at exit (seconds), never its output or code."""
+    argv = ["train", "--model", "flextrain/tiny-bert", "--dataset", "demo/sentiment"]
+    bad = [*argv, "--type", "lora", "--max-length", "100000", "--learning-rate", "5"]
+    done = subprocess.run(
+        [sys.executable, "-m", "flextrain", *bad],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "learning_rate: 5.0 is outside" in done.stderr
+    assert done.stderr.rstrip().endswith("or less.")  # the last issue, whole
+    ok = subprocess.run(
+        [sys.executable, "-m", "flextrain", "check", "flextrain/tiny-bert", "--json"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["is_compatible"] is True

@@ -9,6 +9,7 @@ continues it from its latest checkpoint.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -58,10 +59,18 @@ from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs import oom
 from flextrain.jobs.checkpoints import latest_checkpoint
 from flextrain.jobs.environment import TrainingEnvironment, TrainingEnvironmentManager
-from flextrain.jobs.launch import build_launch_command, is_distributed, job_layout, supervised
+from flextrain.jobs.launch import (
+    build_launch_command,
+    is_distributed,
+    job_layout,
+    supervised,
+    warm_worker_command,
+    worker_environment,
+)
 from flextrain.jobs.placement import demand_of, never_fits, reservation_of
 from flextrain.jobs.plots import plot_histories
 from flextrain.jobs.process import (
+    WarmWorker,
     is_alive,
     process_start_time,
     spawn,
@@ -78,7 +87,8 @@ from flextrain.models.compatibility import (
     memory_budget,
     training_setup,
 )
-from flextrain.models.inspect import ModelInfo, choose_lora_targets, inspect_model
+from flextrain.models.facts_cache import inspect_model_cached
+from flextrain.models.inspect import ModelInfo, choose_lora_targets
 from flextrain.models.registry import ModelRegistry
 from flextrain.models.resolve import ModelNotFoundError, ModelResolver
 from flextrain.models.tasks import choose_objective, choose_precision
@@ -148,11 +158,14 @@ class TrainingService:
         )
         self.environments = TrainingEnvironmentManager(self.settings.jobs_dir)
         self.validator = TrainingParameterValidator()
-        self.compatibility = ModelCompatibilityChecker(self.models)
+        # Inspected model facts, so that a later job of a model needs no torch here.
+        self.model_info_cache = self.settings.home / "cache" / "model-info"
+        self.compatibility = ModelCompatibilityChecker(self.models, self.model_info_cache)
         self._hardware_probe = hardware_probe or (
             lambda: HardwareConstraints.detect_current(self.settings.home)
         )
         self._inspect = lru_cache(maxsize=32)(self._inspect_uncached)
+        self._warm_worker: WarmWorker | None = None
 
     # -- facts -------------------------------------------------------------------------
     def hardware(self) -> HardwareConstraints:
@@ -170,7 +183,9 @@ class TrainingService:
         return self._inspect(model_id)
 
     def _inspect_uncached(self, model_id: str) -> ModelInfo:
-        return inspect_model(self.models.resolve_config(model_id).path)
+        return inspect_model_cached(
+            self.models.resolve_config(model_id).path, self.model_info_cache
+        )
 
     def check_compatibility(
         self,
@@ -739,7 +754,17 @@ class TrainingService:
             heartbeat_at=datetime.now(UTC),
         )
         limits = self._confine(job_id, env)
-        proc = spawn(argv, proc_env, env.log_file, on_exit=partial(oom.record_exit, env.root))
+        on_exit = partial(oom.record_exit, env.root)
+        warm, self._warm_worker = self._warm_worker, None
+        proc = None
+        # Not for torchrun (it starts its own workers), nor into a memory cgroup: what a
+        # warm worker imported was charged before it could join it.
+        if warm is not None and not is_distributed(config) and limits.memory_cgroup is None:
+            proc = warm.take(argv[3:], proc_env, env.log_file, on_exit=on_exit)
+        if warm is not None and proc is None:
+            warm.discard()
+        if proc is None:
+            proc = spawn(argv, proc_env, env.log_file, on_exit=on_exit)
         self.store.update(job_id, pid=proc.pid, pid_started_at=process_start_time(proc.pid))
         if limits.memory_cgroup is not None:
             try:
@@ -927,6 +952,19 @@ class TrainingService:
             f" of {budget / 1024**3:.1f} GB {memory} memory: {fitting or 'none'})"
         )
         return resolved, message
+
+    def start_warm_worker(self) -> None:
+        """Start a worker process now for the next job this service launches, so that it
+        imports the training libraries (about 4 s) while the job is being validated. For
+        a front end about to create and start one job (`flextrain train`); not taken by
+        a single-process job of this service, it is stopped when this process exits."""
+        if self._warm_worker is not None or self.hardware().gpu_count:
+            # With GPUs, which ones a job may see is only known at launch; a fresh
+            # process starts with them from its first line.
+            return
+        warm = WarmWorker(warm_worker_command(), worker_environment())
+        self._warm_worker = warm
+        atexit.register(warm.discard)
 
     def plan_start(self, job_id: str) -> RunSpec:
         """What starting a pending job would run, without running it: the checks `start_job`

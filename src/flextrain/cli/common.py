@@ -11,7 +11,11 @@ runs none of them, and should not pay for SQLAlchemy or the data layer.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -91,3 +95,32 @@ def get_service() -> TrainingService:
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     return guard(TrainingService)
+
+
+def end_without_teardown(exc: SystemExit) -> None:
+    """End this process now, with `exc`'s exit status, when a command loaded torch.
+
+    Unloading torch and transformers at interpreter exit takes 1 to 1.7 s on a 2-core
+    CPU (tearing down some 380,000 objects), after the command's work is done: a first
+    `train` of a model, `check`, `try` or `evaluate` paid it on every run. The exit
+    handlers still run and the output is flushed; only the module teardown is skipped.
+    A process with other threads still running (not daemons) exits the usual way.
+    """
+    if "torch" not in sys.modules:
+        return  # the usual teardown is quick
+    main = threading.main_thread()
+    if any(t is not main and t.is_alive() and not t.daemon for t in threading.enumerate()):
+        return
+    code = exc.code
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # what the interpreter would print for a non-integer exit code
+        print(code, file=sys.stderr)
+        status = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed, or a closed pipe
+            stream.flush()
+    os._exit(status)

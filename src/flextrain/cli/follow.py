@@ -19,6 +19,20 @@ if TYPE_CHECKING:
     from flextrain.service import TrainingService
 
 
+# Seconds between looks at a job that has trained its last step: what is left (the
+# final evaluation, saving, registering the model) takes about a second, and the command
+# returns as soon as the job is seen completed.
+FINISHING_POLL = 0.1
+
+
+def _finishing(job: TrainingJob) -> bool:
+    return job.status == TrainingStatus.EVALUATING or (
+        job.status == TrainingStatus.TRAINING
+        and bool(job.total_steps)
+        and job.current_step >= job.total_steps
+    )
+
+
 def follow_job(
     service: TrainingService, job_id: str, console: Console, poll: float = 0.5
 ) -> TrainingJob:
@@ -77,7 +91,7 @@ def follow_job(
                 if job.is_finished:
                     return job
                 next_tick = service.tick_while_queued(job, next_tick)
-                time.sleep(poll)
+                time.sleep(min(poll, FINISHING_POLL) if _finishing(job) else poll)
     except KeyboardInterrupt:
         console.print(f"[yellow]Interrupted: cancelling job {job_id}...")
         service.cancel_job(job_id)

@@ -24,7 +24,13 @@ from rich.table import Table
 
 from flextrain.cli.admin import audit, users_app
 from flextrain.cli.checkpoints import checkpoints
-from flextrain.cli.common import console, err_console, get_service, guard
+from flextrain.cli.common import (
+    console,
+    end_without_teardown,
+    err_console,
+    get_service,
+    guard,
+)
 from flextrain.cli.datasets import datasets_app
 from flextrain.cli.follow import follow_job
 from flextrain.cli.models import models_app
@@ -40,7 +46,21 @@ if TYPE_CHECKING:
     from flextrain.jobs.store import TrainingJob
     from flextrain.models.compatibility import ModelCompatibility
 
-app = typer.Typer(
+
+class _ProcessApp(typer.Typer):
+    """The `flextrain` command. Run as a process's entry point (console script, `python
+    -m flextrain`), it ends that process without unloading the training libraries
+    (`end_without_teardown`); tests invoke its click command and never get here."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except SystemExit as exc:
+            end_without_teardown(exc)
+            raise
+
+
+app = _ProcessApp(
     name="flextrain",
     help="Check, estimate and really train Hugging Face models on your own hardware.",
     no_args_is_help=True,
@@ -270,6 +290,8 @@ def train(
             raise ValueError(f"Missing {', '.join(missing)} (or set them in --config).")
         cfg = build_config(values, mode.value if mode else None)
         service = _service()
+        if not no_start:  # its imports overlap with validating the job
+            service.start_warm_worker()
         job = service.create_job(cfg, strict_hardware=True, priority=priority)
         for warning in job.warnings:
             err_console.print(f"warning: {warning}", style="yellow", markup=False)
@@ -350,6 +372,7 @@ def demo(
     )
 
     def run() -> TrainingJob:
+        service.start_warm_worker()
         job = service.create_job(cfg, strict_hardware=True)
         job = service.start_job(job.job_id)
         return follow_job(service, job.job_id, console)
@@ -665,6 +688,7 @@ def jobs_start(
 
     def run() -> TrainingJob:
         service = _service()
+        service.start_warm_worker()
         job = service.start_job(job_id)
         if job.status == TrainingStatus.QUEUED:
             console.print(f"Job [bold]{job_id}[/] queued: {escape(job.wait_reason or '')}")

@@ -41,6 +41,29 @@ def is_distributed(config: dict[str, Any]) -> bool:
     return processes * nodes > 1
 
 
+def worker_environment(base_env: dict[str, str] | None = None) -> dict[str, str]:
+    """What every worker process runs with, whatever its job: `base_env` (default this
+    process's environment) plus the settings below, some of which only act when the
+    interpreter starts."""
+    env = dict(os.environ if base_env is None else base_env)
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            # The tokenizer's thread pool would compete with torch for the same cores.
+            "TOKENIZERS_PARALLELISM": "false",
+            "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+            # Progress bars of file writes only clutter the job log.
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        }
+    )
+    return env
+
+
+def warm_worker_command(python: str | None = None) -> list[str]:
+    """A worker started before it has a job (`flextrain.jobs.process.WarmWorker`)."""
+    return [python or sys.executable, "-m", WORKER_MODULE, "--warm"]
+
+
 def build_launch_command(
     job_id: str,
     config: dict[str, Any],
@@ -75,17 +98,7 @@ def build_launch_command(
         "--home",
         str(settings.home),
     ]
-    env = dict(os.environ if base_env is None else base_env)
-    env.update(
-        {
-            "PYTHONUNBUFFERED": "1",
-            # The tokenizer's thread pool would compete with torch for the same cores.
-            "TOKENIZERS_PARALLELISM": "false",
-            "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-            # Progress bars of file writes only clutter the job log.
-            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        }
-    )
+    env = worker_environment(base_env)
     if allocation.gpus:
         # NVML (which the scheduler reads) numbers GPUs in PCI bus order; CUDA's default
         # is fastest first. Same order, so the indices name the GPUs that were allocated.

@@ -8,6 +8,7 @@ our worker.
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import threading
 from collections.abc import Callable
@@ -101,3 +102,66 @@ def _running(proc: psutil.Process) -> bool:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+class WarmWorker:
+    """A worker process started before its job exists, to be handed that job later.
+
+    A worker spends about 4 s importing torch, transformers and peft before it can do
+    anything; a front end spends as long validating the job first (the first job of a
+    model inspects it, which imports the same libraries). Started when the front end
+    starts validating, the worker imports meanwhile, then waits on its stdin; `take`
+    gives it the command line, environment and log of the job `spawn` would have
+    started, and it runs the job as that fresh process would (see
+    `flextrain.train.worker`). Not taken, it is killed by `discard`.
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def take(
+        self,
+        worker_args: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        on_exit: Callable[[int], None] | None = None,
+    ) -> subprocess.Popen[bytes] | None:
+        """Hand over the job whose worker arguments (after `-m flextrain.train.worker`)
+        are `worker_args`; the process, or None when this one cannot run it any more
+        (it exited, or was taken) and the caller spawns a fresh one."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.stdin is None or proc.poll() is not None:
+            return None
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        order = {"args": worker_args, "env": env, "log": str(log_path)}
+        try:
+            proc.stdin.write(json.dumps(order).encode() + b"\n")
+            proc.stdin.close()
+        except OSError:  # it died meanwhile
+            with contextlib.suppress(OSError):
+                proc.kill()
+            return None
+
+        def reap() -> None:
+            returncode = proc.wait()
+            if on_exit is not None:
+                on_exit(returncode)
+
+        threading.Thread(target=reap, name=f"reap-{proc.pid}", daemon=True).start()
+        return proc
+
+    def discard(self) -> None:
+        """Stop the process if no job was handed to it (it holds ~0.5 GB of libraries)."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+            proc.wait()

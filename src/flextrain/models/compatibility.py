@@ -23,8 +23,9 @@ from flextrain.estimate.probe import ProbeError, build_request, run_probe, shoul
 from flextrain.estimate.recommend import largest_fitting_batch, recommend
 from flextrain.estimate.timing import device_flops_prior, estimate_time, flops_per_token
 from flextrain.hardware.detect import HardwareConstraints
+from flextrain.models.facts_cache import inspect_model_cached
 from flextrain.models.heavy import load_transformers
-from flextrain.models.inspect import ModelInfo, choose_lora_targets, inspect_model
+from flextrain.models.inspect import ModelInfo, choose_lora_targets
 from flextrain.models.resolve import ModelNotFoundError, ModelResolver
 from flextrain.models.tasks import choose_objective, choose_precision
 
@@ -224,8 +225,10 @@ def tokens_per_epoch(
 class ModelCompatibilityChecker:
     """Answers `check(model_id, training_type)` from the model's config alone."""
 
-    def __init__(self, resolver: ModelResolver) -> None:
+    def __init__(self, resolver: ModelResolver, model_info_cache: Path | None = None) -> None:
         self.resolver = resolver
+        # Where inspected facts are kept (see flextrain.models.facts_cache); None: nowhere.
+        self.model_info_cache = model_info_cache
 
     def check(
         self,
@@ -247,7 +250,7 @@ class ModelCompatibilityChecker:
         }
         try:
             resolved = self.resolver.resolve_config(model_id)
-            info = inspect_model(resolved.path)
+            info = inspect_model_cached(resolved.path, self.model_info_cache)
         except ModelNotFoundError as exc:
             return ModelCompatibility(**base, is_compatible=False, issues=[str(exc)])
         except (ValueError, OSError, KeyError) as exc:
@@ -308,7 +311,9 @@ class ModelCompatibilityChecker:
             objective = info.lm_objective  # estimate anyway, for the report
         num_labels = max(len(dataset.labels), 2) if dataset else 2
         if objective != ("masked_lm" if info.is_encoder else "causal_lm"):
-            info = inspect_model(resolved.path, objective=objective, num_labels=num_labels)
+            info = inspect_model_cached(
+                resolved.path, self.model_info_cache, objective=objective, num_labels=num_labels
+            )
         arch = info.architecture()
         setup = training_setup(info, cfg, hw, objective, num_labels)
         estimate = estimate_memory(arch, setup)

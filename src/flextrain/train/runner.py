@@ -523,7 +523,7 @@ def _train(
     if has_eval:
         if reporter:
             store.update(spec.job_id, status=TrainingStatus.EVALUATING)
-        after = trainer.evaluate()
+        after = last_evaluation(trainer.state, args) or trainer.evaluate()
         metrics.update({k: v for k, v in after.items() if isinstance(v, int | float)})
         if "eval_loss" in after and reporter:
             store.update(spec.job_id, eval_loss=after["eval_loss"])
@@ -556,6 +556,26 @@ def _train(
     )
     store.merge_metrics(spec.job_id, metrics)
     return metrics
+
+
+def last_evaluation(state: TrainerState, args: TrainingArguments) -> dict[str, float] | None:
+    """The evaluation the Trainer made at the run's last step, when the model is still the
+    one it evaluated (no best checkpoint loaded in its place); None otherwise.
+
+    With an evaluation per epoch (the default) the last one is of the final weights on
+    the same held-out rows, so evaluating again would repeat a whole pass for the same
+    numbers (0.5 s of the demo job on 2 CPU cores; docs/benchmarks.md). Every rank sees
+    the same log history, so a multi-process run makes the same choice on each.
+    """
+    best = state.best_model_checkpoint
+    if args.load_best_model_at_end and best and not best.endswith(f"-{state.global_step}"):
+        return None  # the best checkpoint's weights were loaded: evaluate those
+    for entry in reversed(state.log_history):  # the last step's logs: loss, eval, summary
+        if entry.get("step") != state.global_step:
+            return None
+        if "eval_loss" in entry:
+            return {k: v for k, v in entry.items() if k != "step"}
+    return None
 
 
 def _finished_training(checkpoint: str | None) -> TrainerState | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -70,8 +71,49 @@ def quiet_library_deprecations() -> None:
         warnings.filterwarnings("ignore", category=category, module=r"^(?!flextrain)")
 
 
+# Read by CUDA when it initialises: a warm worker that had CUDA initialised with other
+# values than its job's cannot take them any more, and starts afresh instead.
+_CUDA_VARIABLES = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
+
+
+def _wait_for_job() -> list[str] | None:
+    """A warm worker (`flextrain.jobs.process.WarmWorker`): import the training libraries
+    now, then take the job the front end hands over on stdin, one JSON line: the worker
+    arguments, the environment and the log file a freshly spawned worker would have had.
+    None when the front end closes stdin without a job."""
+    import flextrain.train.runner  # noqa: F401  # the seconds this process is started early for
+
+    line = sys.stdin.readline()
+    if not line.strip():
+        return None
+    order = json.loads(line)
+    args: list[str] = order["args"]
+    env: dict[str, str] = order["env"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log = os.open(order["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    import torch
+
+    if torch.cuda.is_initialized() and any(
+        os.environ.get(name) != env.get(name) for name in _CUDA_VARIABLES
+    ):
+        os.execve(sys.executable, [sys.executable, "-m", "flextrain.train.worker", *args], env)
+    os.environ.clear()
+    os.environ.update(env)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     quiet_library_deprecations()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--warm"]:
+        job = _wait_for_job()
+        if job is None:
+            return 0
+        argv = job
     if _rank() is not None:
         from torch.distributed.elastic.multiprocessing.errors import record
 
