@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 
-.PHONY: install demo test test-postgres lint bench soak load clean
+.PHONY: install demo test test-postgres lint bench soak load clean security
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,3 +65,10 @@ $(CHROMIUM_STAMP):
 	touch $(CHROMIUM_STAMP)
 chromium: $(CHROMIUM_STAMP)
 test: $(CHROMIUM_STAMP)
+
+# The security probes alone (also part of `make test`): Host and Origin checks, sizes,
+# hostile YAML, confinement, audit, headers, the browser's cross-site attacks, fuzzing.
+security: install $(CHROMIUM_STAMP)
+	$(PY) -m pytest tests/api/test_security.py tests/web/test_cross_site.py \
+		tests/api/test_fuzz.py tests/api/test_limits.py tests/api/test_paths.py \
+		tests/api/test_confinement.py tests/api/test_error_fields.py

@@ -62,11 +62,19 @@ def database_url(database_admin: Engine | None) -> Iterator[str | None]:
         connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# The Host name FastAPI's TestClient sends: a server answers only to the names it is
+# configured for (loopback and FLEXTRAIN_ALLOWED_HOSTS).
+TEST_CLIENT_HOST = "testserver"
+
+
 @pytest.fixture
 def settings(tmp_path: Path, models_cache: Path, database_url: str | None) -> Settings:
-    if database_url is None:
-        return Settings(home=tmp_path / "home", models_cache=models_cache)
-    return Settings(home=tmp_path / "home", models_cache=models_cache, database_url=database_url)
+    return Settings(
+        home=tmp_path / "home",
+        models_cache=models_cache,
+        database_url=database_url,
+        allowed_hosts=[TEST_CLIENT_HOST],
+    )
 
 
 @pytest.fixture

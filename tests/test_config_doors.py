@@ -48,6 +48,7 @@ from flextrain.service import TrainingService
 from flextrain.settings import Settings
 from flextrain.train.runner import training_arguments
 from flextrain.train.tracking import configure_tracking
+from tests.conftest import TEST_CLIENT_HOST
 
 REQUIRED = ("model_id", "dataset_id", "training_type")
 FINE = {
@@ -285,7 +286,9 @@ class Doors:
 @pytest.fixture(scope="module")
 def doors(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Iterator[Doors]:
     root = tmp_path_factory.mktemp("doors")
-    settings = Settings(home=root / "home", models_cache=models_cache)
+    settings = Settings(
+        home=root / "home", models_cache=models_cache, allowed_hosts=[TEST_CLIENT_HOST]
+    )
     api = create_app(settings)
     service: TrainingService = api.state.service
     _, token = service.users.create("tom", "trainer")

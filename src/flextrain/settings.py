@@ -94,6 +94,26 @@ class Settings(BaseSettings):
         "Default: no limit of its own.",
     )
 
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names the API answers to besides loopback and the address it "
+        "listens on (FLEXTRAIN_ALLOWED_HOSTS, comma-separated, e.g. train.example.org); "
+        "any other Host header is refused (DNS rebinding).",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Web origins besides the server's own page that may send requests that "
+        "change something (FLEXTRAIN_ALLOWED_ORIGINS, comma-separated, e.g. "
+        "https://ui.example.org); other sites are refused (cross-site request forgery).",
+    )
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("allowed_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: Any) -> Any:

@@ -20,6 +20,7 @@ from flextrain.api.app import create_app
 from flextrain.service import JobStateError, TrainingService
 from flextrain.settings import Settings
 from tests.api.helpers import TINY_JOB, Caller, create_job, wait_finished
+from tests.conftest import TEST_CLIENT_HOST
 
 
 def stop_jobs(service: TrainingService) -> None:
@@ -108,7 +109,9 @@ class Trained:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Iterator[Trained]:
     home = tmp_path_factory.mktemp("api-trained") / "home"
-    app = create_app(Settings(home=home, models_cache=models_cache))
+    app = create_app(
+        Settings(home=home, models_cache=models_cache, allowed_hosts=[TEST_CLIENT_HOST])
+    )
     service: TrainingService = app.state.service
     try:
         with TestClient(app, raise_server_exceptions=False) as client:

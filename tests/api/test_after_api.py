@@ -22,6 +22,7 @@ from flextrain.service import TrainingService
 from flextrain.settings import Settings
 from tests.api.conftest import add_caller, stop_jobs
 from tests.api.helpers import BASIC_JOB, Caller, assert_error, create_job, wait_finished
+from tests.conftest import TEST_CLIENT_HOST
 
 LORA_JOB: dict[str, Any] = {
     "model_id": "flextrain/tiny-llama",
@@ -62,7 +63,9 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Iterator[Setup]:
     home = tmp_path_factory.mktemp("after-api") / "home"
-    app = create_app(Settings(home=home, models_cache=models_cache))
+    app = create_app(
+        Settings(home=home, models_cache=models_cache, allowed_hosts=[TEST_CLIENT_HOST])
+    )
     service: TrainingService = app.state.service
     try:
         with TestClient(app, raise_server_exceptions=False) as client:

@@ -42,6 +42,11 @@ def _upload(content: bytes = REVIEWS, filename: str = "r.jsonl", **data: str) ->
     return {"files": {"file": (filename, content)}, "data": {"name": "up", **data}}
 
 
+def _check(content: bytes = REVIEWS, filename: str = "r.jsonl", **data: str) -> dict[str, Any]:
+    return {"files": {"file": (filename, content)}, "data": data}
+
+
+VALIDATE = "/api/datasets/validate"
 CASES = [
     # unknown or malformed ids of each kind
     Bad("unknown-job", "GET", f"/api/training/jobs/{UNKNOWN_JOB}", 404, "job_id"),
@@ -194,6 +199,17 @@ CASES = [
         **_upload(**{"name": "tina/reviews"}),
     ),
     Bad("delete-others-dataset", "DELETE", "/api/datasets/tina/reviews", 403, "dataset_ref"),
+    # checking a file before saving it, previewing a dataset
+    Bad("validate-as-viewer", "POST", VALIDATE, 403, "role", role="viewer", **_check()),
+    Bad("validate-no-token", "POST", VALIDATE, 401, "Authorization", role=None, **_check()),
+    Bad("validate-suffix", "POST", VALIDATE, 422, "file", **_check(filename="x.exe")),
+    Bad("validate-empty", "POST", VALIDATE, 422, "file", **_check(b"")),
+    Bad("validate-shape", "POST", VALIDATE, 422, "shape", **_check(shape="poem")),
+    Bad("validate-no-file", "POST", VALIDATE, 422, "file", data={"shape": "text"}),
+    Bad("preview-unknown", "GET", "/api/datasets/nosuch/preview", 404, "dataset_id"),
+    Bad(
+        "preview-limit", "GET", "/api/datasets/demo/text/preview", 422, "limit", params={"limit": 0}
+    ),
     Bad("delete-bundled", "DELETE", "/api/datasets/demo/text", 422, "dataset_id", role="admin"),
     # authentication and roles
     Bad("no-token", "GET", "/api/training/jobs", 401, "Authorization", role=None),

@@ -60,3 +60,23 @@ def test_bad_expert_input_names_the_field(client: TestClient, trainer: Caller) -
     unknown = client.post(EXPERT, json=_body(loss={"name": "hinge"}), headers=trainer.headers)
     errors = assert_error(unknown, 422)["errors"]
     assert errors[0]["field"] == "loss.name" and "'focal'" in errors[0]["message"]
+
+
+def test_checking_yaml_that_names_code_tells_a_trainer_it_is_admin_only(
+    client: TestClient, trainer: Caller, admin: Caller
+) -> None:
+    text = "loss:\n  function: mine:loss\ncallbacks: [mine:Callback]\nema_decay: 0.99\n"
+    for_trainer = client.post(
+        "/api/training/expert/check", json={"yaml": text}, headers=trainer.headers
+    )
+    assert for_trainer.status_code == 200, for_trainer.text
+    issues = {i["field"]: i for i in for_trainer.json()["issues"]}
+    assert set(issues) == {"loss.function", "callbacks"}
+    for issue in issues.values():
+        assert issue["message"].startswith("names user code, which runs on the server")
+        assert "ask an admin" in issue["fix"]
+    # An admin is told what is wrong with the code itself (here: no code_dir).
+    for_admin = client.post(
+        "/api/training/expert/check", json={"yaml": text}, headers=admin.headers
+    )
+    assert all("only an admin" not in i["message"] for i in for_admin.json()["issues"])

@@ -43,6 +43,7 @@ from flextrain.service import TrainingService
 from flextrain.settings import Settings
 from tests.api.conftest import add_caller, stop_jobs
 from tests.api.helpers import BASIC_JOB, Caller, assert_error
+from tests.conftest import TEST_CLIENT_HOST
 
 EXAMPLES_PER_OPERATION = 8
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
@@ -87,7 +88,7 @@ class Fuzzed:
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Iterator[Fuzzed]:
     home = tmp_path_factory.mktemp("api-fuzz") / "home"
-    base = Settings(home=home, models_cache=models_cache)
+    base = Settings(home=home, models_cache=models_cache, allowed_hosts=[TEST_CLIENT_HOST])
     app: FastAPI = create_app(base.model_copy(update={"max_concurrent_jobs": 0}))
     service: TrainingService = app.state.service
     log = FuzzLog()

@@ -23,6 +23,7 @@ from flextrain.service import TrainingService
 from flextrain.settings import Settings
 from tests.api.conftest import add_caller, stop_jobs
 from tests.api.helpers import BASIC_JOB, Caller, assert_error, create_job
+from tests.conftest import TEST_CLIENT_HOST
 
 JOBS = "/api/training/jobs"
 
@@ -36,6 +37,7 @@ def limited(tmp_path: Path, models_cache: Path) -> Iterator[tuple[TestClient, Tr
         max_upload_mb=1,
         max_queued_jobs_per_user=1,
         max_failed_auth_per_minute=3,
+        allowed_hosts=[TEST_CLIENT_HOST],
     )
     app: FastAPI = create_app(settings)
     try:
@@ -166,6 +168,8 @@ def test_every_yaml_load_in_the_package_is_safe_load() -> None:
         for n, line in enumerate(path.read_text().splitlines(), 1)
         if "yaml." in line
         and any(c in line for c in ("yaml.load(", "yaml.unsafe_load", "yaml.full_load", "Loader"))
+        # Scanning tokens with the safe loader's scanner constructs nothing.
+        and "Loader=yaml.SafeLoader" not in line
     ]
     assert unsafe == []
 
@@ -202,7 +206,10 @@ def test_an_admin_setting_allows_pickle_weights(
     tmp_path: Path, models_cache: Path, pickle_model: Path
 ) -> None:
     settings = Settings(
-        home=tmp_path / "home", models_cache=models_cache, allow_pickle_weights=True
+        home=tmp_path / "home",
+        models_cache=models_cache,
+        allow_pickle_weights=True,
+        allowed_hosts=[TEST_CLIENT_HOST],
     )
     app = create_app(settings)
     try:

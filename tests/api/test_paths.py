@@ -23,6 +23,7 @@ from flextrain.service import TrainingService
 from flextrain.settings import Settings
 from tests.api.conftest import add_caller, stop_jobs
 from tests.api.helpers import BASIC_JOB, Caller, assert_error
+from tests.conftest import TEST_CLIENT_HOST
 
 JOBS = "/api/training/jobs"
 TINY = "flextrain/tiny-llama"
@@ -170,7 +171,10 @@ def test_a_model_folder_in_an_admin_allowed_root_is_fine(
     tmp_path: Path, models_cache: Path, model_outside: Path
 ) -> None:
     settings = Settings(
-        home=tmp_path / "home", models_cache=models_cache, allowed_roots=[model_outside.parent]
+        home=tmp_path / "home",
+        models_cache=models_cache,
+        allowed_roots=[model_outside.parent],
+        allowed_hosts=[TEST_CLIENT_HOST],
     )
     app = create_app(settings)
     try:

@@ -167,13 +167,19 @@ def test_serve_refuses_no_auth_beyond_loopback(tmp_path: Path, models_cache: Pat
     assert "flextrain API" not in result.stdout
 
 
-def test_first_start_prints_an_admin_token_once(tmp_path: Path, models_cache: Path) -> None:
+def test_first_start_writes_the_admin_token_to_an_owner_only_file(
+    tmp_path: Path, models_cache: Path
+) -> None:
     home = tmp_path / "home"
     with running_server(home, models_cache, tmp_path / "first.log", None) as first:
         output = first.output()
-        tokens = TOKEN.findall(output)
-        assert len(tokens) == 1, output
-        assert "Its token is shown only this once" in output
+        # Its output is a log file, not a terminal: the token never lands in it.
+        assert TOKEN.findall(output) == [], output
+        token_file = home / "admin-token"
+        assert f"Its token is in {token_file} (readable by you only)" in " ".join(output.split())
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        tokens = [token_file.read_text().strip()]
+        assert TOKEN.fullmatch(tokens[0]), tokens
         me = httpx.get(f"{first.base}/api/me", headers={"Authorization": f"Bearer {tokens[0]}"})
         assert me.status_code == 200, me.text
         assert me.json() == {"name": "admin", "role": "admin"}

@@ -8,6 +8,7 @@ async.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib.metadata import version
 from importlib.resources import files
 from pathlib import Path
@@ -18,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from flextrain.api import errors
 from flextrain.api.audit import AuditMiddleware
+from flextrain.api.guard import BodySizeLimit, RequestGuard, SecurityHeaders
 from flextrain.api.limits import FailedAuthLimiter, UploadSizeLimit
 from flextrain.api.routes import admin, checkpoints, model_registry, models, resources, training
 from flextrain.api.routes.after import router as after_router
@@ -25,6 +27,8 @@ from flextrain.service import TrainingService
 from flextrain.settings import Settings
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+# Where data files are uploaded (and checked before an upload): their own size limit.
+UPLOAD_PATHS = ("/api/datasets", "/api/datasets/validate")
 
 
 def static_dir() -> Path:
@@ -36,9 +40,11 @@ def create_app(
     *,
     service: TrainingService | None = None,
     auth: bool = True,
+    hosts: Iterable[str] = (),
 ) -> FastAPI:
     """The API. `auth=False` (loopback only; `flextrain serve` enforces it) acts
-    as a local admin for every request."""
+    as a local admin for every request. It answers to the Host names loopback,
+    `hosts` (the address `flextrain serve` listens on) and the `allowed_hosts` setting."""
     service = service or TrainingService(settings)
     app = FastAPI(
         title="flextrain",
@@ -56,9 +62,18 @@ def create_app(
     app.include_router(models.router)
     app.include_router(model_registry.router)
     app.state.auth_limiter = FailedAuthLimiter(service.settings.max_failed_auth_per_minute)
-    # Added before the audit middleware, so the audit log wraps it and records its 413s.
-    app.add_middleware(UploadSizeLimit, path="/api/datasets", max_mb=service.settings.max_upload_mb)
+    # Added before the audit middleware, so the audit log wraps them and records their
+    # 413s, 403s and 400s; the security headers go on every answer, errors included.
+    settings = service.settings
+    app.add_middleware(UploadSizeLimit, path=UPLOAD_PATHS, max_mb=settings.max_upload_mb)
+    app.add_middleware(BodySizeLimit, skip=UPLOAD_PATHS)
+    app.add_middleware(
+        RequestGuard,
+        hosts=[*LOOPBACK, *hosts, *settings.allowed_hosts],
+        origins=settings.allowed_origins,
+    )
     app.add_middleware(AuditMiddleware, service=service)
+    app.add_middleware(SecurityHeaders)
 
     static = static_dir()
     app.mount("/static", StaticFiles(directory=static), name="static")

@@ -1,8 +1,9 @@
 """ASGI middleware that writes the audit log.
 
 Records every mutating request (anything but GET/HEAD/OPTIONS) and every
-refused one (401/403, and 429 after too many wrong tokens, on any method): who,
-which route, which target, the status and outcome, the client's address. Pure ASGI rather than
+refused one (a foreign Host's 400, 401/403, and 429 after too many wrong tokens, on
+any method): who, which route, which target, the status and outcome, the client's
+address and, for a browser's request, its Origin. Pure ASGI rather than
 BaseHTTPMiddleware, so the event stream passes through untouched.
 """
 
@@ -40,7 +41,7 @@ class AuditMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             code = status.get("code", 500)
-            if scope["method"] not in _READS or code in (401, 403, 429):
+            if scope["method"] not in _READS or code in (400, 401, 403, 429):
                 await self._record(scope, code)
 
     async def _record(self, scope: Scope, code: int) -> None:
@@ -56,6 +57,10 @@ class AuditMiddleware:
             or params.get("dataset_id")
         )
         client = scope.get("client")
+        detail = state.get("audit_detail") or (None if template == scope["path"] else scope["path"])
+        origin = _header(scope, b"origin")
+        if origin is not None:  # a browser's request: which site it came from
+            detail = f"{detail}; origin {origin[:200]}" if detail else f"origin {origin[:200]}"
         try:
             await asyncio.to_thread(
                 self.service.audit.record,
@@ -64,8 +69,14 @@ class AuditMiddleware:
                 target=str(target) if target is not None else None,
                 status_code=code,
                 client=client[0] if client else None,
-                detail=state.get("audit_detail")
-                or (None if template == scope["path"] else scope["path"]),
+                detail=detail,
             )
         except Exception:  # the request itself is done; never fail it for the log
             log.exception("Could not write the audit log entry")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers") or []:
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None

@@ -261,6 +261,42 @@ def confine_reads(service: TrainingService, user: User, config: BasicTrainingCon
     confine_model(service, user, config.model_id)
 
 
+def confine_distributed(
+    service: TrainingService, user: User, config: AdvancedTrainingConfig
+) -> None:
+    """A non-admin may not point the server at other machines (`rdzv_endpoint`: the
+    workers would connect wherever it says; the default, this machine, needs no name)
+    nor make it read a file outside their own folder and the allowed roots as a
+    DeepSpeed config (`deepspeed_config`)."""
+    if config.rdzv_endpoint:
+        raise APIError(
+            403,
+            f"rdzv_endpoint '{config.rdzv_endpoint[:100]}': naming where the nodes meet is "
+            "for admins only (the server's workers would connect there).",
+            field="rdzv_endpoint",
+            fix="leave rdzv_endpoint empty (this machine, at a free port), or ask an admin.",
+        )
+    if not config.deepspeed_config:
+        return
+    roots = [
+        user_output_root(service, user).resolve(),
+        *(root.expanduser().resolve() for root in service.settings.allowed_roots),
+    ]
+    own = roots[0]
+    target = Path(config.deepspeed_config).expanduser()
+    target = (own / target if not target.is_absolute() else target).resolve()
+    if not any(is_inside(target, root) for root in roots):
+        raise APIError(
+            403,
+            f"deepspeed_config '{config.deepspeed_config[:200]}' is outside the folders you "
+            f"may name files in ({', '.join(map(str, roots))}; paths are resolved).",
+            field="deepspeed_config",
+            fix="put the DeepSpeed JSON in your folder and name it there, or leave "
+            "deepspeed_config empty (ZeRO stage 2).",
+        )
+    config.deepspeed_config = str(target)
+
+
 def confine_config(service: TrainingService, user: User, config: BasicTrainingConfig) -> None:
     """What a non-admin's job may name: registered datasets (training and eval), a model
     that is not a local folder outside the allowed roots, no code_dir (user code is
@@ -277,6 +313,8 @@ def confine_config(service: TrainingService, user: User, config: BasicTrainingCo
             f"code_dir '{config.code_dir}': loading user code is for admins only. Fix: leave "
             "code_dir empty and use the built-in losses, optimizers and lr_schedule_expr.",
         )
+    if isinstance(config, AdvancedTrainingConfig):
+        confine_distributed(service, user, config)
     if config.output_dir is None:
         return
     root = user_output_root(service, user).resolve()

@@ -57,13 +57,13 @@ class UploadSizeLimit:
     """Refuse an upload whose declared Content-Length is over the limit with 413 before
     reading it; a body without one is counted while the route streams it to disk."""
 
-    def __init__(self, app: ASGIApp, *, path: str, max_mb: int) -> None:
+    def __init__(self, app: ASGIApp, *, path: str | tuple[str, ...], max_mb: int) -> None:
         self.app = app
-        self.path = path
+        self.paths = (path,) if isinstance(path, str) else path
         self.max_mb = max_mb
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self.path:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
             headers = dict(scope.get("headers") or [])
             declared = headers.get(b"content-length", b"").decode("latin-1")
             limit = self.max_mb * 1024**2 + FORM_OVERHEAD_BYTES

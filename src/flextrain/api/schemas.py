@@ -194,6 +194,8 @@ class DatasetSummary(BaseModel):
     description: str = ""
     version: str | None = Field(None, description="SHA-256 of the latest version's content.")
     shape: str | None = None
+    owner: str | None = Field(None, description="Who registered it; None for bundled demos.")
+    shared: bool = Field(True, description="Visible to every user, not only its owner.")
 
 
 class DatasetUploaded(DatasetSummary):
@@ -204,6 +206,59 @@ class DatasetUploaded(DatasetSummary):
         description="Problems that do not block training (duplicate rows, integer and "
         "string labels mixed in one column ...), each with its fix.",
     )
+
+
+class DatasetIssue(BaseModel):
+    """One problem the checks found: where (row among the records, line in the file) and
+    what. A line that is not a record has a line and no row; a problem of a whole column
+    has neither."""
+
+    severity: Literal["error", "warning"]
+    row: int | None = Field(None, description="1-based among the records read.")
+    line: int | None = Field(None, description="Line of the uploaded file, where it has lines.")
+    field: str = Field(description="The part at fault: text, label, messages, record ...")
+    message: str = Field(description="The problem, with its row and line, as the CLI says it.")
+    fix: str | None = None
+
+
+class DatasetValidation(BaseModel):
+    """POST /api/datasets/validate: what `flextrain datasets validate` reports for a file,
+    nothing registered. `ok` is false when there is any error; the first 50 issues are
+    listed (errors in file order first) and the rest counted."""
+
+    ok: bool = Field(description="No errors: the file can be saved and trained on.")
+    file_name: str
+    format: str = Field(description="The file format read: jsonl, json, csv, parquet, text ...")
+    shape: str = Field(description="text, classification, instruction, chat or completion.")
+    rows: int = Field(description="Records read.")
+    columns: list[str] = Field(description="Columns seen in the records.")
+    mapping: dict[str, str] = Field(description="Which column serves as each part of the shape.")
+    labels: dict[str, int] = Field(
+        default_factory=dict, description="Classification: rows per label."
+    )
+    duplicate_rows: int = 0
+    error_count: int = Field(description="Every error, listed or not.")
+    warning_count: int = Field(description="Every warning, listed or not.")
+    errors: list[DatasetIssue] = Field(default_factory=list)
+    warnings: list[DatasetIssue] = Field(default_factory=list)
+    errors_not_shown: int = Field(0, description="Errors beyond those listed.")
+    warnings_not_shown: int = Field(0, description="Warnings beyond those listed.")
+    summary: str = Field(description="The report as `flextrain datasets validate` prints it.")
+
+
+class DatasetPreview(BaseModel):
+    """The first rows of a dataset (of its latest or pinned version), as training reads
+    them: the shape's canonical fields for a registered version."""
+
+    dataset_id: str
+    version: str | None = None
+    shape: str | None = None
+    columns: list[str]
+    rows: list[dict[str, Any]] = Field(
+        description="At most `limit` rows; strings over 1,000 characters are cut short."
+    )
+    total_rows: int
+    truncated_values: int = Field(0, description="String values cut to 1,000 characters.")
 
 
 class DatasetVersionSummary(BaseModel):

@@ -115,18 +115,15 @@ def hardware(
 def _load_config_file(path: Path) -> dict[str, Any]:
     """The mapping in a YAML (or JSON) file; a syntax error is one line naming the file,
     the line and column, and the problem."""
-    import yaml
+    from flextrain.config.yamltext import YamlTextError, load_config_text
 
     if not path.is_file():
         raise ValueError(f"--config: file '{path}' does not exist.")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        data = load_config_text(path.read_text()) or {}
+    except YamlTextError as exc:
         raise ValueError(
-            f"--config: {path}{where}: {problem}. Fix: correct the YAML at that place."
+            f"--config: {path}{exc.where}: {exc.problem}. Fix: correct the YAML at that place."
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"--config: cannot read {path}: {exc}.") from None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -53,9 +55,7 @@ def serve(
             err_console.print(str(exc), style="red", markup=False, highlight=False)
             raise typer.Exit(2) from None
         if token:
-            console.print("Created the admin user. Its token is shown only this once:")
-            console.print(f"  {token}", markup=False, highlight=False)
-            console.print("Keep it; create more users with `flextrain users create NAME`.")
+            _hand_over_admin_token(token, service.settings.home)
     # Workers do not survive a restart: say which jobs were cut off, resume them if asked.
     resume = service.settings.auto_resume if auto_resume is None else auto_resume
     recovered = service.recover_jobs(auto_resume=resume)
@@ -80,9 +80,58 @@ def serve(
         )
     loop.start()
     console.print(f"flextrain API and web page on http://{host}:{port}/", highlight=False)
+    hosts = served_host_names(host)
+    names = sorted({*hosts, *service.settings.allowed_hosts})
+    console.print(
+        f"Answers to the host names {', '.join(names)} and loopback (FLEXTRAIN_ALLOWED_HOSTS "
+        "adds more).",
+        highlight=False,
+    )
     try:
         uvicorn.run(
-            create_app(service=service, auth=auth), host=host, port=port, log_level=log_level
+            create_app(service=service, auth=auth, hosts=hosts),
+            host=host,
+            port=port,
+            log_level=log_level,
         )
     finally:
         loop.stop()
+
+
+WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
+
+
+def served_host_names(host: str) -> list[str]:
+    """The Host names a server listening on `host` answers to (besides loopback): that
+    address, or for a wildcard address this machine's names and interface addresses."""
+    if host not in WILDCARD_ADDRESSES:
+        return [host]
+    import socket
+
+    import psutil
+
+    names = {socket.gethostname(), socket.getfqdn()}
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family in (socket.AF_INET, socket.AF_INET6):
+                names.add(address.address.partition("%")[0])
+    return sorted(n for n in names if n)
+
+
+def _hand_over_admin_token(token: str, home: Path) -> None:
+    """The first admin's token, shown once: into a file only its owner can read, and on
+    the terminal only when there is one (a server under nohup or systemd would keep it
+    in its log for anyone who can read that)."""
+    path = home / "admin-token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+    os.chmod(path, 0o600)  # an older file keeps its mode through O_CREAT
+    console.print(f"Created the admin user. Its token is in {path} (readable by you only).")
+    if sys.stdout.isatty():
+        console.print(f"  {token}", markup=False, highlight=False)
+    console.print(
+        "Keep it elsewhere and delete the file; create more users with "
+        "`flextrain users create NAME`.",
+        highlight=False,
+    )

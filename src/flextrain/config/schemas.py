@@ -8,7 +8,7 @@ and the data and reports every problem at once instead of the first one.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -40,6 +40,17 @@ OPTIMIZERS = (
 )
 
 
+# Bounds on text and lists: far beyond any real config, small enough that a job's row
+# (sent to every dashboard in each poll of the job list) stays small, and that a typo
+# or an attack of millions of items is a 422 naming the field, not a stored job.
+MAX_NAME = 200  # run names, metric, scheduler and module names
+MAX_ID = 500  # model and dataset ids: the store's columns are this wide
+MAX_PATH = 4096  # folders and files: the usual PATH_MAX
+MAX_ITEMS = 256  # lists of names or patterns
+MAX_EXPRESSION = 2000
+Name = Annotated[str, Field(max_length=MAX_NAME)]
+Reference = Annotated[str, Field(max_length=MAX_ID)]
+
 # Examples per optimizer step when batch_size is "auto" and no effective_batch_size is given.
 AUTO_EFFECTIVE_BATCH = 16
 
@@ -49,8 +60,13 @@ class BasicTrainingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_assignment=True)
 
-    model_id: str = Field(description="Model to train: local folder, built-in id or hub id.")
-    dataset_id: str = Field(description="Registered dataset name, or a path to a data file.")
+    model_id: str = Field(
+        max_length=MAX_ID, description="Model to train: local folder, built-in id or hub id."
+    )
+    dataset_id: str = Field(
+        max_length=MAX_ID,
+        description="Registered dataset name (an admin may also give a data file's path).",
+    )
     training_type: TrainingType = Field(description="What kind of training to run.")
     num_epochs: int = Field(3, description="Passes over the training data.")
     learning_rate: float = Field(2e-5, description="Peak learning rate.")
@@ -78,11 +94,17 @@ class BasicTrainingConfig(BaseModel):
         None, description="Checkpoint every N steps; None checkpoints once per epoch."
     )
     save_total_limit: int | None = Field(2, description="Keep at most N checkpoints.")
-    lora_target_modules: list[str] | None = Field(
-        None, description="Module names to adapt with LoRA; detected from the model if unset."
+    lora_target_modules: list[Name] | None = Field(
+        None,
+        max_length=MAX_ITEMS,
+        description="Module names to adapt with LoRA; detected from the model if unset.",
     )
-    output_dir: str | None = Field(None, description="Where to write the result (job folder).")
-    run_name: str | None = Field(None, description="Human-readable name for the job.")
+    output_dir: str | None = Field(
+        None, max_length=MAX_PATH, description="Where to write the result (job folder)."
+    )
+    run_name: str | None = Field(
+        None, max_length=MAX_NAME, description="Human-readable name for the job."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -109,7 +131,9 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
-    lr_scheduler_type: str = Field("linear", description=f"One of: {', '.join(SCHEDULER_TYPES)}.")
+    lr_scheduler_type: str = Field(
+        "linear", max_length=MAX_NAME, description=f"One of: {', '.join(SCHEDULER_TYPES)}."
+    )
     gradient_accumulation_steps: int = Field(1, description="Micro-batches per optimizer step.")
     fp16: bool = Field(False, description="Train with fp16 autocast (CUDA only).")
     bf16: bool = Field(False, description="Train with bf16 autocast.")
@@ -130,7 +154,9 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
     warmup_ratio: float = Field(0.0, description="Warm-up as a share of all steps (if no steps).")
     max_steps: int = Field(-1, description="Stop after N optimizer steps (-1: run all epochs).")
     max_grad_norm: float = Field(1.0, description="Gradient clipping norm (0 disables).")
-    optim: str = Field("adamw_torch", description=f"One of: {', '.join(OPTIMIZERS)}.")
+    optim: str = Field(
+        "adamw_torch", max_length=MAX_NAME, description=f"One of: {', '.join(OPTIMIZERS)}."
+    )
     label_smoothing_factor: float = 0.0
     eval_strategy: Literal["no", "steps", "epoch"] = "epoch"
     eval_steps: int | None = None
@@ -152,6 +178,7 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
     )
     eval_file: str | None = Field(
         None,
+        max_length=MAX_ID,
         description="A registered dataset id or a file evaluated on instead of holding out "
         "eval_split of the training data.",
     )
@@ -182,6 +209,7 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
     )
     metric_for_best_model: str | None = Field(
         None,
+        max_length=MAX_NAME,
         description="Evaluation metric that picks the best checkpoint: loss, accuracy, f1, "
         "perplexity (default loss).",
     )
@@ -195,6 +223,7 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
     )
     tracking: list[Literal["mlflow", "tensorboard"]] = Field(
         default_factory=list,
+        max_length=2,
         description="Also log params, metrics and the model to MLflow and/or TensorBoard "
         "(optional extras: pip install 'flextrain[tracking]').",
     )
@@ -231,6 +260,7 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
     )
     rdzv_endpoint: str | None = Field(
         None,
+        max_length=MAX_NAME,
         description="HOST:PORT where the nodes of a multi-node job meet; default this "
         "machine at a free port.",
     )
@@ -240,7 +270,7 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
         "job fails (instead of hanging on a dead rank).",
     )
     deepspeed_config: str | None = Field(
-        None, description="DeepSpeed JSON config file (default: ZeRO stage 2)."
+        None, max_length=MAX_PATH, description="DeepSpeed JSON config file (default: ZeRO stage 2)."
     )
 
     @model_validator(mode="before")
@@ -305,8 +335,9 @@ class ExpertLossConfig(BaseModel):
     focal_alpha: float | None = Field(
         None, description="Focal loss balance factor in (0, 1]; None: no balancing."
     )
-    class_weights: dict[str, float] | None = Field(
+    class_weights: dict[Name, float] | None = Field(
         None,
+        max_length=10_000,
         description="Classification: weight per label name (labels not named weigh 1).",
     )
     z_loss: float = Field(
@@ -314,6 +345,7 @@ class ExpertLossConfig(BaseModel):
     )
     function: str | None = Field(
         None,
+        max_length=MAX_ID,
         description="User loss `module:function(model, inputs, outputs) -> loss`, loaded from "
         "code_dir; replaces the built-in loss.",
     )
@@ -335,7 +367,9 @@ class ParamGroupConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    pattern: str = Field(description="fnmatch pattern on parameter names, e.g. *lora_B*.")
+    pattern: str = Field(
+        max_length=MAX_ID, description="fnmatch pattern on parameter names, e.g. *lora_B*."
+    )
     lr: float | None = Field(None, description="Learning rate of these parameters.")
     lr_scale: float | None = Field(None, description="Or: a multiple of the base learning rate.")
     weight_decay: float | None = Field(None, description="Weight decay of these parameters.")
@@ -349,14 +383,19 @@ class ExpertOptimizerConfig(BaseModel):
 
     name: str = Field(
         "AdamW",
+        max_length=MAX_NAME,
         description="A torch.optim class (AdamW, SGD, RMSprop, ...), Adafactor, or AdamW8bit "
         "(bitsandbytes).",
     )
-    kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="Keyword arguments, e.g. {momentum: 0.9, nesterov: true}."
+    kwargs: dict[Name, Any] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Keyword arguments, e.g. {momentum: 0.9, nesterov: true}.",
     )
     param_groups: list[ParamGroupConfig] = Field(
-        default_factory=list, description="Per-parameter settings; the first matching rule wins."
+        default_factory=list,
+        max_length=MAX_ITEMS,
+        description="Per-parameter settings; the first matching rule wins.",
     )
     no_decay_on_norms_and_biases: bool = Field(
         True, description="No weight decay on 1-D parameters (norm weights, biases)."
@@ -366,6 +405,7 @@ class ExpertOptimizerConfig(BaseModel):
     )
     factory: str | None = Field(
         None,
+        max_length=MAX_ID,
         description="User factory `module:function(model, config) -> optimizer`, loaded from "
         "code_dir; replaces the above.",
     )
@@ -381,19 +421,22 @@ class ExpertTrainingConfig(AdvancedTrainingConfig):
     )
     lr_schedule_expr: str | None = Field(
         None,
+        max_length=MAX_EXPRESSION,
         description="Learning rate as an expression of lr, step, total_steps, progress, warmup, "
         "epoch, e.g. lr * min(1, step / warmup) * 0.5 * (1 + cos(pi * progress)); replaces "
         "lr_scheduler_type.",
     )
-    callbacks: list[str] = Field(
+    callbacks: list[Reference] = Field(
         default_factory=list,
+        max_length=32,
         description="User transformers TrainerCallback classes, `module:Class`, from code_dir.",
     )
     clip_grad_value: float | None = Field(
         None, description="Clamp every gradient to [-v, v] before each optimizer step."
     )
-    freeze: list[str] = Field(
+    freeze: list[Reference] = Field(
         default_factory=list,
+        max_length=MAX_ITEMS,
         description="fnmatch patterns of parameter names to freeze, e.g. *embed_tokens*.",
     )
     ema_decay: float | None = Field(
@@ -402,15 +445,19 @@ class ExpertTrainingConfig(AdvancedTrainingConfig):
     )
     curriculum: str | None = Field(
         None,
+        max_length=MAX_NAME,
         description="Train in order of `length` (tokens) or of a column of the prepared data "
         "instead of shuffled.",
     )
     curriculum_descending: bool = Field(False, description="Longest / largest first.")
     trainer_class: str | None = Field(
-        None, description="A transformers Trainer subclass, `module:Class`, from code_dir."
+        None,
+        max_length=MAX_ID,
+        description="A transformers Trainer subclass, `module:Class`, from code_dir.",
     )
     code_dir: str | None = Field(
         None,
+        max_length=MAX_PATH,
         description="Folder the user code (loss, optimizer factory, callbacks, trainer) "
         "is loaded from.",
     )

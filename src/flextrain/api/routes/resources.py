@@ -6,11 +6,13 @@ import json
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Form, UploadFile
+from fastapi import APIRouter, Form, Query, Request, UploadFile
 
 from flextrain.accounts.users import Role
 from flextrain.api.deps import (
@@ -22,22 +24,28 @@ from flextrain.api.deps import (
     confine_dataset,
     confine_upload,
 )
-from flextrain.api.errors import APIError, issue_errors
+from flextrain.api.errors import APIError, issue_errors, split_fix
 from flextrain.api.limits import upload_too_large
 from flextrain.api.routes.model_registry import may_see
 from flextrain.api.routing import StrictJSONRoute
 from flextrain.api.schemas import (
+    DatasetIssue,
+    DatasetPreview,
     DatasetSummary,
     DatasetUploaded,
+    DatasetValidation,
     DatasetVersionSummary,
     ErrorBody,
     ModelEntry,
 )
 from flextrain.config.enums import TrainingStatus
-from flextrain.data.manager import DatasetInUseError, split_ref
+from flextrain.data.checks import DataReport, RowIssue
+from flextrain.data.manager import DatasetInUseError, load_and_check, split_ref
+from flextrain.data.preview import first_rows
 from flextrain.data.registry import DatasetInfo
 from flextrain.data.shapes import ColumnMap, Shape
 from flextrain.models.resolve import ModelResolver
+from flextrain.service import TrainingService
 
 router = APIRouter(prefix="/api", tags=["resources"], route_class=StrictJSONRoute)
 
@@ -51,6 +59,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,99})?$")
 _SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".txt", ".text", ".md"}
 _SHAPES = ("text", "classification", "instruction", "chat", "completion")
+# The fix of a row error that says none of its own (as for a refused upload).
+ROW_FIX = "correct or remove this row, then send the file again."
 
 
 def _column_map(raw: str | None) -> ColumnMap | None:
@@ -84,7 +94,9 @@ def _column_map(raw: str | None) -> ColumnMap | None:
     return ColumnMap(**given)
 
 
-def _summary(info: DatasetInfo) -> DatasetSummary:
+def _summary(info: DatasetInfo, service: TrainingService) -> DatasetSummary:
+    name, _ = split_ref(info.dataset_id)
+    owner, shared = service.datasets.access(name) or (info.owner, True)
     return DatasetSummary(
         dataset_id=info.dataset_id,
         path=str(info.path),
@@ -97,6 +109,8 @@ def _summary(info: DatasetInfo) -> DatasetSummary:
         description=info.description,
         version=info.version,
         shape=info.shape,
+        owner=owner,
+        shared=shared,
     )
 
 
@@ -104,7 +118,7 @@ def _summary(info: DatasetInfo) -> DatasetSummary:
 def list_datasets(user: ViewerDep, service: ServiceDep) -> list[DatasetSummary]:
     """Latest versions; a trainer sees the shared datasets and their own."""
     return [
-        _summary(info)
+        _summary(info, service)
         for info in service.datasets.list_datasets()
         if can_use_dataset(service, user, info.dataset_id)
     ]
@@ -167,10 +181,36 @@ def delete_dataset(
     return {"deleted": deleted}
 
 
+PREVIEW_MAX = 100
+
+
+@router.get("/datasets/{dataset_id:path}/preview", response_model=DatasetPreview, responses=_ERRORS)
+def preview_dataset(
+    dataset_id: str,
+    user: ViewerDep,
+    service: ServiceDep,
+    limit: Annotated[int, Query(ge=1, le=PREVIEW_MAX, description="Rows to show.")] = 20,
+) -> DatasetPreview:
+    """The first `limit` rows of NAME (latest version) or NAME@VERSION, as training reads
+    them; whoever may see the dataset may preview it."""
+    confine_dataset(service, user, dataset_id)
+    info = service.datasets.describe(dataset_id)
+    preview = first_rows(info, limit)
+    return DatasetPreview(
+        dataset_id=info.dataset_id,
+        version=info.version,
+        shape=info.shape,
+        columns=info.columns,
+        rows=preview.rows,
+        total_rows=info.num_rows,
+        truncated_values=preview.truncated_values,
+    )
+
+
 @router.get("/datasets/{dataset_id:path}", response_model=DatasetSummary, responses=_ERRORS)
 def show_dataset(dataset_id: str, user: ViewerDep, service: ServiceDep) -> DatasetSummary:
     confine_dataset(service, user, dataset_id)
-    return _summary(service.datasets.describe(dataset_id))
+    return _summary(service.datasets.describe(dataset_id), service)
 
 
 def _upload_name(filename: str, suffix: str) -> str:
@@ -180,24 +220,71 @@ def _upload_name(filename: str, suffix: str) -> str:
     return name[-200:] if name.lower().endswith(suffix) else f"upload{suffix}"
 
 
+ShapeForm = Annotated[
+    str | None, Form(description=f"One of {', '.join(_SHAPES)}; default: detect.")
+]
+ColumnsForm = Annotated[
+    str | None,
+    Form(
+        description='Column map as JSON, e.g. {"text": "body", "label": "tag"} '
+        "(parts: text, label, instruction, input, output, prompt, completion, messages)."
+    ),
+]
+
+
+def _reading_options(
+    file: UploadFile, shape: str | None, columns: str | None
+) -> tuple[Shape | None, ColumnMap | None, str]:
+    """The shape, the column map and the file's suffix, or a 422 naming what is wrong."""
+    if shape is not None and shape not in _SHAPES:
+        fix = f"use one of {', '.join(_SHAPES)}, or leave shape out to detect it."
+        raise APIError(422, f"shape: '{shape}' is not known. Fix: {fix}", field="shape", fix=fix)
+    column_map = _column_map(columns)
+    suffix = Path(file.filename or "").suffix.lower()
+    if suffix not in _SUFFIXES:
+        fix = "upload one of " + ", ".join(sorted(_SUFFIXES)) + "."
+        raise APIError(
+            422,
+            f"file: unsupported type {suffix or '(none)'!r}. Fix: {fix}",
+            field="file",
+            fix=fix,
+        )
+    return cast(Shape | None, shape), column_map, suffix
+
+
+@contextmanager
+def _received(service: TrainingService, file: UploadFile, suffix: str) -> Iterator[Path]:
+    """The upload as a file in a fresh temporary folder inside FLEXTRAIN_HOME, under the
+    uploaded file's own name (never at a path the client names); the folder is removed
+    whatever happens. The size is counted while copying (a declared Content-Length over
+    the limit never gets this far)."""
+    max_mb = service.settings.max_upload_mb
+    folder = Path(tempfile.mkdtemp(prefix=".upload-", dir=service.settings.home))
+    try:
+        upload = folder / _upload_name(file.filename or "", suffix)
+        with upload.open("wb") as out:
+            size = 0
+            while chunk := file.file.read(1024 * 1024):
+                size += len(chunk)
+                if size > max_mb * 1024**2:
+                    raise APIError(413, upload_too_large(max_mb), field="file")
+                out.write(chunk)
+        yield upload
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @router.post("/datasets", response_model=DatasetUploaded, status_code=201, responses=_ERRORS)
 def upload_dataset(
+    request: Request,
     user: TrainerDep,
     service: ServiceDep,
     file: UploadFile,
     name: Annotated[str, Form(description="Dataset id, e.g. 'team/reviews'.")],
     description: Annotated[str, Form(max_length=1000)] = "",
     shared: Annotated[bool, Form(description="Visible to every user, not only you.")] = False,
-    shape: Annotated[
-        str | None, Form(description=f"One of {', '.join(_SHAPES)}; default: detect.")
-    ] = None,
-    columns: Annotated[
-        str | None,
-        Form(
-            description='Column map as JSON, e.g. {"text": "body", "label": "tag"} '
-            "(parts: text, label, instruction, input, output, prompt, completion, messages)."
-        ),
-    ] = None,
+    shape: ShapeForm = None,
+    columns: ColumnsForm = None,
 ) -> DatasetUploaded:
     """Store an uploaded JSONL/JSON/CSV/TSV/Parquet/text file and register it under `name`.
 
@@ -218,53 +305,83 @@ def upload_dataset(
             field="name",
         )
     confine_upload(service, name)
-    if shape is not None and shape not in _SHAPES:
-        fix = f"use one of {', '.join(_SHAPES)}, or leave shape out to detect it."
-        raise APIError(422, f"shape: '{shape}' is not known. Fix: {fix}", field="shape", fix=fix)
-    column_map = _column_map(columns)
-    suffix = Path(file.filename or "").suffix.lower()
-    if suffix not in _SUFFIXES:
-        fix = "upload one of " + ", ".join(sorted(_SUFFIXES)) + "."
-        raise APIError(
-            422,
-            f"file: unsupported type {suffix or '(none)'!r}. Fix: {fix}",
-            field="file",
-            fix=fix,
-        )
-    # The upload lands in a fresh temporary folder inside FLEXTRAIN_HOME, under the
-    # uploaded file's own name (never at a path the client names); registering copies
-    # its checked content into an immutable version, and the folder is removed whatever
-    # happens. The size is counted while copying (a declared Content-Length over the
-    # limit never gets this far).
-    max_mb = service.settings.max_upload_mb
-    folder = Path(tempfile.mkdtemp(prefix=".upload-", dir=service.settings.home))
-    try:
-        upload = folder / _upload_name(file.filename or "", suffix)
-        with upload.open("wb") as out:
-            size = 0
-            while chunk := file.file.read(1024 * 1024):
-                size += len(chunk)
-                if size > max_mb * 1024**2:
-                    raise APIError(413, upload_too_large(max_mb), field="file")
-                out.write(chunk)
+    given_shape, column_map, suffix = _reading_options(file, shape, columns)
+    # Registering copies the checked content into an immutable version.
+    with _received(service, file, suffix) as upload:
         version = service.datasets.add(
             upload,
             name=name,
             description=description,
             owner=user.name,
             shared=shared,
-            shape=cast(Shape | None, shape),
+            shape=given_shape,
             columns=column_map,
         )
         info = service.datasets.describe(name)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    request.state.audit_target = f"{name}@{version.version}"
     warnings = []
     if version.report is not None:
         fix = "the data was registered; if these rows are not what you meant, correct them "
         fix += "and upload again."
         warnings = issue_errors(version.report, "warning", fix=fix)
-    return DatasetUploaded(**_summary(info).model_dump(), warnings=warnings)
+    return DatasetUploaded(**_summary(info, service).model_dump(), warnings=warnings)
+
+
+@router.post("/datasets/validate", response_model=DatasetValidation, responses=_ERRORS)
+def validate_dataset(
+    user: TrainerDep,
+    service: ServiceDep,
+    file: UploadFile,
+    shape: ShapeForm = None,
+    columns: ColumnsForm = None,
+) -> DatasetValidation:
+    """Check an uploaded file as `flextrain datasets validate` does, registering nothing:
+    rows, shape, columns, labels, and every error and warning with its row and line (the
+    first 50 listed, the rest counted). Rows with errors are a report (200, `ok` false); a
+    file with no readable record or no recognisable shape is a 422 naming the field, as
+    for an upload. Same size limit as an upload."""
+    given_shape, column_map, suffix = _reading_options(file, shape, columns)
+    with _received(service, file, suffix) as upload:
+        _, report, fmt, _ = load_and_check(upload, shape=given_shape, columns=column_map)
+    return _validation(report, upload.name, fmt)
+
+
+def _issue(issue: RowIssue) -> DatasetIssue:
+    message, fix = split_fix(str(issue))
+    if fix is None and issue.severity == "error":
+        fix = ROW_FIX
+    return DatasetIssue(
+        severity=issue.severity,
+        row=issue.row,
+        line=issue.line,
+        field=issue.field,
+        message=message,
+        fix=fix,
+    )
+
+
+def _validation(report: DataReport, file_name: str, fmt: str) -> DatasetValidation:
+    shown = report.shown_issues()
+    errors = [_issue(i) for i in shown if i.severity == "error"]
+    warnings = [_issue(i) for i in shown if i.severity == "warning"]
+    return DatasetValidation(
+        ok=report.ok,
+        file_name=file_name,
+        format=fmt,
+        shape=report.shape,
+        rows=report.num_rows,
+        columns=report.columns,
+        mapping=report.mapping.given(),
+        labels=report.label_counts,
+        duplicate_rows=report.duplicate_rows,
+        error_count=report.error_count,
+        warning_count=report.warning_count,
+        errors=errors,
+        warnings=warnings,
+        errors_not_shown=report.error_count - len(errors),
+        warnings_not_shown=report.warning_count - len(warnings),
+        summary=report.summary(),
+    )
 
 
 @router.get("/models", response_model=list[ModelEntry], responses=_ERRORS)

@@ -40,6 +40,7 @@ from flextrain.api.schemas import (
     TrainableModel,
 )
 from flextrain.config.enums import TrainingMode, TrainingStatus
+from flextrain.config.errors import field_messages
 from flextrain.config.presets import describe_presets
 from flextrain.config.schemas import (
     AdvancedTrainingConfig,
@@ -240,15 +241,15 @@ EXPERT_KEYS = frozenset(ExpertTrainingConfig.model_fields) - frozenset(
 def check_expert_yaml(body: ExpertYaml, user: TrainerDep) -> ExpertCheck:
     """Parse the web form's expert YAML and check it as the job will be (user code is
     read, not run): 422 with the line for bad YAML or the field for a bad value."""
-    import yaml
     from pydantic import ValidationError
 
+    from flextrain.config.yamltext import YamlTextError, load_config_text
+
     try:
-        data = yaml.safe_load(body.yaml) if body.yaml.strip() else {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        data = load_config_text(body.yaml) if body.yaml.strip() else {}
+    except YamlTextError as exc:
+        where = f" at line {exc.line}, column {exc.column}" if exc.line else ""
+        problem = exc.problem
         raise APIError(
             422,
             f"The expert YAML does not parse{where}: {problem}.",
@@ -285,8 +286,8 @@ def check_expert_yaml(body: ExpertYaml, user: TrainerDep) -> ExpertCheck:
         )
     except ValidationError as exc:
         issues = [
-            ValidationIssue(".".join(str(p) for p in e["loc"]), e["msg"], "see the field's help.")
-            for e in exc.errors()
+            ValidationIssue(field, message, "see the field's help.")
+            for field, message in field_messages(exc.errors())
         ]
         raise ConfigValidationError(issues) from None
     found = [
@@ -294,12 +295,38 @@ def check_expert_yaml(body: ExpertYaml, user: TrainerDep) -> ExpertCheck:
         for i in TrainingParameterValidator().validate(config)
         if i.field.split(".")[0].split("[")[0] in EXPERT_KEYS
     ]
+    if not user.role.allows(Role.ADMIN):
+        # Said first, on the field that names the code: where the code is read from
+        # does not matter to someone who may not run it.
+        named = _user_code_fields(config)
+        found = [i for i in found if i.field not in named]
+        found += [
+            ValidationIssue(
+                field,
+                "names user code, which runs on the server: only an admin may create a "
+                "job with it.",
+                "use the built-in losses, optimizers and lr_schedule_expr, or ask an admin.",
+            )
+            for field in named
+        ]
     as_error = [FieldError(field=i.field, message=i.message, fix=i.fix) for i in found]
     return ExpertCheck(
         config=data,
         issues=[e for e, i in zip(as_error, found, strict=True) if i.severity == "error"],
         warnings=[e for e, i in zip(as_error, found, strict=True) if i.severity == "warning"],
     )
+
+
+def _user_code_fields(config: ExpertTrainingConfig) -> list[str]:
+    """The fields of `config` that name user code (code execution on the server)."""
+    optimizer = config.optimizer
+    given = {
+        "loss.function": config.loss.function,
+        "optimizer.factory": optimizer.factory if optimizer else None,
+        "callbacks": config.callbacks,
+        "trainer_class": config.trainer_class,
+    }
+    return [field for field, value in given.items() if value]
 
 
 @router.post("/jobs/{job_id}/start", response_model=TrainingJob, responses=_JOB_ERRORS)

@@ -11,6 +11,10 @@
   const TOKEN_KEY = "flextrain.token";
   const REFRESH_MS = 2000;
   const RECONNECT_MS = 2000;
+  // Remaining time from the steps of the last minute: recent enough to follow a change
+  // of speed (an evaluation, a busier machine), long enough to smooth single steps.
+  const STEP_WINDOW_MS = 60000;
+  const ESTIMATE_KEY = "flextrain.estimate.";
   const JOBS_PER_PAGE = 20;
   const CHECKPOINTS_REFRESH_MS = 10000;
   const FINISHED = new Set(["completed", "failed", "cancelled", "interrupted"]);
@@ -156,6 +160,8 @@
     series: null,
     rates: {}, // metric key -> latest logged value (RATE_FACTS)
     timeline: new Map(), // event id -> JobEvent of the job shown
+    stepTimes: [], // {at: ms, step} when the job shown reached each new step (server time)
+    uploadChecked: null, // uploadSignature() of the file last checked without errors
     drawPending: false,
   };
 
@@ -167,12 +173,17 @@
     return node;
   }
 
-  /** Create an element; attrs go to properties (className, hidden, ...) or attributes. */
+  /**
+   * Create an element; attrs go to properties (className, hidden, ...) or attributes.
+   * `style` is an object set through the CSSOM: the page's Content-Security-Policy
+   * (style-src 'self') refuses style="..." attributes.
+   */
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(attrs || {})) {
       if (value === null || value === undefined || value === false) continue;
-      if (key === "className" || key === "textContent" || key === "value") node[key] = value;
+      if (key === "style") Object.assign(node.style, value);
+      else if (key === "className" || key === "textContent" || key === "value") node[key] = value;
       else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
       else node.setAttribute(key, value === true ? "" : String(value));
     }
@@ -211,7 +222,8 @@
     return new ApiError(resp.status, detail, body && Array.isArray(body.errors) ? body.errors : []);
   }
 
-  async function api(path, { method = "GET", body, signal, quiet401 = false } = {}) {
+  /** A call to the REST API: `body` goes as JSON, `form` (FormData) as multipart. */
+  async function api(path, { method = "GET", body, form, signal, quiet401 = false } = {}) {
     const headers = { Accept: "application/json", ...authHeaders() };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     let resp;
@@ -219,7 +231,7 @@
       resp = await fetch(path, {
         method,
         headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: form !== undefined ? form : body === undefined ? undefined : JSON.stringify(body),
         signal,
       });
     } catch (err) {
@@ -304,7 +316,7 @@
         "aria-valuenow": percent,
         "aria-label": label || `${percent}% done`,
       },
-      el("div", { className: "progress-fill", style: `width: ${percent}%` }),
+      el("div", { className: "progress-fill", style: { width: `${percent}%` } }),
     );
     return el("div", { className: "progress-line" }, bar, el("span", { className: "small" }, `${percent}%`));
   }
@@ -327,6 +339,11 @@
       loadJobs();
     });
     $("job-cancel").addEventListener("click", cancelJob);
+    $("upload-check").addEventListener("click", checkUpload);
+    $("upload-form").addEventListener("submit", saveUpload);
+    $("upload-form").addEventListener("input", markUploadStale);
+    $("upload-form").addEventListener("change", markUploadStale);
+    $("dataset-delete").addEventListener("click", () => deleteDataset(false));
     $("job-resume").addEventListener("click", resumeJob);
     $("job-form").addEventListener("submit", submitJob);
     $("job-form").addEventListener("input", markCheckStale);
@@ -422,7 +439,10 @@
   // ---------------------------------------------------------------- routing
 
   function stopLive() {
-    for (const timer of state.timers) clearInterval(timer);
+    for (const timer of state.timers) {
+      clearInterval(timer);
+      clearTimeout(timer);
+    }
     state.timers = [];
     if (state.stream) state.stream.abort();
     state.stream = null;
@@ -445,7 +465,10 @@
     stopLive();
     const hash = location.hash || "#/";
     const match = hash.match(/^#\/jobs\/([A-Za-z0-9_-]+)$/);
-    if (hash === "#/new") showNew();
+    const dataset = hash.match(/^#\/datasets(?:\/(.+))?$/);
+    const newJob = hash.match(/^#\/new(?:\?(.*))?$/);
+    if (newJob) showNew(new URLSearchParams(newJob[1] || ""));
+    else if (dataset) showDatasets(dataset[1] ? decodeURIComponent(dataset[1]) : null);
     else if (match) showJob(match[1]);
     else showJobs();
   }
@@ -548,6 +571,372 @@
     $("jobs-range").textContent = page.total ? `${first}–${last} of ${page.total}` : "";
     $("jobs-prev").disabled = page.offset === 0;
     $("jobs-next").disabled = last >= page.total;
+  }
+
+
+  // ---------------------------------------------------------------- datasets
+
+  /** A dataset id in a URL path: each part encoded, the '/' between them kept. */
+  function datasetPath(name) {
+    return name.split("/").map(encodeURIComponent).join("/");
+  }
+
+  function mayDelete(dataset) {
+    // Bundled demos (no owner) stay; a trainer deletes their own, an admin any.
+    if (!dataset.owner) return false;
+    return state.user.role === "admin" || (state.user.role === "trainer" && dataset.owner === state.user.name);
+  }
+
+  function showDatasets(selected) {
+    showView("datasets");
+    const canAdd = state.user.role !== "viewer";
+    $("upload-form").hidden = !canAdd;
+    $("upload-denied").hidden = canAdd;
+    $("upload-help").hidden = !canAdd;
+    loadDatasets(selected);
+  }
+
+  async function loadDatasets(selected) {
+    let list;
+    try {
+      list = await api("/api/datasets");
+    } catch (err) {
+      $("datasets-error").textContent = err.detail || String(err);
+      $("datasets-error").hidden = false;
+      return;
+    }
+    $("datasets-error").hidden = true;
+    state.datasets = list;
+    $("datasets-count").textContent = `${list.length} you may use`;
+    $("datasets-body").replaceChildren(
+      ...list.map((d) => {
+        const row = el(
+          "tr",
+          { "data-dataset-id": d.dataset_id, "data-testid": "dataset-row", "aria-selected": String(d.dataset_id === selected) },
+          el("td", {}, el("a", { href: `#/datasets/${encodeURIComponent(d.dataset_id)}`, "data-testid": "dataset-link" }, d.dataset_id)),
+          el("td", {}, d.shape || d.format),
+          el("td", { className: "num", "data-testid": "dataset-rows" }, d.num_rows.toLocaleString()),
+          el("td", { className: "opt" }, el("code", {}, (d.version || "—").slice(0, 12))),
+          el("td", { className: "opt" }, d.owner || "bundled"),
+          el("td", { className: "opt" }, d.shared ? "yes" : "no"),
+        );
+        row.addEventListener("click", (event) => {
+          if (event.target.closest("a")) return;
+          location.hash = `#/datasets/${encodeURIComponent(d.dataset_id)}`;
+        });
+        return row;
+      }),
+    );
+    const dataset = selected ? list.find((d) => d.dataset_id === selected) : null;
+    if (dataset) showDataset(dataset);
+    else {
+      $("dataset-detail").hidden = true;
+      if (selected) {
+        $("datasets-error").textContent = `No dataset '${selected}' that you may see.`;
+        $("datasets-error").hidden = false;
+      }
+    }
+  }
+
+  async function showDataset(dataset) {
+    const name = dataset.dataset_id;
+    const detail = $("dataset-detail");
+    detail.hidden = false;
+    detail.dataset.datasetId = name;
+    $("dataset-title").textContent = name;
+    const labels = dataset.labels.length ? ` · labels ${dataset.labels.join(", ")}` : "";
+    $("dataset-about").textContent =
+      `${dataset.num_rows.toLocaleString()} rows of ${dataset.shape || dataset.format} data${labels}` +
+      `${dataset.description ? ` · ${dataset.description}` : ""}`;
+    $("dataset-error").hidden = true;
+    $("dataset-use").href = `#/new?dataset=${encodeURIComponent(name)}`;
+    $("dataset-use").hidden = state.user.role === "viewer";
+    $("dataset-delete").hidden = !mayDelete(dataset);
+    $("dataset-versions-body").replaceChildren();
+    $("dataset-preview").replaceChildren();
+    $("dataset-preview-note").textContent = "Reading…";
+    const stillShown = () => !detail.hidden && detail.dataset.datasetId === name;
+    const [versions, preview] = await Promise.allSettled([
+      api(`/api/datasets/${datasetPath(name)}/versions`),
+      api(`/api/datasets/${datasetPath(name)}/preview?limit=20`),
+    ]);
+    if (!stillShown()) return;
+    renderVersions(versions);
+    renderPreview(preview);
+  }
+
+  function renderVersions(result) {
+    const note = $("dataset-versions-note");
+    if (result.status === "rejected") {
+      note.textContent = `Could not list the versions: ${result.reason.detail || result.reason.message}`;
+      note.hidden = false;
+      return;
+    }
+    const versions = result.value;
+    note.textContent = versions.length ? "" : "Bundled with flextrain: one version, not stored in the database.";
+    note.hidden = versions.length > 0;
+    $("dataset-versions-body").replaceChildren(
+      ...versions
+        .slice()
+        .reverse()
+        .map((v, i) =>
+          el(
+            "tr",
+            { "data-testid": "version-row", "data-version": v.version },
+            el("td", {}, el("code", { title: v.version }, v.version.slice(0, 12)), i === 0 ? el("span", { className: "muted small" }, " latest") : null),
+            el("td", { className: "num" }, v.num_rows.toLocaleString()),
+            el("td", { className: "num" }, formatBytes(v.size_bytes)),
+            el("td", {}, v.source_name),
+            el("td", { className: "nowrap" }, formatTime(v.created_at)),
+            el("td", {}, v.jobs.length ? v.jobs.map((id, k) => [k ? ", " : "", el("a", { href: `#/jobs/${id}` }, id)]).flat() : "—"),
+          ),
+        ),
+    );
+  }
+
+  function cellText(value) {
+    if (value === null || value === undefined) return "—";
+    return typeof value === "object" ? JSON.stringify(value) : String(value);
+  }
+
+  function renderPreview(result) {
+    const note = $("dataset-preview-note");
+    const table = $("dataset-preview");
+    if (result.status === "rejected") {
+      note.textContent = `Could not read the rows: ${result.reason.detail || result.reason.message}`;
+      table.replaceChildren();
+      return;
+    }
+    const preview = result.value;
+    const columns = [...preview.columns];
+    for (const row of preview.rows) for (const key of Object.keys(row)) if (!columns.includes(key)) columns.push(key);
+    const cut = preview.truncated_values ? ` Values over 1,000 characters are cut short (${preview.truncated_values}).` : "";
+    note.textContent = `The first ${preview.rows.length} of ${preview.total_rows.toLocaleString()} rows, as training reads them.${cut}`;
+    table.replaceChildren(
+      el("thead", {}, el("tr", {}, el("th", { scope: "col", className: "num" }, "#"), ...columns.map((c) => el("th", { scope: "col" }, c)))),
+      el(
+        "tbody",
+        {},
+        ...preview.rows.map((row, i) =>
+          el(
+            "tr",
+            { "data-testid": "preview-row" },
+            el("td", { className: "num muted" }, String(i + 1)),
+            ...columns.map((c) => el("td", { "data-column": c }, cellText(row[c]))),
+          ),
+        ),
+      ),
+    );
+  }
+
+  async function deleteDataset(force = false) {
+    const name = $("dataset-detail").dataset.datasetId;
+    if (!name) return;
+    if (!force && !window.confirm(`Delete dataset ${name}, every version of it?`)) return;
+    const button = $("dataset-delete");
+    button.disabled = true;
+    try {
+      await api(`/api/datasets/${datasetPath(name)}${force ? "?force=true" : ""}`, { method: "DELETE" });
+    } catch (err) {
+      const box = $("dataset-error");
+      const again =
+        err.status === 409
+          ? el("button", { type: "button", className: "btn btn-small btn-danger", "data-testid": "dataset-delete-force", onclick: () => deleteDataset(true) }, "Delete anyway")
+          : null;
+      fill(box, el("p", {}, `Not deleted: ${err.detail}`), again);
+      box.hidden = false;
+      return;
+    } finally {
+      button.disabled = false;
+    }
+    $("upload-status").textContent = `Deleted ${name}.`;
+    if (location.hash === "#/datasets") loadDatasets(null);
+    else location.hash = "#/datasets";
+  }
+
+  // -- checking and saving an upload
+
+  /** What the last check was made of: saving needs a check of exactly this. */
+  function uploadSignature() {
+    const file = $("upload-file").files[0];
+    if (!file) return null;
+    return JSON.stringify([file.name, file.size, file.lastModified, $("upload-shape").value, $("upload-columns").value.trim()]);
+  }
+
+  function uploadForm(withSave) {
+    const form = new FormData();
+    form.append("file", $("upload-file").files[0]);
+    const shape = $("upload-shape").value;
+    const columns = $("upload-columns").value.trim();
+    if (shape) form.append("shape", shape);
+    if (columns) form.append("columns", columns);
+    if (withSave) {
+      form.append("name", $("upload-name").value.trim());
+      form.append("description", $("upload-description").value.trim());
+      form.append("shared", $("upload-shared").checked ? "true" : "false");
+    }
+    return form;
+  }
+
+  const UPLOAD_FIELDS = ["file", "name", "shape", "columns"];
+
+  function clearUploadErrors() {
+    $("upload-errors").hidden = true;
+    $("upload-errors").replaceChildren();
+    for (const name of UPLOAD_FIELDS) {
+      $(`upload-${name}`).removeAttribute("aria-invalid");
+      $(`err-upload-${name}`).textContent = "";
+      $(`err-upload-${name}`).hidden = true;
+    }
+  }
+
+  /** An API error on the upload form: each message under its field, and all in a list. */
+  function showUploadErrors(err, prefix) {
+    const items = [];
+    for (const e of err.errors || []) {
+      const text = e.fix ? `${e.message} Fix: ${e.fix}` : e.message;
+      if (UPLOAD_FIELDS.includes(e.field)) {
+        $(`upload-${e.field}`).setAttribute("aria-invalid", "true");
+        const slot = $(`err-upload-${e.field}`);
+        if (!slot.textContent) slot.textContent = text;
+        slot.hidden = false;
+      }
+      items.push(el("li", { "data-field": e.field }, el("strong", {}, e.field), `: ${text}`));
+    }
+    fill($("upload-errors"), el("p", {}, `${prefix}${err.detail || err.message}`), items.length > 1 ? el("ul", {}, ...items) : null);
+    $("upload-errors").hidden = false;
+  }
+
+  function markUploadStale() {
+    if (state.uploadChecked && state.uploadChecked !== uploadSignature()) {
+      state.uploadChecked = null;
+      $("upload-save").disabled = true;
+      if (!$("upload-report").hidden) $("upload-status").textContent = "The file or its options changed: check it again.";
+    }
+  }
+
+  async function checkUpload() {
+    clearUploadErrors();
+    $("upload-report").hidden = true;
+    state.uploadChecked = null;
+    $("upload-save").disabled = true;
+    if (!$("upload-file").files[0]) {
+      showUploadErrors({ detail: "Choose a file to check.", errors: [{ field: "file", message: "No file chosen.", fix: "choose a data file." }] }, "");
+      return;
+    }
+    const signature = uploadSignature();
+    $("upload-check").disabled = true;
+    $("upload-status").textContent = "Checking every row…";
+    let report;
+    try {
+      report = await api("/api/datasets/validate", { method: "POST", form: uploadForm(false) });
+    } catch (err) {
+      $("upload-status").textContent = "";
+      showUploadErrors(err, "The file cannot be used as it is: ");
+      return;
+    } finally {
+      $("upload-check").disabled = false;
+    }
+    renderReport(report);
+    if (report.ok) {
+      state.uploadChecked = signature;
+      $("upload-save").disabled = false;
+      $("upload-status").textContent = "No errors: name it and save it.";
+      if (!$("upload-name").value.trim()) {
+        const stem = report.file_name.replace(/\.[^.]+$/, "").replace(/[^A-Za-z0-9_.-]/g, "-").replace(/^[^A-Za-z0-9]+/, "");
+        $("upload-name").value = stem ? `${state.user.name}/${stem}`.slice(0, 200) : "";
+      }
+    } else {
+      $("upload-status").textContent = "Correct the rows listed, then check the file again.";
+    }
+  }
+
+  function issueItem(issue, testid) {
+    return el(
+      "li",
+      { "data-testid": testid, "data-line": issue.line ?? "", "data-row": issue.row ?? "", "data-field": issue.field },
+      el("span", {}, issue.message),
+      issue.fix ? el("span", { className: "muted" }, ` Fix: ${issue.fix}`) : null,
+    );
+  }
+
+  function plural(n, noun) {
+    return `${n.toLocaleString()} ${noun}${n === 1 ? "" : "s"}`;
+  }
+
+  function renderReport(report) {
+    $("report-file").textContent = report.file_name;
+    const verdict = report.ok
+      ? `✓ ${plural(report.rows, "row")} of ${report.shape} data, no errors${report.warning_count ? `, ${plural(report.warning_count, "warning")}` : ""}: it can be saved.`
+      : `✗ ${plural(report.error_count, "error")} in ${plural(report.rows, "row")} of ${report.shape} data: nothing can be saved until they are corrected.`;
+    const mapping = Object.entries(report.mapping).map(([part, column]) => (part === column ? part : `${part} ← ${column}`));
+    const labels = Object.entries(report.labels)
+      .sort((a, b) => b[1] - a[1])
+      .map(([label, n]) => `${label} (${n.toLocaleString()})`);
+    const tile = (label, value, testid) => el("div", { className: "tile" }, el("dt", {}, label), el("dd", { "data-testid": testid }, value));
+    const more = (n, noun) => (n > 0 ? el("p", { className: "small", "data-testid": `report-more-${noun}s` }, `… and ${plural(n, noun)} more, not listed.`) : null);
+    fill(
+      $("report-body"),
+      el("p", { className: `verdict ${report.ok ? "verdict-ok" : "verdict-bad"}`, "data-testid": "report-verdict", "data-ok": String(report.ok) }, verdict),
+      el(
+        "dl",
+        { className: "tiles" },
+        tile("Rows", report.rows.toLocaleString(), "report-rows"),
+        tile("Shape", report.shape, "report-shape"),
+        tile("Format", report.format, "report-format"),
+        tile("Columns", report.columns.join(", ") || "—", "report-columns"),
+        tile("Used as", mapping.join(", ") || "—", "report-mapping"),
+        labels.length ? tile("Labels", labels.join(", "), "report-labels") : null,
+        report.duplicate_rows ? tile("Duplicates", plural(report.duplicate_rows, "row"), "report-duplicates") : null,
+      ),
+      report.errors.length
+        ? el(
+            "div",
+            { className: "error-box", "data-testid": "report-errors" },
+            el("h3", {}, `Errors (${report.error_count.toLocaleString()})`),
+            el("ol", { className: "issues" }, ...report.errors.map((i) => issueItem(i, "report-error"))),
+            more(report.errors_not_shown, "error"),
+          )
+        : null,
+      report.warnings.length
+        ? el(
+            "div",
+            { className: "warn-box", "data-testid": "report-warnings" },
+            el("h3", {}, `Warnings (${report.warning_count.toLocaleString()})`),
+            el("ol", { className: "issues" }, ...report.warnings.map((i) => issueItem(i, "report-warning"))),
+            more(report.warnings_not_shown, "warning"),
+          )
+        : null,
+      el("details", {}, el("summary", {}, "The report as `flextrain datasets validate` prints it"), el("pre", { className: "logs", "data-testid": "report-summary" }, report.summary)),
+    );
+    $("upload-report").hidden = false;
+  }
+
+  async function saveUpload(event) {
+    event.preventDefault();
+    if (!state.uploadChecked || state.uploadChecked !== uploadSignature()) {
+      $("upload-status").textContent = "Check the file first.";
+      return;
+    }
+    clearUploadErrors();
+    $("upload-save").disabled = true;
+    $("upload-status").textContent = "Saving…";
+    let saved;
+    try {
+      saved = await api("/api/datasets", { method: "POST", form: uploadForm(true) });
+    } catch (err) {
+      $("upload-save").disabled = false;
+      $("upload-status").textContent = "";
+      showUploadErrors(err, "Not saved: ");
+      return;
+    }
+    state.uploadChecked = null;
+    $("upload-form").reset();
+    $("upload-report").hidden = true;
+    $("upload-status").textContent = `Saved ${saved.dataset_id}, version ${saved.version.slice(0, 12)}.`;
+    const target = `#/datasets/${encodeURIComponent(saved.dataset_id)}`;
+    if (location.hash === target) loadDatasets(saved.dataset_id);
+    else location.hash = target;
   }
 
   // ---------------------------------------------------------------- the new-job form
@@ -668,12 +1057,21 @@
       buildField(field);
       fields.set(name, field);
     }
+    const expert = schemas.ExpertTrainingConfig;
     const form = {
       fields,
       basicNames: new Set(Object.keys(basic.properties)),
+      // Keys of the expert YAML (not form fields): their errors belong next to it.
+      expertKeys: new Set(Object.keys(expert ? expert.properties : {}).filter((n) => !fields.has(n))),
       modelsList: el("datalist", { id: "models-list" }),
       datasetsList: el("datalist", { id: "datasets-list" }),
     };
+    const datasetHelp = fields.get("dataset_id").wrapper.querySelector(".help");
+    datasetHelp.append(
+      " Pick one from the list: the bundled demos and the datasets you may use (add yours on the ",
+      el("a", { href: "#/datasets" }, "Datasets page"),
+      ").",
+    );
     fields.get("model_id").input.addEventListener("input", describeChoice);
     fields.get("dataset_id").input.addEventListener("input", describeChoice);
     fields.get("preset")?.input.addEventListener("change", () => presetPlaceholders(form));
@@ -758,7 +1156,7 @@
     }
     if (dataset) {
       const labels = dataset.labels.length ? `, labels ${dataset.labels.join("/")}` : "";
-      parts.push(`${dataset.dataset_id}: ${dataset.num_rows} rows (${dataset.format}${labels}). ${dataset.description}`);
+      parts.push(`${dataset.dataset_id}: ${dataset.num_rows} rows (${dataset.shape || dataset.format}${labels}). ${dataset.description}`);
     }
     info.textContent = parts.join(" ");
     const select = form.fields.get("training_type").input;
@@ -771,16 +1169,26 @@
     }
   }
 
-  async function loadChoices() {
+  /** The dataset field's suggestions: the bundled demos and every dataset the user may use. */
+  async function loadDatasetChoices() {
     const form = state.form;
     try {
       state.datasets = await api("/api/datasets");
-      form.datasetsList.replaceChildren(
-        ...state.datasets.map((d) => el("option", { value: d.dataset_id }, d.description || d.dataset_id)),
-      );
     } catch (err) {
       showFormErrors(err, "Could not list datasets: ");
+      return;
     }
+    form.datasetsList.replaceChildren(
+      ...state.datasets.map((d) =>
+        el("option", { value: d.dataset_id }, `${d.shape || d.format}, ${d.num_rows.toLocaleString()} rows${d.owner ? ` (${d.owner})` : ""}${d.description ? `: ${d.description}` : ""}`),
+      ),
+    );
+    describeChoice();
+  }
+
+  async function loadChoices() {
+    const form = state.form;
+    await loadDatasetChoices();
     try {
       state.presets = await api("/api/training/presets");
       presetPlaceholders(form);
@@ -799,7 +1207,7 @@
     describeChoice();
   }
 
-  async function showNew() {
+  async function showNew(params) {
     showView("new");
     const canCreate = state.user.role !== "viewer";
     $("submit-button").disabled = !canCreate;
@@ -815,6 +1223,15 @@
       }
       layoutForm();
       loadChoices();
+    } else {
+      // A dataset saved on the Datasets page since the form was built is offered too.
+      loadDatasetChoices();
+    }
+    const dataset = params && params.get("dataset");
+    if (dataset) {
+      state.form.fields.get("dataset_id").input.value = dataset;
+      describeChoice();
+      markCheckStale();
     }
   }
 
@@ -843,6 +1260,9 @@
   function clearFormErrors() {
     $("form-errors").hidden = true;
     $("form-errors").replaceChildren();
+    $("expert-errors").hidden = true;
+    $("expert-errors").replaceChildren();
+    $("expert-yaml").removeAttribute("aria-invalid");
     if (!state.form) return;
     for (const field of state.form.fields.values()) {
       field.input.removeAttribute("aria-invalid");
@@ -852,11 +1272,22 @@
     }
   }
 
-  /** Show an API error: a summary that names each field, and each message by its field. */
+  /** An error of the expert YAML (parsing, a key, user code): is it about the YAML? */
+  function isExpertError(path) {
+    const name = path.split(/[.[]/)[0];
+    return name === "yaml" || Boolean(state.form && state.form.expertKeys.has(name));
+  }
+
+  /**
+   * Show an API error: a summary at the top that names each field, each message by its
+   * field, and errors of the expert YAML next to its Check button (the page scrolls there,
+   * not to the top, when the YAML is what is wrong).
+   */
   function showFormErrors(err, prefix = "") {
     const box = $("form-errors");
     const items = [];
     const seen = new Set();
+    const expertItems = [];
     for (const e of err.errors || []) {
       const path = String(e.field || "").replace(/^config\./, "");
       const name = path.split(".")[0];
@@ -872,6 +1303,9 @@
         slot.hidden = false;
       }
       const label = field ? `${field.label} (${path})` : path;
+      if (!field && isExpertError(path) && currentMode() === "expert") {
+        expertItems.push(el("li", { "data-field": path, "data-testid": "expert-error" }, el("strong", {}, path), `: ${text}`));
+      }
       items.push(
         el(
           "li",
@@ -886,7 +1320,14 @@
       : `${prefix}${err.detail || err.message || String(err)}`;
     fill(box, el("p", {}, summary), items.length ? el("ul", {}, ...items) : null);
     box.hidden = false;
-    box.scrollIntoView({ block: "start", behavior: "smooth" });
+    if (expertItems.length) {
+      const near = $("expert-errors");
+      const count = expertItems.length === 1 ? "1 problem" : `${expertItems.length} problems`;
+      fill(near, el("p", {}, `${count} to fix in the YAML:`), el("ul", {}, ...expertItems));
+      near.hidden = false;
+      $("expert-yaml").setAttribute("aria-invalid", "true");
+      near.scrollIntoView({ block: "nearest", behavior: "smooth" });
+    } else box.scrollIntoView({ block: "start", behavior: "smooth" });
   }
 
   function focusField(name) {
@@ -919,6 +1360,7 @@
         },
       });
       renderCheck(report);
+      state.checkSeconds = report.time ? report.time.seconds : null;
       result.dataset.stale = "false";
       result.hidden = false;
       result.scrollIntoView({ block: "start", behavior: "smooth" });
@@ -990,7 +1432,7 @@
         el(
           "div",
           { className: `meter ${memory.fits ? "" : "meter-over"}`, role: "img", "aria-label": `Peak uses ${Math.round(share * 100)}% of available memory` },
-          el("div", { className: "meter-fill", style: `width: ${Math.max(1, share * 100)}%` }),
+          el("div", { className: "meter-fill", style: { width: `${Math.max(1, share * 100)}%` } }),
         ),
         el("p", { className: "small" }, memory.fits ? `Fits: peak is ${Math.round(share * 100)}% of what is available.` : "Does not fit in the memory available."),
         memory.notes.length ? el("ul", { className: "small" }, ...memory.notes.map((n) => el("li", {}, n))) : null,
@@ -1045,9 +1487,32 @@
     $("form-status").textContent = `Applied: ${names.join(", ")}. Check again to see the effect.`;
   }
 
+  /** The expert keys that name user code ([field, reference]), as ExpertTrainingConfig.user_code. */
+  function userCodeRefs(config) {
+    const refs = [];
+    if (config.loss && config.loss.function) refs.push(["loss.function", config.loss.function]);
+    if (config.optimizer && config.optimizer.factory) refs.push(["optimizer.factory", config.optimizer.factory]);
+    const callbacks = Array.isArray(config.callbacks) ? config.callbacks.filter(Boolean) : [];
+    if (callbacks.length) refs.push(["callbacks", callbacks.join(", ")]);
+    if (config.trainer_class) refs.push(["trainer_class", config.trainer_class]);
+    return refs;
+  }
+
+  /** User code runs on the server: only an admin may create a job that names it. */
+  function adminOnlyIssues(config) {
+    if (state.user.role === "admin") return [];
+    return userCodeRefs(config).map(([field, ref]) => ({
+      field,
+      message: `names user code (${ref}), which runs on the server: admin only, so the job would be refused.`,
+      fix: "use the built-in losses (cross_entropy, focal), an optimizer by name and lr_schedule_expr, or ask an admin to create this job.",
+    }));
+  }
+
   /**
    * The expert YAML as config keys, checked by the server (the same rules as the job;
-   * user code is read there, never run). Shows the problems and throws when there are any.
+   * user code is read there, never run) and, for a non-admin, refused up front when it
+   * names user code. Shows the problems next to the Check button and throws when there
+   * are any.
    */
   async function checkExpertYaml() {
     clearFormErrors();
@@ -1057,13 +1522,16 @@
     try {
       result = await api("/api/training/expert/check", { method: "POST", body: { yaml: $("expert-yaml").value } });
     } catch (err) {
-      status.textContent = "";
+      status.textContent = err.status === 403 ? "Admin only." : "";
       showFormErrors(err, "The expert YAML has a problem. ");
       throw err;
     }
-    if (result.issues.length) {
-      status.textContent = "";
-      const err = { detail: "The expert YAML has problems.", errors: result.issues };
+    const adminOnly = adminOnlyIssues(result.config);
+    // For a non-admin, "code_dir is not set" would only lead them on: admin only says it.
+    const issues = [...adminOnly, ...result.issues.filter((i) => !adminOnly.some((a) => a.field === i.field))];
+    if (issues.length) {
+      status.textContent = adminOnly.length ? "Admin only: this YAML names user code." : "";
+      const err = { detail: "The expert YAML has problems.", errors: issues };
       showFormErrors(err, "The expert YAML: ");
       throw err;
     }
@@ -1094,6 +1562,11 @@
       setBusy(false, "");
       showFormErrors(err, "The job was not created. ");
       return;
+    }
+    const check = $("check-result");
+    if (state.checkSeconds && !check.hidden && check.dataset.stale === "false") {
+      // Shown as the remaining time until the run's own steps are timed.
+      sessionStorage.setItem(ESTIMATE_KEY + job.job_id, String(state.checkSeconds));
     }
     setBusy(true, "Starting…");
     try {
@@ -1130,6 +1603,8 @@
     state.series = { loss: [], eval_loss: [], learning_rate: [] };
     state.rates = {};
     state.timeline = new Map();
+    state.stepTimes = [];
+    renderTime();
     scheduleDraw();
   }
 
@@ -1158,6 +1633,7 @@
     if (!FINISHED.has(job.status)) {
       every(REFRESH_MS, () => loadLogs(id));
       every(CHECKPOINTS_REFRESH_MS, () => loadCheckpoints(id));
+      every(1000, renderTime);
     }
     const controller = new AbortController();
     state.stream = controller;
@@ -1170,7 +1646,13 @@
 
   function renderJob(job) {
     if (location.hash !== `#/jobs/${job.job_id}`) return;
+    const shown = state.job;
+    const [fresh, seen] = [parseTime(job.updated_at), shown && parseTime(shown.updated_at)];
+    if (shown && shown.job_id === job.job_id && fresh && seen && fresh < seen) {
+      return; // an answer that left the server before the one already shown
+    }
     state.job = job;
+    recordStep(job);
     const finished = FINISHED.has(job.status);
     $("job-title").textContent = job.run_name ? `${job.run_name} (${job.job_id})` : `Job ${job.job_id}`;
     $("job-status").replaceChildren(statusBadge(job.status, job.status === "queued" ? job.wait_reason : null));
@@ -1180,6 +1662,8 @@
     $("job-progressbar").setAttribute("aria-valuenow", String(percent));
     $("job-progress-text").textContent =
       `${percent}% · step ${job.current_step} of ${job.total_steps || "?"} · epoch ${formatNumber(job.current_epoch, 3)} of ${job.total_epochs}`;
+    $("job-progress-text").dataset.step = String(job.current_step);
+    renderTime();
     const mayChange = state.user.role === "admin" || (state.user.role === "trainer" && job.owner === state.user.name);
     $("job-cancel").hidden = finished || !mayChange;
     $("job-resume").hidden = !RESUMABLE.has(job.status) || !mayChange;
@@ -1246,7 +1730,10 @@
     if (!job || !window.confirm(`Cancel job ${job.job_id}? Its worker is stopped.`)) return;
     $("job-cancel").disabled = true;
     try {
+      // The answer comes once the worker has saved its checkpoint and stopped: the job's
+      // step is the checkpoint's, and the checkpoint is listed.
       renderJob(await api(`/api/training/jobs/${job.job_id}/cancel`, { method: "POST" }));
+      loadCheckpoints(job.job_id);
     } catch (err) {
       $("job-error").replaceChildren(el("p", {}, `Cancel failed: ${err.detail}`));
       $("job-error").hidden = false;
@@ -1285,6 +1772,101 @@
       const cell = $("job-facts").querySelector(`[data-testid="${testid}"]`);
       if (cell) cell.textContent = format(value);
     }
+  }
+
+
+  // ---------------------------------------------------------------- time and speed
+
+  /** Keep when the job reached each new step: its updated_at is the server's time of the write. */
+  function recordStep(job) {
+    const times = state.stepTimes;
+    const last = times[times.length - 1];
+    if (last && job.current_step < last.step) times.length = 0; // started over
+    if (job.current_step > 0 && (!last || job.current_step > last.step) && !FINISHED.has(job.status)) {
+      const at = parseTime(job.updated_at);
+      if (at) times.push({ at: at.getTime(), step: job.current_step });
+    }
+  }
+
+  /** Seconds per optimizer step and where that figure comes from, or null. */
+  function stepSeconds(job) {
+    const times = state.stepTimes;
+    if (times.length >= 2) {
+      const last = times[times.length - 1];
+      const first = times.find((t) => t.at >= last.at - STEP_WINDOW_MS && t.step < last.step) || times[0];
+      if (last.step > first.step && last.at > first.at) {
+        const seconds = (last.at - first.at) / 1000 / (last.step - first.step);
+        return { seconds, source: "measured", why: `measured: ${formatStep(seconds)} a step over the last ${plural(last.step - first.step, "step")}` };
+      }
+    }
+    const started = parseTime(job.started_at);
+    const updated = parseTime(job.updated_at);
+    // A resumed job's steps before its checkpoint were not timed since started_at.
+    if (started && updated && job.current_step > 0 && !job.resume_count) {
+      const seconds = (updated - started) / 1000 / job.current_step;
+      return { seconds, source: "average", why: `average since the start, model loading included: ${formatStep(seconds)} a step` };
+    }
+    return null;
+  }
+
+  /** A step's time: milliseconds below a second (tiny models take a few). */
+  function formatStep(seconds) {
+    return seconds < 1 ? `${Math.max(1, Math.round(seconds * 1000))} ms` : formatSeconds(seconds);
+  }
+
+  function formatClock(seconds) {
+    const total = Math.max(0, Math.round(seconds));
+    if (total < 60) return `${total} s`;
+    const minutes = Math.floor(total / 60);
+    if (minutes < 60) return `${minutes} min ${String(total % 60).padStart(2, "0")} s`;
+    return `${Math.floor(minutes / 60)} h ${String(minutes % 60).padStart(2, "0")} min`;
+  }
+
+  /** Elapsed and remaining time on the progress bar, and the latest tokens/s. */
+  function renderTime() {
+    const job = state.job;
+    const remaining = $("job-remaining");
+    const source = $("job-remaining-source");
+    const rate = state.rates.tokens_per_second;
+    $("job-tokens-rate").textContent = rate === undefined ? "—" : formatRate(rate);
+    $("job-tokens-rate").title = rate === undefined ? "" : "Real (not padding) tokens a second over the latest logging window";
+    const started = job && parseTime(job.started_at);
+    if (!job || !started || ["pending", "queued"].includes(job.status)) {
+      $("job-elapsed").textContent = "—";
+      remaining.textContent = job && ["pending", "queued"].includes(job.status) ? "not started" : "—";
+      remaining.dataset.source = "";
+      source.textContent = "";
+      return;
+    }
+    const finished = FINISHED.has(job.status);
+    const end = finished ? parseTime(job.completed_at) || parseTime(job.updated_at) : new Date();
+    const elapsed = Math.max(0, (end - started) / 1000);
+    $("job-elapsed").textContent = formatClock(elapsed);
+    $("job-elapsed").dataset.seconds = String(Math.round(elapsed));
+    if (finished) {
+      remaining.textContent = job.status === "completed" ? "none" : "—";
+      remaining.dataset.source = "finished";
+      source.textContent = `(${job.status})`;
+      return;
+    }
+    const left = Math.max(0, (job.total_steps || 0) - job.current_step);
+    const perStep = job.total_steps ? stepSeconds(job) : null;
+    if (perStep) {
+      remaining.textContent = `about ${formatClock(left * perStep.seconds)}`;
+      remaining.dataset.source = perStep.source;
+      source.textContent = `(${perStep.why})`;
+      return;
+    }
+    const estimate = Number(sessionStorage.getItem(ESTIMATE_KEY + job.job_id));
+    if (estimate > 0) {
+      remaining.textContent = `about ${formatClock(Math.max(0, estimate - elapsed))}`;
+      remaining.dataset.source = "estimate";
+      source.textContent = "(the check's estimate before submitting; measured once steps are timed)";
+      return;
+    }
+    remaining.textContent = "measuring…";
+    remaining.dataset.source = "";
+    source.textContent = "(from the time of the first steps)";
   }
 
   // ---------------------------------------------------------------- timeline and checkpoints
@@ -1394,6 +1976,7 @@
           /* the last progress event already showed the job */
         }
         const job = state.job;
+        if (job && job.job_id === id && job.status === "cancelled") refreshAfterCancel(id);
         if (job && job.job_id === id && RESUMABLE.has(job.status)) {
           const hint = $("job-resume").hidden ? "" : " Resume continues it from its latest checkpoint.";
           $("job-stream-state").textContent = `The job stopped (${job.status}) before the end of its training.${hint}`;
@@ -1402,6 +1985,27 @@
       }
       $("job-stream-state").textContent = "Connection lost; reconnecting…";
       await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS));
+    }
+  }
+
+  /**
+   * A job cancelled elsewhere (the CLI, another page) ends its stream at once, while its
+   * worker still finishes the step and saves a checkpoint (up to 30 s): read the job and
+   * its checkpoints again a few times, so the page shows the step the checkpoint holds.
+   */
+  function refreshAfterCancel(id) {
+    for (const delay of [2000, 6000, 15000, 35000]) {
+      state.timers.push(
+        setTimeout(async () => {
+          if (location.hash !== `#/jobs/${id}`) return;
+          try {
+            renderJob(await api(`/api/training/jobs/${id}`));
+          } catch {
+            return;
+          }
+          loadCheckpoints(id);
+        }, delay),
+      );
     }
   }
 
@@ -1467,6 +2071,7 @@
 
   function addMetric(row) {
     addRates(row);
+    if (typeof row.tokens_per_second === "number") renderTime();
     for (const key of ["loss", "eval_loss", "learning_rate"]) {
       const y = row[key];
       if (typeof y !== "number" || !Number.isFinite(y)) continue;
