@@ -15,6 +15,7 @@ the larger part of what `--help` still imports.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -312,11 +313,7 @@ def train(
             return job
         return follow_job(service, job.job_id, console)
 
-    try:
-        job = _guard(run)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    _report_end(job)
+    _run_to_end(run)
 
 
 def _batch_size_flag(value: str | None) -> int | str | None:
@@ -329,6 +326,16 @@ def _batch_size_flag(value: str | None) -> int | str | None:
         f"--batch-size: '{value}' is neither a whole number nor 'auto'. Fix: give e.g. "
         "--batch-size 8, or --batch-size auto for the largest that fits."
     )
+
+
+def _run_to_end(run: Callable[[], TrainingJob]) -> None:
+    """Run a command that follows a job, then say how the job ended (Ctrl-C: exit 130,
+    the job cancelled by the follow loop)."""
+    try:
+        job = _guard(run)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    _report_end(job)
 
 
 def _report_end(job: TrainingJob) -> None:
@@ -695,11 +702,7 @@ def jobs_start(
             return job
         return follow_job(service, job_id, console)
 
-    try:
-        job = _guard(run)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    _report_end(job)
+    _run_to_end(run)
 
 
 @jobs_app.command("resume")
@@ -718,11 +721,7 @@ def jobs_resume(
             return job
         return follow_job(service, job_id, console)
 
-    try:
-        job = _guard(run)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    _report_end(job)
+    _run_to_end(run)
 
 
 @jobs_app.command("events")

@@ -40,14 +40,22 @@ def spawn(
             start_new_session=True,
         )
 
-    # Reap the child when it exits so it never lingers as a zombie in a long-lived parent.
+    _reap_in_background(proc, on_exit)
+    return proc
+
+
+def _reap_in_background(
+    proc: subprocess.Popen[bytes], on_exit: Callable[[int], None] | None
+) -> None:
+    """Wait for the child in a thread, so it never lingers as a zombie in a long-lived
+    parent, and report its exit status to `on_exit`."""
+
     def reap() -> None:
         returncode = proc.wait()
         if on_exit is not None:
             on_exit(returncode)
 
     threading.Thread(target=reap, name=f"reap-{proc.pid}", daemon=True).start()
-    return proc
 
 
 def process_start_time(pid: int) -> float | None:
@@ -149,13 +157,7 @@ class WarmWorker:
             with contextlib.suppress(OSError):
                 proc.kill()
             return None
-
-        def reap() -> None:
-            returncode = proc.wait()
-            if on_exit is not None:
-                on_exit(returncode)
-
-        threading.Thread(target=reap, name=f"reap-{proc.pid}", daemon=True).start()
+        _reap_in_background(proc, on_exit)
         return proc
 
     def discard(self) -> None:
