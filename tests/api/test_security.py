@@ -351,3 +351,10 @@ def test_the_page_has_no_inline_script_or_style() -> None:
     assert re.findall(r"<script(?![^>]*\bsrc=)", html) == []  # every script from a file
     assert re.findall(r"\son[a-z]+\s*=", html) == []  # no onclick=...
     assert "style=" not in html and "<style" not in html
+
+
+def test_the_compatibility_check_bounds_its_ids(client: TestClient, trainer: Caller) -> None:
+    body = {"model_id": "m" * 501, "dataset_id": "d" * 501}
+    response = client.post("/api/training/compatibility/check", json=body, headers=trainer.headers)
+    assert response.status_code == 422, response.text
+    assert set(_fields(response)) == {"model_id", "dataset_id"}

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from flextrain.accounts.audit import AuditEntry
 from flextrain.accounts.users import Role, User
 from flextrain.config.enums import TrainingStatus, TrainingType
-from flextrain.config.schemas import AdvancedTrainingConfig
+from flextrain.config.schemas import MAX_ID, AdvancedTrainingConfig
 from flextrain.jobs.store import JobEvent, TrainingJob
 from flextrain.models.registry import RegisteredModel
 
@@ -34,9 +34,11 @@ class ErrorBody(BaseModel):
 
 
 class CompatibilityRequest(BaseModel):
-    model_id: str = Field(min_length=1, description="Built-in name, local folder or hub id.")
+    model_id: str = Field(
+        min_length=1, max_length=MAX_ID, description="Built-in name, local folder or hub id."
+    )
     training_type: TrainingType | None = None
-    dataset_id: str | None = None
+    dataset_id: str | None = Field(None, max_length=MAX_ID)
     batch_size: int = Field(8, ge=1, le=4096)
     max_length: int = Field(512, ge=8, le=131072)
     probe: bool = Field(False, description="Run a few real steps to calibrate (trainer role).")
