@@ -84,6 +84,7 @@ class Case:
     flag: list[str] | None = None  # `flextrain train` arguments giving the same value
     warns: bool = False  # the value waits for another setting: a warning names it
     refused_here: str | None = None  # this CPU machine cannot run it: the refusal names this
+    rest_admin: bool = False  # over REST only an admin may give it (trainers get a 403)
 
     @property
     def id(self) -> str:
@@ -241,7 +242,7 @@ CASES: list[Case] = [
         flag=["--strategy", "fsdp"],
         warns=True,
     ),
-    Case("rdzv_endpoint", "127.0.0.1:29555", _cfg("rdzv_endpoint"), warns=True),
+    Case("rdzv_endpoint", "127.0.0.1:29555", _cfg("rdzv_endpoint"), warns=True, rest_admin=True),
     Case("distributed_timeout", 120, _cfg("distributed_timeout")),
     Case("deepspeed_config", "<file>", _cfg("deepspeed_config"), expected="<file>", warns=True),
 ]
@@ -279,6 +280,7 @@ class Doors:
     service: TrainingService
     client: TestClient
     token: str
+    admin_token: str
     files: Path
     env: dict[str, str]
 
@@ -292,16 +294,22 @@ def doors(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Itera
     api = create_app(settings)
     service: TrainingService = api.state.service
     _, token = service.users.create("tom", "trainer")
+    _, admin_token = service.users.create("ada", "admin")
     files = root / "files"
     files.mkdir()
-    (files / "deepspeed.json").write_text(json.dumps({"zero_optimization": {"stage": 2}}))
+    deepspeed = json.dumps({"zero_optimization": {"stage": 2}})
+    (files / "deepspeed.json").write_text(deepspeed)
+    # A REST trainer names files inside their own folder only.
+    own = settings.home / "outputs" / "tom"
+    own.mkdir(parents=True)
+    (own / "deepspeed.json").write_text(deepspeed)
     env = {
         "FLEXTRAIN_HOME": str(settings.home),
         "FLEXTRAIN_MODELS_CACHE": str(models_cache),
         "COLUMNS": "400",
     }
     with TestClient(api, raise_server_exceptions=False) as client:
-        yield Doors(settings, service, client, token, files, env)
+        yield Doors(settings, service, client, token, admin_token, files, env)
     service.engine.dispose()
 
 
@@ -311,7 +319,8 @@ def _value(case: Case, door: str, doors: Doors) -> Any:
         # REST trainers name folders inside their own; the others give any path.
         return name if door == "rest" else str(doors.files / name)
     if case.value == "<file>":
-        return str(doors.files / "deepspeed.json")
+        # REST trainers name it relative to their own folder.
+        return "deepspeed.json" if door == "rest" else str(doors.files / "deepspeed.json")
     return case.value
 
 
@@ -319,6 +328,8 @@ def _expected(case: Case, door: str, doors: Doors) -> Any:
     if case.expected == "<fresh>":
         return f"out-{door}"
     if case.expected == "<file>":
+        if door == "rest":
+            return str((doors.settings.home / "outputs" / "tom" / "deepspeed.json").resolve())
         return str(doors.files / "deepspeed.json")
     return case.wanted()
 
@@ -363,10 +374,11 @@ def _create(door: str, case: Case, doors: Doors) -> Created:
         interface = FlexibleTrainingInterface(service=doors.service)
         job = asyncio.run(interface.create_advanced_training_job(AdvancedTrainingConfig(**body)))
         return Created(job.job_id, job.warnings)
+    token = doors.admin_token if case.rest_admin else doors.token
     response = doors.client.post(
         "/api/training/jobs/advanced",
         json=body,
-        headers={"Authorization": f"Bearer {doors.token}"},
+        headers={"Authorization": f"Bearer {token}"},
     )
     if response.status_code != 201:
         assert response.status_code == 422, response.text

@@ -223,7 +223,7 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
     )
     tracking: list[Literal["mlflow", "tensorboard"]] = Field(
         default_factory=list,
-        max_length=2,
+        max_length=8,
         description="Also log params, metrics and the model to MLflow and/or TensorBoard "
         "(optional extras: pip install 'flextrain[tracking]').",
     )

@@ -49,9 +49,12 @@ def build_model(spec: RunSpec, tokenizer: Any) -> tuple[Any, list[str]]:
     if spec.config.attn_implementation:
         attention["attn_implementation"] = spec.config.attn_implementation
     fresh: list[str] = []
+    # Seeded before any weight is drawn (a model from scratch, a fresh classification
+    # head, LoRA's A matrices): the same config gives the same run whatever the process
+    # did before (a warm worker, an in-process test, a cold start).
+    torch.manual_seed(spec.config.seed)
     if spec.config.training_type == TrainingType.FULL_TRAINING:
         config = AutoConfig.from_pretrained(spec.model_path, **kwargs)
-        torch.manual_seed(spec.config.seed)
         model = auto.from_config(config, **attention)
     else:
         # Safetensors only unless an admin allows pickles (None: prefer safetensors).

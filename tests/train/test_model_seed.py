@@ -1,0 +1,82 @@
+"""The config's seed decides every weight a run draws, whatever the process did before.
+
+A fresh classification head and LoRA's A matrices are drawn when the model is built;
+before this was seeded, a warm worker or an earlier in-process test left the global
+generator elsewhere and the same job reached a different accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from flextrain.config.enums import TrainingType
+from flextrain.config.schemas import AdvancedTrainingConfig
+from flextrain.jobs.spec import DataSpec, RunSpec
+from flextrain.models.builtin import TINY_BERT_ID, builtin_path
+from flextrain.train.model import build_model, load_tokenizer
+
+
+def _spec(tmp_path: Path, models_cache: Path, seed: int) -> RunSpec:
+    cfg = AdvancedTrainingConfig(
+        model_id=TINY_BERT_ID,
+        dataset_id="demo/sentiment",
+        training_type=TrainingType.LORA_ADAPTATION,
+        seed=seed,
+    )
+    out = tmp_path / "output"
+    return RunSpec(
+        job_id="job-seed",
+        config=cfg,
+        model_path=str(builtin_path(TINY_BERT_ID, models_cache)),
+        objective="sequence_classification",
+        precision="fp32",
+        lora_target_modules=None,
+        data=DataSpec(
+            path=str(tmp_path / "data.jsonl"),
+            format="jsonl",
+            text_column="text",
+            label_column="label",
+            labels=["negative", "positive"],
+            version="0" * 64,
+        ),
+        output_dir=str(out),
+        checkpoint_dir=str(out / "checkpoints"),
+        model_dir=str(out / "model"),
+        temp_dir=str(tmp_path / "tmp"),
+        num_threads=1,
+    )
+
+
+def _drawn(spec: RunSpec) -> dict[str, torch.Tensor]:
+    """The weights the build drew at random: the fresh head's and the adapters' A."""
+    model, fresh = build_model(spec, load_tokenizer(spec))
+    assert "classifier" in fresh
+    drawn = {
+        name: param.detach().clone()
+        for name, param in model.named_parameters()
+        if "lora_A" in name or ("classifier" in name and "modules_to_save" in name)
+    }
+    assert any("lora_A" in name for name in drawn) and any("classifier" in n for n in drawn)
+    return drawn
+
+
+def test_the_same_seed_draws_the_same_weights_after_other_random_work(
+    tmp_path: Path, models_cache: Path
+) -> None:
+    spec = _spec(tmp_path, models_cache, seed=42)
+    torch.manual_seed(1)
+    first = _drawn(spec)
+    torch.rand(1000)  # what another job, test or import might have drawn
+    torch.manual_seed(12345)
+    second = _drawn(spec)
+    assert first.keys() == second.keys()
+    for name, weight in first.items():
+        assert torch.equal(weight, second[name]), name
+
+
+def test_another_seed_draws_other_weights(tmp_path: Path, models_cache: Path) -> None:
+    first = _drawn(_spec(tmp_path, models_cache, seed=42))
+    other = _drawn(_spec(tmp_path, models_cache, seed=43))
+    assert any(not torch.equal(weight, other[name]) for name, weight in first.items())
