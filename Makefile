@@ -47,10 +47,14 @@ load: install
 	$(PY) benchmarks/load.py
 	$(PY) benchmarks/load.py --reserved-cpus 1
 
+# ruff (style, complexity, banned module-level imports), mypy, and the layering
+# contracts of pyproject.toml [tool.importlinter] (no import cycles, the pure core, the
+# front ends apart): a forbidden import fails here.
 lint: install
-	$(VENV)/bin/ruff check src tests examples
-	$(VENV)/bin/ruff format --check src tests examples
+	$(VENV)/bin/ruff check src tests examples benchmarks tools
+	$(VENV)/bin/ruff format --check src tests examples benchmarks tools
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

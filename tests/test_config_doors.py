@@ -14,7 +14,7 @@ given alone (beside the three required ids) through each door that takes it:
 
 `plan_start` is the start without the launch: every check `start_job` makes against
 this machine, and the run spec its worker would read. The spec's config then builds
-the worker's TrainingArguments (`flextrain.train.runner.training_arguments`), and
+the worker's TrainingArguments (`flextrain.train.arguments.training_arguments`), and
 each case reads its value where the worker uses it. No case trains: the matrix must
 stay fast, and training itself is covered by the training tests.
 
@@ -43,10 +43,11 @@ from flextrain.config.presets import preset_values
 from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
 from flextrain.interface import FlexibleTrainingInterface
 from flextrain.jobs.launch import build_launch_command
+from flextrain.jobs.resources import Layout
 from flextrain.jobs.spec import RunSpec
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
-from flextrain.train.runner import training_arguments
+from flextrain.train.arguments import training_arguments
 from flextrain.train.tracking import configure_tracking
 from tests.conftest import TEST_CLIENT_HOST
 
@@ -402,7 +403,7 @@ def _seen(spec: RunSpec, warnings: list[str], doors: Doors) -> Seen:
         spec, has_eval, supports_gc=True, report_to=report_to, grouped=config.group_by_length
     )
     argv, _ = build_launch_command(
-        spec.job_id, config.model_dump(mode="json"), doors.settings, rdzv_endpoint="node0:29400"
+        spec.job_id, Layout.of(config), doors.settings, rdzv_endpoint="node0:29400"
     )
     return Seen(spec, args, report_to, argv, warnings)
 

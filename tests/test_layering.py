@@ -7,7 +7,8 @@ CLI's `--help` and `jobs list` load as a whole is checked in tests/test_startup.
 
 from __future__ import annotations
 
-import ast
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -50,6 +51,7 @@ LIGHT_MODULES = [
     "flextrain.jobs.process",
     "flextrain.data.registry",
     "flextrain.service",
+    "flextrain.public",
     "flextrain.interface",
     "flextrain.cli.main",
     "flextrain.accounts.users",
@@ -103,65 +105,61 @@ def test_the_block_really_blocks() -> None:
     assert result.stdout.split()[1].split(".")[0] in ("torch", "transformers")
 
 
-def _flextrain_imports(path: Path) -> list[tuple[int, str]]:
-    """(line, module) of every flextrain import in the file, relative ones made absolute."""
-    # The package a relative import starts from (for __init__.py, the package itself).
-    package = ".".join(path.relative_to(SRC.parent).parent.parts)
-    found: list[tuple[int, str]] = []
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                module = ".".join([*base, *([node.module] if node.module else [])])
-            else:
-                module = node.module or ""
-            found.append((node.lineno, module))
-        elif isinstance(node, ast.Import):
-            found.extend((node.lineno, alias.name) for alias in node.names)
-    return [(line, m) for line, m in found if m == "flextrain" or m.startswith("flextrain.")]
+REPO = SRC.parent.parent
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
-@pytest.mark.parametrize("layer", ["config", "hardware"])
-def test_pure_layers_import_only_themselves(layer: str) -> None:
-    files = sorted((SRC / layer).rglob("*.py"))
-    assert files, f"no sources found for flextrain.{layer}"
-    own = f"flextrain.{layer}"
-    outside = [
-        f"{path.relative_to(SRC)}:{line}: {module}"
-        for path in files
-        for line, module in _flextrain_imports(path)
-        if module != own and not module.startswith(own + ".")
-    ]
-    assert outside == [], outside
+def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    """import-linter on the package under `root`/src, with the repository's contracts."""
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--config", str(REPO / "pyproject.toml"), "--no-cache"],
+        cwd=REPO,  # where tools/ (the custom contract) is found
+        env={**os.environ, "PYTHONPATH": str(root / "src")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-def test_the_import_scan_sees_imports() -> None:
-    """The scan itself works: the service imports from several layers."""
-    modules = {m for _, m in _flextrain_imports(SRC / "service.py")}
-    assert {"flextrain.config.enums", "flextrain.hardware.detect", "flextrain.settings"} <= modules
+def test_the_layering_contracts_hold() -> None:
+    result = _lint_imports(REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
 
 
 @pytest.mark.parametrize(
-    ("front_end", "forbidden"),
+    ("file", "line", "broken"),
     [
-        ("api", ("flextrain.cli", "flextrain.train", "flextrain.estimate.probe")),
-        ("cli", ("flextrain.api.routes", "flextrain.train")),
-        ("web", ("flextrain.",)),
+        # The pure core reaching into the service layer.
+        ("config/enums.py", "import flextrain.jobs.store", "The pure core"),
+        # A cycle: the store imports db, and now db the store (even inside a function).
+        (
+            "db.py",
+            "def _late():\n    import flextrain.jobs.store",
+            "No module takes part in an import cycle",
+        ),
+        # One front end importing another.
+        ("cli/queue.py", "import flextrain.api.app", "The front ends never import each other"),
+        # A service module importing the facade.
+        ("models/resolve.py", "import flextrain.service", "Below the facade"),
+        # A front end reaching past the facade into the service layer.
+        (
+            "api/routes/admin.py",
+            "import flextrain.jobs.store",
+            "Front ends use the service layer only through the facade",
+        ),
     ],
+    ids=["pure-core", "cycle", "front-ends", "facade", "past-the-facade"],
 )
-def test_front_ends_stay_off_each_other_and_the_trainer(
-    front_end: str, forbidden: tuple[str, ...]
+def test_a_forbidden_import_breaks_the_contracts(
+    tmp_path: Path, file: str, line: str, broken: str
 ) -> None:
-    """The API and the CLI go through the service, never through each other or the
-    worker's internals (`serve` builds the API app: that one import is the point)."""
-    files = sorted((SRC / front_end).rglob("*.py"))
-    assert files, f"no sources found for flextrain.{front_end}"
-    allowed = {("cli/serve.py", "flextrain.api.app")}
-    crossing = [
-        f"{path.relative_to(SRC)}:{line}: {module}"
-        for path in files
-        for line, module in _flextrain_imports(path)
-        if module.startswith(forbidden) and (str(path.relative_to(SRC)), module) not in allowed
-    ]
-    assert crossing == [], crossing
+    """In a copy of the package with one forbidden import added, lint-imports fails and
+    names the contract (so `make lint` fails)."""
+    copy = tmp_path / "src" / "flextrain"
+    shutil.copytree(SRC, copy, ignore=shutil.ignore_patterns("__pycache__", "static"))
+    target = copy / file
+    target.write_text(target.read_text() + "\n\n" + line + "\n")
+    result = _lint_imports(tmp_path)
+    assert result.returncode != 0, result.stdout
+    assert f"{broken}" in result.stdout and "BROKEN" in result.stdout, result.stdout

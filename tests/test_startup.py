@@ -24,7 +24,7 @@ import typer.core
 import typer.main
 
 import flextrain
-from flextrain.cli.main import app
+from flextrain.main import app
 from flextrain.settings import Settings
 
 HEAVY = (
@@ -54,7 +54,7 @@ _PROBE = textwrap.dedent(
     else:
         sys.argv = ["flextrain", *argv]
         try:
-            runpy.run_module("flextrain.cli.main", run_name="__main__")
+            runpy.run_module("flextrain.main", run_name="__main__")
         except SystemExit as exc:
             code = exc.code
     with open(report, "w") as out:
@@ -78,10 +78,15 @@ def _probe(argv: list[str] | None, tmp_path: Path, env: dict[str, str]) -> dict[
     return result
 
 
+# `flextrain serve` is the API's command (added to the CLI by flextrain.main): its module
+# is light (typer, rich); the app, its routes and FastAPI load only when it runs.
+LIGHT_API = {"flextrain.api", "flextrain.api.serve"}
+
+
 def _heavy(modules: list[str]) -> list[str]:
     return sorted(
         {m.split(".")[0] for m in modules if m.split(".")[0] in HEAVY}
-        | {m for m in modules if m == "flextrain.api" or m.startswith("flextrain.api.")}
+        | {m for m in modules if m.startswith("flextrain.api.") and m not in LIGHT_API}
     )
 
 

@@ -28,6 +28,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 
+from flextrain.errors import UnavailableError
+
 # How long a write waits for a locked or unreachable database before giving up:
 # long enough for any lock flextrain itself takes (a migration, a big insert),
 # short enough that a stuck lock is reported while someone is still looking.
@@ -50,17 +52,24 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
-class DatabaseTooNewError(RuntimeError):
+class DatabaseTooNewError(UnavailableError, RuntimeError):
     """The database was migrated by a newer flextrain than this one knows."""
 
+    code = "database_too_new"
+    field = "database"
 
-class StoreUnavailableError(RuntimeError):
+
+class StoreUnavailableError(UnavailableError, RuntimeError):
     """The database stayed locked by another process, or unreachable, past the wait budget.
 
     `retry_safe` says whether the refused statement certainly did not run (a lock
     refused it, or the connection could not be made): only then may the whole
     transaction be run again without doing it twice.
     """
+
+    code = "store_unavailable"
+    field = "database"
+    retry_after = 5
 
     def __init__(self, database: str, reason: str, waited_s: float, *, retry_safe: bool) -> None:
         self.database = database
@@ -100,14 +109,10 @@ def wait_budget(engine: Engine) -> float:
     return float(engine.get_execution_options().get(_WAIT_OPTION, DEFAULT_WAIT_S))
 
 
-def make_engine(url: str, *, migrate: bool = True, wait_s: float | None = None) -> Engine:
-    """Create the engine for `url`; with `migrate`, bring its schema to the latest revision.
-
-    Front ends that own the database (the service, hence the CLI and API)
-    migrate at start-up. Processes started by one of them, like the worker,
-    pass `migrate=False`: their parent has already brought the schema up to
-    date, and checking again in every worker would only slow its start.
-    Raises DatabaseTooNewError for a database a newer flextrain has migrated.
+def connect(url: str, *, wait_s: float | None = None) -> Engine:
+    """The engine for `url`, its schema as it is (`flextrain.migrations.make_engine`
+    brings it up to date first; this module knows no tables, so every store can
+    import it).
 
     `wait_s` is the wait budget (see the module's note); without it, a SQLite
     URL's `?timeout=SECONDS`, else DEFAULT_WAIT_S. The worker gets the same URL
@@ -159,10 +164,6 @@ def make_engine(url: str, *, migrate: bool = True, wait_s: float | None = None) 
     ) -> tuple[str, Any]:
         return statement, _without_nul(parameters)
 
-    if migrate:
-        from flextrain.migrations import upgrade  # alembic is only needed here
-
-        upgrade(engine)
     return engine
 
 

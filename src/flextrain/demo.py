@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flextrain.config.enums import TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
-from flextrain.models.builtin import MINILM_ID
+from flextrain.public import MINILM_ID
 
 DEMO_CONFIG = AdvancedTrainingConfig(
     model_id=MINILM_ID,

@@ -19,19 +19,28 @@ from flextrain.config.schemas import (
     BasicTrainingConfig,
     ExpertTrainingConfig,
 )
-from flextrain.data.manager import TrainingDataManager
-from flextrain.data.registry import DatasetInfo
 from flextrain.hardware.detect import HardwareConstraints
-from flextrain.jobs.environment import TrainingEnvironment
-from flextrain.jobs.scheduler import QueueSnapshot
-from flextrain.jobs.store import JobEvent, TrainingJob
-from flextrain.models.compatibility import ModelCompatibility
-from flextrain.models.evaluate import EvaluationResult, Split, TryResult, evaluate, try_model
-from flextrain.models.export import ExportResult, MergeResult, export, merge
-from flextrain.models.hub import ModelFilters, TrainableListing, list_trainable
-from flextrain.models.pull import PullProgress, PullResult, pull
-from flextrain.models.registry import ModelRegistry, RegisteredModel
-from flextrain.models.resolve import ModelResolver
+from flextrain.public import (
+    DatasetInfo,
+    EvaluationResult,
+    ExportResult,
+    JobEvent,
+    MergeResult,
+    ModelCompatibility,
+    ModelFilters,
+    ModelRegistry,
+    ModelResolver,
+    PullProgress,
+    PullResult,
+    QueueSnapshot,
+    RegisteredModel,
+    Split,
+    TrainableListing,
+    TrainingDataManager,
+    TrainingEnvironment,
+    TrainingJob,
+    TryResult,
+)
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
 
@@ -55,15 +64,19 @@ class FlexibleTrainingInterface:
         settings: Settings | None = None,
         service: TrainingService | None = None,
     ) -> None:
-        self.service = service or TrainingService(settings)
-        if enhanced_hf_service is not None:
-            self.service.models = enhanced_hf_service
-            self.service.compatibility.resolver = enhanced_hf_service
-        if training_data_manager is not None:
-            self.service.datasets = training_data_manager
-        if system_model_manager is not None:
-            self.service.model_registry = system_model_manager
-        self.system_model_manager = self.service.model_registry
+        components = (enhanced_hf_service, training_data_manager, system_model_manager)
+        if service is not None and any(c is not None for c in components):
+            raise ValueError(
+                "give either service or the components (enhanced_hf_service, "
+                "training_data_manager, system_model_manager), not both. Fix: pass the "
+                "components to TrainingService(...) and that service here."
+            )
+        self.service = service or TrainingService(
+            settings,
+            models=enhanced_hf_service,
+            datasets=training_data_manager,
+            model_registry=system_model_manager,
+        )
 
     # -- checks ------------------------------------------------------------------------
     async def check_model_compatibility(
@@ -101,7 +114,7 @@ class FlexibleTrainingInterface:
         import uuid
 
         return await asyncio.to_thread(
-            self.service.environments.setup, job_id or uuid.uuid4().hex[:12], output_dir
+            self.service.setup_environment, job_id or uuid.uuid4().hex[:12], output_dir
         )
 
     async def get_hardware_constraints(self) -> HardwareConstraints:
@@ -121,12 +134,7 @@ class FlexibleTrainingInterface:
     ) -> TrainableListing:
         """`get_trainable_models` with its notes (e.g. that the hub was not searched)."""
         chosen = ModelFilters.model_validate(filters or {})
-        return await asyncio.to_thread(self._trainable_models, chosen)
-
-    def _trainable_models(self, filters: ModelFilters) -> TrainableListing:
-        registry = getattr(self.service, "model_registry", None)
-        local = registry.list() if registry is not None else []
-        return list_trainable(filters, check=self.service.check_compatibility, local=local)
+        return await asyncio.to_thread(self.service.list_trainable_models, chosen)
 
     async def pull_model(
         self,
@@ -136,7 +144,9 @@ class FlexibleTrainingInterface:
     ) -> PullResult:
         """Download a hub model's config, tokenizer and safetensors weights into the hub
         cache (resumable; disk space checked first); it then trains offline."""
-        return await asyncio.to_thread(pull, model_id, revision=revision, progress=progress)
+        return await asyncio.to_thread(
+            self.service.pull_model, model_id, revision=revision, progress=progress
+        )
 
     # -- registered models -------------------------------------------------------------
     async def register_model(
@@ -148,25 +158,23 @@ class FlexibleTrainingInterface:
     ) -> RegisteredModel:
         """Register a local model folder under `name` (checked and described first: its
         config is read on the meta device); the name then works as a job's model_id."""
-        return await asyncio.to_thread(
-            self.service.model_registry.add, path, name, description, owner
-        )
+        return await asyncio.to_thread(self.service.register_model, path, name, description, owner)
 
     def list_models(self) -> list[RegisteredModel]:
         """Registered models: folders added by hand and models trained here."""
-        return self.service.model_registry.list()
+        return self.service.list_registered_models()
 
     def get_model(self, name: str) -> RegisteredModel:
         """One registered model with its lineage (ModelNotRegisteredError if none)."""
-        return self.service.model_registry.get(name)
+        return self.service.get_registered_model(name)
 
     def remove_model(self, name: str) -> RegisteredModel:
         """Forget a registration (its files stay); refused while an unfinished job uses it."""
-        return self.service.model_registry.remove(name)
+        return self.service.remove_registered_model(name)
 
     # -- datasets ----------------------------------------------------------------------
     def register_dataset(self, name: str, path: str | Path, description: str = "") -> DatasetInfo:
-        return self.service.datasets.register(name, path, description)
+        return self.service.register_dataset(name, path, description)
 
     # -- jobs --------------------------------------------------------------------------
     async def create_basic_training_job(
@@ -218,7 +226,7 @@ class FlexibleTrainingInterface:
     ) -> MergeResult:
         """Merge a LoRA job's adapter into its base model and save it (safetensors) to
         `out_dir`, by default the job's folder (jobs/ID/merged)."""
-        return await asyncio.to_thread(merge, self.service, job_id, out_dir, force=force)
+        return await asyncio.to_thread(self.service.merge_model, job_id, out_dir, force=force)
 
     async def export_model(
         self,
@@ -232,8 +240,7 @@ class FlexibleTrainingInterface:
         """Write the model (merged if LoRA, unless `adapter_only`), its tokenizer and a
         README.md model card (base model, data hash, config, metrics) to `out_dir`."""
         return await asyncio.to_thread(
-            export,
-            self.service,
+            self.service.export_model,
             job_id,
             out_dir,
             adapter_only=adapter_only,
@@ -252,7 +259,7 @@ class FlexibleTrainingInterface:
         """The trained and the base model's answers to each text: greedy generations for
         language models, label and scores for classifiers."""
         return await asyncio.to_thread(
-            try_model, self.service, job_id, texts, max_new_tokens=max_new_tokens, chat=chat
+            self.service.try_model, job_id, texts, max_new_tokens=max_new_tokens, chat=chat
         )
 
     async def evaluate_model(
@@ -271,8 +278,7 @@ class FlexibleTrainingInterface:
         of the data evaluated, else "all" (with a note); the result's `split`, `rows`,
         `title` and `notes` say which rows were scored."""
         return await asyncio.to_thread(
-            evaluate,
-            self.service,
+            self.service.evaluate_model,
             job_id,
             dataset_id,
             split=split,

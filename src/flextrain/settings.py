@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -92,6 +92,12 @@ class Settings(BaseSettings):
         "or a delegated cgroup v2 subtree). A job over it is stopped by the kernel without "
         "touching the server or other jobs, and recovered like any out-of-memory error. "
         "Default: no limit of its own.",
+    )
+    executor: Literal["local"] = Field(
+        "local",
+        description="Where job workers run (FLEXTRAIN_EXECUTOR): 'local', processes or "
+        "torchrun on this machine. Cluster executors plug in behind the same seam "
+        "(flextrain.jobs.executor).",
     )
 
     allowed_hosts: Annotated[list[str], NoDecode] = Field(

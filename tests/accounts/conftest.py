@@ -11,7 +11,8 @@ from sqlalchemy.orm import sessionmaker
 
 from flextrain.accounts.audit import AuditLog
 from flextrain.accounts.users import UserStore
-from flextrain.db import make_engine, make_sessionmaker
+from flextrain.db import make_sessionmaker
+from flextrain.migrations import make_engine
 from flextrain.settings import Settings
 
 

@@ -17,7 +17,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from flextrain.api.app import create_app
-from flextrain.service import JobStateError, TrainingService
+from flextrain.jobs.errors import JobStateError
+from flextrain.service import TrainingService
 from flextrain.settings import Settings
 from tests.api.helpers import TINY_JOB, Caller, create_job, wait_finished
 from tests.conftest import TEST_CLIENT_HOST

@@ -120,7 +120,7 @@ def assert_error(response: Any, status: int, *needles: str) -> dict[str, Any]:
     """The status, the common error shape, and each needle in the detail."""
     assert response.status_code == status, response.text
     body: dict[str, Any] = response.json()
-    assert set(body) == {"detail", "errors"}, body
+    assert set(body) == {"detail", "code", "errors"}, body
     assert isinstance(body["detail"], str) and body["detail"].strip()
     for needle in needles:
         assert needle in body["detail"], (needle, body["detail"])

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from flextrain.config.enums import TrainingStatus
 from flextrain.service import TrainingService
 from tests.api.helpers import TINY_JOB, Caller, assert_error, create_job, wait_finished
+from tests.staging import stage_status
 
 JOBS = "/api/training/jobs"
 CHECKPOINTED_JOB: dict[str, Any] = {
@@ -102,7 +103,7 @@ def test_prune_is_refused_while_the_job_is_active(
     nothing = client.delete(url(job_id), headers=trainer.headers)
     assert nothing.status_code == 200 and nothing.json()["deleted"] == []
 
-    assert service.store.update(job_id, status=TrainingStatus.TRAINING)
+    stage_status(service.store, job_id, TrainingStatus.TRAINING)
     for caller in (trainer, admin):
         busy = client.delete(url(job_id), headers=caller.headers)
         assert_error(busy, 409, f"Job {job_id} is training", "still being written")

@@ -144,7 +144,7 @@ def _problem(status: int, response: Any) -> str | None:
             return f"{status} without a JSON body: {response.text[:200]!r}"
         if not (
             isinstance(body, dict)
-            and set(body) == {"detail", "errors"}
+            and set(body) == {"detail", "code", "errors"}
             and isinstance(body["detail"], str)
             and body["detail"].strip()
             and isinstance(body["errors"], list)

@@ -24,6 +24,7 @@ from flextrain.settings import Settings
 from tests.api.conftest import add_caller, stop_jobs
 from tests.api.helpers import BASIC_JOB, Caller, assert_error, create_job
 from tests.conftest import TEST_CLIENT_HOST
+from tests.staging import stage_status
 
 JOBS = "/api/training/jobs"
 
@@ -85,7 +86,7 @@ def test_starting_more_than_max_queued_jobs_per_user_is_a_429(
     waiting = create_job(client, tom)
     another = create_job(client, tom)
     # Mark one queued in the store (starting it for real would run it on this machine).
-    service.store.update(waiting["job_id"], status=TrainingStatus.QUEUED)
+    stage_status(service.store, waiting["job_id"], TrainingStatus.QUEUED)
     refused = client.post(f"{JOBS}/{another['job_id']}/start", headers=tom.headers)
     assert_error(refused, 429, "1 queued", "max_queued_jobs_per_user=1", "Fix:")
     assert service.require_job(another["job_id"]).status == TrainingStatus.PENDING
@@ -99,7 +100,7 @@ def test_admins_are_exempt_from_the_queued_jobs_limit(
     tom = add_caller(service, "tom", "trainer")
     for caller in (ada, tom):
         job = create_job(client, caller)
-        service.store.update(job["job_id"], status=TrainingStatus.QUEUED)
+        stage_status(service.store, job["job_id"], TrainingStatus.QUEUED)
     check_queue_quota(service, service.users.get(ada.name))
     with pytest.raises(HTTPException) as refused:
         check_queue_quota(service, service.users.get(tom.name))

@@ -81,5 +81,5 @@ def test_create_endpoints_answer_201_and_document_errors(client: TestClient) -> 
         error = responses["422"]["content"]["application/json"]["schema"]
         assert _ref_name(error) == "ErrorBody"
     error_body = spec["components"]["schemas"]["ErrorBody"]
-    assert set(error_body["properties"]) == {"detail", "errors"}
+    assert set(error_body["properties"]) == {"detail", "code", "errors"}
     assert error_body["required"] == ["detail"]

@@ -18,6 +18,7 @@ from flextrain.config.enums import TrainingStatus
 from flextrain.jobs.process import process_start_time
 from flextrain.service import TrainingService
 from tests.api.helpers import TINY_JOB, Caller, assert_error, create_job, read_events
+from tests.staging import stage_status
 
 JOBS = "/api/training/jobs"
 RESUMABLE = "only a job that is cancelled, failed, interrupted can be resumed"
@@ -42,9 +43,10 @@ def kill_worker_of(service: TrainingService, job_id: str) -> None:
     started = process_start_time(proc.pid)
     proc.kill()
     proc.wait()
-    assert service.store.update(
+    stage_status(
+        service.store,
         job_id,
-        status=TrainingStatus.TRAINING,
+        TrainingStatus.TRAINING,
         pid=proc.pid,
         pid_started_at=started,
         started_at=datetime.now(UTC),
@@ -63,7 +65,7 @@ def test_resume_refusals(
     assert_error(resume(client, job_id, vic), 403, needed)
     for caller in (tom, ada):
         assert_error(resume(client, job_id, caller), 409, f"Job {job_id} is pending", RESUMABLE)
-    assert service.store.update(job_id, status=TrainingStatus.COMPLETED)
+    stage_status(service.store, job_id, TrainingStatus.COMPLETED)
     assert_error(resume(client, job_id, tom), 409, f"Job {job_id} is completed", RESUMABLE)
     # Nothing was written by the refusals.
     assert service.require_job(job_id).resume_count == 0

@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from flextrain.api.app import create_app
 from flextrain.api.guard import CONTENT_SECURITY_POLICY, MAX_JSON_BODY_BYTES
+from flextrain.api.serve import served_host_names
 from flextrain.cli.main import app as cli_app
-from flextrain.cli.serve import served_host_names
 from flextrain.config.schemas import MAX_ITEMS, MAX_NAME, BasicTrainingConfig
 from flextrain.service import TrainingService
 from flextrain.settings import Settings

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from flextrain.accounts.users import Role, User, UserStore
 from flextrain.cli.main import app
-from flextrain.db import make_engine, make_sessionmaker
+from flextrain.db import make_sessionmaker
+from flextrain.migrations import make_engine
 from flextrain.settings import Settings
 
 ACTOR = "cli:ops-person"

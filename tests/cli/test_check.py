@@ -14,7 +14,8 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from flextrain.cli.main import app, parse_training_type
+from flextrain.cli.main import app
+from flextrain.cli.train import parse_training_type
 from flextrain.config.enums import TrainingType
 from flextrain.estimate.timing import STARTUP_SECONDS
 

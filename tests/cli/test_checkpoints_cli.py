@@ -20,6 +20,7 @@ from flextrain.config.enums import TrainingStatus, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
+from tests.staging import stage_status
 
 
 @pytest.fixture
@@ -107,7 +108,7 @@ def test_list_export_and_prune_a_real_runs_checkpoints(
 
     # A running job's Trainer still writes (and rotates) checkpoints: hands off. (No pid:
     # the finished worker must not be reconciled back to a terminal state.)
-    service.store.update(job_id, status=TrainingStatus.TRAINING, pid=None, allow_terminal=True)
+    stage_status(service.store, job_id, TrainingStatus.TRAINING, pid=None)
     busy = invoke(job_id, "--prune")
     assert busy.exit_code == 2 and "is training" in flat(busy)
     assert [p.name for p in folder.iterdir()] == ["checkpoint-4"]

@@ -22,8 +22,9 @@ from typer.testing import CliRunner, Result
 
 from flextrain.cli.main import app
 from flextrain.config.enums import TrainingStatus
+from flextrain.jobs.errors import JobStateError
 from flextrain.jobs.scheduler import LOOP_LOCK
-from flextrain.service import JobStateError, TrainingService
+from flextrain.service import TrainingService
 from flextrain.settings import Settings
 from tests.jobs.queue_helpers import end, occupy, quick_config
 

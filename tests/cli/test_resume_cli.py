@@ -21,6 +21,7 @@ from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.jobs.process import process_start_time
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
+from tests.staging import stage_status
 
 RESUMABLE = "only a job that is cancelled, failed, interrupted can be resumed"
 
@@ -68,9 +69,10 @@ def interrupted_job(service: TrainingService) -> str:
     started = process_start_time(proc.pid)
     proc.kill()
     proc.wait()
-    assert service.store.update(
+    stage_status(
+        service.store,
         job_id,
-        status=TrainingStatus.TRAINING,
+        TrainingStatus.TRAINING,
         pid=proc.pid,
         pid_started_at=started,
         started_at=datetime.now(UTC),
@@ -136,7 +138,7 @@ def test_resume_is_refused_for_a_pending_or_completed_job(
     assert f"Job {job_id} is pending; {RESUMABLE}." in flat(pending)
     assert isinstance(pending.exception, SystemExit) and "Traceback" not in pending.output
 
-    assert service.store.update(job_id, status=TrainingStatus.COMPLETED)
+    stage_status(service.store, job_id, TrainingStatus.COMPLETED)
     completed = invoke("resume", job_id, "--detach")
     assert completed.exit_code == 2, completed.output
     assert f"Job {job_id} is completed; {RESUMABLE}." in flat(completed)

@@ -15,8 +15,9 @@ from flextrain.data.registry import (
     DatasetRegistry,
     detect_format,
 )
-from flextrain.db import make_engine, make_sessionmaker
+from flextrain.db import make_sessionmaker
 from flextrain.jobs.spec import DataSpec
+from flextrain.migrations import make_engine
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
 

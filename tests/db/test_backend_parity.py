@@ -18,9 +18,11 @@ from sqlalchemy.orm import sessionmaker
 from flextrain.accounts.audit import AuditLog
 from flextrain.accounts.users import UserNotFoundError, UserStore
 from flextrain.config.enums import TrainingMode
+from flextrain.config.schemas import BasicTrainingConfig
 from flextrain.data.registry import DatasetNotFoundError, DatasetRegistry
-from flextrain.db import make_engine, make_sessionmaker
+from flextrain.db import make_sessionmaker
 from flextrain.jobs.store import JobStore
+from flextrain.migrations import make_engine
 from flextrain.settings import Settings
 
 
@@ -37,8 +39,10 @@ def sessions(engine: Engine) -> sessionmaker[Any]:
     return make_sessionmaker(engine)
 
 
-def _config(**extra: Any) -> dict[str, Any]:
-    return {"training_type": "lora_adaptation", "model_id": "m", "dataset_id": "d", **extra}
+def _config(**extra: Any) -> BasicTrainingConfig:
+    return BasicTrainingConfig(
+        training_type="lora_adaptation", model_id="m", dataset_id="d", **extra
+    )
 
 
 def test_lookups_by_a_key_with_nul_find_nothing(sessions: sessionmaker[Any]) -> None:
@@ -82,10 +86,11 @@ def test_a_long_run_name_is_cut_for_display_and_kept_in_the_config(
 ) -> None:
     jobs = JobStore(sessions)
     name = "r" * 300
+    # Configs cap run_name at 200 now; one made before the cap (not validated again).
     jobs.create(
         job_id="j1",
         mode=TrainingMode.BASIC,
-        config=_config(run_name=name),
+        config=_config().model_copy(update={"run_name": name}),
         output_dir="o",
         log_path="l",
     )

@@ -25,12 +25,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, inspect, text
 
-import flextrain.migrations as migrations
+from flextrain import migrations
 from flextrain.accounts.users import Role, UserStore
 from flextrain.config.enums import TrainingMode
-from flextrain.db import make_engine, make_sessionmaker
+from flextrain.config.schemas import BasicTrainingConfig
+from flextrain.db import make_sessionmaker
 from flextrain.jobs.store import JobStore
-from flextrain.migrations import alembic_config, head_revision, metadata
+from flextrain.migrations import alembic_config, head_revision, make_engine, metadata
 from flextrain.settings import Settings
 
 # Revision 0001's tables (what adoption fills in) and every table at head.
@@ -73,7 +74,7 @@ def _columns(engine: Engine) -> dict[str, list[tuple[str, str, bool]]]:
 
 
 def _add_job(engine: Engine, job_id: str) -> None:
-    config = {"training_type": "lora_adaptation", "model_id": "m", "dataset_id": "d"}
+    config = BasicTrainingConfig(training_type="lora_adaptation", model_id="m", dataset_id="d")
     JobStore(make_sessionmaker(engine)).create(
         job_id=job_id, mode=TrainingMode.BASIC, config=config, output_dir="/o", log_path="/l"
     )
@@ -167,7 +168,7 @@ def test_a_database_at_head_is_opened_without_alembic(url: str, engines: list[En
     code = textwrap.dedent(
         f"""
         import sys
-        from flextrain.db import make_engine
+        from flextrain.migrations import make_engine
         make_engine({url!r}).dispose()
         assert "alembic" not in sys.modules, "alembic was imported"
         """
@@ -262,7 +263,7 @@ def test_processes_starting_together_all_succeed(url: str, engines: list[Engine]
     code = textwrap.dedent(
         f"""
         import time
-        from flextrain.db import make_engine
+        from flextrain.migrations import make_engine
         from flextrain.migrations import metadata
         metadata()
         time.sleep(max(0.0, {start!r} - time.time()))

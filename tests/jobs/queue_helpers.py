@@ -20,6 +20,7 @@ from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.jobs.process import process_start_time
 from flextrain.jobs.store import TrainingJob
 from flextrain.service import TrainingService
+from tests.staging import stage_status
 
 
 def quick_config(**overrides: Any) -> AdvancedTrainingConfig:
@@ -49,9 +50,10 @@ def occupy(
     """A job recorded as TRAINING in a live process, holding `allocation`."""
     job_id = service.create_job(quick_config(**config)).job_id
     proc = subprocess.Popen(["sleep", "120"])
-    assert service.store.update(
+    stage_status(
+        service.store,
         job_id,
-        status=TrainingStatus.TRAINING,
+        TrainingStatus.TRAINING,
         pid=proc.pid,
         pid_started_at=process_start_time(proc.pid),
         worker_host=socket.gethostname(),

@@ -24,8 +24,9 @@ from flextrain.api.app import create_app
 from flextrain.cli.main import app as cli_app
 from flextrain.config.enums import TrainingStatus, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
-from flextrain.db import StoreUnavailableError, make_engine, make_sessionmaker
+from flextrain.db import StoreUnavailableError, make_sessionmaker
 from flextrain.jobs.store import JobStore
+from flextrain.migrations import make_engine
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from flextrain.jobs.launch import build_launch_command, is_distributed, supervised
-from flextrain.jobs.resources import Allocation
+from flextrain.config.enums import TrainingType
+from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
+from flextrain.jobs.launch import build_launch_command, supervised
+from flextrain.jobs.resources import Allocation, Layout
 from flextrain.settings import Settings
 
 WORKER_TAIL = ["-m", "flextrain.train.worker", "--job-id", "abc", "--database-url"]
@@ -24,7 +25,7 @@ def _flag(argv: list[str], name: str) -> str:
 
 def test_one_process_runs_the_worker_directly(tmp_path: Path) -> None:
     argv, env = build_launch_command(
-        "abc", {}, _settings(tmp_path), python="/py", base_env={"KEEP": "1"}
+        "abc", Layout(), _settings(tmp_path), python="/py", base_env={"KEEP": "1"}
     )
     assert argv == [
         "/py",
@@ -43,7 +44,7 @@ def test_one_process_runs_the_worker_directly(tmp_path: Path) -> None:
 
 def test_allocation_fixes_gpus_and_threads(tmp_path: Path) -> None:
     _, env = build_launch_command(
-        "abc", {}, _settings(tmp_path), Allocation(gpus=(2, 3), threads=4), base_env={}
+        "abc", Layout(), _settings(tmp_path), Allocation(gpus=(2, 3), threads=4), base_env={}
     )
     assert env["CUDA_VISIBLE_DEVICES"] == "2,3"
     assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"  # the order NVML numbers them in
@@ -54,13 +55,21 @@ def test_allocation_fixes_gpus_and_threads(tmp_path: Path) -> None:
 def test_several_processes_on_one_machine_go_through_torchrun_standalone(
     tmp_path: Path, strategy: str
 ) -> None:
-    config: dict[str, Any] = {
-        "num_processes": 2,
-        "distributed_strategy": strategy,
-        "distributed_timeout": 120,
-    }
+    config = AdvancedTrainingConfig(
+        model_id="m",
+        dataset_id="d",
+        training_type=TrainingType.FULL_TRAINING,
+        num_processes=2,
+        distributed_strategy=strategy,
+        distributed_timeout=120,
+    )
     argv, env = build_launch_command(
-        "abc", config, _settings(tmp_path), Allocation(threads=1), python="/py", base_env={}
+        "abc",
+        Layout.of(config),
+        _settings(tmp_path),
+        Allocation(threads=1),
+        python="/py",
+        base_env={},
     )
     assert argv[:3] == ["/py", "-m", "torch.distributed.run"]
     assert _flag(argv, "--nproc-per-node") == "2" and _flag(argv, "--nnodes") == "1"
@@ -79,7 +88,7 @@ def test_several_processes_on_one_machine_go_through_torchrun_standalone(
 
 
 def test_multi_node_uses_a_c10d_rendezvous_hosted_by_the_first_node(tmp_path: Path) -> None:
-    config = {"num_processes": 1, "num_nodes": 2, "distributed_timeout": 90}
+    config = Layout(processes=1, nodes=2, timeout_s=90)
     first, _ = build_launch_command(
         "abc", config, _settings(tmp_path), rdzv_endpoint="node0:29400", base_env={}
     )
@@ -102,7 +111,7 @@ def test_multi_node_uses_a_c10d_rendezvous_hosted_by_the_first_node(tmp_path: Pa
 
 def test_multi_node_without_an_endpoint_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="rdzv_endpoint"):
-        build_launch_command("abc", {"num_nodes": 2}, _settings(tmp_path), base_env={})
+        build_launch_command("abc", Layout(nodes=2), _settings(tmp_path), base_env={})
 
 
 def test_supervised_wraps_the_command_after_a_separator(tmp_path: Path) -> None:
@@ -115,7 +124,16 @@ def test_supervised_wraps_the_command_after_a_separator(tmp_path: Path) -> None:
 
 
 def test_is_distributed_counts_processes_times_nodes() -> None:
-    assert not is_distributed({})
-    assert not is_distributed({"num_processes": 1, "num_nodes": 1})
-    assert is_distributed({"num_processes": 2})
-    assert is_distributed({"num_nodes": 2})
+    assert not Layout().distributed
+    assert not Layout(processes=1, nodes=1).distributed
+    assert Layout(processes=2).distributed
+    assert Layout(nodes=2).distributed
+
+
+def test_the_layout_is_read_from_the_typed_config() -> None:
+    base = {"model_id": "m", "dataset_id": "d", "training_type": TrainingType.FULL_TRAINING}
+    assert Layout.of(BasicTrainingConfig(**base)) == Layout()
+    given = AdvancedTrainingConfig(
+        **base, num_processes=2, num_nodes=3, num_threads=4, distributed_timeout=90
+    )
+    assert Layout.of(given) == Layout(processes=2, nodes=3, threads=4, timeout_s=90)

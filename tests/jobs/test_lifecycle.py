@@ -12,7 +12,8 @@ import pytest
 
 from flextrain.config.enums import TrainingStatus, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
-from flextrain.service import JobNotFoundError, JobStateError, TrainingService
+from flextrain.jobs.errors import JobNotFoundError, JobStateError
+from flextrain.service import TrainingService
 from flextrain.settings import Settings
 
 

@@ -15,9 +15,11 @@ from typer.testing import CliRunner
 
 from flextrain.cli.main import app
 from flextrain.config.enums import TrainingMode
+from flextrain.config.schemas import BasicTrainingConfig
+from flextrain.jobs.errors import JobNotFoundError
 from flextrain.jobs.plots import series
 from flextrain.jobs.store import JobStore
-from flextrain.service import JobNotFoundError, TrainingService
+from flextrain.service import TrainingService
 from flextrain.settings import Settings
 
 
@@ -29,7 +31,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 def _job_with_history(store: JobStore, job_id: str, steps: int = 6) -> None:
-    config = {"training_type": "fine_tuning", "model_id": "m", "dataset_id": "d"}
+    config = BasicTrainingConfig(training_type="fine_tuning", model_id="m", dataset_id="d")
     store.create(
         job_id=job_id, mode=TrainingMode.BASIC, config=config, output_dir="/o", log_path="/l"
     )

@@ -14,8 +14,10 @@ import pytest
 from flextrain.config.enums import TrainingStatus, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.jobs.checkpoints import list_checkpoints
-from flextrain.service import JobStateError, TrainingService
+from flextrain.jobs.errors import JobStateError
+from flextrain.service import TrainingService
 from flextrain.settings import Settings
+from tests.staging import stage_status
 
 STEPS = 120
 SAVE_EVERY = 10
@@ -129,7 +131,7 @@ def test_a_job_killed_after_its_last_checkpoint_resumes_without_an_extra_step(
     job_id = _start(service, max_steps=SAVE_EVERY, save_steps=SAVE_EVERY)
     done = service.wait(job_id, timeout=120)
     assert done.status == TrainingStatus.COMPLETED, service.read_log(job_id, 40)
-    service.store.update(job_id, allow_terminal=True, status=TrainingStatus.INTERRUPTED)
+    stage_status(service.store, job_id, TrainingStatus.INTERRUPTED)
     resumed = service.resume_job(job_id)
     assert resumed.status != TrainingStatus.FAILED
     again = service.wait(job_id, timeout=120)
@@ -212,24 +214,26 @@ def test_heartbeat_and_system_samples_while_running(service: TrainingService) ->
 def test_a_worker_on_another_host_is_judged_by_its_heartbeat(service: TrainingService) -> None:
     job = service.create_job(_config())
     stale = datetime.now(UTC) - timedelta(minutes=5)
-    service.store.update(
+    stage_status(
+        service.store,
         job.job_id,
-        status=TrainingStatus.TRAINING,
+        TrainingStatus.TRAINING,
         worker_host="gpu-node-7",
         pid=1,
         heartbeat_at=stale,
     )
     fresh = service.create_job(_config())
-    service.store.update(
+    stage_status(
+        service.store,
         fresh.job_id,
-        status=TrainingStatus.TRAINING,
+        TrainingStatus.TRAINING,
         worker_host="gpu-node-7",
         pid=1,
         heartbeat_at=datetime.now(UTC),
     )
     assert service.require_job(job.job_id).status == TrainingStatus.INTERRUPTED
     assert service.require_job(fresh.job_id).status == TrainingStatus.TRAINING
-    service.store.update(fresh.job_id, status=TrainingStatus.CANCELLED)
+    stage_status(service.store, fresh.job_id, TrainingStatus.CANCELLED)
 
 
 def test_only_ended_jobs_can_be_resumed(service: TrainingService) -> None:
@@ -246,7 +250,7 @@ def test_python_api_resumes_a_job_without_checkpoint_from_the_start(
     from flextrain import FlexibleTrainingInterface
 
     job = service.create_job(_config(max_steps=4))
-    service.store.update(job.job_id, status=TrainingStatus.INTERRUPTED)
+    stage_status(service.store, job.job_id, TrainingStatus.INTERRUPTED)
     api = FlexibleTrainingInterface(service=service)
     resumed = asyncio.run(api.resume_training_job(job.job_id))
     assert resumed.resume_count == 1

@@ -22,7 +22,9 @@ import pytest
 
 from flextrain.config.enums import TrainingStatus
 from flextrain.config.validation import ConfigValidationError
+from flextrain.hardware.cpus import cpu_list, server_cpus, training_cpus
 from flextrain.hardware.detect import GPUInfo, HardwareConstraints
+from flextrain.jobs.errors import JobStateError
 from flextrain.jobs.placement import (
     Reservation,
     demand_of,
@@ -30,15 +32,9 @@ from flextrain.jobs.placement import (
     place,
     reservation_of,
 )
-from flextrain.jobs.resources import Allocation
+from flextrain.jobs.resources import Allocation, Layout
 from flextrain.jobs.scheduler import SchedulerBusyError, SchedulerLoop
-from flextrain.service import (
-    JobStateError,
-    TrainingService,
-    _cpu_list,
-    server_cpus,
-    training_cpus,
-)
+from flextrain.service import TrainingService
 from flextrain.settings import Settings
 from tests.conftest import cpu_hardware
 from tests.jobs.queue_helpers import end, occupy, quick_config, wait_until
@@ -68,7 +64,7 @@ def gpu_machine(*free_total: tuple[float, float], cores: int = 8) -> HardwareCon
 
 def test_a_default_cpu_job_reserves_every_core() -> None:
     hw = cpu_hardware(cpu_cores=4)
-    demand = demand_of({}, hw)
+    demand = demand_of(Layout(), hw)
     assert (demand.threads, demand.slots, demand.gpus) == (4, 4, 0)
     assert place(demand, hw, []) == Allocation(threads=4)
     assert place(demand, hw, [Reservation("a", 1)]) == "needs 4 CPU threads, 3 free (job a uses 1)"
@@ -76,7 +72,7 @@ def test_a_default_cpu_job_reserves_every_core() -> None:
 
 def test_one_thread_jobs_run_side_by_side_on_two_cores() -> None:
     hw = cpu_hardware(cpu_cores=2)
-    demand = demand_of({"num_threads": 1}, hw)
+    demand = demand_of(Layout(threads=1), hw)
     assert place(demand, hw, []) == Allocation(threads=1)
     assert place(demand, hw, [Reservation("a", 1)]) == Allocation(threads=1)
     both = [Reservation("a", 1), Reservation("b", 1)]
@@ -85,18 +81,18 @@ def test_one_thread_jobs_run_side_by_side_on_two_cores() -> None:
 
 def test_processes_share_the_cores() -> None:
     hw = cpu_hardware(cpu_cores=4)
-    demand = demand_of({"num_processes": 2}, hw)
+    demand = demand_of(Layout(processes=2), hw)
     assert (demand.processes, demand.threads, demand.slots) == (2, 2, 4)
     assert place(demand, hw, []) == Allocation(threads=2)
     # More processes than cores, threads left to flextrain: one each, the whole machine.
-    crowded = demand_of({"num_processes": 3}, cpu_hardware(cpu_cores=2))
+    crowded = demand_of(Layout(processes=3), cpu_hardware(cpu_cores=2))
     assert (crowded.threads, crowded.slots) == (1, 2)
     assert never_fits(crowded, cpu_hardware(cpu_cores=2)) == []
 
 
 def test_max_concurrent_jobs_comes_first() -> None:
     hw = cpu_hardware(cpu_cores=8)
-    demand = demand_of({"num_threads": 1}, hw)
+    demand = demand_of(Layout(threads=1), hw)
     reason = place(demand, hw, [Reservation("abc123", 1)], max_concurrent_jobs=1)
     assert reason == "max_concurrent_jobs 1 reached: job abc123 running"
     two = [Reservation("a", 1), Reservation("b", 1)]
@@ -109,7 +105,7 @@ def test_max_concurrent_jobs_comes_first() -> None:
 
 def test_a_gpu_job_gets_a_gpu_no_other_job_holds_with_enough_free_memory() -> None:
     hw = gpu_machine((20.0, 24.0), (16.0, 24.0), cores=8)
-    demand = demand_of({}, hw, gpu_memory_gb=12.0)
+    demand = demand_of(Layout(), hw, gpu_memory_gb=12.0)
     assert (demand.gpus, demand.threads) == (1, 4)  # cores // GPUs per process
     assert place(demand, hw, []) == Allocation(gpus=(0,), threads=4)
     assert place(demand, hw, [Reservation("x", 4, (0,))]) == Allocation(gpus=(1,), threads=4)
@@ -117,7 +113,7 @@ def test_a_gpu_job_gets_a_gpu_no_other_job_holds_with_enough_free_memory() -> No
 
 def test_a_gpu_job_waits_with_the_free_memory_in_words() -> None:
     hw = gpu_machine((20.0, 24.0), (8.0, 24.0), cores=8)
-    demand = demand_of({}, hw, gpu_memory_gb=12.0)
+    demand = demand_of(Layout(), hw, gpu_memory_gb=12.0)
     reason = place(demand, hw, [Reservation("x", 4, (0,))])
     assert reason == "needs 1 GPU with 12.0 GB free; free: GPU 1 8.0 GB; held: GPU 0 by job x"
     both = [Reservation("x", 2, (0,)), Reservation("y", 2, (1,))]
@@ -128,7 +124,7 @@ def test_a_gpu_job_waits_with_the_free_memory_in_words() -> None:
 
 def test_a_multi_process_job_gets_distinct_free_gpus() -> None:
     hw = gpu_machine(*[(20.0, 24.0)] * 4, cores=8)
-    demand = demand_of({"num_processes": 2}, hw, gpu_memory_gb=5.0)
+    demand = demand_of(Layout(processes=2), hw, gpu_memory_gb=5.0)
     assert (demand.gpus, demand.threads, demand.slots) == (2, 2, 4)
     placed = place(demand, hw, [Reservation("x", 2, (1,))])
     assert placed == Allocation(gpus=(0, 2), threads=2)
@@ -136,15 +132,15 @@ def test_a_multi_process_job_gets_distinct_free_gpus() -> None:
 
 def test_a_running_job_without_an_allocation_holds_the_first_gpus() -> None:
     hw = gpu_machine(*[(20.0, 24.0)] * 4, cores=8)
-    held = reservation_of("old", {"num_processes": 2}, None, hw)
+    held = reservation_of("old", Layout(processes=2), None, hw)
     assert held == Reservation("old", 4, (0, 1))
-    recorded = reservation_of("new", {"num_processes": 2}, {"gpus": [2, 3], "threads": 2}, hw)
+    recorded = reservation_of("new", Layout(processes=2), {"gpus": [2, 3], "threads": 2}, hw)
     assert recorded == Reservation("new", 4, (2, 3))
 
 
 def test_gpu_counts_without_gpu_details_are_split_evenly() -> None:
     hw = cpu_hardware(gpu_count=2, available_gpu_memory_gb=20.0, cpu_cores=4)
-    demand = demand_of({}, hw, gpu_memory_gb=12.0)
+    demand = demand_of(Layout(), hw, gpu_memory_gb=12.0)
     reason = "needs 1 GPU with 12.0 GB free; free: GPU 0 10.0 GB, GPU 1 10.0 GB"
     assert place(demand, hw, []) == reason
 
@@ -154,7 +150,7 @@ def test_gpu_counts_without_gpu_details_are_split_evenly() -> None:
 
 def test_more_processes_than_gpus_never_fits() -> None:
     hw = gpu_machine((20.0, 24.0), (20.0, 24.0))
-    (issue,) = never_fits(demand_of({"num_processes": 4}, hw), hw)
+    (issue,) = never_fits(demand_of(Layout(processes=4), hw), hw)
     assert issue.field == "num_processes"
     assert "this machine has 2" in issue.message
     assert "at most 2" in issue.fix
@@ -162,20 +158,20 @@ def test_more_processes_than_gpus_never_fits() -> None:
 
 def test_more_threads_than_cores_never_fits() -> None:
     hw = cpu_hardware(cpu_cores=2)
-    (issue,) = never_fits(demand_of({"num_threads": 4}, hw), hw)
+    (issue,) = never_fits(demand_of(Layout(threads=4), hw), hw)
     assert issue.field == "num_threads"
     assert "4 threads x 1 process = 4 CPU threads; this machine has 2 cores" in issue.message
     assert issue.fix.startswith("set num_threads to at most 2")
-    (issue,) = never_fits(demand_of({"num_threads": 1, "num_processes": 3}, hw), hw)
+    (issue,) = never_fits(demand_of(Layout(threads=1, processes=3), hw), hw)
     assert issue.field == "num_processes"
 
 
 def test_more_memory_than_the_largest_gpu_never_fits() -> None:
     hw = gpu_machine((20.0, 24.0))
-    (issue,) = never_fits(demand_of({}, hw, gpu_memory_gb=30.0), hw)
+    (issue,) = never_fits(demand_of(Layout(), hw, gpu_memory_gb=30.0), hw)
     assert issue.field == "batch_size"
     assert "largest GPU here has 24.0 GB" in issue.message
-    assert never_fits(demand_of({}, hw, gpu_memory_gb=22.0), hw) == []  # waits, may fit
+    assert never_fits(demand_of(Layout(), hw, gpu_memory_gb=22.0), hw) == []  # waits, may fit
 
 
 # -- the scheduler on a real store -------------------------------------------------------
@@ -246,7 +242,7 @@ def test_reserved_cpus_are_kept_from_training(settings: Settings) -> None:
     try:
         assert service.hardware().cpu_cores == 3  # what validation and estimates see
         job = service.create_job(quick_config(num_threads=None))
-        assert demand_of(job.config, service.hardware()).slots == 3
+        assert demand_of(job.layout, service.hardware()).slots == 3
         assert service.queue().cpu_threads == 3
         # Never below one core, whatever is reserved.
         one = TrainingService(
@@ -292,7 +288,7 @@ def test_reserved_cores_come_from_the_machine_not_from_a_pinned_process(tmp_path
         os.sched_setaffinity(0, before)
     listed = tmp_path / "cpus"
     listed.write_text("0-3,6\n")
-    assert _cpu_list(listed) == [0, 1, 2, 3, 6] and _cpu_list(tmp_path / "none") == []
+    assert cpu_list(listed) == [0, 1, 2, 3, 6] and cpu_list(tmp_path / "none") == []
 
 
 def test_cancelling_a_queued_job_never_starts_it(make_service: MakeService) -> None:

@@ -8,6 +8,7 @@ from flextrain.config.enums import TrainingStatus, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.jobs.supervise import parse_failures, parse_root_cause, settle
 from flextrain.service import TrainingService
+from tests.staging import stage_status
 
 # torchrun's report when rank 1 was killed and rank 0, seeing the broken collective
 # first, raised before torchrun noticed the kill (so torchrun calls rank 0 the root cause).
@@ -77,7 +78,7 @@ def _job(service: TrainingService) -> str:
         num_threads=1,
     )
     job = service.create_job(config)
-    service.store.update(job.job_id, status=TrainingStatus.TRAINING)
+    stage_status(service.store, job.job_id, TrainingStatus.TRAINING)
     return job.job_id
 
 

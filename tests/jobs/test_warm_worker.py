@@ -11,6 +11,8 @@ import psutil
 
 from flextrain.config.enums import TrainingStatus, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
+from flextrain.jobs.executor import LocalExecutor
+from flextrain.jobs.process import WarmWorker
 from flextrain.service import TrainingService
 
 
@@ -29,16 +31,21 @@ def _config() -> AdvancedTrainingConfig:
     )
 
 
+def _warm(service: TrainingService) -> WarmWorker | None:
+    assert isinstance(service.executor, LocalExecutor)
+    return service.executor.warm
+
+
 def test_the_warm_worker_runs_the_next_job_and_writes_its_log(service: TrainingService) -> None:
     service.start_warm_worker()
-    warm = service._warm_worker
+    warm = _warm(service)
     assert warm is not None and warm.proc is not None
     pid = warm.proc.pid
     assert "--warm" in psutil.Process(pid).cmdline()
 
     job = service.create_job(_config())
     started = service.start_job(job.job_id)
-    assert started.pid == pid and service._warm_worker is None
+    assert started.pid == pid and _warm(service) is None
     done = service.wait(job.job_id, timeout=120)
     assert done.status == TrainingStatus.COMPLETED, service.read_log(job.job_id, 40)
     assert done.current_step == 3
@@ -53,7 +60,7 @@ def test_the_warm_worker_runs_the_next_job_and_writes_its_log(service: TrainingS
 
 def test_an_unused_warm_worker_is_stopped(service: TrainingService) -> None:
     service.start_warm_worker()
-    warm = service._warm_worker
+    warm = _warm(service)
     assert warm is not None and warm.proc is not None
     proc = warm.proc
     warm.discard()
@@ -63,7 +70,7 @@ def test_an_unused_warm_worker_is_stopped(service: TrainingService) -> None:
 
 def test_a_warm_worker_that_died_is_replaced_by_a_fresh_one(service: TrainingService) -> None:
     service.start_warm_worker()
-    warm = service._warm_worker
+    warm = _warm(service)
     assert warm is not None and warm.proc is not None
     dead = warm.proc.pid
     os.kill(dead, signal.SIGKILL)

@@ -179,7 +179,7 @@ def _within(count: int | None, kind: str, limit: float) -> bool:
     return count <= limit if kind == "max" else count >= limit
 
 
-def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
+def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:  # noqa: C901 - one fake hub, one place
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 

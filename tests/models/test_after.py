@@ -25,11 +25,12 @@ import yaml
 from flextrain.config.enums import TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
 from flextrain.data.bundled import bundled_path
+from flextrain.jobs.errors import JobStateError
 from flextrain.jobs.store import TrainingJob
 from flextrain.models.evaluate import evaluate, try_model
 from flextrain.models.export import export, merge
 from flextrain.models.trained import AfterTrainingError, OutputExistsError
-from flextrain.service import JobStateError, TrainingService
+from flextrain.service import TrainingService
 from flextrain.settings import Settings
 from tests.train.helpers import run_job
 

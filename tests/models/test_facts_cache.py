@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import flextrain.models.facts_cache as facts_cache
+from flextrain.models import facts_cache
 from flextrain.models.builtin import TINY_LLAMA_ID
 from flextrain.models.facts_cache import inspect_model_cached
 from flextrain.models.inspect import inspect_model

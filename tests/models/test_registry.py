@@ -267,7 +267,6 @@ def test_the_python_api_registers_lists_and_removes(
     service: TrainingService, llama_folder: Path
 ) -> None:
     interface = FlexibleTrainingInterface(service=service)
-    assert interface.system_model_manager is service.model_registry
     model = asyncio.run(interface.register_model(llama_folder, "py/llama", "from Python"))
     assert model.description == "from Python" and model.architecture == "LlamaForCausalLM"
     assert [m.name for m in interface.list_models()] == ["py/llama"]

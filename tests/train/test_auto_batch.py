@@ -8,11 +8,12 @@ from dataclasses import replace
 import pytest
 
 from flextrain.config.enums import TrainingStatus, TrainingType
-from flextrain.config.schemas import AdvancedTrainingConfig
+from flextrain.config.schemas import AdvancedTrainingConfig, ExpertTrainingConfig
 from flextrain.config.validation import ConfigValidationError
 from flextrain.estimate.memory import estimate_memory
+from flextrain.estimate.plan import AUTO_BATCH_MARGIN
 from flextrain.models.compatibility import training_setup
-from flextrain.service import AUTO_BATCH_MARGIN, TrainingService
+from flextrain.service import TrainingService
 from flextrain.settings import Settings
 from tests.conftest import cpu_hardware
 
@@ -164,3 +165,32 @@ def test_a_run_the_estimate_says_cannot_fit_is_refused_unless_forced(
         assert any("Started anyway" in w for w in forced.warnings)
     finally:
         tight.engine.dispose()
+
+
+def test_a_backed_off_run_still_freezes_what_the_config_freezes(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The back-off rebuilds the model: the frozen block must be frozen in that one too.
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("FLEXTRAIN_FAULT_OOM_ABOVE_BATCH", "2")
+    service = TrainingService(settings, hardware_probe=lambda: cpu_hardware(available_memory_gb=64))
+    try:
+        values = _config(batch_size=4, max_steps=4).model_dump(exclude_unset=True)
+        config = ExpertTrainingConfig(**values, freeze=["*layers.0.*"], learning_rate=1e-2)
+        job = service.create_job(config)
+        service.start_job(job.job_id)
+        done = service.wait(job.job_id, timeout=180)
+        assert done.status == TrainingStatus.COMPLETED, service.read_log(job.job_id, 60)
+        assert [e.kind for e in service.events(job.job_id)].count("oom_backoff") == 1
+        saved = load_file(str(service.environment(job.job_id).model_dir / "model.safetensors"))
+        base = AutoModelForCausalLM.from_pretrained(
+            service.resolve_model("flextrain/tiny-llama").path
+        ).state_dict()
+        frozen = "model.layers.0.self_attn.q_proj.weight"
+        trained = "model.layers.1.self_attn.q_proj.weight"
+        assert saved[frozen].equal(base[frozen])
+        assert not saved[trained].equal(base[trained])
+    finally:
+        service.engine.dispose()

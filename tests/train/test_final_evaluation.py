@@ -8,7 +8,7 @@ from typing import Any
 from transformers import TrainingArguments
 from transformers.trainer_callback import TrainerState
 
-from flextrain.train.runner import last_evaluation
+from flextrain.train.metrics import last_evaluation
 
 EVAL = {"eval_loss": 0.52, "eval_accuracy": 0.78, "eval_runtime": 0.4, "epoch": 2.0}
 

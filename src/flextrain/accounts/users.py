@@ -22,6 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
 from flextrain.accounts.roles import Role
 from flextrain.db import Base, as_utc
+from flextrain.errors import InvalidInputError, NotFoundError
 
 TOKEN_PREFIX = "ft_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -30,12 +31,18 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 LAST_USED_RESOLUTION = 60.0
 
 
-class UserError(ValueError):
+class UserError(InvalidInputError, ValueError):
     """A user cannot be created or changed as asked; the message says why."""
 
+    code = "user_invalid"
+    field = "name"
 
-class UserNotFoundError(LookupError):
+
+class UserNotFoundError(NotFoundError, LookupError):
     """No user has this name."""
+
+    code = "user_not_found"
+    field = "name"
 
 
 class UserRecord(Base):

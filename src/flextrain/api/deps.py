@@ -24,11 +24,8 @@ from flextrain.config.schemas import (
     BasicTrainingConfig,
     ExpertTrainingConfig,
 )
-from flextrain.data.registry import not_registered
-from flextrain.data.versions import dataset_folder
-from flextrain.jobs.store import TrainingJob
-from flextrain.models.builtin import BUILTIN_IDS
-from flextrain.service import JobNotFoundError, TrainingService
+from flextrain.public import BUILTIN_IDS, JobNotFoundError, TrainingJob, dataset_not_registered
+from flextrain.service import TrainingService
 
 # The only job id the service makes (uuid4().hex[:12]); nothing else reaches the store.
 JOB_ID = re.compile(r"^[0-9a-f]{12}$")
@@ -178,7 +175,7 @@ def owned_job(service: TrainingService, user: User, job_id: str) -> TrainingJob:
 
 def can_use_dataset(service: TrainingService, user: User, name: str) -> bool:
     """Admins and viewers see every dataset; trainers the shared ones and their own."""
-    access = service.datasets.access(name)
+    access = service.dataset_access(name)
     if access is None:
         return False
     owner, shared = access
@@ -195,8 +192,8 @@ def confine_dataset(
         return
     name = dataset_id.rpartition("@")[0] or dataset_id
     if not can_use_dataset(service, user, name):
-        names = [n for n in service.datasets.names() if can_use_dataset(service, user, n)]
-        raise not_registered(dataset_id, names, field=field, paths_allowed=False)
+        names = [n for n in service.dataset_names() if can_use_dataset(service, user, n)]
+        raise dataset_not_registered(dataset_id, names, field=field, paths_allowed=False)
 
 
 def user_output_root(service: TrainingService, user: User) -> Path:
@@ -243,8 +240,8 @@ def confine_model(service: TrainingService, user: User, model_id: str) -> None:
 def confine_upload(service: TrainingService, name: str) -> None:
     """The folder an upload is stored in must stay inside the datasets root once resolved:
     a symlink planted there (say `home/datasets/team%2Fx -> /elsewhere`) is refused."""
-    root = service.datasets.root.resolve()
-    if not is_inside(dataset_folder(service.datasets.root, name).resolve(), root):
+    root = service.dataset_storage.resolve()
+    if not is_inside(service.dataset_folder(name).resolve(), root):
         raise HTTPException(
             403,
             f"name '{name}': its dataset folder leads outside {root} (a symbolic link). "

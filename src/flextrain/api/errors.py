@@ -5,10 +5,17 @@ each field; a config the validator rejects is 422 with every issue; unknown
 ids 404; wrong job state 409. A database that stays locked or unreachable past
 its wait budget is 503 with Retry-After: the request was fine, try it again.
 
+flextrain's own errors are one family (`flextrain.errors.FlextrainError`), answered
+by one handler: the status is the error's `http_status` and the body carries its
+`code`, so a new error needs no change here. Only the errors whose body says more
+than one entry have their own handler (every issue of a config, every bad row of a
+data file).
+
 Every 4xx body has at least one entry in `errors`, each with a `field` and a
-`fix`: an exception's own `field`/`fix` attributes where it has them (the data
-layer's errors, `APIError`), else the field its type is about (a job id, a model
-id ...) and the message's "Fix: ..." sentence, else a fix for its kind.
+`fix`: the `field`/`fix` an exception was raised with (the data layer's errors,
+`APIError`), else a field named at the start of its message, else the field its
+class is about (`FlextrainError.field`: a job id, a model id ...); the message's
+"Fix: ..." sentence, else a fix for its kind (`_FIXES`), else one for the status.
 """
 
 from __future__ import annotations
@@ -22,26 +29,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from flextrain.accounts.users import UserError, UserNotFoundError
 from flextrain.api.schemas import ErrorBody, FieldError
 from flextrain.config.errors import field_path
 from flextrain.config.validation import ConfigValidationError
-from flextrain.data.checks import DataReport, Severity
-from flextrain.data.manager import VALIDATION_FIX, DatasetValidationError
-from flextrain.data.registry import DatasetFormatError, DatasetNotFoundError
-from flextrain.db import StoreUnavailableError
-from flextrain.jobs.checkpoints import CheckpointNotFoundError
-from flextrain.jobs.environment import EnvironmentSetupError
-from flextrain.models.hub import HubError
-from flextrain.models.registry import (
-    ModelInUseError,
-    ModelNameTakenError,
-    ModelNotRegisteredError,
-    ModelRegistryError,
-)
-from flextrain.models.resolve import ModelFilesError, ModelNotFoundError
-from flextrain.models.trained import AfterTrainingError, OutputExistsError
-from flextrain.service import JobNotFoundError, JobStateError
+from flextrain.errors import FlextrainError, given
+from flextrain.public import VALIDATION_FIX, DataReport, DatasetValidationError, Severity
 
 log = logging.getLogger("flextrain.api")
 
@@ -81,47 +73,24 @@ def split_fix(message: str) -> tuple[str, str | None]:
     return message.strip(), None
 
 
-# The request field each kind of error is about, most specific first (isinstance).
-_FIELDS: tuple[tuple[type[Exception], str], ...] = (
-    (DatasetValidationError, "file"),
-    (JobNotFoundError, "job_id"),
-    (JobStateError, "job_id"),
-    (CheckpointNotFoundError, "step"),
-    (ModelNotRegisteredError, "name"),
-    (ModelNotFoundError, "model_id"),
-    (HubError, "model_id"),
-    (DatasetNotFoundError, "dataset_id"),
-    (DatasetFormatError, "dataset_id"),
-    (UserNotFoundError, "name"),
-    (UserError, "name"),
-    (OutputExistsError, "out_dir"),
-    (AfterTrainingError, "job_id"),
-    (EnvironmentSetupError, "output_dir"),
-    (ModelRegistryError, "name"),
-    (StoreUnavailableError, "database"),
-)
-_FIXES: tuple[tuple[type[Exception], str], ...] = (
-    (JobNotFoundError, "use the id of a job you can see (GET /api/training/jobs lists them)."),
-    (
-        JobStateError,
-        "check the job's status (GET /api/training/jobs/{job_id}): start a pending job, "
-        "cancel a queued or running one, resume an interrupted, failed or cancelled one.",
-    ),
-    (
-        CheckpointNotFoundError,
-        "use a step the job has (GET /api/training/jobs/{job_id}/checkpoints lists them).",
-    ),
-    (
-        ModelNotFoundError,
-        "use a model GET /api/models lists (built-in, registered or trained), or a hub id.",
-    ),
-    (DatasetNotFoundError, "use a registered dataset (GET /api/datasets lists them)."),
-    (DatasetFormatError, "correct the data as the message says, then upload it again."),
-    (UserNotFoundError, "use the name of an existing user (GET /api/users lists them)."),
-    (UserError, "correct the value as the message says."),
-    (AfterTrainingError, "correct the request as the message says."),
-    (StoreUnavailableError, "send the same request again in a few seconds."),
-)
+# The fix for each kind of error whose message has none, by the error's `code`; the
+# error's most specific class first (its MRO). The texts name REST routes, so they are
+# the REST API's, not the errors'.
+_FIXES: dict[str, str] = {
+    "job_not_found": "use the id of a job you can see (GET /api/training/jobs lists them).",
+    "job_state": "check the job's status (GET /api/training/jobs/{job_id}): start a pending "
+    "job, cancel a queued or running one, resume an interrupted, failed or cancelled one.",
+    "checkpoint_not_found": "use a step the job has "
+    "(GET /api/training/jobs/{job_id}/checkpoints lists them).",
+    "model_not_found": "use a model GET /api/models lists (built-in, registered or trained), "
+    "or a hub id.",
+    "dataset_not_found": "use a registered dataset (GET /api/datasets lists them).",
+    "dataset_format": "correct the data as the message says, then upload it again.",
+    "user_not_found": "use the name of an existing user (GET /api/users lists them).",
+    "user_invalid": "correct the value as the message says.",
+    "after_training": "correct the request as the message says.",
+    "store_unavailable": "send the same request again in a few seconds.",
+}
 _STATUS_FIELDS = {401: "Authorization", 403: "role", 404: "path", 405: "method", 413: "file"}
 _STATUS_FIXES = {
     401: "send 'Authorization: Bearer <token>' with a valid token (an admin creates one "
@@ -132,8 +101,11 @@ _STATUS_FIXES = {
 }
 
 
-def _lookup(table: tuple[tuple[type[Exception], str], ...], exc: Exception) -> str | None:
-    return next((value for kind, value in table if isinstance(exc, kind)), None)
+def _kind_fix(exc: Exception) -> str | None:
+    if not isinstance(exc, FlextrainError):
+        return None
+    codes = (vars(kind).get("code") for kind in type(exc).__mro__)
+    return next((_FIXES[code] for code in codes if code in _FIXES), None)
 
 
 def field_error(exc: Exception, status: int) -> FieldError:
@@ -141,15 +113,15 @@ def field_error(exc: Exception, status: int) -> FieldError:
     what, fix_in_message = split_fix(_detail(exc))
     prefix = _FIELD_PREFIX.match(what)
     field = (
-        getattr(exc, "field", None)
+        given(exc, "field")
         or (prefix.group(1) if prefix else None)
-        or _lookup(_FIELDS, exc)
+        or (type(exc).field if isinstance(exc, FlextrainError) else None)
         or _STATUS_FIELDS.get(status, "request")
     )
     fix = (
-        getattr(exc, "fix", None)
+        given(exc, "fix")
         or fix_in_message
-        or _lookup(_FIXES, exc)
+        or _kind_fix(exc)
         or _STATUS_FIXES.get(status)
         or f"correct {field} as the message says, then send the request again."
     )
@@ -158,6 +130,10 @@ def field_error(exc: Exception, status: int) -> FieldError:
 
 def _body(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content=body.model_dump(), headers=headers)
+
+
+def _code(exc: Exception) -> str | None:
+    return exc.code if isinstance(exc, FlextrainError) else None
 
 
 def _detail(exc: Exception) -> str:
@@ -169,7 +145,8 @@ def _detail(exc: Exception) -> str:
 
 def _answer(status: int, exc: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
     errors = [field_error(exc, status)]
-    return _body(status, ErrorBody(detail=_detail(exc), errors=errors), headers)
+    body = ErrorBody(detail=_detail(exc), code=_code(exc), errors=errors)
+    return _body(status, body, headers)
 
 
 def _field(loc: tuple[object, ...] | list[object]) -> str:
@@ -238,8 +215,8 @@ async def config_invalid(request: Request, exc: Exception) -> JSONResponse:
         for i in exc.errors
     ]
     if not errors:
-        errors = [field_error(exc, 422)]
-    return _body(422, ErrorBody(detail=str(exc), errors=errors))
+        errors = [field_error(exc, exc.http_status)]
+    return _body(exc.http_status, ErrorBody(detail=str(exc), code=exc.code, errors=errors))
 
 
 def issue_errors(
@@ -265,26 +242,20 @@ async def data_invalid(request: Request, exc: Exception) -> JSONResponse:
     can list every bad row and unreadable line, not only the first."""
     assert isinstance(exc, DatasetValidationError)
     fix = "correct or remove this row, then send the file again."
+    status = exc.http_status
     errors = issue_errors(exc.report, "error", field=exc.field or "file", fix=fix)
-    return _body(422, ErrorBody(detail=str(exc), errors=errors or [field_error(exc, 422)]))
+    errors = errors or [field_error(exc, status)]
+    return _body(status, ErrorBody(detail=str(exc), code=exc.code, errors=errors))
 
 
-async def not_found(request: Request, exc: Exception) -> JSONResponse:
-    return _answer(404, exc)
-
-
-async def conflict(request: Request, exc: Exception) -> JSONResponse:
-    return _answer(409, exc)
-
-
-async def unprocessable(request: Request, exc: Exception) -> JSONResponse:
-    return _answer(422, exc)
-
-
-async def unavailable(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StoreUnavailableError)
-    log.warning("%s %s: %s", request.method, request.url.path, exc)
-    return _answer(503, exc, headers={"Retry-After": "5"})
+async def flextrain_error(request: Request, exc: Exception) -> JSONResponse:
+    """Any of flextrain's own errors: its status, its code, the field and the fix; a
+    Retry-After header where sending the request again later can work."""
+    assert isinstance(exc, FlextrainError)
+    if exc.http_status >= 500:  # the request was fine: say so in the log
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+    retry = exc.retry_after
+    return _answer(exc.http_status, exc, None if retry is None else {"Retry-After": str(retry)})
 
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -305,25 +276,10 @@ async def unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
+    # The most specific handler wins (the exception's MRO).
     app.add_exception_handler(RequestValidationError, request_validation)
-    app.add_exception_handler(ConfigValidationError, config_invalid)
-    for exc_type in (JobNotFoundError, ModelNotFoundError, DatasetNotFoundError, UserNotFoundError):
-        app.add_exception_handler(exc_type, not_found)
-    app.add_exception_handler(CheckpointNotFoundError, not_found)
-    app.add_exception_handler(JobStateError, conflict)
-    # After training: a job or data that does not fit is 422; a folder in the way, 409.
-    app.add_exception_handler(AfterTrainingError, unprocessable)
-    app.add_exception_handler(OutputExistsError, conflict)
-    app.add_exception_handler(HubError, conflict)  # offline, gated, no disk space: 409
-    # ModelFilesError is a ModelNotFoundError; the most specific handler wins: a 422,
-    # since the folder is there and its files are what is wrong.
-    for bad_input in (DatasetFormatError, UserError, EnvironmentSetupError, ModelFilesError):
-        app.add_exception_handler(bad_input, unprocessable)
-    app.add_exception_handler(DatasetValidationError, data_invalid)
-    app.add_exception_handler(StoreUnavailableError, unavailable)
-    # A bad name or folder to register is 422; a taken name or a model in use, 409.
-    app.add_exception_handler(ModelRegistryError, unprocessable)
-    for taken in (ModelNameTakenError, ModelInUseError):
-        app.add_exception_handler(taken, conflict)
+    app.add_exception_handler(ConfigValidationError, config_invalid)  # every issue
+    app.add_exception_handler(DatasetValidationError, data_invalid)  # every bad row
+    app.add_exception_handler(FlextrainError, flextrain_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)

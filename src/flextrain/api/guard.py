@@ -66,6 +66,7 @@ async def send_error(send: Send, status: int, field: str, message: str, fix: str
     body = json.dumps(
         {
             "detail": f"{message} Fix: {fix}",
+            "code": None,  # not one of flextrain's errors (ErrorBody.code)
             "errors": [{"field": field, "message": message, "fix": fix}],
         }
     ).encode()

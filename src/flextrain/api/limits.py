@@ -71,7 +71,7 @@ class UploadSizeLimit:
                 detail = upload_too_large(self.max_mb)
                 what, _, fix = detail.partition(" Fix: ")
                 error = {"field": "file", "message": what, "fix": fix}
-                body = json.dumps({"detail": detail, "errors": [error]})
+                body = json.dumps({"detail": detail, "code": None, "errors": [error]})
                 await send(
                     {
                         "type": "http.response.start",

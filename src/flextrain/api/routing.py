@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from flextrain.data.formats import has_unencodable_text
+from flextrain.public import has_unencodable_text
 
 # A \uD800-\uDFFF escape; a pair (high then low) decodes to one character and is fine.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")

@@ -16,8 +16,7 @@ from flextrain.accounts.audit import AuditEntry
 from flextrain.accounts.users import Role, User
 from flextrain.config.enums import TrainingStatus, TrainingType
 from flextrain.config.schemas import MAX_ID, AdvancedTrainingConfig
-from flextrain.jobs.store import JobEvent, TrainingJob
-from flextrain.models.registry import RegisteredModel
+from flextrain.public import JobEvent, RegisteredModel, TrainingJob
 
 
 class FieldError(BaseModel):
@@ -30,6 +29,11 @@ class ErrorBody(BaseModel):
     """Every 4xx/5xx answer: a sentence for people, the fields for programs."""
 
     detail: str
+    code: str | None = Field(
+        None,
+        description="Stable code of the kind of error (e.g. 'job_not_found'); null for "
+        "request-shape and HTTP errors.",
+    )
     errors: list[FieldError] = Field(default_factory=list)
 
 

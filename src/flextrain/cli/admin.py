@@ -69,7 +69,7 @@ def _guard(action: Callable[[], T]) -> T:
     """Run `action`; a refusal or a database problem becomes one line and exit code 1."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from flextrain.db import DatabaseTooNewError
+    from flextrain.public import DatabaseTooNewError
 
     try:
         return action()

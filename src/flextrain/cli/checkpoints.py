@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from rich.markup import escape
@@ -13,13 +13,9 @@ from rich.table import Table
 
 from flextrain.cli.common import console, err_console, get_service, guard
 from flextrain.config.enums import TrainingStatus
-from flextrain.jobs.checkpoints import (
-    CheckpointInfo,
-    CheckpointNotFoundError,
-    export_checkpoint,
-    list_checkpoints,
-    prune_checkpoints,
-)
+
+if TYPE_CHECKING:
+    from flextrain.public import CheckpointInfo
 
 T = TypeVar("T")
 
@@ -28,6 +24,8 @@ def _guard(fn: Callable[[], T]) -> T:
     """`guard`, also for the checkpoint errors it does not know (they are bad input)."""
 
     def checked() -> T:
+        from flextrain.public import CheckpointNotFoundError
+
         try:
             return fn()
         except (CheckpointNotFoundError, FileExistsError) as exc:
@@ -112,7 +110,7 @@ def checkpoints(
 
     if export is not None and to is not None:
         step = _guard(lambda: _parse_step(export))
-        path = _guard(lambda: export_checkpoint(folder, step, to))
+        path = _guard(lambda: service.export_checkpoint(job_id, step, to))
         if as_json:
             console.print_json(json.dumps({"path": str(path)}))
         else:
@@ -122,7 +120,7 @@ def checkpoints(
     if prune:
 
         def run_prune() -> tuple[list[int], int]:
-            from flextrain.service import JobStateError
+            from flextrain.public import JobStateError
 
             job = service.require_job(job_id)
             if job.status == TrainingStatus.QUEUED:
@@ -135,7 +133,7 @@ def checkpoints(
                     f"Job {job_id} is {job.status.value}; its Trainer is still writing "
                     "checkpoints. Fix: prune after it finishes (or cancel it)."
                 )
-            return prune_checkpoints(folder, keep or None)
+            return service.prune_checkpoints(job_id, keep or None)
 
         deleted, freed = _guard(run_prune)
         if as_json:
@@ -147,7 +145,7 @@ def checkpoints(
             console.print("Nothing to delete.")
         return
 
-    infos = _guard(lambda: list_checkpoints(folder))
+    infos = _guard(lambda: service.list_checkpoints(job_id))
     total = sum(c.size_bytes for c in infos)
     if as_json:
         data = {

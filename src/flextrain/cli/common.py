@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 if TYPE_CHECKING:
+    from flextrain.hardware.detect import HardwareConstraints
     from flextrain.service import TrainingService
 
 console = Console()
@@ -31,39 +33,22 @@ err_console = Console(stderr=True)
 T = TypeVar("T")
 
 
-def _bad_input_errors() -> tuple[type[Exception], ...]:
-    """The errors that mean the user asked for something wrong (exit code 2)."""
-    from flextrain.config.validation import ConfigValidationError
-    from flextrain.data.registry import DatasetFormatError, DatasetNotFoundError
-    from flextrain.jobs.environment import EnvironmentSetupError
-    from flextrain.models.resolve import ModelNotFoundError
-    from flextrain.service import JobNotFoundError, JobStateError
-
-    return (
-        ConfigValidationError,
-        ModelNotFoundError,
-        DatasetNotFoundError,
-        DatasetFormatError,
-        JobNotFoundError,
-        JobStateError,
-        EnvironmentSetupError,
-        ValueError,
-    )
-
-
 def guard(fn: Callable[[], T]) -> T:
-    """Run `fn`, turning known errors into a message and an exit code."""
+    """Run `fn`, turning known errors into a message and an exit code.
+
+    flextrain's own errors (`FlextrainError`) say which exit code they get: 2 for bad
+    input, 1 for something to wait for or fix outside the command (a locked database).
+    """
     from pydantic import ValidationError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from flextrain.db import DatabaseTooNewError, StoreUnavailableError
+    from flextrain.errors import FlextrainError
 
-    bad_input = _bad_input_errors()
     try:
         return fn()
-    except StoreUnavailableError as exc:  # says which database, how long and the fix
+    except FlextrainError as exc:  # the message names the field and the fix
         err_console.print(str(exc), style="red", markup=False, highlight=False)
-        raise typer.Exit(1) from None
+        raise typer.Exit(exc.exit_code) from None
     except ValidationError as exc:
         from flextrain.config.errors import field_messages
 
@@ -71,12 +56,9 @@ def guard(fn: Callable[[], T]) -> T:
         for field, message in field_messages(exc.errors()):
             err_console.print(f"  - {escape(field)}: {escape(message)}")
         raise typer.Exit(2) from None
-    except bad_input as exc:
+    except ValueError as exc:  # bad input not (yet) told as a FlextrainError
         err_console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(2) from None
-    except DatabaseTooNewError as exc:
-        err_console.print(str(exc), style="red", markup=False, highlight=False)
-        raise typer.Exit(1) from None
     except SQLAlchemyError as exc:
         err_console.print(
             f"The job database could not be used ({type(exc).__name__}: "
@@ -124,3 +106,19 @@ def end_without_teardown(exc: SystemExit) -> None:
         with contextlib.suppress(OSError, ValueError):  # closed, or a closed pipe
             stream.flush()
     os._exit(status)
+
+
+def print_hardware(hw: HardwareConstraints) -> None:
+    """The machine as training will see it (cores left after reserved_cpus)."""
+    table = Table(title="Hardware", show_header=False)
+    table.add_row("Platform", hw.platform)
+    table.add_row("CPU cores", str(hw.cpu_cores))
+    table.add_row(
+        "Memory available", f"{hw.available_memory_gb:.1f} of {hw.total_memory_gb:.1f} GB"
+    )
+    table.add_row("GPUs", ", ".join(hw.gpu_names) or "none")
+    table.add_row("GPU memory free", f"{hw.available_gpu_memory_gb:.1f} GB")
+    table.add_row("Mixed precision", "yes" if hw.supports_mixed_precision else "no")
+    table.add_row("Recommended precision", hw.recommended_precision)
+    table.add_row("Disk free", f"{hw.disk_free_gb:.1f} GB")
+    console.print(table)

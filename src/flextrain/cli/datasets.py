@@ -14,9 +14,7 @@ from rich.table import Table
 from flextrain.cli.common import console, err_console, get_service, guard
 
 if TYPE_CHECKING:  # the data layer imports SQLAlchemy: only when a command runs
-    from flextrain.data.checks import DataReport
-    from flextrain.data.formats import SourceFormat
-    from flextrain.data.shapes import ColumnMap, Shape
+    from flextrain.public import ColumnMap, DataReport, Shape, SourceFormat
     from flextrain.service import TrainingService
 
 datasets_app = typer.Typer(
@@ -54,7 +52,7 @@ def _choice(value: str | None, allowed: tuple[str, ...], option: str) -> str | N
 
 
 def _columns(**given: str | None) -> ColumnMap:
-    from flextrain.data.shapes import ColumnMap
+    from flextrain.public import ColumnMap
 
     return ColumnMap(**given)
 
@@ -91,7 +89,7 @@ def datasets_add(
     service = get_service()
     # Data errors (DatasetValidationError) print every row and field, exit code 2.
     version = guard(
-        lambda: service.datasets.add(
+        lambda: service.add_dataset(
             path,
             name=name or path.stem,
             format=fmt,
@@ -153,16 +151,16 @@ def datasets_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> N
 @datasets_app.command("show")
 def datasets_show(ref: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """One dataset (NAME or NAME@VERSION): its versions and the jobs that used each."""
-    from flextrain.data.manager import split_ref
+    from flextrain.public import split_ref
 
     service = get_service()
-    info = guard(lambda: service.datasets.describe(ref))
+    info = guard(lambda: service.describe_dataset(ref))
     name, _ = split_ref(ref)
-    versions = guard(lambda: service.datasets.versions(name))
+    versions = guard(lambda: service.dataset_versions(name))
     data: dict[str, Any] = {
         **info.to_dict(),
         "versions": [
-            {**v.to_dict(), "jobs": service.store.jobs_using(name, v.version)} for v in versions
+            {**v.to_dict(), "jobs": service.jobs_using_dataset(name, v.version)} for v in versions
         ],
     }
     if as_json:
@@ -228,7 +226,7 @@ def datasets_validate(
         token_length, limit = guard(lambda: _token_counter(service, model))
         max_length = max_length or limit
     report = guard(
-        lambda: service.datasets.validate(
+        lambda: service.validate_dataset(
             path,
             format=fmt,
             shape=kind,
@@ -250,15 +248,11 @@ def datasets_delete(
     ] = False,
 ) -> None:
     """Delete NAME (every version) or NAME@VERSION."""
-    from flextrain.data.manager import split_ref
+    from flextrain.public import split_ref
 
     service = get_service()
     name, version = split_ref(ref)
-    deleted = guard(
-        lambda: service.datasets.delete(
-            name, version, used_by=service.store.jobs_using, force=force
-        )
-    )
+    deleted = guard(lambda: service.delete_dataset(name, version, force=force))
     console.print(f"Deleted {len(deleted)} version(s) of '{escape(name)}'.")
 
 
@@ -266,11 +260,11 @@ def _token_counter(
     service: TrainingService, model_id: str
 ) -> tuple[Callable[[str], int], int | None]:
     """A token counter from the model's tokenizer, and the model's length limit."""
-    from flextrain.models.heavy import load_transformers
+    from flextrain.public import load_transformers
 
-    path = service.models.resolve_config(model_id).path
+    path = service.resolve_model_config(model_id).path
     if not (path / "tokenizer_config.json").exists() and not (path / "tokenizer.json").exists():
-        path = service.models.resolve(model_id).path
+        path = service.resolve_model(model_id).path
     load_transformers()
     from transformers import AutoTokenizer
 

@@ -15,7 +15,7 @@ from flextrain.config.enums import TrainingStatus
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from flextrain.jobs.store import TrainingJob
+    from flextrain.public import TrainingJob
     from flextrain.service import TrainingService
 
 
@@ -60,7 +60,7 @@ def follow_job(
     try:
         with progress:
             task = progress.add_task("starting", total=None, detail="")
-            seen = max((e.id for e in service.store.events(job_id)), default=0)
+            seen = max((e.id for e in service.events(job_id)), default=0)
             next_tick = 0.0
             reason = None
             while True:
@@ -68,7 +68,7 @@ def follow_job(
                 if job.status == TrainingStatus.QUEUED and job.wait_reason != reason:
                     reason = job.wait_reason
                     progress.console.print(f"queued: {reason}", style="yellow", markup=False)
-                for event in service.store.events(job_id, seen):
+                for event in service.events(job_id, seen):
                     seen = event.id
                     style = {"warning": "yellow", "error": "red"}.get(event.level, "cyan")
                     progress.console.print(

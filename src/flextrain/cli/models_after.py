@@ -19,7 +19,7 @@ from rich.table import Table
 from flextrain.cli.common import console, err_console, get_service, guard
 
 if TYPE_CHECKING:
-    from flextrain.models.evaluate import EvaluationResult, ModelAnswer, TryResult
+    from flextrain.public import EvaluationResult, ModelAnswer, TryResult
 
 JobArg = Annotated[str, typer.Argument(help="Id of a completed job.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -41,9 +41,7 @@ def merge(
     as_json: AsJson = False,
 ) -> None:
     """Merge a LoRA job's adapter into its base model; save it as safetensors."""
-    from flextrain.models.export import merge as merge_model
-
-    result = guard(lambda: merge_model(get_service(), job_id, out, force=force))
+    result = guard(lambda: get_service().merge_model(job_id, out, force=force))
     if as_json:
         console.print_json(result.model_dump_json())
         return
@@ -70,11 +68,8 @@ def export(
     as_json: AsJson = False,
 ) -> None:
     """Write the trained model, its tokenizer and a README.md model card to OUT_DIR."""
-    from flextrain.models.export import export as export_model
-
     result = guard(
-        lambda: export_model(
-            get_service(),
+        lambda: get_service().export_model(
             job_id,
             out_dir,
             adapter_only=adapter_only,
@@ -115,10 +110,8 @@ def try_model(
     Causal LMs continue each text greedily; classifiers give the label and the score of
     every label; masked LMs the top tokens at the mask token.
     """
-    from flextrain.models.evaluate import try_model as run_try
-
     result = guard(
-        lambda: run_try(get_service(), job_id, texts, max_new_tokens=max_new_tokens, chat=chat)
+        lambda: get_service().try_model(job_id, texts, max_new_tokens=max_new_tokens, chat=chat)
     )
     if as_json:
         console.print_json(result.model_dump_json())
@@ -172,8 +165,6 @@ def evaluate(
     Language models report loss and perplexity over the tokens training computed loss
     on; classifiers accuracy and macro F1. Tokenised exactly as the job's training data.
     """
-    from flextrain.models.evaluate import evaluate as run_evaluate
-
     if split not in (None, "all", "heldout"):
         err_console.print(f"--split: '{split}' is not all or heldout.", style="red", markup=False)
         raise typer.Exit(2)
@@ -184,8 +175,8 @@ def evaluate(
     # table (or break --json). One command, one thread: swapping stdout is safe here.
     with contextlib.redirect_stdout(io.StringIO()):
         result = guard(
-            lambda: run_evaluate(
-                get_service(), job_id, dataset, split=chosen, limit=limit, batch_size=batch_size
+            lambda: get_service().evaluate_model(
+                job_id, dataset, split=chosen, limit=limit, batch_size=batch_size
             )
         )
     if as_json:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -23,8 +22,7 @@ from rich.table import Table
 from flextrain.cli.common import console, err_console, get_service, guard
 
 if TYPE_CHECKING:
-    from flextrain.models.hub import TrainableListing
-    from flextrain.models.pull import PullResult
+    from flextrain.public import PullProgress, PullResult, TrainableListing
 
 _COUNT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMbBtT]?)\s*$")
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
@@ -54,17 +52,6 @@ def _human(count: int | None) -> str:
     return str(count)
 
 
-def _hub_failures(fn: Callable[[], None]) -> None:
-    """Run `fn` under `guard`, with the hub's own errors as a message and exit code 1."""
-    from flextrain.models.hub import HubError
-
-    try:
-        guard(fn)
-    except HubError as exc:
-        err_console.print(str(exc), style="red", markup=False, highlight=False)
-        raise typer.Exit(1) from None
-
-
 def search(
     text: Annotated[str | None, typer.Argument(help="Text the model id contains.")] = None,
     task: Annotated[
@@ -80,7 +67,7 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Models to train from: built-in and registered ones, and hub models when online."""
-    from flextrain.models.hub import ModelFilters, list_trainable
+    from flextrain.public import ModelFilters
 
     filters = ModelFilters(
         search=text,
@@ -94,12 +81,10 @@ def search(
 
     def run() -> None:
         service = get_service()
-        registry = getattr(service, "model_registry", None)
-        local_models = registry.list() if registry is not None else []
-        listing = list_trainable(filters, check=service.check_compatibility, local=local_models)
+        listing = service.list_trainable_models(filters)
         _print_listing(listing, as_json)
 
-    _hub_failures(run)
+    guard(run)  # a HubError (offline, gated, disk full) exits 1
 
 
 def _print_listing(listing: TrainableListing, as_json: bool) -> None:
@@ -167,7 +152,7 @@ def pull(
         )
         console.print(f"Train it: flextrain train --model {escape(result.model_id)} ...")
 
-    _hub_failures(run)
+    guard(run)  # a HubError (offline, gated, disk full) exits 1
 
 
 def _pull_with_bar(model_id: str, revision: str, *, show: bool) -> PullResult:
@@ -181,8 +166,7 @@ def _pull_with_bar(model_id: str, revision: str, *, show: bool) -> PullResult:
         TransferSpeedColumn,
     )
 
-    from flextrain.models.pull import PullProgress
-    from flextrain.models.pull import pull as pull_model
+    from flextrain.service import TrainingService
 
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -199,7 +183,7 @@ def _pull_with_bar(model_id: str, revision: str, *, show: bool) -> PullResult:
             bar.update(task, completed=event.bytes_done, total=event.bytes_total or None)
 
         try:
-            return pull_model(model_id, revision=revision, progress=on_progress)
+            return TrainingService.pull_model(model_id, revision=revision, progress=on_progress)
         except KeyboardInterrupt:
             bar.stop()
             err_console.print(

@@ -1,6 +1,6 @@
 """`flextrain models add | list | show | remove`: the local model registry.
 
-Thin calls into `service.model_registry`; the service (and so SQLAlchemy and the
+Thin calls into the service's model registry; the service (and so SQLAlchemy and the
 model layer) is imported only when a command runs.
 """
 
@@ -17,8 +17,7 @@ from rich.table import Table
 from flextrain.cli.common import console, get_service, guard
 
 if TYPE_CHECKING:
-    from flextrain.jobs.store import TrainingJob
-    from flextrain.models.registry import RegisteredModel
+    from flextrain.public import RegisteredModel, TrainingJob
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -33,7 +32,7 @@ def models_add(
 ) -> None:
     """Register a local model folder under a name (the folder is checked, not copied)."""
     service = get_service()
-    model = guard(lambda: service.model_registry.add(path, name, description))
+    model = guard(lambda: service.register_model(path, name, description))
     if as_json:
         console.print_json(model.model_dump_json())
         return
@@ -73,8 +72,8 @@ def models_show(
 ) -> None:
     """One registered model: what it is, where it came from, and the jobs that used it."""
     service = get_service()
-    model = guard(lambda: service.model_registry.get(name))
-    jobs = guard(lambda: service.model_registry.jobs_using(name))
+    model = guard(lambda: service.get_registered_model(name))
+    jobs = guard(lambda: service.jobs_using_model(name))
     if as_json:
         data: dict[str, Any] = {
             **model.model_dump(mode="json"),

@@ -14,7 +14,7 @@ from rich.table import Table
 from flextrain.cli.common import console, err_console, get_service, guard
 
 if TYPE_CHECKING:
-    from flextrain.jobs.scheduler import QueueSnapshot, TickReport
+    from flextrain.public import QueueSnapshot, TickReport
     from flextrain.service import TrainingService
 
 
@@ -92,7 +92,7 @@ class _Reporter:
 
     def __call__(self, report: TickReport) -> None:
         for job_id in report.started:
-            job = self.service.store.get(job_id)
+            job = self.service.get_job(job_id)
             held = (job.allocation if job else None) or {}
             gpus = ",".join(str(g) for g in held.get("gpus") or []) or "none"
             console.print(
@@ -117,19 +117,13 @@ def scheduler(
     Only one scheduler loop runs per FLEXTRAIN_HOME (`flextrain serve` runs one too);
     a second refuses to start. Ctrl-C or SIGTERM stops it; running jobs go on.
     """
-    from flextrain.jobs.scheduler import SchedulerBusyError, SchedulerLoop
-
     service = get_service()
     reporter = _Reporter(service)
     if once:
         reporter(guard(service.scheduler.tick))
         return
-    loop = SchedulerLoop(service, interval=interval, on_report=reporter)
-    try:
-        loop.require()
-    except SchedulerBusyError as exc:
-        err_console.print(str(exc), style="red", markup=False, highlight=False)
-        raise typer.Exit(1) from None
+    loop = service.scheduler_loop(interval=interval, on_report=reporter)
+    guard(loop.require)  # SchedulerBusyError (another loop runs here): exit 1
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         loop.request_stop()

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flextrain.errors import InvalidInputError
+
 __all__ = [
     "FUNCTIONS",
     "MAX_DEPTH",
@@ -159,13 +161,16 @@ _Env = Mapping[str, float]
 _Eval = Callable[[_Env], float]
 
 
-class ExpressionError(ValueError):
+class ExpressionError(InvalidInputError, ValueError):
     """A schedule expression that is not allowed, or that fails at some step.
 
     The message says what is wrong, where (the offending piece of the text and,
     when evaluating, the step) and how to fix it; the parts are kept as
     attributes so a front end can highlight the piece.
     """
+
+    code = "schedule_expression"
+    field = "lr_schedule_expr"
 
     def __init__(
         self,
@@ -194,7 +199,7 @@ class ExpressionError(ValueError):
         self,
     ) -> tuple[Callable[..., ExpressionError], tuple[str, str, str | None, int | None]]:
         # Keyword-only arguments would otherwise break pickling across processes.
-        return _rebuild_error, (self.problem, self.fix, self.fragment, self.step)
+        return _rebuild_error, (self.problem, self.fix or "", self.fragment, self.step)
 
 
 def _rebuild_error(

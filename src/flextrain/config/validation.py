@@ -19,10 +19,13 @@ from flextrain.config.schemas import (
     SCHEDULER_TYPES,
     AdvancedTrainingConfig,
     BasicTrainingConfig,
+    ExpertOptimizerConfig,
     ExpertTrainingConfig,
     with_fields_set,
 )
+from flextrain.config.steps import warmup_steps
 from flextrain.config.usercode import check_reference
+from flextrain.errors import InvalidInputError
 
 Severity = Literal["error", "warning"]
 
@@ -40,8 +43,11 @@ class ValidationIssue:
         return f"{self.field}: {self.message} Fix: {self.fix}"
 
 
-class ConfigValidationError(ValueError):
+class ConfigValidationError(InvalidInputError, ValueError):
     """A configuration with at least one error; carries every issue found."""
+
+    code = "config_invalid"
+    field = "config"
 
     def __init__(self, issues: Iterable[ValidationIssue]) -> None:
         self.issues = list(issues)
@@ -628,6 +634,19 @@ def _expert(ctx: RuleContext) -> Iterator[ValidationIssue]:
     c = ctx.config
     if not isinstance(c, ExpertTrainingConfig):
         return
+    yield from _loss_issues(c)
+    if c.lr_schedule_expr is not None:
+        yield from _schedule_issues(c)
+    if c.optimizer is not None:
+        yield from _optimizer_issues(c.optimizer, ctx.fields_set)
+    if c.clip_grad_value is not None and c.clip_grad_value <= 0:
+        yield _err("clip_grad_value", f"{c.clip_grad_value} is not above 0.", "use e.g. 1.0.")
+    if c.ema_decay is not None and not 0 < c.ema_decay < 1:
+        yield _err("ema_decay", f"{c.ema_decay} is outside (0, 1).", "use e.g. 0.999.")
+    yield from _reference_issues(c)
+
+
+def _loss_issues(c: ExpertTrainingConfig) -> Iterator[ValidationIssue]:
     loss = c.loss
     if not 0 <= loss.label_smoothing < 1:
         yield _err(
@@ -660,41 +679,40 @@ def _expert(ctx: RuleContext) -> Iterator[ValidationIssue]:
             "the expert loss replaces the Trainer's label smoother.",
             "set loss.label_smoothing instead.",
         )
-    if c.lr_schedule_expr is not None:
-        yield from _schedule_issues(c)
-    optimizer = c.optimizer
-    if optimizer is not None:
-        if "optim" in ctx.fields_set and optimizer.factory is None:
-            yield _warn("optim", "optimizer replaces optim.", "remove optim.")
-        if optimizer.layerwise_lr_decay is not None and not 0 < optimizer.layerwise_lr_decay <= 1:
-            yield _err(
-                "optimizer.layerwise_lr_decay",
-                f"{optimizer.layerwise_lr_decay} is outside (0, 1].",
-                "use e.g. 0.8 (each block lower learns 0.8x as fast), or leave it unset.",
-            )
-        for i, group in enumerate(optimizer.param_groups):
-            where = f"optimizer.param_groups[{i}]"
-            if group.lr is not None and group.lr_scale is not None:
-                yield _err(where, "has both lr and lr_scale.", "give one of them.")
-            for name in ("lr", "lr_scale"):
-                value = getattr(group, name)
-                if value is not None and value <= 0:
-                    yield _err(
-                        f"{where}.{name}", f"{value} is not above 0.", "use a positive value."
-                    )
-            if group.weight_decay is not None and group.weight_decay < 0:
-                yield _err(f"{where}.weight_decay", "is negative.", "use 0 or more.")
-        if optimizer.factory is None:
-            problem = _optimizer_name_problem(optimizer.name)
-            if problem:
-                yield _err("optimizer.name", problem, "use AdamW, SGD, RMSprop, Adafactor, ...")
-    if c.clip_grad_value is not None and c.clip_grad_value <= 0:
-        yield _err("clip_grad_value", f"{c.clip_grad_value} is not above 0.", "use e.g. 1.0.")
-    if c.ema_decay is not None and not 0 < c.ema_decay < 1:
-        yield _err("ema_decay", f"{c.ema_decay} is outside (0, 1).", "use e.g. 0.999.")
+
+
+def _optimizer_issues(
+    optimizer: ExpertOptimizerConfig, fields_set: frozenset[str]
+) -> Iterator[ValidationIssue]:
+    if "optim" in fields_set and optimizer.factory is None:
+        yield _warn("optim", "optimizer replaces optim.", "remove optim.")
+    if optimizer.layerwise_lr_decay is not None and not 0 < optimizer.layerwise_lr_decay <= 1:
+        yield _err(
+            "optimizer.layerwise_lr_decay",
+            f"{optimizer.layerwise_lr_decay} is outside (0, 1].",
+            "use e.g. 0.8 (each block lower learns 0.8x as fast), or leave it unset.",
+        )
+    for i, group in enumerate(optimizer.param_groups):
+        where = f"optimizer.param_groups[{i}]"
+        if group.lr is not None and group.lr_scale is not None:
+            yield _err(where, "has both lr and lr_scale.", "give one of them.")
+        for name in ("lr", "lr_scale"):
+            value = getattr(group, name)
+            if value is not None and value <= 0:
+                yield _err(f"{where}.{name}", f"{value} is not above 0.", "use a positive value.")
+        if group.weight_decay is not None and group.weight_decay < 0:
+            yield _err(f"{where}.weight_decay", "is negative.", "use 0 or more.")
+    if optimizer.factory is None:
+        problem = _optimizer_name_problem(optimizer.name)
+        if problem:
+            yield _err("optimizer.name", problem, "use AdamW, SGD, RMSprop, Adafactor, ...")
+
+
+def _reference_issues(c: ExpertTrainingConfig) -> Iterator[ValidationIssue]:
+    """User code named by reference: the file and the name are there (read, not run)."""
     for field, refs in (
-        ("loss.function", [loss.function]),
-        ("optimizer.factory", [optimizer.factory if optimizer else None]),
+        ("loss.function", [c.loss.function]),
+        ("optimizer.factory", [c.optimizer.factory if c.optimizer else None]),
         ("callbacks", c.callbacks),
         ("trainer_class", [c.trainer_class]),
     ):
@@ -710,7 +728,7 @@ def _schedule_issues(c: ExpertTrainingConfig) -> Iterator[ValidationIssue]:
     from flextrain.config.expression import ExpressionError, schedule_values
 
     total = c.max_steps if c.max_steps > 0 else 1000
-    warmup = c.warmup_steps or int(c.warmup_ratio * total)  # as the job computes it
+    warmup = warmup_steps(c.warmup_steps, c.warmup_ratio, total)  # as the job computes it
     if "lr_scheduler_type" in c.model_fields_set:
         yield _warn(
             "lr_scheduler_type",
@@ -730,26 +748,38 @@ def _schedule_issues(c: ExpertTrainingConfig) -> Iterator[ValidationIssue]:
         )
 
 
+# The optimizers torch.optim has (torch 2.13), named here so that checking a config
+# needs no torch; tests/config/test_optimizer_names.py keeps the list equal to torch's.
+TORCH_OPTIMIZERS = frozenset(
+    {
+        "ASGD",
+        "Adadelta",
+        "Adafactor",
+        "Adagrad",
+        "Adam",
+        "AdamW",
+        "Adamax",
+        "LBFGS",
+        "Muon",
+        "NAdam",
+        "RAdam",
+        "RMSprop",
+        "Rprop",
+        "SGD",
+        "SparseAdam",
+    }
+)
+
+
 def _optimizer_name_problem(name: str) -> str | None:
-    if name in ("Adafactor", "AdamW8bit"):
-        if name == "AdamW8bit" and not importlib.util.find_spec("bitsandbytes"):
+    if name == "AdamW8bit":
+        if not importlib.util.find_spec("bitsandbytes"):
             return "AdamW8bit needs bitsandbytes: pip install bitsandbytes."
         return None
-    import torch.optim
-
-    candidate = getattr(torch.optim, name, None)
-    if isinstance(candidate, type) and issubclass(candidate, torch.optim.Optimizer):
+    if name in TORCH_OPTIMIZERS:
         return None
-    known = sorted(
-        n
-        for n in dir(torch.optim)
-        if isinstance(getattr(torch.optim, n), type)
-        and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
-        and n != "Optimizer"
-    )
-    return (
-        f"'{name}' is not a torch.optim optimizer; known: {', '.join(known)}, Adafactor, AdamW8bit."
-    )
+    known = ", ".join(sorted(TORCH_OPTIMIZERS))
+    return f"'{name}' is not a torch.optim optimizer; known: {known}, AdamW8bit."
 
 
 _MODE_CONFIGS: dict[str, type[BasicTrainingConfig]] = {

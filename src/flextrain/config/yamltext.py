@@ -14,13 +14,17 @@ from typing import Any
 
 import yaml
 
+from flextrain.errors import InvalidInputError
+
 MAX_DEPTH = 32
 MAX_CHARS = 1_000_000
 
 
 @dataclass
-class YamlTextError(ValueError):
+class YamlTextError(InvalidInputError, ValueError):
     """Why the text is not a config; `line`/`column` count from 1 (0: not known)."""
+
+    code = "yaml_syntax"  # not a dataclass field: it has no annotation
 
     problem: str
     line: int = 0

@@ -55,6 +55,7 @@ from flextrain.data.versions import (
     write_version,
 )
 from flextrain.db import as_utc
+from flextrain.errors import ConflictError, given
 
 VALIDATION_FIX = (
     "correct the rows listed (`flextrain datasets validate FILE` lists every problem in "
@@ -65,6 +66,9 @@ VALIDATION_FIX = (
 class DatasetValidationError(DatasetFormatError):
     """The data has errors; carries the full report (every row and field), and shows
     the errors and unreadable lines in file order, the first SHOWN_ISSUES of them."""
+
+    code = "dataset_invalid"
+    field = "file"
 
     def __init__(self, report: DataReport, source: str) -> None:
         self.report = report
@@ -82,8 +86,11 @@ class DatasetValidationError(DatasetFormatError):
         )
 
 
-class DatasetInUseError(DatasetFormatError):
+class DatasetInUseError(ConflictError, DatasetFormatError):
     """A version that a job trained on cannot be deleted without force."""
+
+    code = "dataset_in_use"
+    field = "force"
 
 
 @dataclass(frozen=True)
@@ -185,11 +192,12 @@ def load_and_check(
             # The shape error comes first; the unreadable lines are still worth a list.
             raise DatasetFormatError(
                 f"{exc}\nAlso, {unreadable_message(path.name, source.unreadable)}",
-                field=exc.field,
+                field=given(exc, "field"),
                 fix=exc.fix or str(exc).partition("Fix: ")[2] or None,
             ) from None
     except DatasetFormatError as exc:
-        exc.field = exc.field or "file"
+        if given(exc, "field") is None:  # not the class's "dataset_id": the file is at fault
+            exc.field = "file"
         raise
     report = check_records(
         records,

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flextrain.data.shapes import Shape
+from flextrain.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -77,8 +78,10 @@ DEFAULT_CHAT_TEMPLATE = (
 Pieces = list[tuple[str, bool]]
 
 
-class TemplateError(ValueError):
+class TemplateError(InvalidInputError, ValueError):
     """The chat template cannot be split into prompt and assistant pieces."""
+
+    code = "chat_template"
 
 
 def instruction_messages(record: Mapping[str, Any]) -> list[dict[str, str]]:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 from flextrain.config.validation import DatasetFacts
 from flextrain.data.bundled import bundled_path
 from flextrain.db import Base
+from flextrain.errors import InvalidInputError, NotFoundError
 
 DataFormat = Literal["jsonl", "json", "csv", "text"]
 _SUFFIXES: dict[str, DataFormat] = {
@@ -72,26 +73,36 @@ DATA_FILE_SUFFIXES = (
 )
 
 
-class DatasetNotFoundError(LookupError):
+class DatasetNotFoundError(NotFoundError, LookupError):
     """The dataset id names no registered dataset or readable file.
 
     `field` names the input at fault (default: the dataset id) and `fix` says what
     to do; both travel to the REST error's `errors` list.
     """
 
+    code = "dataset_not_found"
+    field = "dataset_id"
+
     def __init__(self, message: str, *, field: str | None = None, fix: str | None = None) -> None:
         super().__init__(message)
-        self.field = field
-        self.fix = fix
+        if field is not None:  # else the class's
+            self.field = field
+        if fix is not None:
+            self.fix = fix
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(InvalidInputError, ValueError):
     """The file exists but cannot serve as training data (`field`, `fix` as above)."""
 
+    code = "dataset_format"
+    field = "dataset_id"
+
     def __init__(self, message: str, *, field: str | None = None, fix: str | None = None) -> None:
         super().__init__(message)
-        self.field = field
-        self.fix = fix
+        if field is not None:  # else the class's
+            self.field = field
+        if fix is not None:
+            self.fix = fix
 
 
 def looks_like_path(dataset_id: str) -> bool:

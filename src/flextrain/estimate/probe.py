@@ -27,7 +27,11 @@ from flextrain.estimate.memory import TrainingSetup
 
 
 class ProbeError(RuntimeError):
-    """The probe subprocess failed; the message carries the end of its output."""
+    """The probe subprocess failed; the message carries the end of its output.
+
+    Not a FlextrainError: the one caller (models/compatibility.py) turns it into a
+    warning and shows the analytic estimate; it never reaches a front end.
+    """
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flextrain.config.steps import total_steps
 from flextrain.estimate.memory import Architecture, TrainingSetup
 
 # Dense peak TFLOP/s for 16-bit training by GPU name fragment (vendor data sheets).
@@ -110,7 +111,7 @@ def estimate_time(
     total = per_token * tokens_per_epoch * epochs
     lo, mid, hi = flops_range
     rows_per_step = setup.batch_size * setup.gradient_accumulation_steps * max(setup.num_gpus, 1)
-    steps = int(max(1, -(-rows_per_epoch // rows_per_step)) * epochs)
+    steps = total_steps(rows_per_epoch, rows_per_step, epochs)
     device = "cuda" if setup.device == "cuda" else "cpu"
     start = STARTUP_SECONDS[device]
     per_step = STEP_OVERHEAD_SECONDS[device]

@@ -23,6 +23,8 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
+from flextrain.errors import NotFoundError
+
 _NAME = re.compile(r"checkpoint-(\d+)")
 _STATE_FILE = "trainer_state.json"
 # A checkpoint being written: `tmp-checkpoint-<step>/checkpoint-<step>`. Neither
@@ -46,8 +48,11 @@ _RESUME_ONLY = (
 )
 
 
-class CheckpointNotFoundError(LookupError):
+class CheckpointNotFoundError(NotFoundError, LookupError):
     """No complete checkpoint has the requested step."""
+
+    code = "checkpoint_not_found"
+    field = "step"
 
 
 @dataclass(frozen=True)

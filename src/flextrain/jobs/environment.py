@@ -13,11 +13,17 @@ from pathlib import Path
 
 import psutil
 
+from flextrain.errors import InvalidInputError
+from flextrain.jobs.spec import SPEC_FILE
+
 _GIB = 1024**3
 
 
-class EnvironmentSetupError(RuntimeError):
+class EnvironmentSetupError(InvalidInputError, RuntimeError):
     """The job's folders cannot be created or used."""
+
+    code = "environment_setup"
+    field = "output_dir"
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,7 @@ class TrainingEnvironment:
     @property
     def config_file(self) -> Path:
         """The config the worker process reads (written by the service)."""
-        return self.root / "job.json"
+        return self.root / SPEC_FILE
 
     @property
     def model_dir(self) -> Path:
@@ -46,6 +52,12 @@ class TrainingEnvironment:
 
 class TrainingEnvironmentManager:
     """Creates, checks and cleans the folders of each job under `jobs_dir`."""
+
+    @classmethod
+    def for_home(cls, home: Path) -> TrainingEnvironmentManager:
+        """The manager of FLEXTRAIN_HOME `home` (its jobs live in home/jobs, as
+        `Settings.jobs_dir` says), for processes given only the home: the workers."""
+        return cls(home / "jobs")
 
     def __init__(self, jobs_dir: Path, min_free_gb: float = 0.5) -> None:
         self.jobs_dir = jobs_dir

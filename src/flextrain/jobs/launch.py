@@ -15,9 +15,8 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
-from flextrain.jobs.resources import Allocation
+from flextrain.jobs.resources import Allocation, Layout
 from flextrain.settings import Settings
 
 # Seconds torchrun gives the ranks to finish a step and save a checkpoint after
@@ -29,16 +28,6 @@ SHUTDOWN_GRACE = 30
 MONITOR_INTERVAL = 0.5
 
 WORKER_MODULE = "flextrain.train.worker"
-
-
-def job_layout(config: dict[str, Any]) -> tuple[int, int]:
-    """(processes per node, nodes) of a job's config, 1 each when unset."""
-    return int(config.get("num_processes") or 1), int(config.get("num_nodes") or 1)
-
-
-def is_distributed(config: dict[str, Any]) -> bool:
-    processes, nodes = job_layout(config)
-    return processes * nodes > 1
 
 
 def worker_environment(base_env: dict[str, str] | None = None) -> dict[str, str]:
@@ -66,7 +55,7 @@ def warm_worker_command(python: str | None = None) -> list[str]:
 
 def build_launch_command(
     job_id: str,
-    config: dict[str, Any],
+    layout: Layout,
     settings: Settings,
     allocation: Allocation | None = None,
     *,
@@ -75,7 +64,8 @@ def build_launch_command(
     python: str | None = None,
     base_env: dict[str, str] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """Argument vector and environment that run job `job_id` on this machine.
+    """Argument vector and environment that run job `job_id`, laid out as `layout`, on
+    this machine.
 
     One process: `python -m flextrain.train.worker ...`. Several (num_processes x
     num_nodes > 1): `python -m torch.distributed.run ... -m flextrain.train.worker ...`
@@ -87,7 +77,7 @@ def build_launch_command(
     """
     allocation = allocation or Allocation()
     python = python or sys.executable
-    processes, nodes = job_layout(config)
+    processes, nodes = layout.processes, layout.nodes
     worker = [
         "-m",
         WORKER_MODULE,
@@ -104,14 +94,14 @@ def build_launch_command(
         # is fastest first. Same order, so the indices name the GPUs that were allocated.
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in allocation.gpus)
-    threads = allocation.threads or config.get("num_threads")
+    threads = allocation.threads or layout.threads
     if threads:
         # Read by OpenMP/MKL at import; the worker also calls torch.set_num_threads.
         env["OMP_NUM_THREADS"] = str(threads)
     if processes * nodes == 1:
         return [python, *worker], env
 
-    timeout = int(config.get("distributed_timeout") or 600)
+    timeout = layout.timeout_s
     # NCCL: a failed collective aborts the process instead of hanging until the timeout.
     env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] = "1"
     logs = settings.jobs_dir / job_id / "logs" / "ranks"

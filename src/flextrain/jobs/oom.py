@@ -29,7 +29,9 @@ import json
 import signal
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+
+from flextrain.config.enums import TrainingType
+from flextrain.config.schemas import AdvancedTrainingConfig
 
 LAUNCH_FILE = "launch.json"
 EXIT_FILE = "exit.json"
@@ -253,19 +255,26 @@ def release(job_dir: Path) -> None:
         group.remove()
 
 
-def out_of_memory_advice(config: dict[str, Any], micro: int, accumulation: int, why: str) -> str:
+def out_of_memory_advice(
+    config: AdvancedTrainingConfig, micro: int, accumulation: int, why: str
+) -> str:
     """The message a user can act on, instead of an allocator's stack trace or a bare
     "killed": the settings that lower memory, the effective batch kept."""
-    steps = [f"max_length (now {config.get('max_length')})"]
+    steps = [f"max_length (now {config.max_length})"]
     if micro > 1:
         steps.insert(
             0,
             f"batch_size {micro // 2} with gradient_accumulation_steps {accumulation * 2} "
             "(the same examples per optimizer step)",
         )
-    if not config.get("gradient_checkpointing"):
+    if not config.gradient_checkpointing:
         steps.append("gradient_checkpointing: true")
-    if config.get("training_type") in ("fine_tuning", "full_training", "continued_pretraining"):
+    full = (
+        TrainingType.FINE_TUNING,
+        TrainingType.FULL_TRAINING,
+        TrainingType.CONTINUED_PRETRAINING,
+    )
+    if config.training_type in full:
         steps.append("training_type lora_adaptation")
     return (
         f"Out of memory at micro-batch {micro} ({why}). Fix: lower "

@@ -27,7 +27,7 @@ from typing import Any
 
 from flextrain.config.validation import ValidationIssue
 from flextrain.hardware.detect import HardwareConstraints
-from flextrain.jobs.resources import Allocation
+from flextrain.jobs.resources import Allocation, Layout
 
 
 @dataclass(frozen=True)
@@ -73,23 +73,14 @@ def gpu_slots(hardware: HardwareConstraints) -> list[GPUSlot]:
     return [GPUSlot(i, each, each) for i in range(count)]
 
 
-def processes_of(config: Mapping[str, Any]) -> int:
-    """Training processes on this node (num_processes, default 1)."""
-    try:
-        return max(1, int(config.get("num_processes") or 1))
-    except (TypeError, ValueError):
-        return 1
-
-
 def demand_of(
-    config: Mapping[str, Any],
+    layout: Layout,
     hardware: HardwareConstraints,
     gpu_memory_gb: float | None = None,
 ) -> Demand:
-    """The demand of a job's stored config on `hardware`."""
-    processes = processes_of(config)
-    raw = config.get("num_threads")
-    given = int(raw) if isinstance(raw, int | float) and raw > 0 else None
+    """The demand of a job laid out as `layout` on `hardware`."""
+    processes = layout.processes
+    given = layout.threads
     cores = max(1, hardware.cpu_cores)
     gpu_count = len(gpu_slots(hardware))
     if gpu_count:
@@ -109,14 +100,14 @@ def demand_of(
 
 def reservation_of(
     job_id: str,
-    config: Mapping[str, Any],
+    layout: Layout,
     allocation: Mapping[str, Any] | None,
     hardware: HardwareConstraints,
 ) -> Reservation:
     """What a running job holds: its recorded allocation, else what it would have been
     given (a job launched without one sees every GPU and uses the first ones)."""
-    processes = processes_of(config)
-    fallback = demand_of(config, hardware)
+    processes = layout.processes
+    fallback = demand_of(layout, hardware)
     recorded = Allocation.from_dict(dict(allocation)) if allocation else None
     if recorded is None:
         return Reservation(job_id, fallback.slots, tuple(range(fallback.gpus)))

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
+
 
 @dataclass(frozen=True)
 class Allocation:
@@ -35,3 +37,33 @@ class Allocation:
             gpus=tuple(int(g) for g in data.get("gpus") or []),
             threads=int(threads) if threads is not None else None,
         )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a job's processes are laid out, read from its typed config: what the
+    launch command, the scheduler's placement and the join command need of it.
+
+    `processes` per node and `nodes` (torchrun when their product is above 1),
+    `threads` per process as the user fixed them (None: the scheduler chooses), and
+    `timeout_s`, how long the ranks wait for each other.
+    """
+
+    processes: int = 1
+    nodes: int = 1
+    threads: int | None = None
+    timeout_s: int = 600
+
+    @classmethod
+    def of(cls, config: BasicTrainingConfig) -> Layout:
+        advanced = AdvancedTrainingConfig.from_basic(config)
+        return cls(
+            processes=max(1, advanced.num_processes),
+            nodes=max(1, advanced.num_nodes),
+            threads=advanced.num_threads or None,
+            timeout_s=advanced.distributed_timeout,
+        )
+
+    @property
+    def distributed(self) -> bool:
+        return self.processes * self.nodes > 1

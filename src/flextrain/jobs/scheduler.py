@@ -39,12 +39,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, Field
 
 from flextrain.config.enums import TrainingStatus
 from flextrain.config.validation import ConfigValidationError
+from flextrain.errors import ConflictError
 from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs.checkpoints import latest_checkpoint
 from flextrain.jobs.placement import (
@@ -54,7 +55,6 @@ from flextrain.jobs.placement import (
     gpu_slots,
     never_fits,
     place,
-    processes_of,
     reservation_of,
 )
 from flextrain.jobs.resources import Allocation
@@ -62,7 +62,33 @@ from flextrain.jobs.store import TrainingJob
 from flextrain.settings import Settings
 
 if TYPE_CHECKING:
-    from flextrain.service import TrainingService
+    from sqlalchemy.engine import Engine
+
+    from flextrain.jobs.environment import TrainingEnvironmentManager
+    from flextrain.jobs.store import JobStore
+
+
+class SchedulerHost(Protocol):
+    """What the scheduler needs of the service it starts jobs for (the facade, in
+    practice): the store, the machine, what runs, and the launch of one job."""
+
+    settings: Settings
+    store: JobStore
+    environments: TrainingEnvironmentManager
+    engine: Engine
+
+    def hardware(self) -> HardwareConstraints: ...
+
+    def running_jobs(self) -> list[TrainingJob]: ...
+
+    def estimated_peak_gb(
+        self, job: TrainingJob, hardware: HardwareConstraints
+    ) -> float | None: ...
+
+    def launch(
+        self, job: TrainingJob, resume_from: Path | None, allocation: Allocation | None = None
+    ) -> None: ...
+
 
 log = logging.getLogger("flextrain.scheduler")
 
@@ -75,8 +101,12 @@ SETTINGS_FILE = "scheduler.json"
 LOOP_INTERVAL = 3.0
 
 
-class SchedulerBusyError(RuntimeError):
-    """Another scheduler loop already runs for this home."""
+class SchedulerBusyError(ConflictError, RuntimeError):
+    """Another scheduler loop already runs for this home (a second `flextrain queue run`:
+    the user's to stop, so a conflict, not a bug; exit code 1 as `queue run` always gave)."""
+
+    code = "scheduler_busy"
+    exit_code = 1
 
 
 @dataclass
@@ -141,7 +171,7 @@ def _flock(path: Path) -> Iterator[None]:
 class Scheduler:
     """Starts the queued jobs of one flextrain home that fit the machine now."""
 
-    def __init__(self, service: TrainingService) -> None:
+    def __init__(self, service: SchedulerHost) -> None:
         self.service = service
         self.home = service.settings.home
 
@@ -197,11 +227,11 @@ class Scheduler:
         memory = None
         if gpu_slots(hardware):
             memory = self.service.estimated_peak_gb(job, hardware)
-        return demand_of(job.config, hardware, memory)
+        return demand_of(job.layout, hardware, memory)
 
     @staticmethod
     def _reservation(job: TrainingJob, hardware: HardwareConstraints) -> Reservation:
-        return reservation_of(job.job_id, job.config, job.allocation, hardware)
+        return reservation_of(job.job_id, job.layout, job.allocation, hardware)
 
     def _launch(self, job: TrainingJob, allocation: Allocation, report: TickReport) -> bool:
         store = self.service.store
@@ -216,12 +246,12 @@ class Scheduler:
             return False
         resume_from = None
         if job.resume_count:  # resume_job queued it: continue from its latest checkpoint
-            env = self.service.environments.layout(job.job_id, job.config.get("output_dir"))
+            env = self.service.environments.layout(job.job_id, job.settings.output_dir)
             resume_from = latest_checkpoint(env.checkpoint_dir)
         try:
-            self.service._launch(job, resume_from, allocation)
+            self.service.launch(job, resume_from, allocation)
         except Exception as exc:
-            # _launch marks the job FAILED when its spec cannot be built; anything else
+            # launch marks the job FAILED when its spec cannot be built; anything else
             # (no process could be started) is marked here, never left half-launched.
             self._fail(job, f"Could not start the job: {exc}", report, exc)
             return False
@@ -296,7 +326,7 @@ class Scheduler:
                     priority=job.priority,
                     started_at=job.started_at,
                     progress=job.progress,
-                    processes=processes_of(job.config),
+                    processes=job.layout.processes,
                     gpus=list(held.gpus),
                     threads=held.slots,
                 )
@@ -316,7 +346,7 @@ class SchedulerLoop:
 
     def __init__(
         self,
-        service: TrainingService,
+        service: SchedulerHost,
         interval: float = LOOP_INTERVAL,
         on_report: Callable[[TickReport], None] | None = None,
     ) -> None:
@@ -428,7 +458,9 @@ def recorded_settings(home: Path) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in keys}
 
 
-def tick_after_exit(home: Path, database_url: str) -> None:
+def tick_after_exit(
+    home: Path, database_url: str, make_service: Callable[[Settings], SchedulerHost]
+) -> None:
     """Start the next queued jobs now that a job's processes have ended.
 
     Called by a finishing worker (or the torchrun supervisor) so the queue moves
@@ -440,8 +472,6 @@ def tick_after_exit(home: Path, database_url: str) -> None:
     own job's allocation), so it is meant for a process that is about to exit.
     """
     try:
-        from flextrain.service import TrainingService
-
         recorded = recorded_settings(home)
         visible = recorded.pop("cuda_visible_devices", None)
         if visible is None:
@@ -450,7 +480,7 @@ def tick_after_exit(home: Path, database_url: str) -> None:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(visible)
         recorded = {k: v for k, v in recorded.items() if v is not None}
         settings = Settings(home=home, database_url=database_url, **recorded)
-        service = TrainingService(settings)
+        service = make_service(settings)
         try:
             report = Scheduler(service).tick()
         finally:

@@ -8,6 +8,7 @@ registries or the hardware probe.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -16,6 +17,9 @@ from flextrain.config.schemas import BasicTrainingConfig, ExpertTrainingConfig, 
 
 if TYPE_CHECKING:
     from flextrain.data.registry import DatasetInfo
+
+# The run spec's file in the job's folder (FLEXTRAIN_HOME/jobs/<id>/job.json).
+SPEC_FILE = "job.json"
 
 Objective = Literal["sequence_classification", "causal_lm", "masked_lm"]
 Precision = Literal["bf16", "fp16", "fp32"]
@@ -97,3 +101,14 @@ class RunSpec(BaseModel):
         if self.config_fields is not None:
             self.config = with_fields_set(self.config, self.config_fields)
         return self
+
+    def write(self, job_dir: Path) -> Path:
+        """Write the spec to `job_dir`'s SPEC_FILE, where the worker reads it."""
+        path = job_dir / SPEC_FILE
+        path.write_text(self.model_dump_json(indent=2))
+        return path
+
+    @classmethod
+    def read(cls, job_dir: Path) -> RunSpec:
+        """The spec written to `job_dir` at launch (OSError when there is none yet)."""
+        return cls.model_validate_json((job_dir / SPEC_FILE).read_text())

@@ -46,8 +46,18 @@ from flextrain.config.enums import (
     TrainingStatus,
     TrainingType,
 )
+from flextrain.config.schemas import (
+    AdvancedTrainingConfig,
+    BasicTrainingConfig,
+    ExpertTrainingConfig,
+    explicit_fields,
+    restore_config,
+)
 from flextrain.db import DEFAULT_WAIT_S, Base, StoreUnavailableError, as_utc, wait_budget
+from flextrain.jobs import lifecycle
+from flextrain.jobs.resources import Layout
 
+ConfigT = TypeVar("ConfigT", bound=BasicTrainingConfig)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -223,6 +233,8 @@ class TrainingJob(BaseModel):
     # When the worker `pid` started, read with it: tells that worker from a recycled pid
     # without another query (not part of the API: a detail of this host's processes).
     _pid_started_at: float | None = PrivateAttr(default=None)
+    _typed: BasicTrainingConfig | None = PrivateAttr(default=None)
+    _settings: ExpertTrainingConfig | None = PrivateAttr(default=None)
 
     @property
     def is_finished(self) -> bool:
@@ -231,6 +243,39 @@ class TrainingJob(BaseModel):
     @property
     def pid_started_at(self) -> float | None:
         return self._pid_started_at
+
+    def typed_config(self) -> BasicTrainingConfig:
+        """The job's config as it was created, typed: its values, and the fields it was
+        given (a default stays a default when the job is re-validated at start). Read
+        once per job object: the stored JSON does not change under it."""
+        if self._typed is None:
+            cls: type[BasicTrainingConfig] = (
+                BasicTrainingConfig
+                if self.mode == TrainingMode.BASIC
+                else ExpertTrainingConfig
+                if self.mode == TrainingMode.EXPERT
+                else AdvancedTrainingConfig
+            )
+            self._typed = restore_config(cls, self.config, self.config_fields)
+        return self._typed
+
+    @property
+    def settings(self) -> ExpertTrainingConfig:
+        """Every setting of the job, typed (Expert holds them all, at their defaults
+        where the job's mode has no such field)."""
+        if self._settings is None:
+            self._settings = ExpertTrainingConfig.from_basic(self.typed_config())
+        return self._settings
+
+    @property
+    def layout(self) -> Layout:
+        """Its processes, nodes and threads (see `jobs.resources.Layout`)."""
+        return Layout.of(self.settings)
+
+    def pinned_config(self) -> AdvancedTrainingConfig:
+        """The job's config with every field (Advanced), on exactly the dataset version
+        it was created with."""
+        return pin_dataset(AdvancedTrainingConfig.from_basic(self.typed_config()), self)
 
     @classmethod
     def from_record(cls, r: JobRecord) -> TrainingJob:
@@ -312,6 +357,15 @@ def _retried(method: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def pin_dataset(config: ConfigT, job: TrainingJob) -> ConfigT:
+    """`config` on exactly the dataset version `job` was created with (a dataset may
+    have had new versions uploaded since)."""
+    if not job.dataset_version:
+        return config
+    name = config.dataset_id.rpartition("@")[0] or config.dataset_id
+    return config.model_copy(update={"dataset_id": f"{name}@{job.dataset_version}"})
+
+
 class JobStore:
     """CRUD over jobs and their metric history."""
 
@@ -326,26 +380,27 @@ class JobStore:
         *,
         job_id: str,
         mode: TrainingMode,
-        config: dict[str, Any],
+        config: BasicTrainingConfig,
         output_dir: str,
         log_path: str,
-        config_fields: list[str] | None = None,
         warnings: list[str] | None = None,
         owner: str | None = None,
         dataset_version: str | None = None,
         priority: int = 0,
     ) -> TrainingJob:
+        """Record a PENDING job with `config`: its values and which fields were given
+        (`typed_config` restores both), the one place a job's config is written."""
         record = JobRecord(
             job_id=job_id,
-            run_name=_cut(config.get("run_name"), 200),
+            run_name=_cut(config.run_name, 200),
             mode=mode.value,
-            training_type=TrainingType(config["training_type"]).value,
-            model_id=config["model_id"],
-            dataset_id=config["dataset_id"],
-            config_json=json.dumps(config),
-            config_fields_json=json.dumps(config_fields) if config_fields is not None else None,
+            training_type=TrainingType(config.training_type).value,
+            model_id=config.model_id,
+            dataset_id=config.dataset_id,
+            config_json=config.model_dump_json(),
+            config_fields_json=json.dumps(explicit_fields(config)),
             status=TrainingStatus.PENDING.value,
-            total_epochs=int(config.get("num_epochs", 0)),
+            total_epochs=int(config.num_epochs),
             warnings_json=json.dumps(warnings or []),
             output_dir=output_dir,
             log_path=log_path,
@@ -441,13 +496,22 @@ class JobStore:
 
     @_retried
     def update(self, job_id: str, *, allow_terminal: bool = False, **values: Any) -> bool:
-        """Set columns of a job; refused (False) once the job is terminal, unless allowed."""
-        if "status" in values and isinstance(values["status"], TrainingStatus):
-            values["status"] = values["status"].value
+        """Set columns of a job; refused (False) once the job is terminal, unless allowed.
+
+        A new `status` is written only while the job is in a state that may change to it
+        (`lifecycle.TRANSITIONS`): a worker's "training" after a user's cancel changes
+        nothing and returns False, as does any write the state machine forbids.
+        """
         if "metrics" in values:
             values["metrics_json"] = json.dumps(values.pop("metrics"))
         values["updated_at"] = _now()
-        statement = update(JobRecord).where(JobRecord.job_id == job_id).values(**values)
+        statement = update(JobRecord).where(JobRecord.job_id == job_id)
+        if "status" in values:
+            new = TrainingStatus(values["status"])
+            values["status"] = new.value
+            origins = lifecycle.sources(new, terminal=allow_terminal)
+            statement = statement.where(JobRecord.status.in_([s.value for s in origins]))
+        statement = statement.values(**values)
         if not allow_terminal:
             statement = statement.where(JobRecord.status.not_in(_TERMINAL))
         with self._sessions.begin() as session:
@@ -460,10 +524,15 @@ class JobStore:
     ) -> bool:
         """Set columns only if the job is in one of `from_statuses` (atomic: one UPDATE).
 
-        What lets two front ends race to resume the same job with one winner.
+        What lets two front ends race to resume the same job with one winner. A new
+        `status` that any of `from_statuses` may not change to raises
+        IllegalTransitionError (`lifecycle.TRANSITIONS`), before the database is touched.
         """
-        if isinstance(values.get("status"), TrainingStatus):
-            values["status"] = values["status"].value
+        from_statuses = [TrainingStatus(s) for s in from_statuses]
+        if "status" in values:
+            new = TrainingStatus(values["status"])
+            lifecycle.check_transitions(from_statuses, new, job_id)
+            values["status"] = new.value
         values["updated_at"] = _now()
         allowed = [s.value for s in from_statuses]
         statement = (

@@ -29,6 +29,7 @@ from types import FrameType
 from typing import Literal
 
 from flextrain.config.enums import ACTIVE_STATUSES, TrainingStatus
+from flextrain.jobs.environment import TrainingEnvironmentManager
 from flextrain.jobs.oom import killed_by_oom, out_of_memory_advice
 from flextrain.jobs.store import JobStore
 
@@ -216,13 +217,13 @@ def settle(
         text = log_path.read_text(errors="replace")[-200_000:] if log_path else ""
         failure = parse_root_cause(text)
         if failure is not None and failure.exitcode == -signal.SIGKILL and killed_by_oom:
-            config = job.config
-            batch = config.get("batch_size")
+            config = job.settings
+            batch = config.batch_size
             where = f"rank {failure.rank}" if failure.rank is not None else "a rank"
             message = "OutOfMemoryAdvice: " + out_of_memory_advice(
                 config,
                 batch if isinstance(batch, int) else 1,
-                int(config.get("gradient_accumulation_steps") or 1),
+                config.gradient_accumulation_steps,
                 f"{where}: {killed_by_oom}; recovery is not done with several processes",
             )
         elif failure is not None:
@@ -261,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(args_in[:split])
     command = args_in[split + 1 :]
 
-    from flextrain.db import make_engine, make_sessionmaker
+    from flextrain.db import make_sessionmaker
+    from flextrain.migrations import make_engine
 
     store = JobStore(make_sessionmaker(make_engine(args.database_url, migrate=False)))
     job = store.get(args.job_id)
@@ -282,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     latest = store.get(args.job_id)
     cancelled = latest is not None and latest.status == TrainingStatus.CANCELLED
     signalled = received[0] if received and not cancelled else None
-    oom_kill = killed_by_oom(Path(args.home) / "jobs" / args.job_id)
+    oom_kill = killed_by_oom(
+        TrainingEnvironmentManager.for_home(Path(args.home)).jobs_dir / args.job_id
+    )
     status = settle(store, args.job_id, returncode, signalled, log_path, oom_kill)
     if status is not None:
         print(f"[flextrain] job {args.job_id}: {status.value}", flush=True)
@@ -293,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
 def _start_next(home: Path, database_url: str) -> None:
     """Let the scheduler start what waited for this job's resources."""
     try:
-        from flextrain.jobs.scheduler import tick_after_exit
+        from flextrain.service import tick_after_exit
     except ImportError:
         return
     tick_after_exit(home, database_url)

@@ -26,8 +26,7 @@ database at head and review it (tests/db/test_migrations.py fails until the
 revisions and the models agree):
 
     from alembic import command
-    from flextrain.db import make_engine
-    from flextrain.migrations import alembic_config
+    from flextrain.migrations import alembic_config, make_engine
 
     engine = make_engine("sqlite:////tmp/at-head.db")
     with engine.begin() as connection:
@@ -51,7 +50,7 @@ from sqlalchemy import Connection, Engine, MetaData, create_engine, event, inspe
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from flextrain.db import Base, DatabaseTooNewError
+from flextrain.db import Base, DatabaseTooNewError, connect
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -65,6 +64,22 @@ _ATTEMPTS = 3
 _SCRIPT_LOCATION = str(Path(__file__).resolve().parent)
 # `revision: str = "0003"` and `down_revision: ... = "0002"` in a revision file.
 _REVISION_LINE = re.compile(r"^(revision|down_revision)\b[^=\n]*=\s*(.+?)\s*$", re.MULTILINE)
+
+
+def make_engine(url: str, *, migrate: bool = True, wait_s: float | None = None) -> Engine:
+    """The engine for `url`; with `migrate`, its schema brought to the latest revision.
+
+    Front ends that own the database (the service, hence the CLI and API)
+    migrate at start-up. Processes started by one of them, like the worker,
+    pass `migrate=False`: their parent has already brought the schema up to
+    date, and checking again in every worker would only slow its start.
+    Raises DatabaseTooNewError for a database a newer flextrain has migrated.
+    `wait_s`: see `flextrain.db.connect`.
+    """
+    engine = connect(url, wait_s=wait_s)
+    if migrate:
+        upgrade(engine)
+    return engine
 
 
 def metadata() -> MetaData:

@@ -19,7 +19,13 @@ from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.config.validation import ConfigValidationError
 from flextrain.data.registry import DatasetInfo, read_rows
 from flextrain.estimate.memory import MemoryEstimate, TrainingSetup, estimate_memory
-from flextrain.estimate.probe import ProbeError, build_request, run_probe, should_anchor
+from flextrain.estimate.probe import (
+    ProbeError,
+    ProbeResult,
+    build_request,
+    run_probe,
+    should_anchor,
+)
 from flextrain.estimate.recommend import largest_fitting_batch, recommend
 from flextrain.estimate.timing import device_flops_prior, estimate_time, flops_per_token
 from flextrain.hardware.detect import HardwareConstraints
@@ -254,41 +260,9 @@ class ModelCompatibilityChecker:
         except ModelNotFoundError as exc:
             return ModelCompatibility(**base, is_compatible=False, issues=[str(exc)])
         except (ValueError, OSError, KeyError) as exc:
-            text = str(exc)
-            if "trust_remote_code" in text:
-                return ModelCompatibility(
-                    **base,
-                    is_compatible=False,
-                    needs_trust_remote_code=True,
-                    issues=[
-                        f"Model '{model_id}' needs its own code (trust_remote_code): "
-                        "transformers does not support this architecture natively."
-                    ],
-                    recommendations=[
-                        "Review the model's code; flextrain never enables "
-                        "trust_remote_code silently."
-                    ],
-                )
-            return ModelCompatibility(
-                **base,
-                is_compatible=False,
-                issues=[
-                    f"Model '{model_id}' cannot be loaded by transformers "
-                    f"{versions['transformers']}: {text}".strip()
-                ],
-                recommendations=["Update transformers, or check the model's config.json."],
-            )
+            return _unloadable(model_id, exc, base)
         hw = hardware or HardwareConstraints.detect_current()
         supported, reasons = supported_types(info)
-        heads = [
-            name
-            for name, ok in (
-                ("causal_lm", info.supports_causal_lm),
-                ("masked_lm", info.supports_masked_lm),
-                ("sequence_classification", info.supports_sequence_classification),
-            )
-            if ok
-        ]
         ttype = training_type or (config.training_type if config else TrainingType.FINE_TUNING)
         cfg = config or AdvancedTrainingConfig(
             model_id=model_id,
@@ -330,18 +304,7 @@ class ModelCompatibilityChecker:
         step_flops = flops_per_token(arch, setup) * setup.batch_size * setup.seq_len
         if probe:
             try:
-                result = run_probe(
-                    build_request(
-                        str(self.resolver.resolve(model_id).path),
-                        setup,
-                        training_type=ttype.value,
-                        anchored=should_anchor(step_flops / flops_range[1]),
-                        num_threads=cfg.num_threads or hw.cpu_cores,
-                    ),
-                    target_batch=setup.batch_size,
-                    budget_bytes=budget,
-                    analytic=lambda b: estimate_memory(arch, replace(setup, batch_size=b)).peak,
-                )
+                result = self._probe(model_id, setup, arch, ttype, cfg, hw, budget, step_flops)
                 peak, source = float(result.predicted_peak_bytes), "probe"
                 step_seconds = result.predicted_step_seconds
                 probe_report = result.to_dict()
@@ -354,22 +317,11 @@ class ModelCompatibilityChecker:
                 f"{peak / _GIB:.2f} GB needed, {budget / _GIB:.2f} GB available."
             )
         lora_targets = tuple(choose_lora_targets(info.linear_module_names))
-        recs = recommend(arch, setup, budget, gpu_count=hw.gpu_count, lora_targets=lora_targets)
-        scale = peak / estimate.peak if estimate.peak else 1.0  # carry the probe's correction
-        rec_reports = [
-            RecommendationReport(
-                description=r.description,
-                changes=r.changes,
-                peak_gb=r.estimate.peak * scale / _GIB,
-                fits=r.estimate.peak * scale <= budget,
-            )
-            for r in recs
-        ]
-        if probe_report and probe_report.get("largest_batch") is not None:
-            best_batch = int(probe_report["largest_batch"])
-        else:
-            best_batch = largest_fitting_batch(arch, replace(setup, batch_size=1), budget * 0.95)
-        recommended = min(setup.batch_size, best_batch) if best_batch else 0
+        # Scaled by the probe's correction of the analytic peak, when it ran.
+        rec_reports = _recommendations(
+            arch, setup, budget, hw, lora_targets, peak / estimate.peak if estimate.peak else 1.0
+        )
+        recommended = _recommended_batch(arch, setup, budget, probe_report)
         tokens, rows, assumption = tokens_per_epoch(
             dataset,
             resolved.path if resolved.source != "hub" else None,
@@ -401,7 +353,7 @@ class ModelCompatibilityChecker:
             objective=objective,
             supported_training_types=supported,
             unsupported_reasons=reasons,
-            task_heads=heads,
+            task_heads=_task_heads(info),
             lora_target_modules=list(lora_targets),
             max_sequence_length=info.max_position_embeddings,
             supports_gradient_checkpointing=info.supports_gradient_checkpointing,
@@ -430,6 +382,108 @@ class ModelCompatibilityChecker:
             or [r.description for r in rec_reports],
             recommendation_details=rec_reports,
         )
+
+    def _probe(
+        self,
+        model_id: str,
+        setup: TrainingSetup,
+        arch: Any,
+        ttype: TrainingType,
+        cfg: AdvancedTrainingConfig,
+        hw: HardwareConstraints,
+        budget: float,
+        step_flops: float,
+    ) -> ProbeResult:
+        """A few real steps in a subprocess: the measured peak and step time (ProbeError
+        when it could not run)."""
+        flops_high = device_flops_prior(
+            gpu_names=hw.gpu_names[: cfg.num_processes],
+            cpu_cores=hw.cpu_cores,
+            precision=setup.precision,
+        )[1]
+        return run_probe(
+            build_request(
+                str(self.resolver.resolve(model_id).path),
+                setup,
+                training_type=ttype.value,
+                anchored=should_anchor(step_flops / flops_high),
+                num_threads=cfg.num_threads or hw.cpu_cores,
+            ),
+            target_batch=setup.batch_size,
+            budget_bytes=budget,
+            analytic=lambda b: estimate_memory(arch, replace(setup, batch_size=b)).peak,
+        )
+
+
+def _task_heads(info: ModelInfo) -> list[str]:
+    """The heads transformers can put on this model's body."""
+    return [
+        name
+        for name, ok in (
+            ("causal_lm", info.supports_causal_lm),
+            ("masked_lm", info.supports_masked_lm),
+            ("sequence_classification", info.supports_sequence_classification),
+        )
+        if ok
+    ]
+
+
+def _recommended_batch(
+    arch: Any, setup: TrainingSetup, budget: float, probe_report: dict[str, Any] | None
+) -> int:
+    """The batch size to use: the one asked for, or the largest that fits if smaller (the
+    probe's measure when it ran, else the estimate's with 5% to spare); 0: none fits."""
+    if probe_report and probe_report.get("largest_batch") is not None:
+        best = int(probe_report["largest_batch"])
+    else:
+        best = largest_fitting_batch(arch, replace(setup, batch_size=1), budget * 0.95)
+    return min(setup.batch_size, best) if best else 0
+
+
+def _unloadable(model_id: str, exc: Exception, base: dict[str, Any]) -> ModelCompatibility:
+    """The report on a model transformers cannot load (its own code, or a bad config)."""
+    text = str(exc)
+    if "trust_remote_code" in text:
+        return ModelCompatibility(
+            **base,
+            is_compatible=False,
+            needs_trust_remote_code=True,
+            issues=[
+                f"Model '{model_id}' needs its own code (trust_remote_code): "
+                "transformers does not support this architecture natively."
+            ],
+            recommendations=[
+                "Review the model's code; flextrain never enables trust_remote_code silently."
+            ],
+        )
+    version = base["framework_versions"]["transformers"]
+    return ModelCompatibility(
+        **base,
+        is_compatible=False,
+        issues=[f"Model '{model_id}' cannot be loaded by transformers {version}: {text}".strip()],
+        recommendations=["Update transformers, or check the model's config.json."],
+    )
+
+
+def _recommendations(
+    arch: Any,
+    setup: TrainingSetup,
+    budget: float,
+    hw: HardwareConstraints,
+    lora_targets: tuple[str, ...],
+    scale: float,
+) -> list[RecommendationReport]:
+    """Settings that would need less memory, each with its peak and whether it fits."""
+    recs = recommend(arch, setup, budget, gpu_count=hw.gpu_count, lora_targets=lora_targets)
+    return [
+        RecommendationReport(
+            description=r.description,
+            changes=r.changes,
+            peak_gb=r.estimate.peak * scale / _GIB,
+            fits=r.estimate.peak * scale <= budget,
+        )
+        for r in recs
+    ]
 
 
 def _memory_report(

@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -35,15 +35,13 @@ from flextrain.data.prepare import DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, TEMPLATE
 from flextrain.data.registry import DatasetInfo, read_rows
 from flextrain.models.trained import (
     AfterTrainingError,
+    CompletedJobs,
     TrainedModel,
     base_notes,
     load_tokenizer,
     on_trained_and_base,
     trained_model,
 )
-
-if TYPE_CHECKING:
-    from flextrain.service import TrainingService
 
 Split = Literal["all", "heldout"]
 TOP_TOKENS = 5  # predictions shown per masked position
@@ -123,7 +121,7 @@ class EvaluationResult(BaseModel):
 
 # -- try --------------------------------------------------------------------------------
 def try_model(
-    service: TrainingService,
+    service: CompletedJobs,
     job_id: str,
     texts: list[str],
     *,
@@ -265,7 +263,7 @@ def _fill_mask(model: Any, tokenizer: Any, text: str, max_length: int) -> ModelA
 
 # -- evaluate ---------------------------------------------------------------------------
 def evaluate(
-    service: TrainingService,
+    service: CompletedJobs,
     job_id: str,
     dataset_id: str | None = None,
     *,
@@ -290,7 +288,7 @@ def evaluate(
     started = time.monotonic()
     model = trained_model(service, job_id, "evaluate")
     own = dataset_id is None
-    info = service.datasets.get(dataset_id or model.spec.config.dataset_id)
+    info = service.get_dataset(dataset_id or model.spec.config.dataset_id)
     if not own:  # named again, by its version or (unversioned) by its file
         version = model.spec.data.version
         own = info.version == version if version else str(info.path) == model.spec.data.path
@@ -549,7 +547,7 @@ def _metrics(model: Any, objective: str, batches: Iterator[dict[str, Any]]) -> d
         import numpy as np
         from transformers import EvalPrediction
 
-        from flextrain.train.runner import classification_metrics
+        from flextrain.train.metrics import classification_metrics
 
         scores = classification_metrics(
             EvalPrediction(predictions=torch.cat(all_logits).numpy(), label_ids=np.asarray(gold))

@@ -28,21 +28,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field
 
-from flextrain.config.enums import TrainingMode
-from flextrain.config.schemas import (
-    AdvancedTrainingConfig,
-    BasicTrainingConfig,
-    ExpertTrainingConfig,
-)
 from flextrain.data.registry import DatasetFormatError, DatasetNotFoundError
 from flextrain.models.trained import (
     META_FILE,
     AfterTrainingError,
+    CompletedJobs,
     OutputExistsError,
     TrainedModel,
     load_tokenizer,
@@ -50,9 +45,6 @@ from flextrain.models.trained import (
     quiet_transformers,
     trained_model,
 )
-
-if TYPE_CHECKING:
-    from flextrain.service import TrainingService
 
 PIPELINE_TAGS = {
     "causal_lm": "text-generation",
@@ -91,7 +83,7 @@ def flextrain_version() -> str:
 
 # -- merge ------------------------------------------------------------------------------
 def merge(
-    service: TrainingService,
+    service: CompletedJobs,
     job_id: str,
     out_dir: str | Path | None = None,
     *,
@@ -135,7 +127,7 @@ def _write_merged(model: TrainedModel, folder: Path) -> None:
 
 # -- export -----------------------------------------------------------------------------
 def export(
-    service: TrainingService,
+    service: CompletedJobs,
     job_id: str,
     out_dir: str | Path,
     *,
@@ -214,7 +206,7 @@ def _dataset_name(model: TrainedModel) -> str:
     return dataset_id
 
 
-def dataset_content_hash(service: TrainingService, model: TrainedModel) -> tuple[str | None, str]:
+def dataset_content_hash(service: CompletedJobs, model: TrainedModel) -> tuple[str | None, str]:
     """The SHA-256 of the data the job trained on, and how it was obtained.
 
     A registered version is named by the hash of its canonical content. A file read
@@ -224,7 +216,7 @@ def dataset_content_hash(service: TrainingService, model: TrainedModel) -> tuple
     if model.job.dataset_version:
         return model.job.dataset_version, "content SHA-256 of the registered version"
     try:
-        path = service.datasets.get(model.job.dataset_id).path
+        path = service.get_dataset(model.job.dataset_id).path
         digest = hashlib.sha256()
         with path.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -238,7 +230,7 @@ def dataset_content_hash(service: TrainingService, model: TrainedModel) -> tuple
 
 
 def _write_lineage(
-    service: TrainingService, model: TrainedModel, folder: Path, *, weights: str
+    service: CompletedJobs, model: TrainedModel, folder: Path, *, weights: str
 ) -> None:
     """flextrain.json of the written model: what it is and where it came from."""
     job = model.job
@@ -254,7 +246,7 @@ def _write_lineage(
         "dataset_id": job.dataset_id,
         "dataset_version": job.dataset_version,
         "metrics": {k: v for k, v in job.metrics.items() if isinstance(v, int | float)},
-        "config": job.config,
+        "config": job.typed_config().model_dump(mode="json"),
         "flextrain_version": flextrain_version(),
         "created_at": datetime.now(UTC).isoformat(),
     }
@@ -262,26 +254,10 @@ def _write_lineage(
 
 
 # -- the model card ---------------------------------------------------------------------
-def _config_class(mode: TrainingMode) -> type[BasicTrainingConfig]:
-    return {
-        TrainingMode.BASIC: BasicTrainingConfig,
-        TrainingMode.ADVANCED: AdvancedTrainingConfig,
-        TrainingMode.EXPERT: ExpertTrainingConfig,
-    }[mode]
-
-
 def _card_config(model: TrainedModel, full: bool) -> dict[str, Any]:
     """The job's config: every field, or those set away from their defaults."""
-    config = model.job.config
-    if full:
-        return dict(config)
-    cls = _config_class(model.job.mode)
-    required = {name for name, field in cls.model_fields.items() if field.is_required()}
-    try:
-        defaults = cls(**{name: config[name] for name in required}).model_dump(mode="json")
-    except Exception:  # a config that no longer validates alone: show it all
-        return dict(config)
-    return {k: v for k, v in config.items() if k in required or defaults.get(k) != v}
+    config = model.job.typed_config()
+    return config.model_dump(mode="json", exclude_defaults=not full)
 
 
 def model_card(

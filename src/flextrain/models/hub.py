@@ -35,6 +35,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field
 
 from flextrain.config.enums import TrainingType
+from flextrain.errors import ConflictError
 from flextrain.models.builtin import BUILTIN_IDS, MINILM_ID
 from flextrain.models.compatibility import ModelCompatibility
 from flextrain.models.resolve import _HUB_PATTERNS, ModelNotFoundError
@@ -59,24 +60,42 @@ _BUILTIN_FACTS: dict[str, tuple[str, str | None]] = {  # task, license
 }
 
 
-class HubError(RuntimeError):
-    """The hub could not give what was asked; the message names the fix."""
+class HubError(ConflictError, RuntimeError):
+    """The hub could not give what was asked; the message names the fix.
+
+    A 409 (offline, gated, no disk space: the request was fine, the situation is not);
+    the CLI's `models` commands have always exited 1 for it.
+    """
+
+    code = "hub"
+    exit_code = 1
+    field = "model_id"
 
 
 class HubOfflineError(HubError):
     """HF_HUB_OFFLINE is set, or the hub cannot be reached."""
 
+    code = "hub_offline"
+
 
 class HubAccessError(HubError):
     """A gated or private model, or a missing or invalid token."""
 
+    code = "hub_access"
+
 
 class HubModelNotFoundError(ModelNotFoundError, HubError):
-    """No such model or revision on the hub."""
+    """No such model or revision on the hub: a ModelNotFoundError first (404, exit 2)."""
+
+    code = "hub_model_not_found"
+    http_status = 404
+    exit_code = 2
 
 
 class DiskSpaceError(HubError):
     """The cache's disk has too little room for the files to pull."""
+
+    code = "disk_space"
 
 
 @dataclass(frozen=True)

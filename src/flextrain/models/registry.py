@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
 from flextrain.db import Base, as_utc
+from flextrain.errors import ConflictError, InvalidInputError
 from flextrain.jobs.store import JobRecord, TrainingJob
 from flextrain.models.resolve import ModelNotFoundError, ModelResolver
 
@@ -49,20 +50,30 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class ModelRegistryError(ValueError):
+class ModelRegistryError(InvalidInputError, ValueError):
     """A name or folder that cannot be registered; the message names the fix."""
 
+    code = "model_registry"
+    field = "name"
 
-class ModelNameTakenError(ModelRegistryError):
+
+class ModelNameTakenError(ConflictError, ModelRegistryError):
     """Another registration has this name."""
 
+    code = "model_name_taken"
 
-class ModelInUseError(ModelRegistryError):
+
+class ModelInUseError(ConflictError, ModelRegistryError):
     """A job that has not finished names this model."""
+
+    code = "model_in_use"
 
 
 class ModelNotRegisteredError(ModelNotFoundError):
     """No registration has this name."""
+
+    code = "model_not_registered"
+    field = "name"
 
 
 class ModelRecord(Base):

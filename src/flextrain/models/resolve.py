@@ -14,14 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from flextrain.errors import NotFoundError
 from flextrain.models.builtin import BUILTIN_DESCRIPTIONS, BUILTIN_IDS, builtin_path
 
 # Files a training run needs from the hub; skips other frameworks' weights.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.py"]
 
 
-class ModelNotFoundError(LookupError):
+class ModelNotFoundError(NotFoundError, LookupError):
     """The model id names nothing this machine can load."""
+
+    code = "model_not_found"
+    field = "model_id"
 
 
 class ModelFilesError(ModelNotFoundError):
@@ -30,6 +34,9 @@ class ModelFilesError(ModelNotFoundError):
     A ModelNotFoundError (the model cannot be loaded), answered as bad input, not
     as "not found": the fix is to repair or re-save the folder.
     """
+
+    code = "model_files"
+    http_status = 422
 
 
 @dataclass(frozen=True)

@@ -20,28 +20,54 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from flextrain.config.enums import TrainingStatus
+from flextrain.errors import ConflictError, InvalidInputError
+from flextrain.jobs.errors import JobStateError
 from flextrain.jobs.spec import RunSpec
 from flextrain.jobs.store import TrainingJob
-from flextrain.service import JobStateError
 
 if TYPE_CHECKING:
-    from flextrain.service import TrainingService
+    from flextrain.data.registry import DatasetInfo
+    from flextrain.jobs.environment import TrainingEnvironment
+    from flextrain.models.resolve import ResolvedModel
+    from flextrain.settings import Settings
+
+
+class CompletedJobs(Protocol):
+    """What the after-training commands need of the service (the facade satisfies it):
+    a job, its folders, a model id resolved, a dataset looked up."""
+
+    settings: Settings
+
+    def require_job(self, job_id: str) -> TrainingJob: ...
+
+    def environment(self, job_id: str) -> TrainingEnvironment: ...
+
+    def resolve_model(self, model_id: str) -> ResolvedModel: ...
+
+    def get_dataset(self, ref: str) -> DatasetInfo: ...
+
 
 T = TypeVar("T")
 
 META_FILE = "flextrain.json"
 
 
-class AfterTrainingError(ValueError):
+class AfterTrainingError(InvalidInputError, ValueError):
     """What was asked cannot be done with this job or this data; the message says why
     and what to do instead."""
 
+    code = "after_training"
+    field = "job_id"
 
-class OutputExistsError(AfterTrainingError):
+
+class OutputExistsError(ConflictError, AfterTrainingError):
     """The folder to write holds something already; nothing was written."""
+
+    code = "output_exists"
+    field = "out_dir"
 
 
 @dataclass(frozen=True)
@@ -72,7 +98,7 @@ class TrainedModel:
         return str(self.meta.get("base_model") or self.job.model_id)
 
 
-def trained_model(service: TrainingService, job_id: str, action: str) -> TrainedModel:
+def trained_model(service: CompletedJobs, job_id: str, action: str) -> TrainedModel:
     """The saved model of a completed job, or an error saying why `action` cannot run.
 
     A job that has not completed raises JobStateError (it may still finish); a
@@ -102,7 +128,7 @@ def trained_model(service: TrainingService, job_id: str, action: str) -> Trained
     base_path = Path(str(meta.get("base_model_path") or ""))
     if not (base_path / "config.json").is_file():
         # The folder it trained from is gone (a cleared cache): resolve the id again.
-        base_path = service.models.resolve(str(meta.get("base_model") or job.model_id)).path
+        base_path = service.resolve_model(str(meta.get("base_model") or job.model_id)).path
     return TrainedModel(
         job=job,
         folder=folder,

@@ -16,6 +16,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from flextrain.config.schemas import ExpertTrainingConfig
+from flextrain.config.steps import warmup_steps
 from flextrain.jobs.spec import RunSpec
 from flextrain.train import usercode
 from flextrain.train.hooks import ClipGradValueCallback, EMACallback, curriculum_order
@@ -39,15 +40,24 @@ class ExpertSetup:
     notes: list[str] = field(default_factory=list)
 
 
-def prepare(spec: RunSpec, model: torch.nn.Module, train_dataset: Any) -> ExpertSetup:
-    """Freeze what the config freezes and build the pieces the Trainer will use."""
+def freeze_configured(spec: RunSpec, model: torch.nn.Module) -> str | None:
+    """Freeze the parameters the config freezes; what was frozen, in words (None: nothing
+    to freeze). Applied to every model the run builds, the one an out-of-memory back-off
+    rebuilds too."""
+    cfg = spec.config
+    if not isinstance(cfg, ExpertTrainingConfig) or not cfg.freeze:
+        return None
+    frozen = freeze(model, cfg.freeze)
+    return f"froze {len(frozen)} parameter tensors matching {cfg.freeze}"
+
+
+def prepare(spec: RunSpec, train_dataset: Any) -> ExpertSetup:
+    """Build the pieces the Trainer will use: loss, optimizer, schedule, callbacks, the
+    user's Trainer class and the curriculum (freezing is `freeze_configured`)."""
     cfg = spec.config
     setup = ExpertSetup()
     if not isinstance(cfg, ExpertTrainingConfig):
         return setup
-    if cfg.freeze:
-        frozen = freeze(model, cfg.freeze)
-        setup.notes.append(f"froze {len(frozen)} parameter tensors matching {cfg.freeze}")
     setup.compute_loss_func, setup.user_loss = _loss(spec, cfg)
     setup.optimizer = _optimizer(cfg)
     setup.schedule = _schedule(cfg)
@@ -165,7 +175,7 @@ def _schedule(cfg: ExpertTrainingConfig) -> Callable[[torch.optim.Optimizer, int
     schedule = compile_schedule(cfg.lr_schedule_expr)
 
     def make(optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
-        warmup = cfg.warmup_steps or int(cfg.warmup_ratio * total_steps)
+        warmup = warmup_steps(cfg.warmup_steps, cfg.warmup_ratio, total_steps)
         multiplier = lr_lambda(
             schedule,
             lr=cfg.learning_rate,

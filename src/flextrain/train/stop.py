@@ -10,7 +10,11 @@ import threading
 
 
 class JobCancelledError(Exception):
-    """The run was stopped from outside (cancel or SIGTERM) after saving a checkpoint."""
+    """The run was stopped from outside (cancel or SIGTERM) after saving a checkpoint.
+
+    Not a FlextrainError: control flow inside the worker (it ends the training loop and
+    the job is recorded as cancelled), never an answer to a request or a command.
+    """
 
 
 class StopRequest:

@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from flextrain.config.usercode import parse_reference
+from flextrain.errors import InvalidInputError
 
 T = TypeVar("T")
 
 
-class UserCodeError(RuntimeError):
+class UserCodeError(InvalidInputError, RuntimeError):
     """User code failed to load or raised; the message points into the user's file."""
+
+    code = "user_code"
 
 
 def load(text: str, code_dir: str | Path | None) -> Any:

@@ -33,11 +33,12 @@ from pathlib import Path
 from types import FrameType
 
 from flextrain.config.enums import TrainingStatus
-from flextrain.db import make_engine, make_sessionmaker
+from flextrain.db import make_sessionmaker
 from flextrain.jobs.environment import TrainingEnvironment, TrainingEnvironmentManager
 from flextrain.jobs.oom import prefer_as_oom_victim
 from flextrain.jobs.spec import RunSpec
 from flextrain.jobs.store import JobStore
+from flextrain.migrations import make_engine
 from flextrain.train.monitor import JobMonitor
 from flextrain.train.stop import JobCancelledError, StopRequest
 
@@ -143,27 +144,12 @@ def _main(argv: list[str] | None = None) -> int:
     if job.is_finished:  # cancelled before the worker got going
         print(f"Job {args.job_id} is already {job.status.value}; nothing to do.")
         return 0
-    spec_file = Path(args.home) / "jobs" / args.job_id / "job.json"
     spec_env: TrainingEnvironment | None = None
     monitor: JobMonitor | None = None
     try:
-        spec = RunSpec.model_validate_json(spec_file.read_text())
-        if spec.cpu_affinity and hasattr(os, "sched_setaffinity"):
-            # Before the first parallel region: OpenMP's threads inherit it when created.
-            try:
-                os.sched_setaffinity(0, spec.cpu_affinity)
-            except OSError as exc:  # CPUs gone since the launch: run where allowed
-                print(f"[flextrain] cpu_affinity {spec.cpu_affinity} not set: {exc}", flush=True)
-        spec_env = TrainingEnvironmentManager(Path(args.home) / "jobs").layout(
-            spec.job_id, spec.config.output_dir
-        )
-        where = f", rank {rank} of {os.environ.get('WORLD_SIZE')}" if rank is not None else ""
-        print(
-            f"[flextrain] job {spec.job_id}: {spec.config.training_type.value} "
-            f"of {spec.config.model_id} on {spec.config.dataset_id} ({spec.objective}, "
-            f"{spec.precision}, {spec.num_threads} threads{where})",
-            flush=True,
-        )
+        environments = TrainingEnvironmentManager.for_home(Path(args.home))
+        spec = _read_spec(environments, args.job_id, rank)
+        spec_env = environments.layout(spec.job_id, spec.config.output_dir)
         if reporter:
             store.update(
                 args.job_id, status=TrainingStatus.PREPARING, worker_host=socket.gethostname()
@@ -213,9 +199,29 @@ def _main(argv: list[str] | None = None) -> int:
         if monitor is not None:
             monitor.stop()
         if spec_env is not None and reporter:
-            TrainingEnvironmentManager(Path(args.home) / "jobs").cleanup(spec_env)
+            TrainingEnvironmentManager.for_home(Path(args.home)).cleanup(spec_env)
         if rank is None:  # ranks of a torchrun run leave this to their supervisor
             _start_next_queued(store, Path(args.home), args.database_url)
+
+
+def _read_spec(environments: TrainingEnvironmentManager, job_id: str, rank: int | None) -> RunSpec:
+    """The run spec the launcher wrote; this process pinned to its CPUs, and the run
+    announced in the job's log."""
+    spec = RunSpec.read(environments.jobs_dir / job_id)
+    if spec.cpu_affinity and hasattr(os, "sched_setaffinity"):
+        # Before the first parallel region: OpenMP's threads inherit it when created.
+        try:
+            os.sched_setaffinity(0, spec.cpu_affinity)
+        except OSError as exc:  # CPUs gone since the launch: run where allowed
+            print(f"[flextrain] cpu_affinity {spec.cpu_affinity} not set: {exc}", flush=True)
+    where = f", rank {rank} of {os.environ.get('WORLD_SIZE')}" if rank is not None else ""
+    print(
+        f"[flextrain] job {spec.job_id}: {spec.config.training_type.value} "
+        f"of {spec.config.model_id} on {spec.config.dataset_id} ({spec.objective}, "
+        f"{spec.precision}, {spec.num_threads} threads{where})",
+        flush=True,
+    )
+    return spec
 
 
 def _register_model(
@@ -261,7 +267,7 @@ def _start_next_queued(store: JobStore, home: Path, database_url: str) -> None:
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_initialized():
             torch.cuda.empty_cache()  # the next job's GPU memory check sees it free
-        from flextrain.jobs.scheduler import tick_after_exit
+        from flextrain.service import tick_after_exit
 
         tick_after_exit(home, database_url)
     except Exception as exc:

@@ -34,8 +34,7 @@ from flextrain.api.deps import (
 )
 from flextrain.api.routing import StrictJSONRoute
 from flextrain.api.schemas import ErrorBody
-from flextrain.models.evaluate import EvaluationResult, TryResult, evaluate, try_model
-from flextrain.models.export import ExportResult, MergeResult, export, merge
+from flextrain.public import EvaluationResult, ExportResult, MergeResult, TryResult
 from flextrain.service import TrainingService
 
 router = APIRouter(prefix="/api/training", tags=["after training"], route_class=StrictJSONRoute)
@@ -154,7 +153,7 @@ def merge_job(
     owned_job(service, user, job_id)
     out = _out_dir(service, user, body.out_dir) if body.out_dir else None
     request.state.audit_detail = f"out_dir={out}" if out else None
-    return merge(service, job_id, out, force=body.force)
+    return service.merge_model(job_id, out, force=body.force)
 
 
 @router.post("/jobs/{job_id}/export", response_model=ExportResult, responses=_ERRORS)
@@ -166,8 +165,7 @@ def export_job(
     owned_job(service, user, job_id)
     out = _out_dir(service, user, body.out_dir)
     request.state.audit_detail = f"out_dir={out}"
-    return export(
-        service,
+    return service.export_model(
         job_id,
         out,
         adapter_only=body.adapter_only,
@@ -181,9 +179,7 @@ def try_job(job_id: str, body: TryRequest, user: TrainerDep, service: ServiceDep
     """The trained and the base model's answers to each text: greedy generations for
     language models, label and scores for classifiers."""
     visible_job(service, user, job_id)
-    return try_model(
-        service, job_id, body.texts, max_new_tokens=body.max_new_tokens, chat=body.chat
-    )
+    return service.try_model(job_id, body.texts, max_new_tokens=body.max_new_tokens, chat=body.chat)
 
 
 @router.post("/jobs/{job_id}/evaluate", response_model=EvaluationResult, responses=_ERRORS)
@@ -196,8 +192,7 @@ def evaluate_job(
     confine_dataset(service, user, body.dataset_id)
     split = body.split or "default"
     request.state.audit_detail = f"dataset={body.dataset_id or 'own'} split={split}"
-    return evaluate(
-        service,
+    return service.evaluate_model(
         job_id,
         body.dataset_id,
         split=body.split,

@@ -12,8 +12,7 @@ from flextrain.api.deps import ServiceDep, TrainerDep, ViewerDep, owned_job, vis
 from flextrain.api.routing import StrictJSONRoute
 from flextrain.api.schemas import ErrorBody
 from flextrain.config.enums import TrainingStatus
-from flextrain.jobs.checkpoints import CheckpointInfo, list_checkpoints, prune_checkpoints
-from flextrain.service import JobStateError
+from flextrain.public import CheckpointInfo, JobStateError
 
 router = APIRouter(prefix="/api/training", tags=["training"], route_class=StrictJSONRoute)
 
@@ -58,7 +57,7 @@ class PruneResult(BaseModel):
 def job_checkpoints(job_id: str, user: ViewerDep, service: ServiceDep) -> CheckpointList:
     """Complete checkpoints with their step, losses, size and the best marker."""
     visible_job(service, user, job_id)
-    infos = list_checkpoints(service.environment(job_id).checkpoint_dir)
+    infos = service.list_checkpoints(job_id)
     return CheckpointList(
         job_id=job_id,
         checkpoints=[Checkpoint.of(i) for i in infos],
@@ -90,11 +89,10 @@ def prune_job_checkpoints(
             f"Job {job_id} is {job.status.value}; its checkpoints are still being written. "
             "Fix: prune after it finishes (or cancel it)."
         )
-    folder = service.environment(job_id).checkpoint_dir
-    deleted, freed = prune_checkpoints(folder, keep or None)
+    deleted, freed = service.prune_checkpoints(job_id, keep or None)
     return PruneResult(
         job_id=job_id,
         deleted=deleted,
-        kept=[i.step for i in list_checkpoints(folder)],
+        kept=[i.step for i in service.list_checkpoints(job_id)],
         freed_bytes=freed,
     )

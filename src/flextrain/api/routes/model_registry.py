@@ -33,7 +33,7 @@ from flextrain.api.schemas import (
     ModelRemoved,
     RegisteredModelDetail,
 )
-from flextrain.models.registry import RegisteredModel, not_registered
+from flextrain.public import RegisteredModel, model_not_registered
 from flextrain.service import TrainingService
 
 router = APIRouter(
@@ -60,16 +60,16 @@ def may_see(user: User, model: RegisteredModel) -> bool:
 
 def _visible(service: TrainingService, user: User, name: str) -> RegisteredModel:
     """The registration, or 404 when there is none *or* the user may not see it."""
-    model = service.model_registry.find(name)
+    model = service.find_registered_model(name)
     if model is None or not may_see(user, model):
-        raise not_registered(name)
+        raise model_not_registered(name)
     return model
 
 
 @router.get("", response_model=list[RegisteredModel], responses=_ERRORS)
 def list_registered(user: ViewerDep, service: ServiceDep) -> list[RegisteredModel]:
     """Registered models by name: folders added by hand and models trained here."""
-    return [m for m in service.model_registry.list() if may_see(user, m)]
+    return [m for m in service.list_registered_models() if may_see(user, m)]
 
 
 @router.get("/{name:path}", response_model=RegisteredModelDetail, responses=_ERRORS)
@@ -85,7 +85,7 @@ def show_registered(name: str, user: ViewerDep, service: ServiceDep) -> Register
             owner=j.owner,
             created_at=j.created_at,
         )
-        for j in service.model_registry.jobs_using(model.name)
+        for j in service.jobs_using_model(model.name)
         if can_see(user, j)
     ]
     return RegisteredModelDetail(**model.model_dump(), jobs=jobs)
@@ -100,7 +100,7 @@ def register_model(
     request.state.audit_target = body.name
     if user.role != Role.ADMIN:
         _confine_folder(service, body.path)
-    return service.model_registry.add(body.path, body.name, body.description, owner=user.name)
+    return service.register_model(body.path, body.name, body.description, owner=user.name)
 
 
 @router.delete("/{name:path}", response_model=ModelRemoved, responses=_WRITE_ERRORS)
@@ -116,7 +116,7 @@ def remove_registered(name: str, user: TrainerDep, service: ServiceDep) -> Model
             field="name",
             fix="remove your own registrations, or ask an admin.",
         )
-    removed = service.model_registry.remove(model.name)
+    removed = service.remove_registered_model(model.name)
     return ModelRemoved(
         name=removed.name,
         path=removed.path,

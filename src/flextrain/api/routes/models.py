@@ -29,14 +29,7 @@ from flextrain.api.schemas import (
     PullStatus,
     TrainableModel,
 )
-from flextrain.models.hub import (
-    HubAccess,
-    HubOfflineError,
-    ModelFilters,
-    list_trainable,
-    offline_message,
-)
-from flextrain.models.pull import PullProgress, check_model_id, pull
+from flextrain.public import HubAccess, ModelFilters, PullProgress
 from flextrain.service import TrainingService
 
 router = APIRouter(prefix="/api/training/models", tags=["models"], route_class=StrictJSONRoute)
@@ -95,7 +88,7 @@ class PullTracker:
                 status.files_total = event.files_total
 
         try:
-            result = pull(
+            result = TrainingService.pull_model(
                 status.model_id, revision=status.revision, access=access, progress=on_progress
             )
         except Exception as exc:  # reported through the status, never lost in a thread
@@ -129,9 +122,7 @@ def search_listing(
 ) -> tuple[list[TrainableModel], list[str]]:
     """Built-in, registered (those `user` may see) and, when asked and online, hub models,
     and the listing's notes."""
-    registry = getattr(service, "model_registry", None)
-    local = [m for m in registry.list() if may_see(user, m)] if registry is not None else []
-    listing = list_trainable(filters, check=service.check_compatibility, local=local)
+    listing = service.list_trainable_models(filters, lambda m: may_see(user, m))
     items = [TrainableModel(**m.model_dump()) for m in listing.models]
     return items, listing.notes
 
@@ -164,10 +155,7 @@ def start_pull(
     HF_TOKEN to have access; failures (gated, not found, disk space) appear as the pull's
     `error`."""
     request.state.audit_target = body.model_id
-    check_model_id(body.model_id)
-    access = HubAccess.from_env()
-    if access.offline:
-        raise HubOfflineError(offline_message(body.model_id))
+    access = service.pull_access(body.model_id)
     return pull_tracker(request).start(body, user.name, access)
 
 

@@ -39,12 +39,16 @@ from flextrain.api.schemas import (
     ModelEntry,
 )
 from flextrain.config.enums import TrainingStatus
-from flextrain.data.checks import DataReport, RowIssue
-from flextrain.data.manager import DatasetInUseError, load_and_check, split_ref
-from flextrain.data.preview import first_rows
-from flextrain.data.registry import DatasetInfo
-from flextrain.data.shapes import ColumnMap, Shape
-from flextrain.models.resolve import ModelResolver
+from flextrain.public import (
+    BUILTIN_DESCRIPTIONS,
+    ColumnMap,
+    DataReport,
+    DatasetInfo,
+    DatasetInUseError,
+    RowIssue,
+    Shape,
+    split_ref,
+)
 from flextrain.service import TrainingService
 
 router = APIRouter(prefix="/api", tags=["resources"], route_class=StrictJSONRoute)
@@ -96,7 +100,7 @@ def _column_map(raw: str | None) -> ColumnMap | None:
 
 def _summary(info: DatasetInfo, service: TrainingService) -> DatasetSummary:
     name, _ = split_ref(info.dataset_id)
-    owner, shared = service.datasets.access(name) or (info.owner, True)
+    owner, shared = service.dataset_access(name) or (info.owner, True)
     return DatasetSummary(
         dataset_id=info.dataset_id,
         path=str(info.path),
@@ -119,7 +123,7 @@ def list_datasets(user: ViewerDep, service: ServiceDep) -> list[DatasetSummary]:
     """Latest versions; a trainer sees the shared datasets and their own."""
     return [
         _summary(info, service)
-        for info in service.datasets.list_datasets()
+        for info in service.list_datasets()
         if can_use_dataset(service, user, info.dataset_id)
     ]
 
@@ -134,8 +138,8 @@ def dataset_versions(
 ) -> list[DatasetVersionSummary]:
     """Every version, oldest first, with the jobs that trained on each."""
     confine_dataset(service, user, dataset_id)
-    if service.datasets.access(dataset_id) is None:
-        service.datasets.get(dataset_id)  # raises the not-found error with the known names
+    if service.dataset_access(dataset_id) is None:
+        service.get_dataset(dataset_id)  # raises the not-found error with the known names
     return [
         DatasetVersionSummary(
             version=v.version,
@@ -145,9 +149,9 @@ def dataset_versions(
             source_name=v.source_name,
             owner=v.owner,
             created_at=v.created_at,
-            jobs=service.store.jobs_using(dataset_id, v.version),
+            jobs=service.jobs_using_dataset(dataset_id, v.version),
         )
-        for v in service.datasets.versions(dataset_id)
+        for v in service.dataset_versions(dataset_id)
     ]
 
 
@@ -162,7 +166,7 @@ def delete_dataset(
     job trained on only with `force` (409 otherwise)."""
     name, version = split_ref(dataset_ref)
     confine_dataset(service, user, name)
-    access = service.datasets.access(name)
+    access = service.dataset_access(name)
     if access is not None and user.role != Role.ADMIN and access[0] != user.name:
         raise APIError(
             403,
@@ -171,9 +175,7 @@ def delete_dataset(
             fix="delete your own datasets, or ask an admin.",
         )
     try:
-        deleted = service.datasets.delete(
-            name, version, used_by=service.store.jobs_using, force=force
-        )
+        deleted = service.delete_dataset(name, version, force=force)
     except DatasetInUseError as exc:
         raise APIError(
             409, str(exc), field="force", fix="keep it, or delete it with force=true."
@@ -194,8 +196,8 @@ def preview_dataset(
     """The first `limit` rows of NAME (latest version) or NAME@VERSION, as training reads
     them; whoever may see the dataset may preview it."""
     confine_dataset(service, user, dataset_id)
-    info = service.datasets.describe(dataset_id)
-    preview = first_rows(info, limit)
+    info = service.describe_dataset(dataset_id)
+    preview = service.preview_dataset(info, limit)
     return DatasetPreview(
         dataset_id=info.dataset_id,
         version=info.version,
@@ -210,7 +212,7 @@ def preview_dataset(
 @router.get("/datasets/{dataset_id:path}", response_model=DatasetSummary, responses=_ERRORS)
 def show_dataset(dataset_id: str, user: ViewerDep, service: ServiceDep) -> DatasetSummary:
     confine_dataset(service, user, dataset_id)
-    return _summary(service.datasets.describe(dataset_id), service)
+    return _summary(service.describe_dataset(dataset_id), service)
 
 
 def _upload_name(filename: str, suffix: str) -> str:
@@ -296,7 +298,7 @@ def upload_dataset(
     if not _NAME.match(name):
         fix = "use letters, digits, '_', '.', '-' and at most one '/', e.g. 'team/reviews'."
         raise APIError(422, f"name {name!r} is not valid. Fix: {fix}", field="name", fix=fix)
-    access = service.datasets.access(name)
+    access = service.dataset_access(name)
     if access is not None and user.role != Role.ADMIN and access[0] != user.name:
         # Uploading to one's own name (or as admin) stores a new version instead.
         raise APIError(
@@ -308,7 +310,7 @@ def upload_dataset(
     given_shape, column_map, suffix = _reading_options(file, shape, columns)
     # Registering copies the checked content into an immutable version.
     with _received(service, file, suffix) as upload:
-        version = service.datasets.add(
+        version = service.add_dataset(
             upload,
             name=name,
             description=description,
@@ -317,7 +319,7 @@ def upload_dataset(
             shape=given_shape,
             columns=column_map,
         )
-        info = service.datasets.describe(name)
+        info = service.describe_dataset(name)
     request.state.audit_target = f"{name}@{version.version}"
     warnings = []
     if version.report is not None:
@@ -342,7 +344,9 @@ def validate_dataset(
     for an upload. Same size limit as an upload."""
     given_shape, column_map, suffix = _reading_options(file, shape, columns)
     with _received(service, file, suffix) as upload:
-        _, report, fmt, _ = load_and_check(upload, shape=given_shape, columns=column_map)
+        _, report, fmt, _ = service.check_dataset_file(
+            upload, shape=given_shape, columns=column_map
+        )
     return _validation(report, upload.name, fmt)
 
 
@@ -390,9 +394,9 @@ def list_models(user: ViewerDep, service: ServiceDep) -> list[ModelEntry]:
     their details), and the models of completed jobs from before the registry."""
     entries = [
         ModelEntry(model_id=model_id, source="builtin", description=description)
-        for model_id, description in ModelResolver.builtins().items()
+        for model_id, description in BUILTIN_DESCRIPTIONS.items()
     ]
-    registered = [m for m in service.model_registry.list() if may_see(user, m)]
+    registered = [m for m in service.list_registered_models() if may_see(user, m)]
     entries += [
         ModelEntry(
             model_id=m.name,
@@ -403,7 +407,7 @@ def list_models(user: ViewerDep, service: ServiceDep) -> list[ModelEntry]:
         )
         for m in registered
     ]
-    known = {m.job_id for m in service.model_registry.list(source="trained")}
+    known = {m.job_id for m in service.list_registered_models(source="trained")}
     for job in service.list_jobs(status=TrainingStatus.COMPLETED, limit=500):
         if job.model_path and can_see(user, job) and job.job_id not in known:
             entries.append(

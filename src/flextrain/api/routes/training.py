@@ -54,10 +54,7 @@ from flextrain.config.validation import (
     ValidationIssue,
 )
 from flextrain.hardware.detect import HardwareConstraints
-from flextrain.jobs.scheduler import QueueSnapshot
-from flextrain.jobs.store import TrainingJob
-from flextrain.models.compatibility import ModelCompatibility
-from flextrain.models.hub import ModelFilters
+from flextrain.public import ModelCompatibility, ModelFilters, QueueSnapshot, TrainingJob
 from flextrain.service import TrainingService
 
 router = APIRouter(prefix="/api/training", tags=["training"], route_class=StrictJSONRoute)
@@ -392,7 +389,7 @@ def job_logs(
 def job_metrics(job_id: str, user: ViewerDep, service: ServiceDep) -> MetricHistory:
     """Every logged step (loss, learning rate, ...) and evaluation, oldest first."""
     visible_job(service, user, job_id)
-    return MetricHistory(job_id=job_id, history=service.store.metric_history(job_id))
+    return MetricHistory(job_id=job_id, history=service.metric_history(job_id))
 
 
 @router.get("/jobs/{job_id}/timeline", response_model=JobTimeline, responses=_JOB_ERRORS)
@@ -441,11 +438,11 @@ async def job_events(
         if job.updated_at != last_update:
             last_update = job.updated_at
             yield ServerSentEvent(data=job.model_dump(mode="json"), event="progress")
-        history = await asyncio.to_thread(service.store.metric_history, job_id)
+        history = await asyncio.to_thread(service.metric_history, job_id)
         for index, row in enumerate(history[sent_metrics:], start=sent_metrics + 1):
             yield ServerSentEvent(data=row, event="metric", id=str(index))
         sent_metrics = len(history)
-        notices = await asyncio.to_thread(service.store.events, job_id, sent_notice)
+        notices = await asyncio.to_thread(service.events, job_id, sent_notice)
         for notice in notices:
             yield ServerSentEvent(data=notice.model_dump(mode="json"), event="notice")
             sent_notice = notice.id

@@ -1,4 +1,8 @@
-"""`flextrain serve`: the REST API and web page on uvicorn, and the home's scheduler loop."""
+"""`flextrain serve`: the REST API and web page on uvicorn, and the home's scheduler loop.
+
+The command belongs to the API (it builds the app); `flextrain.main` adds it to the
+CLI's commands, so that neither front end imports the other.
+"""
 
 from __future__ import annotations
 
@@ -37,8 +41,8 @@ def serve(
 
     from flextrain.accounts.users import UserError
     from flextrain.api.app import check_bind, create_app
-    from flextrain.jobs.scheduler import SchedulerLoop
-    from flextrain.service import TrainingService, server_cpus
+    from flextrain.hardware.cpus import server_cpus
+    from flextrain.service import TrainingService
 
     auth = not no_auth
     try:
@@ -70,7 +74,7 @@ def serve(
             console.print(f"Server on CPU {', '.join(map(str, cpus))} (reserved_cpus).")
         except OSError as exc:
             console.print(f"reserved_cpus: the server could not pin itself ({exc}).")
-    loop = SchedulerLoop(service)
+    loop = service.scheduler_loop()
     if loop.acquire():
         console.print("Scheduler: running in this server.")
     else:

@@ -1,0 +1,147 @@
+"""The store against reality: a job that claims to run but whose worker is gone.
+
+A worker killed by the kernel, by a user, or with its machine reports nothing. The
+executor says whether the job's workers still run; a job whose workers are gone is
+INTERRUPTED (resume continues it from its latest checkpoint), or, when the kernel
+killed it for memory, queued again with half the micro-batch (`oom_recovery`) or
+FAILED with what to change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from flextrain.config.enums import TrainingStatus
+from flextrain.config.schemas import AdvancedTrainingConfig
+from flextrain.jobs import oom
+from flextrain.jobs.checkpoints import latest_checkpoint
+from flextrain.jobs.environment import TrainingEnvironmentManager
+from flextrain.jobs.executor import Executor
+from flextrain.jobs.spec import RunSpec
+from flextrain.jobs.store import JobStore, TrainingJob
+
+EventLevel = Literal["info", "warning", "error"]
+
+
+class Reconciler:
+    """Marks jobs whose workers are gone, and recovers those the kernel killed for memory."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        environments: TrainingEnvironmentManager,
+        executor: Executor,
+        requeue: Callable[[TrainingJob], None],
+    ) -> None:
+        self.store = store
+        self.environments = environments
+        self.executor = executor
+        self.requeue = requeue
+
+    def reconcile(self, job: TrainingJob) -> TrainingJob:
+        """A job that claims to run but whose worker is gone was interrupted.
+
+        The executor says whether its workers still run (locally: the pid and its start
+        time, against pid reuse; a worker on another host: its heartbeat).
+        """
+        if self.executor.is_running(job):
+            return job
+        job_dir = self.environments.layout(job.job_id, job.settings.output_dir).root
+        killed_by_oom = oom.killed_by_oom(job_dir)
+        oom.release(job_dir)
+        if killed_by_oom:
+            return self._after_oom_kill(job, job_dir, killed_by_oom)
+        message = (
+            "The worker process stopped without reporting a result (killed, out of memory, "
+            f"machine restart?); resume continues from the latest checkpoint. Log: {job.log_path}"
+        )
+        changed = self.store.transition(
+            job.job_id,
+            [job.status],
+            status=TrainingStatus.INTERRUPTED.value,
+            error_message=message,
+            completed_at=datetime.now(UTC),
+        )
+        if changed:
+            self.store.add_event(job.job_id, "interrupted", message, level="warning")
+        return self.store.get(job.job_id) or job
+
+    def _after_oom_kill(self, job: TrainingJob, job_dir: Path, why: str) -> TrainingJob:
+        """The kernel killed the worker for memory: with `oom_recovery` (and micro-batch
+        left to halve, one process) queue it again from its last checkpoint with half the
+        micro-batch and twice the accumulation, the same back-off the worker does for a
+        MemoryError it survives; otherwise FAILED with what to change."""
+        micro, accumulation = self._batch_in_use(job, job_dir)
+        config = job.settings
+        recover = config.oom_recovery and micro > 1
+        if recover and not job.layout.distributed:
+            checkpoint = latest_checkpoint(
+                self.environments.layout(job.job_id, config.output_dir).checkpoint_dir
+            )
+            smaller = {"batch_size": micro // 2, "gradient_accumulation_steps": accumulation * 2}
+            if config.per_device_train_batch_size:  # it wins over batch_size
+                smaller["per_device_train_batch_size"] = micro // 2
+            message = (
+                f"Out of memory at micro-batch {micro}: {why}. Continuing with micro-batch "
+                f"{micro // 2} x {accumulation * 2} accumulation (same {micro * accumulation} "
+                "examples per optimizer step) from "
+                f"{checkpoint.name if checkpoint else 'the start'}."
+            )
+            level: EventLevel = "warning"
+            status = TrainingStatus.INTERRUPTED
+            given = sorted({*(job.config_fields or []), *smaller})
+            values: dict[str, Any] = {
+                "config_json": job.typed_config().model_copy(update=smaller).model_dump_json(),
+                "config_fields_json": json.dumps(given) if job.config_fields is not None else None,
+            }
+        else:
+            reason = (
+                "already at micro-batch 1"
+                if micro <= 1
+                else "oom_recovery is off"
+                if not recover
+                else "recovery is not done with several processes"
+            )
+            message = "OutOfMemoryAdvice: " + oom.out_of_memory_advice(
+                config, micro, accumulation, f"{why}; {reason}"
+            )
+            status, level, values, smaller = (
+                TrainingStatus.FAILED,
+                "error",
+                {},
+                {},
+            )
+        if self.store.transition(
+            job.job_id,
+            [job.status],
+            status=status.value,
+            error_message=message,
+            completed_at=datetime.now(UTC),
+            **values,
+        ):
+            self.store.add_event(job.job_id, "oom_killed", message, level=level, data=smaller)
+            updated = self.store.get(job.job_id)
+            if updated is not None and status == TrainingStatus.INTERRUPTED:
+                self.requeue(updated)  # started by the next scheduler tick
+        return self.store.get(job.job_id) or job
+
+    def _batch_in_use(self, job: TrainingJob, job_dir: Path) -> tuple[int, int]:
+        """The micro-batch and accumulation the dead worker ran with: a back-off it made
+        itself after its last (re)start, else what it was launched with (`job.json`,
+        where batch_size "auto" is already resolved)."""
+        for event in reversed(self.store.events(job.job_id)):
+            if event.kind == "oom_backoff" and event.data:
+                return int(event.data["batch_size"]), int(event.data["gradient_accumulation_steps"])
+            if event.kind in ("resumed", "oom_killed"):
+                break
+        try:
+            launched: AdvancedTrainingConfig = RunSpec.read(job_dir).config
+        except (OSError, ValueError):
+            launched = job.pinned_config()
+        batch = launched.batch_size
+        micro = batch if isinstance(batch, int) else 1
+        return micro, int(launched.gradient_accumulation_steps or 1)

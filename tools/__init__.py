@@ -1,0 +1,1 @@
+"""Development tools run from the repository root (not part of the package)."""
