@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 
-.PHONY: install demo test test-postgres lint bench soak load clean security
+.PHONY: install demo test test-postgres lint bench soak load clean security coverage
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,17 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/flextrain demo
 
+# The whole suite on TEST_WORKERS processes (pytest-xdist; each test file stays on one,
+# so its module fixtures are built once). Single-process CPU jobs start as forks of one
+# process per worker that imported the training libraries once (FLEXTRAIN_FORK_SERVER).
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
+
+# Line coverage of src/flextrain over the whole suite (a floor: it must not drop).
+coverage: install
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --cov=flextrain --cov-report=term \
+		--cov-fail-under=85
 
 # The store, accounts, migration and API tests against a throw-away PostgreSQL
 # cluster (installed from Debian packages if missing, removed afterwards).
@@ -69,6 +78,7 @@ $(CHROMIUM_STAMP):
 	touch $(CHROMIUM_STAMP)
 chromium: $(CHROMIUM_STAMP)
 test: $(CHROMIUM_STAMP)
+coverage: $(CHROMIUM_STAMP)
 
 # The security probes alone (also part of `make test`): Host and Origin checks, sizes,
 # hostile YAML, confinement, audit, headers, the browser's cross-site attacks, fuzzing.

@@ -236,7 +236,8 @@ def main() -> None:
     quiet = (rates[0] + rates[2]) / 2
     drop = 1 - rates[1] / quiet if quiet else float("nan")
     job_lat, list_lat = result["job"], result["list"]
-    assert isinstance(job_lat, list) and isinstance(list_lat, list)
+    assert isinstance(job_lat, list)
+    assert isinstance(list_lat, list)
     every = job_lat + list_lat
     rows = [
         ("job status", job_lat),

@@ -22,6 +22,10 @@ from sqlalchemy.pool import NullPool
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# The CLI's rich consoles read COLUMNS once, when flextrain.cli.common is first
+# imported: whichever test imported it first decided every later test's line width
+# (80 under pytest-xdist, so tables and long messages wrapped). Wide for all.
+os.environ["COLUMNS"] = "400"
 
 from flextrain.hardware.detect import HardwareConstraints
 from flextrain.service import TrainingService

@@ -367,7 +367,8 @@ def _create(door: str, case: Case, doors: Doors) -> Created:
         result = _cli(doors, *args)
         text = " ".join(result.output.split())
         if result.exit_code != 0:
-            assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+            assert result.exit_code == 2, result.output
+            assert "Traceback" not in result.output, result.output
             return Created(None, [], text)
         job_id = text.split("Job ")[1].split()[0]
         return Created(job_id, [w for w in text.split("warning: ")[1:]])

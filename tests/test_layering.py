@@ -162,4 +162,5 @@ def test_a_forbidden_import_breaks_the_contracts(
     target.write_text(target.read_text() + "\n\n" + line + "\n")
     result = _lint_imports(tmp_path)
     assert result.returncode != 0, result.stdout
-    assert f"{broken}" in result.stdout and "BROKEN" in result.stdout, result.stdout
+    assert f"{broken}" in result.stdout, result.stdout
+    assert "BROKEN" in result.stdout, result.stdout

@@ -61,7 +61,8 @@ def test_basic_training_example_trains_for_real(
     job_id = re.search(r"Job: (\w+)", out).group(1)  # type: ignore[union-attr]
     job = service.wait(job_id, timeout=180)
     assert job.status == TrainingStatus.COMPLETED, job.error_message
-    assert job.total_epochs == 3 and job.config["learning_rate"] == 2e-5
+    assert job.total_epochs == 3
+    assert job.config["learning_rate"] == 2e-5
     assert Path(job.model_path or "", "model.safetensors").exists()
 
 
@@ -84,7 +85,8 @@ def test_advanced_training_example_creates_the_job(
     with pytest.raises(ConfigValidationError, match=r"\(1 problem\):\n  - fp16: fp16 needs"):
         service.start_job(job_id)
     failed = service.require_job(job_id)
-    assert failed.status == TrainingStatus.FAILED and "fp16" in (failed.error_message or "")
+    assert failed.status == TrainingStatus.FAILED
+    assert "fp16" in (failed.error_message or "")
     assert failed.pid is None  # no worker was launched
 
 

@@ -107,7 +107,8 @@ def test_import_flextrain_loads_no_submodule(tmp_path: Path, cli_env: dict[str, 
     loaded = _probe(None, tmp_path, cli_env)["modules"]
     assert _heavy(loaded) == []
     assert [m for m in loaded if m.startswith("flextrain.")] == []
-    assert "sqlalchemy" not in loaded and "pydantic" not in loaded
+    assert "sqlalchemy" not in loaded
+    assert "pydantic" not in loaded
 
 
 @pytest.mark.parametrize(

@@ -93,6 +93,13 @@ class Settings(BaseSettings):
         "touching the server or other jobs, and recovered like any out-of-memory error. "
         "Default: no limit of its own.",
     )
+    fork_server: bool = Field(
+        True,
+        description="Start single-process CPU jobs as forks of a process that has imported "
+        "the training libraries once (FLEXTRAIN_FORK_SERVER; 0 to spawn each worker "
+        "afresh, which costs some 5 s of CPU per job). Not for torchrun, GPU jobs or jobs "
+        "with their own memory cgroup.",
+    )
     executor: Literal["local"] = Field(
         "local",
         description="Where job workers run (FLEXTRAIN_EXECUTOR): 'local', processes or "

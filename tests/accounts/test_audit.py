@@ -20,11 +20,14 @@ def test_entries_come_back_newest_first_with_every_field(audit: AuditLog) -> Non
     newest, oldest = audit.entries()
     assert (newest.actor, newest.outcome) == ("bob", "denied")
     assert newest.action == "DELETE /api/jobs/job-1"
-    assert newest.status_code == 403 and newest.client == "10.0.0.7"
+    assert newest.status_code == 403
+    assert newest.client == "10.0.0.7"
     assert newest.detail == "trainers cancel only their own jobs"
     assert (oldest.actor, oldest.target, oldest.outcome) == ("alice", "job-1", "ok")
-    assert oldest.client is None and oldest.detail is None
-    assert newest.id > oldest.id and newest.at >= oldest.at
+    assert oldest.client is None
+    assert oldest.detail is None
+    assert newest.id > oldest.id
+    assert newest.at >= oldest.at
     assert audit.count() == 2
 
 
@@ -69,7 +72,8 @@ def test_long_values_are_cut_to_their_columns(audit: AuditLog) -> None:
     )
     (entry,) = audit.entries()
     assert entry.actor == "u" * 64
-    assert len(entry.action) == 200 and entry.action.startswith("GET /a")
+    assert len(entry.action) == 200
+    assert entry.action.startswith("GET /a")
     assert entry.target == "t" * 500
     assert entry.client == "c" * 100
     assert entry.detail == "d" * 2000

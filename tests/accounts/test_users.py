@@ -27,9 +27,13 @@ def _users_table_text(engine: Engine) -> str:
 
 def test_create_returns_a_token_that_authenticates(users: UserStore) -> None:
     user, token = users.create("alice", Role.TRAINER)
-    assert user.name == "alice" and user.role == Role.TRAINER and user.active
-    assert token.startswith(TOKEN_PREFIX) and len(token) > 40
-    assert user.token_hint.startswith(token[:7]) and len(user.token_hint) < 12
+    assert user.name == "alice"
+    assert user.role == Role.TRAINER
+    assert user.active
+    assert token.startswith(TOKEN_PREFIX)
+    assert len(token) > 40
+    assert user.token_hint.startswith(token[:7])
+    assert len(user.token_hint) < 12
 
     found = users.authenticate(token)
     assert found is not None
@@ -75,10 +79,12 @@ def test_wrong_and_malformed_tokens_fail(users: UserStore) -> None:
 def test_a_revoked_token_fails_and_the_user_stays_listed(users: UserStore) -> None:
     _, token = users.create("alice", Role.TRAINER)
     revoked = users.revoke("alice")
-    assert revoked.revoked_at is not None and not revoked.active
+    assert revoked.revoked_at is not None
+    assert not revoked.active
     assert users.authenticate(token) is None
     (listed,) = users.list_users()
-    assert listed.name == "alice" and listed.revoked_at is not None
+    assert listed.name == "alice"
+    assert listed.revoked_at is not None
     # Revoking again keeps the first time.
     first = users.get("alice").revoked_at
     users.revoke("alice")
@@ -140,7 +146,9 @@ def test_ensure_admin_creates_one_once_and_returns_its_token_once(users: UserSto
     token = users.ensure_admin()
     assert token is not None
     admin = users.authenticate(token)
-    assert admin is not None and admin.name == "admin" and admin.role == Role.ADMIN
+    assert admin is not None
+    assert admin.name == "admin"
+    assert admin.role == Role.ADMIN
     assert users.has_admin()
 
     assert users.ensure_admin() is None
@@ -204,9 +212,12 @@ def test_ensure_admin_reissues_a_token_when_every_admin_was_revoked(users: UserS
     users.revoke("admin")
     assert users.authenticate(first) is None
     second = users.ensure_admin()
-    assert second is not None and second != first
+    assert second is not None
+    assert second != first
     user = users.authenticate(second)
-    assert user is not None and user.name == "admin" and user.role == Role.ADMIN
+    assert user is not None
+    assert user.name == "admin"
+    assert user.role == Role.ADMIN
     assert users.authenticate(first) is None
 
 

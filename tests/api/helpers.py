@@ -121,7 +121,8 @@ def assert_error(response: Any, status: int, *needles: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body: dict[str, Any] = response.json()
     assert set(body) == {"detail", "code", "errors"}, body
-    assert isinstance(body["detail"], str) and body["detail"].strip()
+    assert isinstance(body["detail"], str)
+    assert body["detail"].strip()
     for needle in needles:
         assert needle in body["detail"], (needle, body["detail"])
     return body

@@ -57,7 +57,8 @@ def test_admin_creates_a_user_whose_token_works(client: TestClient, admin: Calle
     assert created["user"]["name"] == "newbie"
     assert created["user"]["role"] == "viewer"
     token = created["token"]
-    assert token.startswith("ft_") and len(token) > 40
+    assert token.startswith("ft_")
+    assert len(token) > 40
 
     me = client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
     assert me.json() == {"name": "newbie", "role": "viewer"}

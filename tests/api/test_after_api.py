@@ -121,7 +121,8 @@ def test_merge_for_the_owner_into_the_jobs_folder(setup: Setup) -> None:
     assert "model.safetensors" in body["files"]
     entry = setup.service.audit.entries(actor="tom", limit=1)[0]
     assert entry.action == "POST /api/training/jobs/{job_id}/merge"
-    assert entry.target == setup.job_id and entry.outcome == "ok"
+    assert entry.target == setup.job_id
+    assert entry.outcome == "ok"
 
 
 def test_export_goes_inside_the_callers_own_folder(setup: Setup) -> None:
@@ -171,8 +172,10 @@ def test_evaluate_on_a_dataset_and_on_the_heldout_rows(setup: Setup) -> None:
     )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["rows"] == 20 and body["dataset_id"] == "demo/sentiment"
-    assert set(body["trained"]) == {"loss", "perplexity"} and body["tokens"] > 0
+    assert body["rows"] == 20
+    assert body["dataset_id"] == "demo/sentiment"
+    assert set(body["trained"]) == {"loss", "perplexity"}
+    assert body["tokens"] > 0
 
     held = setup.post(setup.tom, setup.job_id, "evaluate", {"split": "heldout"})
     assert held.status_code == 200, held.text
@@ -195,7 +198,8 @@ def test_evaluate_defaults_to_the_heldout_rows_and_says_which(setup: Setup) -> N
     response = setup.post(setup.tom, setup.job_id, "evaluate", {})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert (body["split"], body["rows"]) == ("heldout", rows) and rows > 0
+    assert (body["split"], body["rows"]) == ("heldout", rows)
+    assert rows > 0
     assert body["title"] == (
         f"Trained (job {setup.job_id}, causal LM) beside base (flextrain/tiny-llama): "
         f"demo/text, split heldout, {rows} rows, {body['tokens']:,} tokens"

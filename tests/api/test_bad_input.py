@@ -240,7 +240,8 @@ def test_malformed_request_is_4xx_with_a_detail(
     )
     assert response.status_code == case.status, response.text
     body = response.json()
-    assert isinstance(body["detail"], str) and body["detail"].strip()
+    assert isinstance(body["detail"], str)
+    assert body["detail"].strip()
     assert case.mentions in body["detail"]
     assert body["errors"], body  # issue 19: every 4xx names the field and the fix
     assert all(e["field"] and e["message"] and e["fix"] for e in body["errors"])

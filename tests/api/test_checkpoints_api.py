@@ -55,8 +55,10 @@ def test_list_and_prune_a_finished_jobs_checkpoints(
     assert body["total_bytes"] == sum(c["size_bytes"] for c in body["checkpoints"])
     for c in body["checkpoints"]:
         assert Path(c["path"]) == folder / f"checkpoint-{c['step']}"
-        assert isinstance(c["loss"], float) and c["eval_loss"] is None
-        assert c["is_best"] is False and c["epoch"] > 0
+        assert isinstance(c["loss"], float)
+        assert c["eval_loss"] is None
+        assert c["is_best"] is False
+        assert c["epoch"] > 0
         assert datetime.fromisoformat(c["modified"]).tzinfo is not None
     # Viewers and admins see every job's checkpoints; another trainer not even the job.
     for caller in (vic, ada):
@@ -101,7 +103,8 @@ def test_prune_is_refused_while_the_job_is_active(
     assert empty.status_code == 200, empty.text
     assert (empty.json()["checkpoints"], empty.json()["total_bytes"]) == ([], 0)
     nothing = client.delete(url(job_id), headers=trainer.headers)
-    assert nothing.status_code == 200 and nothing.json()["deleted"] == []
+    assert nothing.status_code == 200
+    assert nothing.json()["deleted"] == []
 
     stage_status(service.store, job_id, TrainingStatus.TRAINING)
     for caller in (trainer, admin):

@@ -45,7 +45,9 @@ def assert_fields(body: dict[str, Any], field: str) -> None:
     """Every entry names a field and a fix; the first names `field`."""
     assert body["errors"], body
     for error in body["errors"]:
-        assert error["field"] and error["message"] and error["fix"], error
+        assert error["field"], error
+        assert error["message"], error
+        assert error["fix"], error
     assert body["errors"][0]["field"] == field, body["errors"]
 
 
@@ -66,9 +68,11 @@ def test_validate_reports_rows_shape_and_labels_and_registers_nothing(
     assert report["columns"] == ["text", "label"]
     assert report["mapping"] == {"text": "text", "label": "label"}
     assert report["labels"] == {"positive": 20, "negative": 20}
-    assert report["errors"] == [] and report["error_count"] == 0
+    assert report["errors"] == []
+    assert report["error_count"] == 0
     # Twenty rows repeat the first two: warnings, with their rows.
-    assert report["duplicate_rows"] == 38 and report["warning_count"] == 38
+    assert report["duplicate_rows"] == 38
+    assert report["warning_count"] == 38
     assert report["warnings"][0] == {
         "severity": "warning",
         "row": 3,
@@ -89,7 +93,8 @@ def test_validate_lists_errors_with_their_lines_as_the_cli_does(
     assert response.status_code == 200, response.text
     report = response.json()
     assert report["ok"] is False
-    assert report["error_count"] == 3 and report["errors_not_shown"] == 0
+    assert report["error_count"] == 3
+    assert report["errors_not_shown"] == 0
     where = [(e["row"], e["line"], e["field"]) for e in report["errors"]]
     assert where == [(None, 2, "record"), (3, 4, "text"), (None, 6, "record")]
     assert report["errors"][1]["message"] == "row 3 (line 4), text: is missing"
@@ -105,7 +110,8 @@ def test_validate_lists_errors_with_their_lines_as_the_cli_does(
 def test_validate_lists_50_issues_and_counts_the_rest(client: TestClient, trainer: Caller) -> None:
     report = validate(client, trainer, b'{"text": "ok"}\n' + b"[1]\n" * 60).json()
     assert report["error_count"] == 60
-    assert len(report["errors"]) == 50 and report["errors_not_shown"] == 10
+    assert len(report["errors"]) == 50
+    assert report["errors_not_shown"] == 10
     assert report["errors"][49]["line"] == 51
     assert "... and 10 more (10 errors, 0 warnings not shown)" in report["summary"]
 
@@ -204,7 +210,8 @@ def test_preview_of_a_bundled_dataset(client: TestClient, viewer: Caller) -> Non
     preview = client.get("/api/datasets/demo/sentiment/preview?limit=2", headers=viewer.headers)
     assert preview.status_code == 200, preview.text
     data = preview.json()
-    assert data["total_rows"] == 480 and len(data["rows"]) == 2
+    assert data["total_rows"] == 480
+    assert len(data["rows"]) == 2
     assert set(data["rows"][0]) == {"text", "label"}
     text = client.get("/api/datasets/demo/text/preview?limit=1", headers=viewer.headers).json()
     assert list(text["rows"][0]) == ["text"]
@@ -215,7 +222,8 @@ def test_preview_cuts_long_values_and_bounds_the_rows(client: TestClient, traine
     assert upload(client, trainer, "tom/long", long.encode()).status_code == 201
     data = client.get("/api/datasets/tom/long/preview", headers=trainer.headers).json()
     assert data["truncated_values"] == 1
-    assert len(data["rows"][0]["text"]) == 1001 and data["rows"][0]["text"].endswith("…")
+    assert len(data["rows"][0]["text"]) == 1001
+    assert data["rows"][0]["text"].endswith("…")
     for limit in (0, 101, "many"):
         bad = client.get(f"/api/datasets/tom/long/preview?limit={limit}", headers=trainer.headers)
         assert_fields(assert_error(bad, 422), "limit")

@@ -282,7 +282,9 @@ def test_every_4xx_names_the_field_and_the_fix(
     assert errors, body
     for error in errors:
         assert set(error) == {"field", "message", "fix"}, error
-        assert error["field"].strip() and error["message"].strip(), error
-        assert isinstance(error["fix"], str) and error["fix"].strip(), error
+        assert error["field"].strip(), error
+        assert error["message"].strip(), error
+        assert isinstance(error["fix"], str), error
+        assert error["fix"].strip(), error
         assert not error["fix"].startswith("Fix:"), error
     assert errors[0]["field"] == case.field, errors

@@ -59,7 +59,8 @@ def test_bad_expert_input_names_the_field(client: TestClient, trainer: Caller) -
     assert [e["field"] for e in body["errors"]] == ["lr_schedule_expr"]
     unknown = client.post(EXPERT, json=_body(loss={"name": "hinge"}), headers=trainer.headers)
     errors = assert_error(unknown, 422)["errors"]
-    assert errors[0]["field"] == "loss.name" and "'focal'" in errors[0]["message"]
+    assert errors[0]["field"] == "loss.name"
+    assert "'focal'" in errors[0]["message"]
 
 
 def test_checking_yaml_that_names_code_tells_a_trainer_it_is_admin_only(

@@ -46,7 +46,8 @@ def test_roles_register_list_show_and_remove(
     assert created.status_code == 201, created.text
     body = created.json()
     assert (body["name"], body["source"], body["owner"]) == ("team/llama", "local", "ada")
-    assert body["architecture"] == "LlamaForCausalLM" and body["num_parameters"] > 0
+    assert body["architecture"] == "LlamaForCausalLM"
+    assert body["num_parameters"] > 0
     assert "fine_tuning" in body["training_types"]
 
     assert_error(register(client, tom, outside, "mine"), 403, "outside the folders you may")
@@ -146,7 +147,8 @@ def test_a_completed_job_is_registered_for_its_owner(trained: Trained) -> None:
     assert model["base_model"] == "flextrain/tiny-llama"
     assert model["dataset_id"] == "demo/text"
     assert model["path"] == trained.job["model_path"]
-    assert model["config"]["max_steps"] == 12 and model["metrics"]["train_loss"] > 0
+    assert model["config"]["max_steps"] == 12
+    assert model["metrics"]["train_loss"] > 0
     assert client.get(url, headers=trained.viewer.headers).status_code == 200
     # As private as the job: another trainer cannot tell it exists.
     assert_error(client.get(url, headers=trained.other_trainer.headers), 404, "No model named")

@@ -52,9 +52,11 @@ def test_trainable_filters_add_hub_models(
     assert filtered.status_code == 200, filtered.text
     models = {m["model_id"]: m for m in filtered.json()}
     assert set(models) == {"flextrain/tiny-llama", GATED, TINY, WIDE}
-    assert models[TINY]["source"] == "hub" and models[TINY]["license"] == "apache-2.0"
+    assert models[TINY]["source"] == "hub"
+    assert models[TINY]["license"] == "apache-2.0"
     assert "lora_adaptation" in models[TINY]["supported_training_types"]
-    assert models[GATED]["gated"] and "HF_TOKEN" in models[GATED]["note"]
+    assert models[GATED]["gated"]
+    assert "HF_TOKEN" in models[GATED]["note"]
 
 
 def test_search_says_when_the_hub_was_not_searched(
@@ -76,11 +78,13 @@ def test_pull_runs_in_the_background_to_100_percent(
     response = client.post(PULL, json={"model_id": TINY}, headers=trainer.headers)
     assert response.status_code == 202, response.text
     started = response.json()
-    assert started["status"] == "running" and started["requested_by"] == "tom"
+    assert started["status"] == "running"
+    assert started["requested_by"] == "tom"
 
     final = wait_pull(client, started["pull_id"], trainer)
     assert final["status"] == "completed", final
-    assert final["percent"] == 100.0 and final["bytes_done"] == final["bytes_total"] > 0
+    assert final["percent"] == 100.0
+    assert final["bytes_done"] == final["bytes_total"] > 0
     assert final["files_done"] == final["files_total"] > 0
     assert (Path(final["path"]) / "model.safetensors").is_file()
     [entry] = [e for e in service.audit.entries() if e.action == f"POST {PULL}"]
@@ -94,7 +98,8 @@ def test_gated_pull_fails_with_the_fix(
     assert response.status_code == 202, response.text
     final = wait_pull(client, response.json()["pull_id"], trainer)
     assert final["status"] == "failed"
-    assert "gated" in final["error"] and "HF_TOKEN" in final["error"]
+    assert "gated" in final["error"]
+    assert "HF_TOKEN" in final["error"]
 
 
 def test_pull_needs_the_trainer_role_and_a_hub_id(
@@ -103,9 +108,11 @@ def test_pull_needs_the_trainer_role_and_a_hub_id(
     denied = client.post(PULL, json={"model_id": TINY}, headers=viewer.headers)
     assert denied.status_code == 403
     bad = client.post(PULL, json={"model_id": "../etc/passwd"}, headers=trainer.headers)
-    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "model_id"
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0]["field"] == "model_id"
     unknown = client.get("/api/training/models/pulls/nope", headers=trainer.headers)
-    assert unknown.status_code == 404 and "POST /api/training/models/pull" in unknown.text
+    assert unknown.status_code == 404
+    assert "POST /api/training/models/pull" in unknown.text
     assert local_hub.hub.requests == []
 
 

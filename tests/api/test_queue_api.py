@@ -82,7 +82,8 @@ def test_priority_above_zero_needs_an_admin_and_is_bounded(
     assert lower.json()["priority"] == -2
     assert create_job(client, admin, TINY_JOB, mode="advanced")["priority"] == 0
     high = client.post(f"{JOBS}/advanced?priority=7", json=TINY_JOB, headers=admin.headers)
-    assert high.status_code == 201 and high.json()["priority"] == 7
+    assert high.status_code == 201
+    assert high.json()["priority"] == 7
     for bad in ("5000", "high"):
         response = client.post(
             f"{JOBS}/advanced?priority={bad}", json=TINY_JOB, headers=admin.headers

@@ -95,15 +95,19 @@ def test_upload_registers_a_dataset_a_job_can_use(
     stored = Path(data["path"])
     assert stored.is_relative_to(service.settings.home / "datasets")
     # Stored as an immutable version: canonical JSON lines named by their SHA-256.
-    assert data["version"] and len(data["version"]) == 64 and data["version"] in str(stored)
+    assert data["version"]
+    assert len(data["version"]) == 64
+    assert data["version"] in str(stored)
     assert data["shape"] == "classification"
-    assert stored.read_bytes() != REVIEWS and len(stored.read_text().splitlines()) == 40
+    assert stored.read_bytes() != REVIEWS
+    assert len(stored.read_text().splitlines()) == 40
     assert stray_uploads(service) == []
 
     listed = client.get("/api/datasets", headers=trainer.headers).json()
     assert "team/reviews" in [d["dataset_id"] for d in listed]
     shown = client.get("/api/datasets/team/reviews", headers=trainer.headers)
-    assert shown.status_code == 200 and shown.json()["num_rows"] == 40
+    assert shown.status_code == 200
+    assert shown.json()["num_rows"] == 40
 
     body = {**BASIC_JOB, "dataset_id": "team/reviews", "training_type": "task_specific"}
     job = client.post("/api/training/jobs/basic", json=body, headers=trainer.headers)
@@ -143,7 +147,8 @@ def test_upload_to_your_own_name_is_a_new_version(client: TestClient, trainer: C
     first = upload(client, trainer, "team/reviews").json()
     again = upload(client, trainer, "team/reviews", b'{"text": "other"}\n')
     assert again.status_code == 201, again.text
-    assert again.json()["num_rows"] == 1 and again.json()["version"] != first["version"]
+    assert again.json()["num_rows"] == 1
+    assert again.json()["version"] != first["version"]
     versions = client.get("/api/datasets/team/reviews/versions", headers=trainer.headers)
     assert versions.status_code == 200, versions.text
     assert [v["version"] for v in versions.json()] == [first["version"], again.json()["version"]]
@@ -151,7 +156,8 @@ def test_upload_to_your_own_name_is_a_new_version(client: TestClient, trainer: C
     pinned = client.get(
         f"/api/datasets/team/reviews@{first['version'][:12]}", headers=trainer.headers
     )
-    assert pinned.status_code == 200 and pinned.json()["num_rows"] == 40
+    assert pinned.status_code == 200
+    assert pinned.json()["num_rows"] == 40
 
 
 def test_upload_under_someone_elses_name_is_409(

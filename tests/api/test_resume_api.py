@@ -87,12 +87,14 @@ def test_resume_an_interrupted_job_to_completion(
     assert resumed.status_code == 200, resumed.text
     body = resumed.json()
     assert body["status"] in ("preparing", "training"), body
-    assert body["resume_count"] == 1 and body["error_message"] is None
+    assert body["resume_count"] == 1
+    assert body["error_message"] is None
     assert body["completed_at"] is None
     assert_error(resume(client, job_id, tom), 409, f"Job {job_id} is {body['status']}")
     done = service.wait(job_id, timeout=120, poll=0.2)
     assert done.status == TrainingStatus.COMPLETED, service.read_log(job_id, 40)
-    assert done.current_step == 6 and done.resume_count == 1
+    assert done.current_step == 6
+    assert done.resume_count == 1
 
     # The timeline: the interruption, then the resume (from the start: no checkpoint).
     timeline = client.get(f"{JOBS}/{job_id}/timeline", headers=tom.headers)
@@ -119,19 +121,22 @@ def test_resume_an_interrupted_job_to_completion(
         "interrupted",
         "resumed",
     ]
-    assert streamed[-1].event == "end" and streamed[-1].data["status"] == "completed"
+    assert streamed[-1].event == "end"
+    assert streamed[-1].data["status"] == "completed"
 
     # System samples of the run, with the memory fields.
     system = client.get(f"{JOBS}/{job_id}/system", headers=tom.headers)
     assert system.status_code == 200, system.text
     samples = system.json()["samples"]
-    assert samples and system.json()["job_id"] == job_id
+    assert samples
+    assert system.json()["job_id"] == job_id
     for sample in samples:
         assert datetime.fromisoformat(sample["at"]).tzinfo is not None
         assert 0 < sample["memory_used_gb"] <= sample["memory_total_gb"]
         assert 0 <= sample["memory_percent"] <= 100
         assert 0 < sample["process_rss_gb"] < sample["memory_total_gb"]
-        assert sample["cpu_percent"] >= 0 and sample["process_cpu_percent"] >= 0
+        assert sample["cpu_percent"] >= 0
+        assert sample["process_cpu_percent"] >= 0
         assert isinstance(sample["gpus"], list)
 
     # Per-step rows carry throughput and memory.
@@ -171,7 +176,8 @@ def test_the_new_endpoints_are_typed_in_openapi(client: TestClient) -> None:
         error = responses["404"]["content"]["application/json"]["schema"]
         assert error["$ref"].rsplit("/", 1)[-1] == "ErrorBody"
     events = components["JobTimeline"]["properties"]["events"]
-    assert events["type"] == "array" and events["items"]["$ref"].endswith("/JobEvent")
+    assert events["type"] == "array"
+    assert events["items"]["$ref"].endswith("/JobEvent")
     event = components["JobEvent"]
     assert {"kind", "level", "message", "data", "created_at"} <= set(event["properties"])
     assert set(event["properties"]["level"]["enum"]) == {"info", "warning", "error"}

@@ -65,16 +65,19 @@ def test_viewer_reads_every_job_but_changes_none(
     assert listed["total"] == 2
     for job_id in (toms, tinas):
         shown = client.get(f"{JOBS}/{job_id}", headers=viewer.headers)
-        assert shown.status_code == 200 and shown.json()["status"] == "pending"
+        assert shown.status_code == 200
+        assert shown.json()["status"] == "pending"
         assert client.get(f"{JOBS}/{job_id}/logs", headers=viewer.headers).status_code == 200
         assert client.get(f"{JOBS}/{job_id}/metrics", headers=viewer.headers).status_code == 200
 
 
 def test_viewer_follows_anyones_finished_job(trained: Trained) -> None:
     events = read_events(trained.client, trained.job_id, trained.viewer)
-    assert events[-1].event == "end" and events[-1].data["status"] == "completed"
+    assert events[-1].event == "end"
+    assert events[-1].data["status"] == "completed"
     metrics = trained.client.get(f"{JOBS}/{trained.job_id}/metrics", headers=trained.viewer.headers)
-    assert metrics.status_code == 200 and metrics.json()["history"]
+    assert metrics.status_code == 200
+    assert metrics.json()["history"]
 
 
 def test_trainer_cannot_see_or_touch_another_trainers_job(

@@ -36,7 +36,8 @@ def _fields(response: object) -> list[str]:
     body = response.json()  # type: ignore[attr-defined]
     assert body["errors"], body
     for error in body["errors"]:
-        assert error["field"] and error["fix"], error
+        assert error["field"], error
+        assert error["fix"], error
     return [e["field"] for e in body["errors"]]
 
 
@@ -103,7 +104,8 @@ def test_a_server_on_every_address_answers_to_this_machines_names() -> None:
     import socket
 
     names = served_host_names("0.0.0.0")
-    assert socket.gethostname() in names and "127.0.0.1" in names
+    assert socket.gethostname() in names
+    assert "127.0.0.1" in names
     assert served_host_names("10.1.2.3") == ["10.1.2.3"]
 
 
@@ -271,7 +273,8 @@ def test_hostile_yaml_in_a_cli_config_is_one_line(tmp_path: Path, models_cache: 
     result = CliRunner().invoke(cli_app, [*argv, "--config", str(config)], env=env)
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "nests deeper than 32 levels" in lines[0], result.output
+    assert len(lines) == 1, result.output
+    assert "nests deeper than 32 levels" in lines[0], result.output
 
 
 # -- what a trainer may name -------------------------------------------------------------
@@ -330,7 +333,8 @@ def test_an_upload_is_audited_with_its_name_version_and_origin(
     refused = _upload(local, "x", Origin="http://attacker.example")
     assert refused.status_code == 403
     denied = [e for e in local_app.state.service.audit.entries() if e.status_code == 403]
-    assert denied and "origin http://attacker.example" in (denied[0].detail or "")
+    assert denied
+    assert "origin http://attacker.example" in (denied[0].detail or "")
 
 
 @pytest.mark.parametrize("path", ["/", "/api/health", "/static/app.js", "/api/nowhere"])
@@ -350,7 +354,8 @@ def test_the_page_has_no_inline_script_or_style() -> None:
     html = (static_dir() / "index.html").read_text()
     assert re.findall(r"<script(?![^>]*\bsrc=)", html) == []  # every script from a file
     assert re.findall(r"\son[a-z]+\s*=", html) == []  # no onclick=...
-    assert "style=" not in html and "<style" not in html
+    assert "style=" not in html
+    assert "<style" not in html
 
 
 def test_the_compatibility_check_bounds_its_ids(client: TestClient, trainer: Caller) -> None:

@@ -227,7 +227,8 @@ def test_start_launches_a_worker_and_refuses_a_second_start(
     running = started.json()
     assert running["status"] in ("preparing", "training")
     assert running["started_at"] is not None
-    assert running["pid"] is not None and psutil.pid_exists(running["pid"])
+    assert running["pid"] is not None
+    assert psutil.pid_exists(running["pid"])
 
     again = client.post(f"{JOBS}/{job['job_id']}/start", headers=trainer.headers)
     assert_error(again, 409, f"Job {job['job_id']} is", "only a pending job can be started")
@@ -311,7 +312,8 @@ def test_list_jobs_pages_and_filters(client: TestClient, trainer: Caller) -> Non
     assert [j["job_id"] for j in rest["items"]] == [ids[0]]
     assert rest["total"] == 3
     beyond = client.get(JOBS, params={"offset": 10}, headers=trainer.headers).json()
-    assert beyond["items"] == [] and beyond["total"] == 3
+    assert beyond["items"] == []
+    assert beyond["total"] == 3
 
     pending = client.get(JOBS, params={"status": "pending"}, headers=trainer.headers).json()
     assert {j["job_id"] for j in pending["items"]} == set(ids[1:])

@@ -72,12 +72,14 @@ def test_create_prints_a_working_token_once(users: UserStore) -> None:
     assert result.exit_code == 0, result.output
     # stdout holds the token alone, so `TOKEN=$(flextrain users create ...)` works.
     token = result.stdout.strip()
-    assert "\n" not in token and token.startswith("ft_")
+    assert "\n" not in token
+    assert token.startswith("ft_")
     assert "Created user 'alice' with role trainer" in result.stderr
     assert "will not be shown again" in result.stderr
 
     user = users.authenticate(token)
-    assert user is not None and (user.name, user.role) == ("alice", Role.TRAINER)
+    assert user is not None
+    assert (user.name, user.role) == ("alice", Role.TRAINER)
 
     listed = invoke("users", "list")
     assert listed.exit_code == 0, listed.output
@@ -92,7 +94,9 @@ def test_list_shows_users_in_a_table_and_as_json(users: UserStore) -> None:
     assert table.exit_code == 0, table.output
     rows = [line for line in table.stdout.splitlines() if "alice" in line or "bob" in line]
     assert len(rows) == 2
-    assert "admin" in rows[0] and "ft_" in rows[0] and rows[0].rstrip("│ ").endswith("no")
+    assert "admin" in rows[0]
+    assert "ft_" in rows[0]
+    assert rows[0].rstrip("│ ").endswith("no")
     assert "viewer" in rows[1]
 
     result = invoke("users", "list", "--json")

@@ -72,7 +72,8 @@ def test_list_export_and_prune_a_real_runs_checkpoints(
     assert listed.exit_code == 0, listed.output
     rows = re.findall(r"^│\s*(\d+)\s*│", listed.output, flags=re.MULTILINE)
     assert rows == ["2", "4", "6"], listed.output
-    assert "eval loss" in listed.output and "3 checkpoint(s)" in listed.output
+    assert "eval loss" in listed.output
+    assert "3 checkpoint(s)" in listed.output
 
     as_json = invoke(job_id, "--json")
     assert as_json.exit_code == 0, as_json.output
@@ -86,17 +87,21 @@ def test_list_export_and_prune_a_real_runs_checkpoints(
     assert exported.exit_code == 0, exported.output
     assert exported.output.strip() == str(target.resolve())
     names = {p.name for p in target.iterdir()}
-    assert "model.safetensors" in names and "optimizer.pt" not in names
+    assert "model.safetensors" in names
+    assert "optimizer.pt" not in names
     latest = invoke(job_id, "--export", "latest", "--to", str(tmp_path / "latest"))
     assert latest.exit_code == 0, latest.output
     again = invoke(job_id, "--export", "latest", "--to", str(target))
-    assert again.exit_code == 2 and "not an empty folder" in flat(again)
+    assert again.exit_code == 2
+    assert "not an empty folder" in flat(again)
 
     unknown = invoke(job_id, "--export", "5", "--to", str(tmp_path / "five"))
     assert unknown.exit_code == 2
-    assert "available steps: 2, 4, 6" in flat(unknown) and "Traceback" not in unknown.output
+    assert "available steps: 2, 4, 6" in flat(unknown)
+    assert "Traceback" not in unknown.output
     bad_keep = invoke(job_id, "--prune", "--keep", "4", "--keep", "7")
-    assert bad_keep.exit_code == 2 and "available steps: 2, 4, 6" in flat(bad_keep)
+    assert bad_keep.exit_code == 2
+    assert "available steps: 2, 4, 6" in flat(bad_keep)
 
     size_of = {s: bytes_under(folder / f"checkpoint-{s}") for s in (2, 6)}
     pruned = invoke(job_id, "--prune", "--keep", "4", "--json")
@@ -104,13 +109,15 @@ def test_list_export_and_prune_a_real_runs_checkpoints(
     assert json.loads(pruned.stdout) == {"deleted": [2, 6], "freed_bytes": sum(size_of.values())}
     assert [p.name for p in folder.iterdir()] == ["checkpoint-4"]
     nothing = invoke(job_id, "--prune")
-    assert nothing.exit_code == 0 and "Nothing to delete." in nothing.output
+    assert nothing.exit_code == 0
+    assert "Nothing to delete." in nothing.output
 
     # A running job's Trainer still writes (and rotates) checkpoints: hands off. (No pid:
     # the finished worker must not be reconciled back to a terminal state.)
     stage_status(service.store, job_id, TrainingStatus.TRAINING, pid=None)
     busy = invoke(job_id, "--prune")
-    assert busy.exit_code == 2 and "is training" in flat(busy)
+    assert busy.exit_code == 2
+    assert "is training" in flat(busy)
     assert [p.name for p in folder.iterdir()] == ["checkpoint-4"]
 
 
@@ -126,12 +133,15 @@ def test_a_pending_job_has_none_and_usage_errors_name_the_fix(
     job_id = service.create_job(cfg).job_id
 
     empty = invoke(job_id)
-    assert empty.exit_code == 0 and f"Job {job_id} has no checkpoints" in flat(empty)
+    assert empty.exit_code == 0
+    assert f"Job {job_id} has no checkpoints" in flat(empty)
     assert json.loads(invoke(job_id, "--json").stdout)["checkpoints"] == []
     pruned = invoke(job_id, "--prune")
-    assert pruned.exit_code == 0 and "Nothing to delete." in pruned.output
+    assert pruned.exit_code == 0
+    assert "Nothing to delete." in pruned.output
     none_yet = invoke(job_id, "--export", "latest", "--to", str(tmp_path / "x"))
-    assert none_yet.exit_code == 2 and "available steps: none yet" in flat(none_yet)
+    assert none_yet.exit_code == 2
+    assert "available steps: none yet" in flat(none_yet)
 
     for args, message in (
         (["--export", "2"], "--export STEP and --to DIR go together."),
@@ -146,4 +156,5 @@ def test_a_pending_job_has_none_and_usage_errors_name_the_fix(
     assert not (tmp_path / "y").exists()
 
     missing = invoke("no-such-job")
-    assert missing.exit_code == 2 and "No training job with id 'no-such-job'" in flat(missing)
+    assert missing.exit_code == 2
+    assert "No training job with id 'no-such-job'" in flat(missing)

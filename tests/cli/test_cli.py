@@ -338,7 +338,8 @@ def test_detach_then_cancel(home: Path) -> None:
     started = show_json(job_id)
     assert started["status"] in ("preparing", "training")
     pid = started["pid"]
-    assert pid is not None and psutil.pid_exists(pid)
+    assert pid is not None
+    assert psutil.pid_exists(pid)
 
     cancelled = invoke("jobs", "cancel", job_id)
     assert cancelled.exit_code == 0, cancelled.output

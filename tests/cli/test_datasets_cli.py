@@ -42,15 +42,19 @@ def test_add_prints_the_version_and_same_content_keeps_it(home: Path, tmp_path: 
     assert version, out
     assert "3 rows of chat data" in out
     code, again = run("datasets", "add", str(chats(tmp_path / "copy.jsonl")), "--name", "talk")
-    assert code == 0 and version.group(1) in again
+    assert code == 0
+    assert version.group(1) in again
     code, changed = run("datasets", "add", str(chats(tmp_path / "more.jsonl", 5)), "--name", "talk")
-    assert code == 0 and version.group(1) not in changed
+    assert code == 0
+    assert version.group(1) not in changed
 
     code, shown = run("datasets", "show", "talk")
     assert code == 0, shown
     assert shown.count("talk.jsonl") + shown.count("more.jsonl") == 2  # two versions listed
     code, listed = run("datasets", "list")
-    assert code == 0 and "talk" in listed and "chat" in listed
+    assert code == 0
+    assert "talk" in listed
+    assert "chat" in listed
 
 
 def test_validate_reports_rows_and_exits_1_on_errors(home: Path, tmp_path: Path) -> None:
@@ -65,7 +69,9 @@ def test_validate_reports_rows_and_exits_1_on_errors(home: Path, tmp_path: Path)
     assert code == 1
     assert "row 2, output: is empty" in out
     code, out = run("datasets", "add", str(bad))
-    assert code == 2 and "was not registered" in out and "row 2, output" in out
+    assert code == 2
+    assert "was not registered" in out
+    assert "row 2, output" in out
     code, listed = run("datasets", "list")
     assert "bad" not in listed.split()
 
@@ -78,18 +84,22 @@ def test_validate_with_a_model_counts_tokens(home: Path, tmp_path: Path) -> None
     )
     assert code == 0, out
     assert re.search(r"tokens: min \d+, median \d+, p95 \d+, max \d+; 1 over max_length 8", out)
-    assert "row 2, text: is" in out and "over max_length 8" in out
+    assert "row 2, text: is" in out
+    assert "over max_length 8" in out
 
 
 def test_bad_choices_and_delete(home: Path, tmp_path: Path) -> None:
     code, out = run("datasets", "validate", str(tmp_path / "x.jsonl"), "--shape", "poem")
-    assert code == 2 and "--shape 'poem' is not known" in out
+    assert code == 2
+    assert "--shape 'poem' is not known" in out
     path = chats(tmp_path / "gone.jsonl")
     assert run("datasets", "add", str(path))[0] == 0
     code, out = run("datasets", "delete", "gone")
-    assert code == 0 and "Deleted 1 version(s) of 'gone'" in out
+    assert code == 0
+    assert "Deleted 1 version(s) of 'gone'" in out
     code, out = run("datasets", "show", "gone")
-    assert code == 2 and "not registered" in out
+    assert code == 2
+    assert "not registered" in out
 
 
 # -- issue 19 --------------------------------------------------------------------------
@@ -137,7 +147,8 @@ def test_validate_caps_the_list_at_50_and_counts_the_rest(home: Path, tmp_path: 
     path.write_text('{"text": "ok"}\n' + "[1]\n" * 60)
     code, out = run("datasets", "validate", str(path))
     assert code == 1, out
-    assert "error: line 51 is a list" in out and "line 52 is" not in out
+    assert "error: line 51 is a list" in out
+    assert "line 52 is" not in out
     assert "... and 10 more (10 errors, 0 warnings not shown)" in out
 
 
@@ -156,11 +167,17 @@ def test_mixed_label_kinds_warn_in_validate_add_and_register(home: Path, tmp_pat
         "".join(json.dumps({"text": f"t{i}", "label": x}) + "\n" for i, x in enumerate(labels))
     )
     code, out = run("datasets", "validate", str(path))
-    assert code == 0 and "0 errors, 1 warning" in out and MIXED_WARNING in out, out
+    assert code == 0, out
+    assert "0 errors, 1 warning" in out, out
+    assert MIXED_WARNING in out, out
     code, out = run("datasets", "add", str(path))
-    assert code == 0 and "6 rows of classification data" in out and MIXED_WARNING in out, out
+    assert code == 0, out
+    assert "6 rows of classification data" in out, out
+    assert MIXED_WARNING in out, out
     code, out = run("datasets", "register", "again", str(path))
-    assert code == 0 and "Registered 'again'" in out and MIXED_WARNING in out, out
+    assert code == 0, out
+    assert "Registered 'again'" in out, out
+    assert MIXED_WARNING in out, out
 
 
 def test_list_shows_a_bundled_datasets_shape_and_version(home: Path) -> None:
@@ -180,7 +197,8 @@ def test_list_shows_a_bundled_datasets_shape_and_version(home: Path) -> None:
     assert rows["demo/sentiment"]["shape"] == "classification"
     assert rows["demo/sentiment"]["version"] == bundled_shape_and_version("demo/sentiment")[1]
     code, out = run("datasets", "show", "demo/text")
-    assert code == 0 and "shape text, 600 rows" in out, out
+    assert code == 0, out
+    assert "shape text, 600 rows" in out, out
 
 
 def test_an_unknown_dataset_is_not_registered_with_close_names(home: Path) -> None:

@@ -33,7 +33,8 @@ def test_train_an_expert_job_from_a_yaml_file(home: Path, tmp_path: Path) -> Non
     result = invoke("train", "--mode", "expert", "--config", str(config))
     assert result.exit_code == 0, result.output
     data = show_json(job_id_of(result))
-    assert data["mode"] == "expert" and data["status"] == "completed"
+    assert data["mode"] == "expert"
+    assert data["status"] == "completed"
     assert data["config"]["loss"]["name"] == "focal"
 
 
@@ -42,5 +43,6 @@ def test_a_bad_expression_is_reported_by_field(home: Path, tmp_path: Path) -> No
     config.write_text(yaml.safe_dump({**EXPERT_YAML, "lr_schedule_expr": "open('x')"}))
     result = invoke("train", "--config", str(config))  # expert keys: expert mode by itself
     assert result.exit_code == 2, result.output
-    assert "lr_schedule_expr" in result.output and "open" in result.output
+    assert "lr_schedule_expr" in result.output
+    assert "open" in result.output
     assert "Traceback" not in result.output

@@ -106,7 +106,8 @@ def test_merge_writes_the_merged_model(trained: TrainingJob, tmp_path: Path) -> 
 
     again = invoke("models", "merge", trained.job_id, "--out", str(tmp_path / "m"))
     assert again.exit_code == 2
-    assert "is not empty" in flat(again) and "--force" in flat(again)
+    assert "is not empty" in flat(again)
+    assert "--force" in flat(again)
     assert "Traceback" not in again.output
 
     forced = invoke("models", "merge", trained.job_id, "--out", str(tmp_path / "m"), "--force")
@@ -118,14 +119,17 @@ def test_export_writes_a_folder_with_a_model_card(trained: TrainingJob, tmp_path
     out = tmp_path / "export"
     result = invoke("models", "export", trained.job_id, str(out))
     assert result.exit_code == 0, result.output
-    assert "Exported" in flat(result) and "merged weights" in flat(result)
+    assert "Exported" in flat(result)
+    assert "merged weights" in flat(result)
     card = (out / "README.md").read_text()
     front = yaml.safe_load(card.split("---\n")[1])
-    assert front["base_model"] == "flextrain/tiny-llama" and front["datasets"] == ["demo/text"]
+    assert front["base_model"] == "flextrain/tiny-llama"
+    assert front["datasets"] == ["demo/text"]
     assert not (out / "training_args.bin").exists()
 
     refused = invoke("models", "export", trained.job_id, str(out))
-    assert refused.exit_code == 2 and "not empty" in flat(refused)
+    assert refused.exit_code == 2
+    assert "not empty" in flat(refused)
 
 
 def test_try_prints_trained_and_base_side_by_side(trained: TrainingJob) -> None:
@@ -134,24 +138,30 @@ def test_try_prints_trained_and_base_side_by_side(trained: TrainingJob) -> None:
     # The column headers (the title above them reads "Trained ... beside base ...: 2 inputs").
     header = next(line for line in result.output.splitlines() if "┃ input" in line)
     assert header.index("trained") < header.index("base")
-    assert "The river" in result.output and "In the morning" in result.output
+    assert "The river" in result.output
+    assert "In the morning" in result.output
 
     as_json = invoke("try", trained.job_id, "The river", "--max-new-tokens", "2", "--json")
     rows = json.loads(as_json.stdout)["rows"]
-    assert rows[0]["input"] == "The river" and isinstance(rows[0]["base"]["generation"], str)
+    assert rows[0]["input"] == "The river"
+    assert isinstance(rows[0]["base"]["generation"], str)
 
 
 def test_evaluate_prints_a_table_of_both_models(trained: TrainingJob) -> None:
     result = invoke("evaluate", trained.job_id, "--dataset", "demo/text", "--limit", "30")
     assert result.exit_code == 0, result.output
     text = flat(result)
-    assert "demo/text" in text and "30 rows" in text
-    assert "perplexity" in text and "trained" in text and "base" in text
+    assert "demo/text" in text
+    assert "30 rows" in text
+    assert "perplexity" in text
+    assert "trained" in text
+    assert "base" in text
 
     as_json = invoke("evaluate", trained.job_id, "--split", "heldout", "--json")
     assert as_json.exit_code == 0, as_json.output
     body = json.loads(as_json.stdout)
-    assert body["split"] == "heldout" and body["trained"]["loss"] > 0
+    assert body["split"] == "heldout"
+    assert body["trained"]["loss"] > 0
 
 
 def test_evaluate_defaults_to_the_heldout_rows_and_says_which(trained: TrainingJob) -> None:
@@ -160,7 +170,8 @@ def test_evaluate_defaults_to_the_heldout_rows_and_says_which(trained: TrainingJ
     assert as_json.exit_code == 0, as_json.output
     body = json.loads(as_json.stdout)
     rows = trained.metrics["eval_rows"]
-    assert (body["split"], body["rows"]) == ("heldout", rows) and rows > 0
+    assert (body["split"], body["rows"]) == ("heldout", rows)
+    assert rows > 0
     what = f": demo/text, split heldout, {rows} rows, {body['tokens']:,} tokens"
     assert body["title"].endswith(what)
     held_note = (
@@ -171,7 +182,8 @@ def test_evaluate_defaults_to_the_heldout_rows_and_says_which(trained: TrainingJ
 
     table = invoke("evaluate", trained.job_id)
     assert table.exit_code == 0, table.output
-    assert body["title"] in flat(table) and f"note: {held_note}" in flat(table)
+    assert body["title"] in flat(table)
+    assert f"note: {held_note}" in flat(table)
 
     everything = invoke("evaluate", trained.job_id, "--split", "all", "--limit", "20")
     assert everything.exit_code == 0, everything.output
@@ -195,7 +207,8 @@ def test_evaluate_of_a_job_that_held_nothing_out_says_so(lora_classifier: Traini
     as_json = invoke("evaluate", job_id, "--limit", "40", "--json")
     assert json.loads(as_json.stdout)["split"] == "all"
     refused = invoke("evaluate", job_id, "--split", "heldout")
-    assert refused.exit_code == 2 and "held out no rows" in flat(refused)
+    assert refused.exit_code == 2
+    assert "held out no rows" in flat(refused)
 
 
 def test_try_titles_are_worded_alike_for_every_kind_of_job(
@@ -204,7 +217,8 @@ def test_try_titles_are_worded_alike_for_every_kind_of_job(
     """Issue 19: classifier and causal LM tables were titled differently."""
     lm = invoke("try", trained.job_id, "The river", "--max-new-tokens", "2")
     cls = invoke("try", lora_classifier.job_id, "Lovely food.", "Awful.")
-    assert lm.exit_code == 0 and cls.exit_code == 0, (lm.output, cls.output)
+    assert lm.exit_code == 0, (lm.output, cls.output)
+    assert cls.exit_code == 0, (lm.output, cls.output)
     assert (
         f"Trained (job {trained.job_id}, causal LM) beside base (flextrain/tiny-llama): 1 input"
         in flat(lm)
@@ -229,16 +243,20 @@ def test_models_list_names_a_lora_classifier_by_its_task_model(
     ]
     table = invoke("models", "list")
     row = next(line for line in table.output.splitlines() if lora_classifier.job_id in line)
-    assert "trained (adapter)" in row and "BertForSequenceClassification" in row
+    assert "trained (adapter)" in row
+    assert "BertForSequenceClassification" in row
 
 
 def test_errors_name_the_problem_without_a_traceback(trained: TrainingJob) -> None:
     unknown = invoke("evaluate", trained.job_id, "--dataset", "no-such-data")
-    assert unknown.exit_code == 2 and "no-such-data" in flat(unknown)
+    assert unknown.exit_code == 2
+    assert "no-such-data" in flat(unknown)
     bad_split = invoke("evaluate", trained.job_id, "--split", "train")
-    assert bad_split.exit_code == 2 and "--split" in flat(bad_split)
+    assert bad_split.exit_code == 2
+    assert "--split" in flat(bad_split)
     no_job = invoke("try", "0123456789ab", "hello")
-    assert no_job.exit_code == 2 and "0123456789ab" in flat(no_job)
+    assert no_job.exit_code == 2
+    assert "0123456789ab" in flat(no_job)
 
     service = TrainingService(Settings())  # from the environment, as the CLI builds it
     try:
@@ -254,6 +272,7 @@ def test_errors_name_the_problem_without_a_traceback(trained: TrainingJob) -> No
         service.engine.dispose()
     refused = invoke("models", "merge", pending.job_id)
     assert refused.exit_code == 2
-    assert "pending" in flat(refused) and "completed job" in flat(refused)
+    assert "pending" in flat(refused)
+    assert "completed job" in flat(refused)
     for result in (unknown, bad_split, no_job, refused):
         assert "Traceback" not in result.output

@@ -64,19 +64,22 @@ def test_search_table_and_offline_note(
 ) -> None:
     result = invoke("models", "search", "tiny", "--license", "apache-2.0")
     assert result.exit_code == 0, result.output
-    assert TINY in result.output and "hub" in result.output
+    assert TINY in result.output
+    assert "hub" in result.output
 
     go_offline(monkeypatch)
     offline = invoke("models", "search", "tiny")
     assert offline.exit_code == 0, offline.output
-    assert TINY not in offline.output and "flextrain/tiny-llama" in offline.output
+    assert TINY not in offline.output
+    assert "flextrain/tiny-llama" in offline.output
     assert "hub was not searched" in flat(offline)
 
 
 def test_search_rejects_a_bad_size(home: Path) -> None:
     result = invoke("models", "search", "--max-params", "lots")
     assert result.exit_code == 2
-    assert "--max-params 'lots'" in flat(result) and "135M" in flat(result)
+    assert "--max-params 'lots'" in flat(result)
+    assert "135M" in flat(result)
 
 
 def test_pull_downloads_and_says_where(local_hub: LocalHub) -> None:
@@ -90,7 +93,8 @@ def test_pull_downloads_and_says_where(local_hub: LocalHub) -> None:
     again = invoke("models", "pull", TINY, "--json")
     assert again.exit_code == 0, again.output
     data = json.loads(again.stdout)
-    assert data["bytes_downloaded"] == 0 and data["bytes_cached"] == data["bytes_total"]
+    assert data["bytes_downloaded"] == 0
+    assert data["bytes_cached"] == data["bytes_total"]
 
 
 def test_pull_resumes_after_a_dropped_connection(local_hub: LocalHub) -> None:
@@ -106,14 +110,18 @@ def test_pull_gated_without_token_is_a_message_not_a_traceback(local_hub: LocalH
     result = invoke("models", "pull", GATED)
     assert result.exit_code == 1
     text = flat(result)
-    assert "is gated" in text and "HF_TOKEN" in text and "huggingface-cli login" in text
+    assert "is gated" in text
+    assert "HF_TOKEN" in text
+    assert "huggingface-cli login" in text
     assert "Traceback" not in result.output
 
 
 def test_pull_errors_exit_cleanly(local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = invoke("models", "pull", "acme/nothing-here")
-    assert missing.exit_code == 2 and "was not found" in flat(missing)
+    assert missing.exit_code == 2
+    assert "was not found" in flat(missing)
     go_offline(monkeypatch)
     offline = invoke("models", "pull", TINY)
-    assert offline.exit_code == 1 and "HF_HUB_OFFLINE" in flat(offline)
+    assert offline.exit_code == 1
+    assert "HF_HUB_OFFLINE" in flat(offline)
     assert "Traceback" not in offline.output

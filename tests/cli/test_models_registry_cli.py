@@ -48,9 +48,12 @@ def test_add_list_show_remove(cli_service: TrainingService, folder: Path) -> Non
 
     code, listed = run("models", "list")
     assert code == 0, listed
-    assert "team/llama" in listed and "local" in listed and str(folder) in listed
+    assert "team/llama" in listed
+    assert "local" in listed
+    assert str(folder) in listed
     code, raw = run("models", "list", "--json")
-    assert code == 0 and [m["name"] for m in json.loads(raw)] == ["team/llama"]
+    assert code == 0
+    assert [m["name"] for m in json.loads(raw)] == ["team/llama"]
 
     job = cli_service.create_job(
         BasicTrainingConfig(
@@ -64,36 +67,45 @@ def test_add_list_show_remove(cli_service: TrainingService, folder: Path) -> Non
     assert f"{job.job_id} │ pending │ fine_tuning" in shown
     code, raw = run("models", "show", "team/llama", "--json")
     data = json.loads(raw)
-    assert code == 0 and data["num_parameters"] > 0
+    assert code == 0
+    assert data["num_parameters"] > 0
     assert [j["job_id"] for j in data["jobs"]] == [job.job_id]
 
     code, refused = run("models", "remove", "team/llama")
-    assert code == 2 and f"unfinished job(s) {job.job_id}" in refused
+    assert code == 2
+    assert f"unfinished job(s) {job.job_id}" in refused
     cli_service.cancel_job(job.job_id)
     code, removed = run("models", "remove", "team/llama")
     assert code == 0, removed
     assert f"its files in {folder} were left as they are" in removed
     assert (folder / "model.safetensors").exists()
     code, empty = run("models", "list")
-    assert code == 0 and "None yet" in empty
+    assert code == 0
+    assert "None yet" in empty
 
 
 def test_errors_are_one_line_with_the_fix(cli_service: TrainingService, folder: Path) -> None:
     code, out = run("models", "add", str(folder / "nowhere"), "--name", "x")
-    assert code == 2 and "Traceback" not in out
+    assert code == 2
+    assert "Traceback" not in out
     assert out == (
         f"path '{folder / 'nowhere'}' does not exist. Fix: check the path; give the folder "
         "save_pretrained() wrote (it holds config.json and *.safetensors)."
     )
     code, out = run("models", "add", "/nonexistent", "--name", "x")
-    assert code == 2 and out.startswith("path '/nonexistent' does not exist. Fix: check the path")
+    assert code == 2
+    assert out.startswith("path '/nonexistent' does not exist. Fix: check the path")
     code, out = run("models", "add", str(folder / "config.json"), "--name", "x")
-    assert code == 2 and "is a file, not a folder. Fix: give the folder" in out
+    assert code == 2
+    assert "is a file, not a folder. Fix: give the folder" in out
     code, out = run("models", "add", str(folder), "--name", "bad name")
-    assert code == 2 and "name 'bad name' is not valid. Fix:" in out
+    assert code == 2
+    assert "name 'bad name' is not valid. Fix:" in out
     assert run("models", "add", str(folder), "--name", "llama")[0] == 0
     code, out = run("models", "add", str(folder), "--name", "llama")
-    assert code == 2 and "already registered" in out
+    assert code == 2
+    assert "already registered" in out
     for command in ("show", "remove"):
         code, out = run("models", command, "nope")
-        assert code == 2 and "No model named 'nope' is registered. Fix:" in out
+        assert code == 2
+        assert "No model named 'nope' is registered. Fix:" in out

@@ -71,7 +71,8 @@ def test_queue_shows_the_order_the_reasons_and_the_running_jobs(
 ) -> None:
     empty = invoke("queue")
     assert empty.exit_code == 0, empty.output
-    assert "The queue is empty." in empty.output and "No job is running." in empty.output
+    assert "The queue is empty." in empty.output
+    assert "No job is running." in empty.output
 
     blocker, _ = occupy(service)
     low = service.start_job(service.create_job(quick_config()).job_id).job_id
@@ -107,7 +108,8 @@ def test_train_priority_detach_queues_and_cancel_removes_it(service: TrainingSer
     assert (shown["status"], shown["priority"], shown["pid"]) == ("queued", 3, None)
 
     listed = invoke("jobs", "list", "--status", "queued")
-    assert listed.exit_code == 0 and job_id in listed.output
+    assert listed.exit_code == 0
+    assert job_id in listed.output
 
     cancelled = invoke("jobs", "cancel", job_id)
     assert cancelled.exit_code == 0, cancelled.output

@@ -99,7 +99,8 @@ def test_resume_detached_then_events_and_metrics(
     assert events.exit_code == 0, events.output
     text = flat(events)
     assert f"Events of job {job_id}" in text
-    assert "interrupted" in text and "resumed" in text
+    assert "interrupted" in text
+    assert "resumed" in text
     assert "The worker process stopped without reporting a result" in text
     as_json = invoke("events", job_id, "--json")
     assert as_json.exit_code == 0, as_json.output
@@ -117,7 +118,8 @@ def test_resume_detached_then_events_and_metrics(
     table = invoke("metrics", job_id, "--system")
     assert table.exit_code == 0, table.output
     assert f"System samples of job {job_id} ({len(samples)} rows)" in flat(table)
-    assert "memory_used_gb" in table.output and "process_rss_gb" in table.output
+    assert "memory_used_gb" in table.output
+    assert "process_rss_gb" in table.output
 
     metrics = invoke("metrics", job_id)
     assert metrics.exit_code == 0, metrics.output
@@ -136,13 +138,15 @@ def test_resume_is_refused_for_a_pending_or_completed_job(
     pending = invoke("resume", job_id)
     assert pending.exit_code == 2, pending.output
     assert f"Job {job_id} is pending; {RESUMABLE}." in flat(pending)
-    assert isinstance(pending.exception, SystemExit) and "Traceback" not in pending.output
+    assert isinstance(pending.exception, SystemExit)
+    assert "Traceback" not in pending.output
 
     stage_status(service.store, job_id, TrainingStatus.COMPLETED)
     completed = invoke("resume", job_id, "--detach")
     assert completed.exit_code == 2, completed.output
     assert f"Job {job_id} is completed; {RESUMABLE}." in flat(completed)
-    assert isinstance(completed.exception, SystemExit) and "Traceback" not in completed.output
+    assert isinstance(completed.exception, SystemExit)
+    assert "Traceback" not in completed.output
     assert service.require_job(job_id).resume_count == 0
     assert invoke("events", job_id, "--json").stdout.strip() == "[]"
 

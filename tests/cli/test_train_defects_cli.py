@@ -94,7 +94,8 @@ def test_an_advanced_file_with_per_device_batch_size_alone_trains(
     # What a user reads: no library deprecation notices in the job's log.
     log = cli_service.read_log(job.job_id, tail=10_000)
     assert "Trainable parameters" in log
-    assert "FutureWarning" not in log and "DeprecationWarning" not in log
+    assert "FutureWarning" not in log
+    assert "DeprecationWarning" not in log
 
 
 def test_two_jobs_may_not_share_an_output_dir(cli_service: TrainingService, tmp_path: Path) -> None:
@@ -110,7 +111,8 @@ def test_two_jobs_may_not_share_an_output_dir(cli_service: TrainingService, tmp_
     assert f"output_dir: {out} is the output folder of job {first_id}" in text
     assert "Fix: choose a new or empty folder, or leave output_dir unset" in text
     inside = invoke("train", *TINY, "--output-dir", str(out / "inner"), "--no-start")
-    assert inside.exit_code == 2 and f"job {first_id}" in flat(inside)
+    assert inside.exit_code == 2
+    assert f"job {first_id}" in flat(inside)
     assert len(cli_service.list_jobs()) == 1  # nothing half-written
 
     full = tmp_path / "full"
@@ -137,7 +139,8 @@ def test_a_job_created_without_starting_starts_later(cli_service: TrainingServic
     assert started.exit_code == 0, started.output
     assert f"Job {job.job_id} started." in flat(started)
     again = invoke("jobs", "start", job.job_id, "--dry-run")
-    assert again.exit_code == 2 and "only a pending job" in flat(again)
+    assert again.exit_code == 2
+    assert "only a pending job" in flat(again)
     cli_service.cancel_job(job.job_id)
 
 
@@ -180,7 +183,8 @@ def test_a_yaml_syntax_error_is_one_line_with_file_and_line(
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1, result.output
     assert lines[0].startswith(f"--config: {config}:3:")
-    assert "Traceback" not in result.output and "Fix: correct the YAML" in lines[0]
+    assert "Traceback" not in result.output
+    assert "Fix: correct the YAML" in lines[0]
 
 
 def test_a_bad_batch_size_names_the_field_without_pydantic_internals(
@@ -194,4 +198,5 @@ def test_a_bad_batch_size_names_the_field_without_pydantic_internals(
     assert in_file.exit_code == 2
     text = flat(in_file)
     assert "batch_size: 'foo' is not valid: it should be a valid integer or 'auto'" in text
-    assert "batch_size.int" not in text and "literal[" not in text
+    assert "batch_size.int" not in text
+    assert "literal[" not in text

@@ -184,7 +184,8 @@ class TestRejected:
             schedule_values("lr / (step - 1)", lr=1.0, total_steps=3)
         copy = pickle.loads(pickle.dumps(caught.value))
 
-        assert str(copy) == str(caught.value) and copy.step == caught.value.step
+        assert str(copy) == str(caught.value)
+        assert copy.step == caught.value.step
 
 
 def test_plot_schedule_writes_a_png(tmp_path: Path) -> None:
@@ -195,4 +196,5 @@ def test_plot_schedule_writes_a_png(tmp_path: Path) -> None:
 
     data = out.read_bytes()
     assert out == tmp_path / "plots" / "schedule.png"
-    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(data) > 1000

@@ -176,9 +176,11 @@ class TestEnums:
             TrainingStatus.TRAINING,
             TrainingStatus.EVALUATING,
         }
-        assert not TrainingStatus.PENDING.is_terminal and not TrainingStatus.PENDING.is_active
+        assert not TrainingStatus.PENDING.is_terminal
+        assert not TrainingStatus.PENDING.is_active
         # Queued: waiting for resources, no worker yet (so nothing to reconcile or kill).
-        assert not TrainingStatus.QUEUED.is_terminal and not TrainingStatus.QUEUED.is_active
+        assert not TrainingStatus.QUEUED.is_terminal
+        assert not TrainingStatus.QUEUED.is_active
 
 
 PRESET_KNOBS = ("num_epochs", "batch_size", "max_length", "learning_rate")
@@ -207,7 +209,8 @@ class TestPresets:
     def test_presets_grow_in_effort(self) -> None:
         epochs = [preset_values(n, TrainingType.FINE_TUNING)["num_epochs"] for n in PRESET_NAMES]
         lengths = [preset_values(n, TrainingType.FINE_TUNING)["max_length"] for n in PRESET_NAMES]
-        assert epochs == sorted(epochs) and len(set(epochs)) == 3
+        assert epochs == sorted(epochs)
+        assert len(set(epochs)) == 3
         assert lengths == sorted(lengths)
 
     @pytest.mark.parametrize("name", PRESET_NAMES)
@@ -224,7 +227,8 @@ class TestPresets:
         assert config.num_epochs == 7
         assert config.learning_rate == 1e-4
         # The knobs left unset still come from the preset.
-        assert config.batch_size == 16 and config.max_length == 128
+        assert config.batch_size == 16
+        assert config.max_length == 128
 
     def test_explicit_value_equal_to_default_still_wins(self) -> None:
         config = BasicTrainingConfig(**REQUIRED, preset="quick", max_length=512)
@@ -235,7 +239,8 @@ class TestPresets:
             BasicTrainingConfig(**REQUIRED, preset="fast")
         errors = caught.value.errors()
         assert [e["loc"] for e in errors] == [("preset",)]
-        assert "quick" in errors[0]["msg"] and "thorough" in errors[0]["msg"]
+        assert "quick" in errors[0]["msg"]
+        assert "thorough" in errors[0]["msg"]
 
     def test_unknown_preset_name_raises_keyerror_in_preset_values(self) -> None:
         with pytest.raises(KeyError):
@@ -280,14 +285,16 @@ class TestFromBasic:
                 continue
             assert getattr(advanced, name) == getattr(basic, name), name
         # Advanced knobs keep their defaults.
-        assert advanced.lora_r == 16 and advanced.fp16 is False
+        assert advanced.lora_r == 16
+        assert advanced.fp16 is False
 
     def test_keeps_preset_filled_values(self) -> None:
         basic = BasicTrainingConfig(**REQUIRED, preset="thorough", batch_size=4)
         advanced = AdvancedTrainingConfig.from_basic(basic)
         for knob in PRESET_KNOBS:
             assert getattr(advanced, knob) == getattr(basic, knob), knob
-        assert advanced.batch_size == 4 and advanced.num_epochs == 5
+        assert advanced.batch_size == 4
+        assert advanced.num_epochs == 5
 
     def test_an_advanced_config_is_returned_as_is(self) -> None:
         advanced = AdvancedTrainingConfig(**REQUIRED, lora_r=4)

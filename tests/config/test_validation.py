@@ -121,7 +121,8 @@ def test_every_rule_has_a_test_class_here() -> None:
 class TestIds:
     def test_named_ids_pass(self) -> None:
         issues = run(make())
-        assert on(issues, "model_id") == [] and on(issues, "dataset_id") == []
+        assert on(issues, "model_id") == []
+        assert on(issues, "dataset_id") == []
 
     def test_empty_model_id(self) -> None:
         one(run(make(model_id="")), "model_id", r"is empty.*model folder")
@@ -331,7 +332,8 @@ class TestPrecision:
     def test_fp32_passes_anywhere(self) -> None:
         for hw in (cpu_hardware(), gpu_hardware(), gpu_hardware(bf16=False)):
             issues = run(make(), hardware=hw)
-            assert on(issues, "fp16") == [] and on(issues, "bf16") == []
+            assert on(issues, "fp16") == []
+            assert on(issues, "bf16") == []
 
     def test_fp16_and_bf16_together(self) -> None:
         one(
@@ -443,7 +445,8 @@ class TestWarmup:
     @pytest.mark.parametrize("overrides", [{}, {"warmup_steps": 100}, {"warmup_ratio": 0.1}])
     def test_one_or_no_warmup_passes(self, overrides: dict[str, Any]) -> None:
         issues = run(make(**overrides))
-        assert on(issues, "warmup_steps") == [] and on(issues, "warmup_ratio") == []
+        assert on(issues, "warmup_steps") == []
+        assert on(issues, "warmup_ratio") == []
 
     def test_negative_steps(self) -> None:
         one(run(make(warmup_steps=-5)), "warmup_steps", r"-5 is negative.*0 or more")
@@ -759,7 +762,8 @@ class TestMemory:
         memory = MemoryFacts(peak_gb=30.0, available_gb=20.0, kind="GPU")
         issues = TrainingParameterValidator().validate(make(), memory=memory)
         issue = one(issues, "batch_size", r"needs about 30\.00 GB of GPU memory; 20\.00 GB")
-        assert "batch_size" in issue.fix and "gradient_checkpointing" in issue.fix
+        assert "batch_size" in issue.fix
+        assert "gradient_checkpointing" in issue.fix
 
     def test_memory_problem_is_reported_with_the_others(self) -> None:
         memory = MemoryFacts(peak_gb=50.0, available_gb=10.0, kind="system")
@@ -867,7 +871,8 @@ class TestEightBitOptimizer:
         )
         issues = [i for i in TrainingParameterValidator().validate(cfg) if i.field == "optim"]
         if importlib.util.find_spec("bitsandbytes") is None:
-            assert len(issues) == 1 and issues[0].severity == "error"
+            assert len(issues) == 1
+            assert issues[0].severity == "error"
             assert "pip install bitsandbytes" in str(issues[0])
         else:
             assert issues == []
@@ -902,7 +907,8 @@ class TestDistributed:
         issues = on(
             run(make(num_processes=2, distributed_strategy="deepspeed")), "distributed_strategy"
         )
-        assert issues and all(i.severity == "error" for i in issues)
+        assert issues
+        assert all(i.severity == "error" for i in issues)
         assert any("GPUs" in str(i) for i in issues)
 
     def test_endpoint_needs_a_port(self) -> None:

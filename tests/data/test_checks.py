@@ -36,7 +36,9 @@ def test_clean_data_is_ok() -> None:
     records = [{"text": "a b", "label": "x"}, {"text": "c", "label": "x"}]
     report = check_records(records, "classification")
     assert report.ok
-    assert report.issues == [] and report.errors == [] and report.warnings == []
+    assert report.issues == []
+    assert report.errors == []
+    assert report.warnings == []
     assert report.num_rows == 2
     assert report.columns == ["text", "label"]
     assert report.mapping == ColumnMap(text="text", label="label")
@@ -116,7 +118,8 @@ def test_a_label_seen_once_is_an_error_on_its_row() -> None:
     report = check_records(records, "classification")
     assert not report.ok
     (issue,) = report.errors
-    assert issue.row == 2 and issue.field == "label"
+    assert issue.row == 2
+    assert issue.field == "label"
     assert "'rare' appears only once" in issue.message
     assert report.label_counts == {"common": 3, "rare": 1}
 
@@ -129,7 +132,8 @@ def test_chat_openai_and_sharegpt_are_ok() -> None:
     sharegpt = [{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}]
     assert check_records(openai, "chat").ok
     report = check_records(sharegpt, "chat")
-    assert report.ok and report.mapping == ColumnMap(messages="conversations")
+    assert report.ok
+    assert report.mapping == ColumnMap(messages="conversations")
 
 
 def test_one_column_per_part_for_the_whole_set() -> None:
@@ -243,7 +247,8 @@ def test_lengths_count_the_rendered_example(
     shape: Any, record: dict[str, Any], tokens: int, field: str
 ) -> None:
     report = check_records([record], shape, token_length=words, max_length=tokens - 1)
-    assert report.lengths is not None and report.lengths.max == tokens
+    assert report.lengths is not None
+    assert report.lengths.max == tokens
     assert [str(i) for i in report.warnings] == [
         f"row 1, {field}: is {tokens} tokens, over max_length {tokens - 1} (it will be truncated)"
     ]
@@ -252,11 +257,13 @@ def test_lengths_count_the_rendered_example(
 def test_issue_cap_keeps_errors_first_and_counts_all() -> None:
     records = [{"text": "dup"} for _ in range(10)] + [{"text": ""} for _ in range(10)]
     report = check_records(records, "text", max_issues=5)
-    assert report.error_count == 10 and report.warning_count == 9
+    assert report.error_count == 10
+    assert report.warning_count == 9
     assert len(report.issues) == 5
     assert all(i.severity == "error" for i in report.issues)
     assert [i.row for i in report.issues] == [11, 12, 13, 14, 15]
-    assert report.truncated and not report.ok
+    assert report.truncated
+    assert not report.ok
     assert "10 errors, 9 warnings" in report.summary()
     assert "... and 14 more" in report.summary()
 
@@ -296,7 +303,8 @@ def test_mixed_integer_and_string_labels_warn_naming_the_column_and_examples() -
     records: Records = [{"review": f"t{i}", "sentiment": label} for i, label in enumerate(labels)]
     report = check_records(records, "classification", ColumnMap(text="review", label="sentiment"))
     assert report.ok  # a warning: the data still trains, as three classes
-    assert report.error_count == 0 and report.warning_count == 1
+    assert report.error_count == 0
+    assert report.warning_count == 1
     (warning,) = report.warnings
     assert (warning.row, warning.line, warning.field) == (None, None, "label")
     assert str(warning) == (
@@ -322,7 +330,8 @@ def test_mixed_labels_warning_is_kept_past_the_issue_cap() -> None:
         (1, "text", "error"),
         (None, "label", "warning"),
     ]
-    assert report.error_count == 2 and report.warning_count == 1
+    assert report.error_count == 2
+    assert report.warning_count == 1
 
 
 def test_unreadable_lines_and_row_errors_are_listed_together_in_file_order() -> None:
@@ -339,7 +348,8 @@ def test_unreadable_lines_and_row_errors_are_listed_together_in_file_order() -> 
         "line 6 is not valid JSON (x). Fix: y.",
         "row 4 (line 7), text: is missing",
     ]
-    assert report.error_count == 4 and not report.ok
+    assert report.error_count == 4
+    assert not report.ok
 
 
 def test_the_summary_shows_the_first_50_issues_and_counts_the_rest() -> None:

@@ -123,7 +123,8 @@ def test_a_job_records_and_trains_on_its_version(service: TrainingService, tmp_p
     deleted = service.datasets.delete(
         "pinned", v1.version, used_by=service.store.jobs_using, force=True
     )
-    assert deleted == [v1.version] and not v1.path.exists()
+    assert deleted == [v1.version]
+    assert not v1.path.exists()
     assert len(service.datasets.versions("pinned")) == 1
 
 
@@ -148,7 +149,8 @@ def test_list_returns_every_readable_dataset(service: TrainingService, tmp_path:
     service.datasets.add(_jsonl(tmp_path / "d.jsonl", _instructions(3)), name="listed")
     by_id = {d.dataset_id: d for d in service.datasets.list()}
     assert {"demo/sentiment", "demo/text", "listed"} <= set(by_id)
-    assert by_id["listed"].shape == "instruction" and by_id["listed"].version
+    assert by_id["listed"].shape == "instruction"
+    assert by_id["listed"].version
 
 
 # -- issue 19 --------------------------------------------------------------------------
@@ -222,7 +224,8 @@ def test_add_returns_the_mixed_label_warning(service: TrainingService, tmp_path:
     labels: list[object] = [0, 1, 0, 1, "positive", "positive"]
     rows: list[dict[str, object]] = [{"text": f"t{i}", "label": x} for i, x in enumerate(labels)]
     version = service.datasets.add(_jsonl(tmp_path / "mixed.jsonl", rows), name="mixed")
-    assert version.report is not None and version.report.ok
+    assert version.report is not None
+    assert version.report.ok
     assert [str(w) for w in version.report.warnings] == [
         "label: column 'label' mixes integer labels (like 0 in row 1 and 1 in row 2) with "
         "string labels (like 'positive' in row 5); every distinct value becomes its own "
@@ -251,7 +254,8 @@ def test_an_unknown_id_is_not_registered_with_close_names_never_a_server_path(
             "registered dataset (demo/sentiment, demo/text, demo/instructions, team/reviews;"
         ), message
         assert "extension" not in message
-        assert caught.value.field == "dataset_id" and caught.value.fix
+        assert caught.value.field == "dataset_id"
+        assert caught.value.fix
     with pytest.raises(DatasetNotFoundError, match="Dataset 'gone' is not registered"):
         service.datasets.get("gone@abc")
     # A path is still a path (admins may name files), and says so when it is missing.

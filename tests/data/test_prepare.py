@@ -275,7 +275,8 @@ class TestPrepareSplit:
             key=key,
             completion_only=True,
         )
-        assert not hit and (tmp_path / key).is_dir()
+        assert not hit
+        assert (tmp_path / key).is_dir()
         assert [p.name for p in tmp_path.iterdir()] == [key]  # no staging folder left
         second, hit = prepare_split(
             iter(()),  # a hit does not read the records
@@ -300,7 +301,8 @@ class TestPrepareSplit:
         common = {"cache_dir": None, "key": None, "completion_only": True}
         alone, _ = prepare_split(records, "instruction", tokenizer, 64, processes=1, **common)
         shared, _ = prepare_split(records, "instruction", tokenizer, 64, processes=3, **common)
-        assert shared.to_list() == alone.to_list() and len(alone) == 21
+        assert shared.to_list() == alone.to_list()
+        assert len(alone) == 21
 
     def test_processes_grow_with_the_data_up_to_the_cores(self) -> None:
         assert tokenize_processes(2_000, cores=16) == 1
@@ -318,7 +320,8 @@ class TestPrepareSplit:
             key=None,
             completion_only=True,
         )
-        assert not hit and len(dataset) == len(RECORDS)
+        assert not hit
+        assert len(dataset) == len(RECORDS)
         assert list(tmp_path.iterdir()) == []
 
     def test_examples_with_nothing_to_train_within_max_length_are_left_out(

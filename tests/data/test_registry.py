@@ -76,7 +76,8 @@ def test_demo_instructions(registry: DatasetRegistry) -> None:
 def test_demo_instructions_is_what_its_generator_makes() -> None:
     script = Path(__file__).parents[2] / "scripts" / "make_instructions.py"
     spec = importlib.util.spec_from_file_location("make_instructions", script)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     lines = [ln for ln in bundled_path("text.txt").read_text().splitlines() if ln.strip()]
@@ -164,8 +165,10 @@ def test_registered_datasets_persist(settings: Settings, tmp_path: Path) -> None
     second = TrainingService(settings)
     try:
         info = second.datasets.get("kept")
-        assert info.path.is_file() and info.path.is_relative_to(settings.home / "datasets")
-        assert info.version is not None and info.version in str(info.path)
+        assert info.path.is_file()
+        assert info.path.is_relative_to(settings.home / "datasets")
+        assert info.version is not None
+        assert info.version in str(info.path)
         assert info.description == "persisted"
         assert info.labels == ["x"]
     finally:
@@ -268,7 +271,8 @@ def test_no_text_column_names_the_columns(registry: DatasetRegistry, tmp_path: P
     with pytest.raises(DatasetFormatError) as info:
         registry.register("numbers", path)
     message = str(info.value)
-    assert "'x'" in message and "'y'" in message
+    assert "'x'" in message
+    assert "'y'" in message
     assert "no text" in message
     assert "Fix:" in message
 

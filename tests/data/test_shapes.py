@@ -114,7 +114,8 @@ def test_no_shape_lists_columns_and_the_options() -> None:
         detect_shape([{"review": "nice", "stars": 5}])
     message = str(info.value)
     assert "['review', 'stars']" in message
-    assert "--text-column" in message and "--label-column" in message
+    assert "--text-column" in message
+    assert "--label-column" in message
     assert "--messages-column" in message
 
 

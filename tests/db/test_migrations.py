@@ -203,7 +203,8 @@ def test_a_create_all_database_is_stamped_and_keeps_its_rows(
     assert _versions(engine) == [head_revision()]
     assert _differences(engine) == []
     job = JobStore(make_sessionmaker(engine)).get("legacy-job")
-    assert job is not None and job.model_id == "m"
+    assert job is not None
+    assert job.model_id == "m"
 
 
 def test_a_database_from_before_the_accounts_tables_gets_them(
@@ -321,7 +322,8 @@ def test_adoption_knows_every_table_of_revision_0001() -> None:
     """Adoption fills in 0001's tables and stamps 0001: the two lists must agree."""
     script = ScriptDirectory.from_config(alembic_config())
     initial = script.get_revision(migrations.INITIAL_REVISION)
-    assert initial is not None and initial.down_revision is None
+    assert initial is not None
+    assert initial.down_revision is None
     assert set(initial.module.TABLES) == migrations.LEGACY_TABLES == TABLES
 
 
@@ -358,4 +360,5 @@ def test_revision_0004_queues_nothing_and_goes_back_cleanly(
         command.downgrade(alembic_config(connection), "0003")
     upgraded.dispose()
     left = {c["name"] for c in inspect(upgraded).get_columns("jobs")}
-    assert left & queue_columns == set() and "resume_count" in left
+    assert left & queue_columns == set()
+    assert "resume_count" in left

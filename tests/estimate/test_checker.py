@@ -141,7 +141,8 @@ def test_gpu_machine_compares_the_smallest_free_gpu(service: TrainingService) ->
     assert any("CUDA context" in n for n in memory.notes)
 
     cpu = service.compatibility.check(TINY_LLAMA_ID, hardware=cpu_hardware(), batch_size=8)
-    assert report.time is not None and cpu.time is not None
+    assert report.time is not None
+    assert cpu.time is not None
     gpu_arithmetic = report.time.seconds - report.time.overhead_seconds
     cpu_arithmetic = cpu.time.seconds - cpu.time.overhead_seconds
     assert gpu_arithmetic < cpu_arithmetic / 100
@@ -230,7 +231,8 @@ def test_model_needing_remote_code(service: TrainingService, tmp_path: Path) -> 
     assert "trust_remote_code" in report.issues[0]
     assert str(folder) in report.issues[0]
     assert report.recommendations  # what to do about it
-    assert report.memory is None and report.time is None
+    assert report.memory is None
+    assert report.time is None
 
 
 def test_missing_model_folder(service: TrainingService) -> None:

@@ -182,7 +182,8 @@ def test_lora_classification_also_trains_a_fresh_encoder_head() -> None:
 def test_lora_with_no_matching_target_says_so() -> None:
     e = est(DECODER, LORA, lora_targets=("query", "value"))
     assert e.trainable_parameters == 0
-    assert e.gradients == 0 and e.optimizer == 0
+    assert e.gradients == 0
+    assert e.optimizer == 0
     assert any("No LoRA target module matched" in n for n in e.notes)
 
 

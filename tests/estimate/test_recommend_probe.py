@@ -154,7 +154,8 @@ def test_fsdp_and_mixed_precision_on_several_gpus() -> None:
     assert "FSDP" in fsdp.description
     count = fsdp.changes["num_processes"]
     # The fewest GPUs that fit, or all of them when none does.
-    assert 2 <= count <= 4 and (fsdp.fits or count == 4)
+    assert 2 <= count <= 4
+    assert fsdp.fits or count == 4
     assert fsdp.estimate.gradients == estimate_memory(DECODER, setup).gradients // count
     # The fewest GPUs that fit: one fewer would not.
     if count > 2:
@@ -238,7 +239,8 @@ def test_anchoring_depends_on_the_estimated_step_time() -> None:
 def test_anchored_requests_take_two_steps_and_unanchored_three() -> None:
     anchored = build_request("m", BIG, training_type="fine_tuning")
     plain = build_request("m", BIG, training_type="fine_tuning", anchored=False)
-    assert anchored["steps"] == 2 and plain["steps"] == 3
+    assert anchored["steps"] == 2
+    assert plain["steps"] == 3
     target = BIG.batch_size
     assert [b for b, _ in anchored["points"]] == [target // 4, target]
     assert [b for b, _ in plain["points"]] == [target // 4, target // 2]
@@ -420,7 +422,8 @@ def test_real_probe_of_tiny_llama(tiny_llama_path: Path) -> None:
         replace(setup, device=result.measured_on),  # type: ignore[arg-type]
     )
     assert result.predicted_peak_bytes == pytest.approx(analytic.peak, rel=0.3)
-    assert result.largest_batch is not None and result.largest_batch > 16
+    assert result.largest_batch is not None
+    assert result.largest_batch > 16
     assert result.predicted_step_seconds > 0
     assert 0 < result.wall_seconds < 180  # bounded: two fresh processes, even on a busy machine
 
@@ -439,5 +442,6 @@ def test_fsdp_proposes_the_fewest_gpus_that_fit() -> None:
     two = estimate_memory(DECODER, replace(setup, num_gpus=2, strategy="fsdp")).peak
     options = recommend(DECODER, setup, two * 1.01, gpu_count=8, lora_targets=TARGETS)
     fsdp = next(r for r in options if r.changes.get("distributed_strategy") == "fsdp")
-    assert fsdp.changes["num_processes"] == 2 and fsdp.fits
+    assert fsdp.changes["num_processes"] == 2
+    assert fsdp.fits
     assert fsdp.estimate.peak == two

@@ -156,6 +156,7 @@ def test_restricted_to_the_allocated_gpus() -> None:
     ]
     machine = cpu_hardware(gpu_count=2, gpus=gpus, available_gpu_memory_gb=72.0)
     mine = machine.restricted_to((1,))
-    assert mine.gpu_count == 1 and mine.available_gpu_memory_gb == 70.0
+    assert mine.gpu_count == 1
+    assert mine.available_gpu_memory_gb == 70.0
     assert [g.index for g in mine.gpus] == [1]
     assert machine.restricted_to(()) is machine

@@ -149,7 +149,8 @@ def test_list_reports_every_step_with_its_losses_size_and_time(full: Run) -> Non
     assert [i.step for i in infos] == [2, 4, 6]
     assert [i.path.name for i in infos] == ["checkpoint-2", "checkpoint-4", "checkpoint-6"]
     epochs = [i.epoch for i in infos]
-    assert all(e is not None and e > 0 for e in epochs) and epochs == sorted(epochs)
+    assert all(e is not None and e > 0 for e in epochs)
+    assert epochs == sorted(epochs)
     # The losses agree with what the worker recorded in the store at each step.
     for info in infos:
         loss_rows = [r for r in full.history if "loss" in r and r["step"] == info.step]
@@ -169,7 +170,8 @@ def test_list_reports_every_step_with_its_losses_size_and_time(full: Run) -> Non
     assert latest_checkpoint(full.checkpoint_dir) == full.checkpoint_dir / "checkpoint-6"
     assert disk_usage(full.checkpoint_dir) == sum(i.size_bytes for i in infos)
     as_json = json.loads(json.dumps(infos[0].to_dict()))
-    assert as_json["step"] == 2 and as_json["path"] == str(infos[0].path)
+    assert as_json["step"] == 2
+    assert as_json["path"] == str(infos[0].path)
     assert datetime.fromisoformat(as_json["modified"]) == infos[0].modified
 
 

@@ -15,8 +15,10 @@ def test_setup_creates_every_folder_and_cleanup_keeps_outputs(tmp_path: Path) ->
     (env.temp_dir / "scratch.bin").write_bytes(b"x")
     (env.model_dir).mkdir()
     manager.cleanup(env)
-    assert not env.temp_dir.exists() and not env.data_dir.exists()
-    assert env.model_dir.exists() and env.logs_dir.exists()
+    assert not env.temp_dir.exists()
+    assert not env.data_dir.exists()
+    assert env.model_dir.exists()
+    assert env.logs_dir.exists()
 
 
 def test_not_enough_disk_fails_before_creating_anything(tmp_path: Path) -> None:

@@ -111,7 +111,8 @@ def test_a_full_disk_while_checkpointing_fails_clearly_keeps_the_last_checkpoint
     assert "No space left on device while saving checkpoint-10" in message
     assert str(checkpoints) in message
     assert "checkpoint-5, the latest complete checkpoint, is kept" in message
-    assert "Fix: free space" in message and "flextrain jobs resume" in message
+    assert "Fix: free space" in message
+    assert "flextrain jobs resume" in message
     assert "Traceback" not in message
 
     # Nothing half-written is left that resume (or the Trainer's rotation) would take.
@@ -154,7 +155,8 @@ def test_an_output_dir_on_a_read_only_mount_is_refused_when_the_job_is_created(
     with pytest.raises(ConfigValidationError) as info:
         service.create_job(_config(output_dir=str(read_only / "run")))
     issue = _output_dir_issue(info.value)
-    assert str(read_only / "run") in issue and "Read-only file system" in issue
+    assert str(read_only / "run") in issue
+    assert "Read-only file system" in issue
     assert "Fix: choose a folder you can write to" in issue
     assert service.list_jobs() == []
 
@@ -168,7 +170,8 @@ def test_an_output_dir_that_became_read_only_fails_the_start_not_the_worker(
         service.start_job(job.job_id)
     assert "Read-only file system" in _output_dir_issue(info.value)
     after = service.require_job(job.job_id)
-    assert after.status == TrainingStatus.FAILED and after.pid is None
+    assert after.status == TrainingStatus.FAILED
+    assert after.pid is None
     assert "output_dir" in (after.error_message or "")
 
 
@@ -200,7 +203,8 @@ def test_an_output_dir_under_a_regular_file_is_a_422_and_a_cli_message(
     )
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
-    assert "output_dir" in text and "is a file, not a folder" in text
+    assert "output_dir" in text
+    assert "is a file, not a folder" in text
     assert "Traceback" not in text
     assert service.list_jobs() == []
     service.engine.dispose()
@@ -226,11 +230,13 @@ def test_a_dataset_whose_stored_copy_was_deleted_cannot_start_or_resume_until_re
     with pytest.raises(DatasetNotFoundError) as info:
         service.start_job(job.job_id)
     message = str(info.value)
-    assert "Dataset 'prose'" in message and "stored copy" in message
+    assert "Dataset 'prose'" in message
+    assert "stored copy" in message
     assert "Fix: register the file again" in message
     refused = service.require_job(job.job_id)
     assert refused.status == TrainingStatus.FAILED
-    assert refused.error_message == message and refused.pid is None
+    assert refused.error_message == message
+    assert refused.pid is None
 
     with pytest.raises(DatasetNotFoundError, match="register the file again"):
         service.resume_job(stopped.job_id)
@@ -290,7 +296,8 @@ def test_a_model_folder_with_broken_weights_is_refused_at_check_and_create(
     with pytest.raises(ModelFilesError) as info:
         service.create_job(_config(model_id=str(model_folder)))
     message = str(info.value)
-    assert expected in message and str(model_folder) in message
+    assert expected in message
+    assert str(model_folder) in message
     assert "Fix: copy the model folder again" in message
     assert service.list_jobs() == []
 
@@ -306,7 +313,8 @@ def test_a_model_folder_without_weights_is_refused_unless_trained_from_scratch(
     with pytest.raises(ConfigValidationError) as info:
         service.create_job(_config(model_id=str(model_folder)))
     issues = [str(i) for i in info.value.errors if i.field == "model_id"]
-    assert issues and "has no weight file: model.safetensors is missing" in issues[0]
+    assert issues
+    assert "has no weight file: model.safetensors is missing" in issues[0]
     assert "Fix: copy the weights into the folder" in issues[0]
     assert service.list_jobs() == []
     # A config (and tokenizer) is all full_training needs: it builds the model fresh.

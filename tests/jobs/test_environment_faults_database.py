@@ -92,7 +92,7 @@ class Lock:
 def locked_for_long(settings: Settings) -> Iterator[Settings]:
     """Settings whose database URL gives up after SHORT_WAIT_S (`?timeout=`)."""
     url = f"sqlite:///{settings.home / 'flextrain.db'}?timeout={SHORT_WAIT_S}"
-    yield settings.model_copy(update={"database_url": url})
+    return settings.model_copy(update={"database_url": url})
 
 
 def test_a_write_waits_out_a_brief_lock(service: TrainingService) -> None:
@@ -126,8 +126,10 @@ def test_a_lock_held_past_the_wait_budget_is_a_clear_error_and_other_jobs_are_un
     lock.release()
 
     message = str(info.value)
-    assert str(database) in message and "is locked by another process" in message
-    assert "(waited 0." in message and "Fix: retry when the other process is done" in message
+    assert str(database) in message
+    assert "is locked by another process" in message
+    assert "(waited 0." in message
+    assert "Fix: retry when the other process is done" in message
     assert SHORT_WAIT_S <= waited < 3.0  # bounded: it gave up long before the lock ended
     after = {job.job_id: job for job in service.list_jobs()}
     assert after == before
@@ -163,7 +165,8 @@ def test_a_locked_database_is_a_503_from_the_api_and_one_line_from_the_cli(
     assert result.exit_code == 1, result.output
     text = "".join(result.output.split())  # the console wraps long paths anywhere
     assert f"Thejobdatabase'{database}'islockedbyanotherprocess" in text
-    assert "Fix:" in text and "Traceback" not in text
+    assert "Fix:" in text
+    assert "Traceback" not in text
     assert service.require_job(job.job_id).status == TrainingStatus.PENDING
     service.engine.dispose()
 
@@ -185,6 +188,7 @@ def test_a_worker_waits_out_a_lock_while_training_and_records_its_result(
 
     done = service.wait(job.job_id, timeout=180)
     assert done.status == TrainingStatus.COMPLETED, done.error_message
-    assert done.current_step == 30 and done.model_path
+    assert done.current_step == 30
+    assert done.model_path
     steps = [row["step"] for row in service.metric_history(job.job_id) if "loss" in row]
     assert steps == list(range(1, 31))  # no logged step lost to the lock

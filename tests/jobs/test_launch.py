@@ -38,8 +38,10 @@ def test_one_process_runs_the_worker_directly(tmp_path: Path) -> None:
         "--home",
         str(tmp_path),
     ]
-    assert env["KEEP"] == "1" and env["TOKENIZERS_PARALLELISM"] == "false"
-    assert "CUDA_VISIBLE_DEVICES" not in env and "OMP_NUM_THREADS" not in env
+    assert env["KEEP"] == "1"
+    assert env["TOKENIZERS_PARALLELISM"] == "false"
+    assert "CUDA_VISIBLE_DEVICES" not in env
+    assert "OMP_NUM_THREADS" not in env
 
 
 def test_allocation_fixes_gpus_and_threads(tmp_path: Path) -> None:
@@ -72,14 +74,17 @@ def test_several_processes_on_one_machine_go_through_torchrun_standalone(
         base_env={},
     )
     assert argv[:3] == ["/py", "-m", "torch.distributed.run"]
-    assert _flag(argv, "--nproc-per-node") == "2" and _flag(argv, "--nnodes") == "1"
-    assert "--standalone" in argv and "--rdzv-endpoint" not in argv
+    assert _flag(argv, "--nproc-per-node") == "2"
+    assert _flag(argv, "--nnodes") == "1"
+    assert "--standalone" in argv
+    assert "--rdzv-endpoint" not in argv
     # A failed rank fails the run (no elastic restarts), and its peers are stopped soon.
     assert _flag(argv, "--max-restarts") == "0"
     assert float(_flag(argv, "--monitor-interval")) <= 1.0
     # Every rank's output in the job's logs folder, tee'd into the job log.
     assert _flag(argv, "--log-dir") == str(tmp_path / "jobs" / "abc" / "logs" / "ranks")
-    assert _flag(argv, "--redirects") == "3" and _flag(argv, "--tee") == "3"
+    assert _flag(argv, "--redirects") == "3"
+    assert _flag(argv, "--tee") == "3"
     # The strategy is the worker's business (TrainingArguments), not torchrun's.
     tail = argv[argv.index("-m", 3) :]
     assert tail[: len(WORKER_TAIL)] == WORKER_TAIL

@@ -53,7 +53,8 @@ def test_cancel_from_a_second_instance_stops_worker_and_children(
     job_id = _long_job(service)
     _wait_training(service, job_id)
     pid = service.require_job(job_id).pid
-    assert pid is not None and psutil.pid_exists(pid)
+    assert pid is not None
+    assert psutil.pid_exists(pid)
     tree = [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
 
     other = TrainingService(settings)  # as if another process (CLI) opened the same home
@@ -130,7 +131,8 @@ def test_crashing_worker_leaves_failed_job_with_message_and_traceback(
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     job = service.wait(job.job_id, timeout=120)
     assert job.status == TrainingStatus.FAILED
-    assert job.error_message and "safetensor" in job.error_message.lower()
+    assert job.error_message
+    assert "safetensor" in job.error_message.lower()
     log = Path(job.log_path or "").read_text()
     assert "Traceback (most recent call last)" in log
 
@@ -144,6 +146,7 @@ def test_progress_is_written_while_training(service: TrainingService) -> None:
     assert later.current_step > first.current_step
     assert 0 < later.progress < 1
     assert later.total_steps > 1000
-    assert later.loss is not None and later.learning_rate is not None
+    assert later.loss is not None
+    assert later.learning_rate is not None
     assert len(service.store.metric_history(job_id)) >= 2
     service.cancel_job(job_id)

@@ -121,7 +121,8 @@ def test_an_oom_killed_job_continues_at_half_the_micro_batch(
     assert Path(done.model_path or "", "model.safetensors").exists()
     # The cgroup is gone with the worker: nothing of the job is left in the kernel.
     record = oom.LaunchRecord.load(limited.environment(job.job_id).root)
-    assert record is not None and record.cgroup is not None
+    assert record is not None
+    assert record.cgroup is not None
     deadline = time.monotonic() + 10
     while Path(record.cgroup).exists() and time.monotonic() < deadline:
         limited.recover_jobs()  # the sweep a later launch or restart does
@@ -154,13 +155,15 @@ def test_a_worker_killed_by_hand_is_interrupted_not_taken_for_out_of_memory(
     while limited.require_job(job.job_id).current_step < 1 and time.monotonic() < deadline:
         time.sleep(0.2)
     running = limited.require_job(job.job_id)
-    assert running.status == TrainingStatus.TRAINING and running.pid is not None
+    assert running.status == TrainingStatus.TRAINING
+    assert running.pid is not None
     # The worker asked the kernel to pick it first when memory runs out ...
     score = Path(f"/proc/{running.pid}/oom_score_adj").read_text().strip()
     assert int(score) == oom.WORKER_OOM_SCORE_ADJ
     # ... and runs in its own cgroup with the job's limit.
     record = oom.LaunchRecord.load(limited.environment(job.job_id).root)
-    assert record is not None and record.cgroup is not None
+    assert record is not None
+    assert record.cgroup is not None
     assert str(running.pid) in Path(record.cgroup, "cgroup.procs").read_text().split()
     os.kill(running.pid, signal.SIGKILL)
     deadline = time.monotonic() + 30

@@ -77,7 +77,8 @@ def test_the_python_api_refuses_advanced_settings_in_a_basic_job(
 
     # Only basic fields given: stored as the basic job asked for, and it starts.
     job = asyncio.run(interface.create_basic_training_job(_config(num_epochs=1)))  # type: ignore[arg-type]
-    assert job.mode == TrainingMode.BASIC and "weight_decay" not in job.config
+    assert job.mode == TrainingMode.BASIC
+    assert "weight_decay" not in job.config
     assert service.plan_start(job.job_id).config.num_epochs == 1
     assert service.require_job(job.job_id).status == TrainingStatus.PENDING
 

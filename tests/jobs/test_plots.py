@@ -65,7 +65,8 @@ def test_plot_of_one_and_two_jobs_side_by_side(service: TrainingService, tmp_pat
     assert two.parent == service.settings.home / "plots"
     width_one, height_one = _png_size(one)
     width_two, height_two = _png_size(two)
-    assert width_two >= 2 * width_one * 0.9 and height_two == height_one
+    assert width_two >= 2 * width_one * 0.9
+    assert height_two == height_one
     assert len(service.metric_history("job-a")) == 7
     with pytest.raises(JobNotFoundError, match="nope"):
         service.plot_jobs(["job-a", "nope"], tmp_path / "never.png")
@@ -88,16 +89,21 @@ def test_cli_metrics_and_plot(
     runner = CliRunner()
     shown = runner.invoke(app, ["jobs", "metrics", "job-c"])
     assert shown.exit_code == 0, shown.output
-    assert "learning_rate" in shown.output and "eval_loss" in shown.output and "0.9" in shown.output
+    assert "learning_rate" in shown.output
+    assert "eval_loss" in shown.output
+    assert "0.9" in shown.output
     as_json = runner.invoke(app, ["jobs", "metrics", "job-c", "--json"])
     rows = json.loads(as_json.stdout)
-    assert [r["step"] for r in rows][:3] == [10, 20, 30] and rows[-1]["eval_loss"] == 0.9
+    assert [r["step"] for r in rows][:3] == [10, 20, 30]
+    assert rows[-1]["eval_loss"] == 0.9
     out = tmp_path / "c.png"
     plotted = runner.invoke(app, ["jobs", "plot", "job-c", "--out", str(out)])
     assert plotted.exit_code == 0, plotted.output
-    assert plotted.output.strip() == str(out) and _png_size(out)[0] > 0
+    assert plotted.output.strip() == str(out)
+    assert _png_size(out)[0] > 0
     missing = runner.invoke(app, ["jobs", "plot", "no-such-job"])
-    assert missing.exit_code == 2 and "No training job with id 'no-such-job'" in missing.output
+    assert missing.exit_code == 2
+    assert "No training job with id 'no-such-job'" in missing.output
 
 
 def test_python_api_reads_the_history(service: TrainingService) -> None:
@@ -106,4 +112,5 @@ def test_python_api_reads_the_history(service: TrainingService) -> None:
     _job_with_history(service.store, "job-d", steps=2)
     history = FlexibleTrainingInterface(service=service).get_job_metrics("job-d")
     assert [row["step"] for row in history] == [10, 20, 20]
-    assert history[0]["loss"] == 3.0 and history[-1]["eval_loss"] == 0.9
+    assert history[0]["loss"] == 3.0
+    assert history[-1]["eval_loss"] == 0.9

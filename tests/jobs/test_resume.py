@@ -81,7 +81,8 @@ def test_sigkilled_worker_is_interrupted_and_resume_continues_the_step_count(
     # A second instance (the service restarting) notices the dead worker.
     other = TrainingService(settings)
     recovered = other.recover_jobs()
-    assert job_id in recovered["interrupted"] and recovered["resumed"] == []
+    assert job_id in recovered["interrupted"]
+    assert recovered["resumed"] == []
     job = other.require_job(job_id)
     assert job.status == TrainingStatus.INTERRUPTED
     assert "resume continues" in (job.error_message or "")
@@ -150,7 +151,8 @@ def test_cancel_saves_a_checkpoint_at_the_current_step_and_resume_finishes(
     job = service.cancel_job(job_id)
     assert job.status == TrainingStatus.CANCELLED
     saved = list_checkpoints(service.environment(job_id).checkpoint_dir)
-    assert len(saved) == 1 and 5 <= saved[0].step < STEPS
+    assert len(saved) == 1
+    assert 5 <= saved[0].step < STEPS
     assert "stop requested (SIGTERM)" in service.read_log(job_id)
     # The job says where it stopped: the step of the checkpoint a resume continues from
     # (it showed the last throttled progress write, a few steps behind).
@@ -162,7 +164,8 @@ def test_cancel_saves_a_checkpoint_at_the_current_step_and_resume_finishes(
     done = service.wait(job_id, timeout=180)
     assert done.status == TrainingStatus.COMPLETED, done.error_message
     steps = [row["step"] for row in service.metric_history(job_id) if "loss" in row]
-    assert steps == sorted(set(steps)) and steps[-1] == STEPS
+    assert steps == sorted(set(steps))
+    assert steps[-1] == STEPS
     assert "Resumed from step" in service.events(job_id)[-1].message
 
 
@@ -205,9 +208,11 @@ def test_heartbeat_and_system_samples_while_running(service: TrainingService) ->
     samples = service.system_samples(job_id)
     assert len(samples) >= 2
     last = samples[-1]
-    assert last["memory_total_gb"] > 0 and 0 < last["memory_used_gb"] <= last["memory_total_gb"]
+    assert last["memory_total_gb"] > 0
+    assert 0 < last["memory_used_gb"] <= last["memory_total_gb"]
     assert 0.05 < last["process_rss_gb"] < last["memory_total_gb"]
-    assert 0 <= last["cpu_percent"] <= 100 and last["process_cpu_percent"] >= 0
+    assert 0 <= last["cpu_percent"] <= 100
+    assert last["process_cpu_percent"] >= 0
     service.cancel_job(job_id)
 
 

@@ -268,7 +268,8 @@ def test_with_reserved_cpus_the_worker_runs_on_the_other_cores(settings: Setting
         )
         assert running.pid is not None
         cpus = sorted(os.sched_getaffinity(running.pid))
-        assert cpus == training_cpus(1) and 0 not in cpus
+        assert cpus == training_cpus(1)
+        assert 0 not in cpus
         assert sorted({*cpus, *(server_cpus(1) or [])}) == list(range(os.cpu_count() or 1))
     finally:
         for job in service.list_jobs():
@@ -283,12 +284,14 @@ def test_reserved_cores_come_from_the_machine_not_from_a_pinned_process(tmp_path
     cpus = training_cpus(1)
     try:
         os.sched_setaffinity(0, {min(before)})  # as the server, or a worker that ticks
-        assert training_cpus(1) == cpus and server_cpus(1) == [min(before)]
+        assert training_cpus(1) == cpus
+        assert server_cpus(1) == [min(before)]
     finally:
         os.sched_setaffinity(0, before)
     listed = tmp_path / "cpus"
     listed.write_text("0-3,6\n")
-    assert cpu_list(listed) == [0, 1, 2, 3, 6] and cpu_list(tmp_path / "none") == []
+    assert cpu_list(listed) == [0, 1, 2, 3, 6]
+    assert cpu_list(tmp_path / "none") == []
 
 
 def test_cancelling_a_queued_job_never_starts_it(make_service: MakeService) -> None:
@@ -299,14 +302,17 @@ def test_cancelling_a_queued_job_never_starts_it(make_service: MakeService) -> N
 
     cancelled = service.cancel_job(queued)
     assert cancelled.status == TrainingStatus.CANCELLED
-    assert cancelled.completed_at is not None and cancelled.wait_reason is None
+    assert cancelled.completed_at is not None
+    assert cancelled.wait_reason is None
     end(proc)  # the machine frees up: ticks now have room
     for _ in range(2):
         report = service.scheduler.tick()
         assert queued not in report.started
     job = service.require_job(queued)
     assert job.status == TrainingStatus.CANCELLED
-    assert job.pid is None and job.allocation is None and job.started_at is None
+    assert job.pid is None
+    assert job.allocation is None
+    assert job.started_at is None
     log = Path(job.log_path or "")
     assert not log.exists() or log.read_text() == ""
     assert service.require_job(blocker).status == TrainingStatus.INTERRUPTED
@@ -365,7 +371,8 @@ def test_one_thread_jobs_run_side_by_side_and_a_default_job_waits_for_all_cores(
     second = submit(service, num_threads=1, max_steps=100_000)
     for job_id in (first, second):
         job = service.require_job(job_id)
-        assert job.status.is_active and job.pid is not None, (job.status, job.error_message)
+        assert job.status.is_active, (job.status, job.error_message)
+        assert job.pid is not None, (job.status, job.error_message)
         assert job.allocation == {"gpus": [], "threads": 1}
         spec = json.loads(service.environment(job_id).config_file.read_text())
         assert spec["num_threads"] == 1
@@ -411,8 +418,10 @@ def test_a_request_that_can_never_fit_fails_at_submit(make_service: MakeService)
         service.start_job(job.job_id)
     assert [e.field for e in caught.value.errors] == ["num_threads"]
     failed = service.require_job(job.job_id)
-    assert failed.status == TrainingStatus.FAILED and failed.pid is None
-    assert failed.error_message and "Fix: set num_threads to at most 2" in failed.error_message
+    assert failed.status == TrainingStatus.FAILED
+    assert failed.pid is None
+    assert failed.error_message
+    assert "Fix: set num_threads to at most 2" in failed.error_message
 
 
 def test_a_queued_job_that_can_no_longer_fit_fails_without_blocking_the_queue(
@@ -431,7 +440,8 @@ def test_a_queued_job_that_can_no_longer_fit_fails_without_blocking_the_queue(
     behind = submit(service)  # its tick fails `stuck`; `behind` waits for its own reason
     failed = service.require_job(stuck)
     assert failed.status == TrainingStatus.FAILED
-    assert failed.error_message and "num_threads" in failed.error_message
+    assert failed.error_message
+    assert "num_threads" in failed.error_message
     assert [e.kind for e in service.events(stuck)] == ["not_scheduled"]
     reason = service.require_job(behind).wait_reason
     assert reason == f"max_concurrent_jobs 1 reached: job {blocker} running"
@@ -443,7 +453,8 @@ def test_resume_goes_through_the_queue(make_service: MakeService) -> None:
     service.cancel_job(job_id)
     blocker, _ = occupy(service)
     resumed = service.resume_job(job_id)
-    assert resumed.status == TrainingStatus.QUEUED and resumed.resume_count == 1
+    assert resumed.status == TrainingStatus.QUEUED
+    assert resumed.resume_count == 1
     assert resumed.wait_reason == f"max_concurrent_jobs 1 reached: job {blocker} running"
     assert [e.kind for e in service.events(job_id)] == ["resumed"]
 

@@ -59,7 +59,8 @@ def test_an_exception_is_reported_with_its_message() -> None:
         "    File \"y.py\", line 2, in g\n  ValueError: label 'maybe' is not in the label set",
     )
     cause = parse_root_cause(report)
-    assert cause is not None and cause.rank == 1
+    assert cause is not None
+    assert cause.rank == 1
     assert cause.describe() == (
         "rank 1 on node0 exited with code 1: ValueError: label 'maybe' is not in the label set"
     )
@@ -90,7 +91,8 @@ def test_a_failed_run_fails_the_job_with_the_cause(
     log.write_text(REPORT)
     assert settle(service.store, job_id, 1, None, log) == TrainingStatus.FAILED
     job = service.require_job(job_id)
-    assert job.error_message and job.error_message.startswith(
+    assert job.error_message
+    assert job.error_message.startswith(
         "Distributed run failed: rank 1 on node0 was killed by SIGKILL"
     )
     assert service.events(job_id)[-1].kind == "rank_failed"
@@ -107,7 +109,8 @@ def test_a_rank_the_kernel_killed_for_memory_fails_with_what_to_change(
     message = service.require_job(job_id).error_message or ""
     assert message.startswith("OutOfMemoryAdvice: Out of memory at micro-batch")
     assert f"(rank 1: {why}; recovery is not done with several processes)" in message
-    assert "Fix: lower" in message and "`flextrain check` estimates each option" in message
+    assert "Fix: lower" in message
+    assert "`flextrain check` estimates each option" in message
 
 
 def test_a_shutdown_interrupts_and_a_finished_job_is_left_alone(service: TrainingService) -> None:

@@ -102,7 +102,8 @@ def test_a_forbidden_change_raises_and_changes_nothing(store: JobStore, kind: st
         # A plain write to a job that cannot reach the status moves nothing either.
         assert not store.update(job_id, status=new, allow_terminal=True)
         job = store.get(job_id)
-        assert job is not None and job.status == old, (old, new)
+        assert job is not None, (old, new)
+        assert job.status == old, (old, new)
 
 
 def test_every_allowed_change_is_made(store: JobStore) -> None:
@@ -111,7 +112,8 @@ def test_every_allowed_change_is_made(store: JobStore) -> None:
             job_id = _job(store, old)
             assert store.transition(job_id, [old], status=new), (old, new)
             job = store.get(job_id)
-            assert job is not None and job.status == new
+            assert job is not None
+            assert job.status == new
 
 
 def test_a_compare_and_set_that_lost_the_race_returns_false(store: JobStore) -> None:
@@ -119,7 +121,8 @@ def test_a_compare_and_set_that_lost_the_race_returns_false(store: JobStore) -> 
     job_id = _job(store, S.CANCELLED)
     assert not store.transition(job_id, [S.TRAINING], status=S.COMPLETED)
     job = store.get(job_id)
-    assert job is not None and job.status == S.CANCELLED
+    assert job is not None
+    assert job.status == S.CANCELLED
 
 
 def test_a_worker_cannot_revive_a_cancelled_job(store: JobStore) -> None:
@@ -129,7 +132,9 @@ def test_a_worker_cannot_revive_a_cancelled_job(store: JobStore) -> None:
     for worker_write in (S.TRAINING, S.EVALUATING, S.COMPLETED):
         assert not store.update(job_id, status=worker_write, current_step=9)
     job = store.get(job_id)
-    assert job is not None and job.status == S.CANCELLED and job.current_step != 9
+    assert job is not None
+    assert job.status == S.CANCELLED
+    assert job.current_step != 9
 
 
 def test_sources_are_the_table_read_backwards() -> None:

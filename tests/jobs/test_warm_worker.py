@@ -39,13 +39,15 @@ def _warm(service: TrainingService) -> WarmWorker | None:
 def test_the_warm_worker_runs_the_next_job_and_writes_its_log(service: TrainingService) -> None:
     service.start_warm_worker()
     warm = _warm(service)
-    assert warm is not None and warm.proc is not None
+    assert warm is not None
+    assert warm.proc is not None
     pid = warm.proc.pid
     assert "--warm" in psutil.Process(pid).cmdline()
 
     job = service.create_job(_config())
     started = service.start_job(job.job_id)
-    assert started.pid == pid and _warm(service) is None
+    assert started.pid == pid
+    assert _warm(service) is None
     done = service.wait(job.job_id, timeout=120)
     assert done.status == TrainingStatus.COMPLETED, service.read_log(job.job_id, 40)
     assert done.current_step == 3
@@ -61,7 +63,8 @@ def test_the_warm_worker_runs_the_next_job_and_writes_its_log(service: TrainingS
 def test_an_unused_warm_worker_is_stopped(service: TrainingService) -> None:
     service.start_warm_worker()
     warm = _warm(service)
-    assert warm is not None and warm.proc is not None
+    assert warm is not None
+    assert warm.proc is not None
     proc = warm.proc
     warm.discard()
     assert proc.poll() is not None
@@ -71,7 +74,8 @@ def test_an_unused_warm_worker_is_stopped(service: TrainingService) -> None:
 def test_a_warm_worker_that_died_is_replaced_by_a_fresh_one(service: TrainingService) -> None:
     service.start_warm_worker()
     warm = _warm(service)
-    assert warm is not None and warm.proc is not None
+    assert warm is not None
+    assert warm.proc is not None
     dead = warm.proc.pid
     os.kill(dead, signal.SIGKILL)
     deadline = time.monotonic() + 10

@@ -172,7 +172,8 @@ def test_merge_into_a_non_empty_folder_needs_force(
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["merged"]  # no half-written sibling
     merge(service, lora_lm.job_id, out, force=True)
-    assert (out / "model.safetensors").exists() and not (out / "notes.txt").exists()
+    assert (out / "model.safetensors").exists()
+    assert not (out / "notes.txt").exists()
 
 
 # -- export -----------------------------------------------------------------------------
@@ -184,8 +185,10 @@ def test_export_card_names_the_data_hash_and_the_version(
     result = export(service, lora_lm.job_id, tmp_path / "export")
     folder = Path(result.path)
     assert result.weights == "merged"
-    assert lora_lm.dataset_version and result.dataset_hash == lora_lm.dataset_version
-    assert "training_args.bin" not in result.files and "model.safetensors" in result.files
+    assert lora_lm.dataset_version
+    assert result.dataset_hash == lora_lm.dataset_version
+    assert "training_args.bin" not in result.files
+    assert "model.safetensors" in result.files
 
     front, body = _front_matter((folder / "README.md").read_text())
     assert front["base_model"] == "flextrain/tiny-llama"
@@ -197,7 +200,8 @@ def test_export_card_names_the_data_hash_and_the_version(
     assert f"flextrain version:** {version('flextrain')}" in body
     # The config shows what was set, not every default.
     config = yaml.safe_load(body.split("```yaml\n", 1)[1].split("```", 1)[0])
-    assert config["max_steps"] == 8 and config["lora_r"] == 4
+    assert config["max_steps"] == 8
+    assert config["lora_r"] == 4
     assert "weight_decay" not in config
     assert "eval_loss" in body
 
@@ -255,7 +259,8 @@ def test_export_of_a_full_model_hashes_an_unregistered_file(
     card = (Path(result.path) / "README.md").read_text()
     front, body = _front_matter(card)
     assert front["pipeline_tag"] == "text-classification"
-    assert file_hash in body and "not a registered version" in body
+    assert file_hash in body
+    assert "not a registered version" in body
     assert "Labels:** negative, positive" in body
     assert "weight_decay" in body  # full_config: every field
     model = AutoModelForSequenceClassification.from_pretrained(result.path)
@@ -268,7 +273,8 @@ def test_evaluate_shows_the_trained_classifier_beating_its_base(
 ) -> None:
     result = evaluate(service, classifier.job_id, "demo/sentiment", split="all")
     print(f"\nevaluate demo/sentiment: trained {result.trained}, base {result.base}")
-    assert result.rows == 480 and result.split == "all"
+    assert result.rows == 480
+    assert result.split == "all"
     assert result.notes[0] == (
         "split all: all 480 rows of 'demo/sentiment' were scored, including rows job "
         f"{classifier.job_id} trained on. Fix: use split heldout to score only the rows it "
@@ -345,14 +351,17 @@ def test_evaluate_language_model_loss_and_perplexity(
     service: TrainingService, lora_lm: TrainingJob
 ) -> None:
     held = evaluate(service, lora_lm.job_id, split="heldout", limit=None)
-    assert held.rows == lora_lm.metrics["eval_rows"] and held.tokens and held.tokens > 0
+    assert held.rows == lora_lm.metrics["eval_rows"]
+    assert held.tokens
+    assert held.tokens > 0
     # Token-weighted here, a mean of batch means in the Trainer: close, not equal.
     assert held.trained["loss"] == pytest.approx(lora_lm.metrics["eval_loss"], rel=0.02)
     assert held.trained["perplexity"] == pytest.approx(math.exp(held.trained["loss"]))
     assert held.trained["loss"] < held.base["loss"]
 
     other = evaluate(service, lora_lm.job_id, "demo/text", limit=40, batch_size=8)
-    assert other.rows == 40 and other.dataset_id == "demo/text"
+    assert other.rows == 40
+    assert other.dataset_id == "demo/text"
     assert set(other.trained) == set(other.base) == {"loss", "perplexity"}
 
 
@@ -373,15 +382,19 @@ def test_try_gives_generations_and_labels_for_both_models(
     assert lm.templated  # it trained on instructions: prompted in its chat format
     assert [row.input for row in lm.rows] == ["Name a colour.", "Spell 'cat'."]
     for row in lm.rows:
-        assert row.prompt.startswith("<|user|>\n") and row.prompt.endswith("<|assistant|>\n")
-        assert isinstance(row.trained.generation, str) and isinstance(row.base.generation, str)
+        assert row.prompt.startswith("<|user|>\n")
+        assert row.prompt.endswith("<|assistant|>\n")
+        assert isinstance(row.trained.generation, str)
+        assert isinstance(row.base.generation, str)
     raw = try_model(service, lora_lm.job_id, ["The heat"], max_new_tokens=3, chat=False)
-    assert raw.rows[0].prompt == "The heat" and not raw.templated
+    assert raw.rows[0].prompt == "The heat"
+    assert not raw.templated
 
     cls = try_model(service, classifier.job_id, ["Lovely food and kind staff.", "Awful."])
     for row in cls.rows:
         for answer in (row.trained, row.base):
-            assert answer.label in ("negative", "positive") and answer.scores is not None
+            assert answer.label in ("negative", "positive")
+            assert answer.scores is not None
             assert sum(answer.scores.values()) == pytest.approx(1.0, abs=1e-4)
     assert any("random" in note for note in cls.notes)
     with pytest.raises(AfterTrainingError, match="texts"):
@@ -420,7 +433,8 @@ def test_a_lora_classifier_is_registered_as_its_task_model(
 
     full = service.model_registry.for_job(classifier.job_id)
     adapter = service.model_registry.for_job(lora_classifier.job_id)
-    assert full is not None and adapter is not None
+    assert full is not None
+    assert adapter is not None
     assert (full.architecture, full.adapter) == ("BertForSequenceClassification", False)
     assert (adapter.architecture, adapter.adapter) == ("BertForSequenceClassification", True)
     # The same model with the same two-label head: the same count.
@@ -465,6 +479,7 @@ def test_the_python_api_offers_all_four(
         tried = await api.try_model(lora_lm.job_id, ["Hello"], max_new_tokens=2)
         assert len(tried.rows) == 1
         evaluated = await api.evaluate_model(lora_lm.job_id, "demo/text", limit=10)
-        assert evaluated.rows == 10 and "perplexity" in evaluated.base
+        assert evaluated.rows == 10
+        assert "perplexity" in evaluated.base
 
     asyncio.run(run())

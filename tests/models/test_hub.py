@@ -68,7 +68,9 @@ def test_search_filters_by_task_license_and_size(
     assert hub_ids(listing.models) == [TINY, WIDE]
     assert [m.source for m in listing.models] == ["hub", "hub"]
     tiny = listing.models[0]
-    assert tiny.is_compatible and tiny.license == "apache-2.0" and tiny.downloads == 500
+    assert tiny.is_compatible
+    assert tiny.license == "apache-2.0"
+    assert tiny.downloads == 500
     assert {TrainingType.LORA_ADAPTATION, TrainingType.FINE_TUNING} <= set(
         tiny.supported_training_types
     )
@@ -85,7 +87,8 @@ def test_search_text_and_library_include_matching_builtins(
     )
     ids = [m.model_id for m in listing.models]
     assert BERT in hub_ids(listing.models)
-    assert "flextrain/tiny-bert" in ids and "flextrain/tiny-llama" not in ids
+    assert "flextrain/tiny-bert" in ids
+    assert "flextrain/tiny-llama" not in ids
     assert HUGE not in ids
 
 
@@ -94,8 +97,10 @@ def test_gated_hit_is_listed_with_what_pulling_needs(
 ) -> None:
     listing = list_trainable(ModelFilters(search="gated"), check=service.check_compatibility)
     [gated] = [m for m in listing.models if m.source == "hub"]
-    assert gated.model_id == GATED and gated.gated
-    assert gated.note is not None and "HF_TOKEN" in gated.note
+    assert gated.model_id == GATED
+    assert gated.gated
+    assert gated.note is not None
+    assert "HF_TOKEN" in gated.note
 
 
 def test_offline_search_lists_local_models_with_a_note(
@@ -104,7 +109,8 @@ def test_offline_search_lists_local_models_with_a_note(
     go_offline(monkeypatch)
     listing = list_trainable(ModelFilters(search="llama"), check=service.check_compatibility)
     assert [m.model_id for m in listing.models] == ["flextrain/tiny-llama"]
-    assert "not searched" in listing.notes[0] and "HF_HUB_OFFLINE" in listing.notes[0]
+    assert "not searched" in listing.notes[0]
+    assert "HF_HUB_OFFLINE" in listing.notes[0]
     assert local_hub.hub.requests == []
 
 
@@ -124,11 +130,13 @@ def test_pull_reports_progress_to_100_and_the_model_then_trains_offline(
     events: list[PullProgress] = []
     result = pull(TINY, progress=events.append)
 
-    assert events[0].bytes_done == 0 and events[-1].percent == 100.0
+    assert events[0].bytes_done == 0
+    assert events[-1].percent == 100.0
     assert events[-1].bytes_done == events[-1].bytes_total == result.bytes_total > 0
     assert [e.bytes_done for e in events] == sorted(e.bytes_done for e in events)
     assert events[-1].files_done == events[-1].files_total == len(result.files)
-    assert "model.safetensors" in result.files and "config.json" in result.files
+    assert "model.safetensors" in result.files
+    assert "config.json" in result.files
     assert result.path.parent.parent == local_hub.cache / "models--acme--tiny-llama"
     served = local_hub.hub.repos[TINY].files
     for name in result.files:
@@ -138,9 +146,8 @@ def test_pull_reports_progress_to_100_and_the_model_then_trains_offline(
     go_offline(monkeypatch)
     assert ModelResolver(models_cache).resolve(TINY).path == result.path
     report = service.check_compatibility(TINY)
-    assert report.model_type == "llama" and TrainingType.LORA_ADAPTATION in (
-        report.supported_training_types
-    )
+    assert report.model_type == "llama"
+    assert TrainingType.LORA_ADAPTATION in (report.supported_training_types)
 
 
 def test_a_checked_but_not_pulled_model_offline_names_the_pull(
@@ -150,7 +157,8 @@ def test_a_checked_but_not_pulled_model_offline_names_the_pull(
 
     # What a compatibility check of a hub hit leaves in the cache: the config alone.
     config = Path(hf_hub_download(TINY, "config.json", endpoint=local_hub.url))
-    assert config.is_file() and not any(config.parent.glob("*.safetensors"))
+    assert config.is_file()
+    assert not any(config.parent.glob("*.safetensors"))
     resolver = ModelResolver(models_cache)
     go_offline(monkeypatch)
     with pytest.raises(ModelNotFoundError) as caught:
@@ -165,7 +173,8 @@ def test_second_pull_downloads_nothing(local_hub: LocalHub) -> None:
     before = len(local_hub.hub.downloads_of("model.safetensors"))
     again = pull(TINY)
     assert again.path == first.path
-    assert again.bytes_downloaded == 0 and again.bytes_cached == again.bytes_total
+    assert again.bytes_downloaded == 0
+    assert again.bytes_cached == again.bytes_total
     assert len(local_hub.hub.downloads_of("model.safetensors")) == before
 
 
@@ -204,7 +213,8 @@ def test_interrupted_pull_continues_from_its_partial_file(local_hub: LocalHub) -
     result = pull(WIDE, progress=events.append)
     assert local_hub.hub.downloads_of("model.safetensors")[-1].range == f"bytes={CHUNK}-"
     assert result.bytes_resumed == CHUNK
-    assert events[0].bytes_done >= CHUNK and events[-1].percent == 100.0
+    assert events[0].bytes_done >= CHUNK
+    assert events[-1].percent == 100.0
     served = local_hub.hub.repos[WIDE].files["model.safetensors"]
     assert (result.path / "model.safetensors").read_bytes() == served
 
@@ -240,8 +250,10 @@ def test_gated_model_without_a_token_names_the_fix(local_hub: LocalHub) -> None:
     with pytest.raises(HubAccessError) as caught:
         pull(GATED)
     message = str(caught.value)
-    assert "gated" in message and "no token" in message
-    assert "HF_TOKEN" in message and "huggingface-cli login" in message
+    assert "gated" in message
+    assert "no token" in message
+    assert "HF_TOKEN" in message
+    assert "huggingface-cli login" in message
     assert not any(r.method == "GET" and "/resolve/" in r.path for r in local_hub.hub.requests)
 
 
@@ -282,7 +294,9 @@ def test_pull_errors_name_the_fix(local_hub: LocalHub, monkeypatch: pytest.Monke
 
 def test_access_reads_the_environment_when_called(local_hub: LocalHub) -> None:
     access = HubAccess.from_env()
-    assert access.endpoint == local_hub.url and not access.offline and access.token is None
+    assert access.endpoint == local_hub.url
+    assert not access.offline
+    assert access.token is None
 
 
 # -- the Python API ---------------------------------------------------------------------
@@ -306,4 +320,5 @@ def test_interface_lists_and_pulls(local_hub: LocalHub, service: TrainingService
 
     events: list[PullProgress] = []
     result = asyncio.run(interface.pull_model(TINY, progress=events.append))
-    assert events[-1].percent == 100.0 and (result.path / "config.json").exists()
+    assert events[-1].percent == 100.0
+    assert (result.path / "config.json").exists()

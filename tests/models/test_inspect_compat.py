@@ -51,7 +51,8 @@ def test_tiny_llama_facts(llama: ModelInfo) -> None:
     assert llama.hidden_size == 64
     assert llama.num_layers == 2
     assert llama.max_position_embeddings == 512
-    assert llama.vocab_size is not None and llama.vocab_size <= 1024
+    assert llama.vocab_size is not None
+    assert llama.vocab_size <= 1024
     assert llama.linear_module_names >= LLAMA_LINEARS
     assert "lm_head" in llama.linear_module_names
 
@@ -165,7 +166,8 @@ def test_service_compatibility_tiny_llama(service: TrainingService) -> None:
     assert result.memory_kind == "system"  # no GPU here
     assert result.recommended_batch_size == 8
     # At least the framework baseline of a CPU worker, and the same as the memory report.
-    assert result.required_memory_gb is not None and result.required_memory_gb > 0.5
+    assert result.required_memory_gb is not None
+    assert result.required_memory_gb > 0.5
     assert result.memory is not None
     assert result.required_memory_gb == pytest.approx(result.memory.peak_gb, abs=1e-3)
     versions = result.framework_versions

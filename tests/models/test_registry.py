@@ -73,7 +73,9 @@ def test_add_describes_the_folder_and_remove_keeps_the_files(
     registry = service.model_registry
     model = registry.add(llama_folder, "team/llama", description="ours", owner="ada")
 
-    assert model.name == "team/llama" and model.source == "local" and not model.adapter
+    assert model.name == "team/llama"
+    assert model.source == "local"
+    assert not model.adapter
     assert model.path == str(llama_folder.resolve())
     assert (model.architecture, model.model_type) == ("LlamaForCausalLM", "llama")
     assert model.num_parameters == service.inspect_model("flextrain/tiny-llama").num_parameters
@@ -200,14 +202,17 @@ def test_a_registered_name_trains_and_the_result_is_registered_with_lineage(
     job = _run(service, _tiny("base-llama", run_name="support bot v1", dataset_id="team/text"))
 
     trained = registry.get("support-bot-v1")
-    assert trained.source == "trained" and not trained.adapter
+    assert trained.source == "trained"
+    assert not trained.adapter
     assert trained.path == job.model_path
     assert (trained.job_id, trained.base_model, trained.owner) == (job.job_id, "base-llama", None)
     assert json.loads((Path(trained.path) / "flextrain.json").read_text())["job_id"] == job.job_id
     assert (trained.dataset_id, trained.dataset_version) == ("team/text", version)
-    assert job.dataset_version == version and len(version) == 64
+    assert job.dataset_version == version
+    assert len(version) == 64
     assert trained.config == job.config
-    assert trained.metrics is not None and trained.metrics["train_loss"] > 0
+    assert trained.metrics is not None
+    assert trained.metrics["train_loss"] > 0
     assert trained.architecture == "LlamaForCausalLM"
     assert "fine_tuning" in trained.training_types
     assert trained.description == "fine_tuning of base-llama on team/text"
@@ -235,8 +240,10 @@ def test_a_lora_run_registers_an_adapter_under_a_free_name(
         ),
     )
     adapter = registry.for_job(job.job_id)
-    assert adapter is not None and adapter.name == f"adapted-{job.job_id}"
-    assert adapter.adapter and adapter.training_types == []
+    assert adapter is not None
+    assert adapter.name == f"adapted-{job.job_id}"
+    assert adapter.adapter
+    assert adapter.training_types == []
     assert adapter.base_model == "flextrain/tiny-llama"
     assert adapter.architecture == "LlamaForCausalLM"  # of the base it adapts
     assert adapter.description.endswith("on demo/text (LoRA adapter)")
@@ -251,7 +258,8 @@ def test_a_registry_failure_is_a_warning_and_the_job_stays_completed(
 ) -> None:
     job = _run(service, _tiny("flextrain/tiny-llama"))
     registered = service.model_registry.for_job(job.job_id)
-    assert registered is not None and registered.name == job.job_id  # no run name
+    assert registered is not None
+    assert registered.name == job.job_id
     spec = RunSpec.model_validate_json(service.environment(job.job_id).config_file.read_text())
     # The worker's step on a database it cannot open (here: no such folder).
     broken = f"sqlite:///{tmp_path / 'missing' / 'db.sqlite'}"
@@ -268,7 +276,8 @@ def test_the_python_api_registers_lists_and_removes(
 ) -> None:
     interface = FlexibleTrainingInterface(service=service)
     model = asyncio.run(interface.register_model(llama_folder, "py/llama", "from Python"))
-    assert model.description == "from Python" and model.architecture == "LlamaForCausalLM"
+    assert model.description == "from Python"
+    assert model.architecture == "LlamaForCausalLM"
     assert [m.name for m in interface.list_models()] == ["py/llama"]
     assert interface.get_model("py/llama") == model
     assert interface.remove_model("py/llama") == model
@@ -281,7 +290,8 @@ def test_lookups_of_impossible_names_find_nothing(service: TrainingService, name
     """Names the rules refuse never reach the database (PostgreSQL would refuse a NUL or
     an over-long key), and are no registered model."""
     registry = service.model_registry
-    assert registry.find(name) is None and registry.folder_for(name) is None
+    assert registry.find(name) is None
+    assert registry.folder_for(name) is None
     with pytest.raises(ModelNotRegisteredError, match=r"is registered\. Fix:"):
         registry.remove(name)
 
@@ -294,6 +304,7 @@ def test_metrics_that_diverged_are_stored_as_null(
     service.store.merge_metrics(job.job_id, {"eval_loss": float("nan"), "train_loss": 2.5})
     job = service.require_job(job.job_id)
     model = service.model_registry.register_trained(job, llama_folder)
-    assert model.name == "nan-run" and model.source == "trained"
+    assert model.name == "nan-run"
+    assert model.source == "trained"
     assert model.metrics == {"eval_loss": None, "train_loss": 2.5}
     assert service.model_registry.get("nan-run").model_dump_json()  # valid JSON

@@ -45,7 +45,8 @@ def test_auto_batch_fills_the_effective_batch_when_it_fits(service: TrainingServ
     config = _config(effective_batch_size=16)
     resolved, message = service.resolve_auto_batch(config, cpu_hardware(available_memory_gb=64))
     assert (resolved.batch_size, resolved.gradient_accumulation_steps) == (16, 1)
-    assert message and message.startswith("batch_size auto: 16 per step x 1 accumulation")
+    assert message
+    assert message.startswith("batch_size auto: 16 per step x 1 accumulation")
 
 
 def test_auto_batch_uses_accumulation_when_less_fits(service: TrainingService) -> None:
@@ -55,7 +56,8 @@ def test_auto_batch_uses_accumulation_when_less_fits(service: TrainingService) -
     hardware = cpu_hardware(available_memory_gb=between / (1 - AUTO_BATCH_MARGIN))
     resolved, message = service.resolve_auto_batch(config, hardware)
     assert (resolved.batch_size, resolved.gradient_accumulation_steps) == (4, 4)
-    assert message and "= 16 examples per optimizer step" in message
+    assert message
+    assert "= 16 examples per optimizer step" in message
     # 12 would not divide 24 evenly with what fits: the largest divisor is used.
     resolved, _ = service.resolve_auto_batch(_config(effective_batch_size=24), hardware)
     assert (resolved.batch_size, resolved.gradient_accumulation_steps) == (4, 6)
@@ -67,7 +69,8 @@ def test_a_fixed_batch_is_left_alone(service: TrainingService) -> None:
 
 
 def test_auto_is_a_valid_batch_size_and_nonsense_is_not() -> None:
-    assert _config().batch_size == "auto" and _config().train_batch_size == 1
+    assert _config().batch_size == "auto"
+    assert _config().train_batch_size == 1
     with pytest.raises(ValueError, match="batch_size"):
         _config(batch_size="large")
 
@@ -120,7 +123,8 @@ def test_default_gradient_checkpointing_is_dropped_when_memory_is_plentiful(
         assert note.message.startswith("gradient_checkpointing off: the run needs about")
         # Asked for explicitly: kept.
         kept = roomy.create_job(AdvancedTrainingConfig(**values, gradient_checkpointing=True))  # type: ignore[arg-type]
-        assert kept.config["gradient_checkpointing"] is True and roomy.events(kept.job_id) == []
+        assert kept.config["gradient_checkpointing"] is True
+        assert roomy.events(kept.job_id) == []
         # Memory that the run may need: the default stays.
         needed = tight.create_job(AdvancedTrainingConfig(**values))  # type: ignore[arg-type]
         assert needed.config["gradient_checkpointing"] is True
@@ -156,7 +160,8 @@ def test_a_run_the_estimate_says_cannot_fit_is_refused_unless_forced(
         with pytest.raises(ConfigValidationError) as caught:
             tight.create_job(_config(batch_size=64, max_length=512), strict_hardware=True)
         issue = next(i for i in caught.value.issues if i.field == "batch_size")
-        assert "GB of system memory" in issue.message and "0.05 GB is available" in issue.message
+        assert "GB of system memory" in issue.message
+        assert "0.05 GB is available" in issue.message
         assert "ignore_memory_estimate" in (issue.fix or "")
         forced = tight.create_job(
             _config(batch_size=64, max_length=512, ignore_memory_estimate=True),

@@ -123,11 +123,13 @@ def test_two_process_ddp_trains_to_the_same_loss_as_one_process(
     single = _run(service, _config(batch_size=8))
     ddp = _run(service, _config(batch_size=4, num_processes=2))
     one, two = service.require_job(single), service.require_job(ddp)
-    assert two.metrics["world_size"] == 2 and one.metrics.get("world_size") == 1
+    assert two.metrics["world_size"] == 2
+    assert one.metrics.get("world_size") == 1
     assert two.current_step == one.current_step == 24
     # Both learnt (from ln(vocab) ~ 6.9) and ended within a few percent of each other; the
     # examples are dealt to the ranks in a different order, so not bit for bit.
-    assert one.eval_loss is not None and two.eval_loss is not None
+    assert one.eval_loss is not None
+    assert two.eval_loss is not None
     assert two.eval_loss < 6.0
     assert abs(two.eval_loss - one.eval_loss) / one.eval_loss < 0.05, (
         one.eval_loss,
@@ -201,7 +203,8 @@ def test_cancel_stops_every_rank_at_the_same_step_with_a_checkpoint(
     assert done.status == TrainingStatus.CANCELLED
     assert not _alive(procs), [p.cmdline() for p in _alive(procs)]
     saved = list_checkpoints(service.environment(job.job_id).checkpoint_dir)
-    assert saved and saved[-1].step >= 3
+    assert saved
+    assert saved[-1].step >= 3
     # It was cancelled, not failed: the supervisor left the status as the service wrote it.
     assert service.require_job(job.job_id).status == TrainingStatus.CANCELLED
 
@@ -269,18 +272,21 @@ def test_fsdp_wraps_each_decoder_layer_and_saves_a_full_state_dict(
     assert strategy_arguments(cfg, model) == {}  # not a rank of several: nothing to add
     monkeypatch.setenv("WORLD_SIZE", "2")
     args = strategy_arguments(cfg, model)
-    assert args["ddp_backend"] == "gloo" and args["ddp_timeout"] == 120
+    assert args["ddp_backend"] == "gloo"
+    assert args["ddp_timeout"] == 120
     assert args["fsdp"] is True
     assert args["fsdp_config"]["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
     assert args["fsdp_config"]["state_dict_type"] == "FULL_STATE_DICT"
     ddp = strategy_arguments(_config(num_processes=2), model)
-    assert "fsdp" not in ddp and ddp["ddp_find_unused_parameters"] is False
+    assert "fsdp" not in ddp
+    assert ddp["ddp_find_unused_parameters"] is False
 
 
 def test_fsdp_job_on_cpu_saves_a_full_model_that_reloads(service: TrainingService) -> None:
     job_id = _run(service, _config(batch_size=4, num_processes=2, distributed_strategy="fsdp"))
     done = service.require_job(job_id)
     assert done.metrics["world_size"] == 2
-    assert done.eval_loss is not None and done.eval_loss < 6.0
+    assert done.eval_loss is not None
+    assert done.eval_loss < 6.0
     got, recorded = reload_logits(Path(done.model_path or ""))
     assert got == pytest.approx(recorded, abs=1e-4)

@@ -116,7 +116,8 @@ def test_a_bad_expression_is_refused_before_the_job_exists(service: TrainingServ
     with pytest.raises(ConfigValidationError) as caught:
         service.create_job(ExpertTrainingConfig(**LM, lr_schedule_expr="__import__('os')"))
     issue = caught.value.issues[0]
-    assert issue.field == "lr_schedule_expr" and "__import__" in issue.message
+    assert issue.field == "lr_schedule_expr"
+    assert "__import__" in issue.message
     assert service.list_jobs() == []
 
 
@@ -209,7 +210,8 @@ def test_optimizer_groups_freezing_ema_and_curriculum_in_one_run(
     log = service.read_log(job_id, 200)
     assert "optimizer group: {'lr': 0.0003" in log  # the embeddings at 0.1x
     assert "optimizer group: {'lr': 0.003" in log
-    assert "froze" in log and "curriculum: training in ascending order of length" in log
+    assert "froze" in log
+    assert "curriculum: training in ascending order of length" in log
     # The saved model is the EMA one and reloads to what was recorded.
     got, recorded = reload_logits(service.environment(job_id).model_dir)
     assert got == pytest.approx(recorded, abs=1e-4)
@@ -249,5 +251,6 @@ def test_user_optimizer_factory_and_trainer_subclass_through_the_python_api(
     assert done.status == TrainingStatus.COMPLETED, done.error_message
     assert done.mode == TrainingMode.EXPERT
     rows = [m for m in service.metric_history(done.job_id) if "loss" in m]
-    assert rows and all(m["marked"] == 42.0 for m in rows)  # the user's Trainer.log ran
+    assert rows
+    assert all(m["marked"] == 42.0 for m in rows)
     assert "make_sgd: SGD over" in service.read_log(done.job_id, 200)  # the factory ran

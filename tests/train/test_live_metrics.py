@@ -46,11 +46,14 @@ def test_each_logging_step_records_throughput_memory_and_eval_perplexity(
     train_rows = [r for r in history if "loss" in r]
     assert [r["step"] for r in train_rows] == [1, 2, 4, 6, 8, 10, 12]
     for row in train_rows:
-        assert row["learning_rate"] > 0 and row["grad_norm"] > 0 and row["epoch"] > 0
+        assert row["learning_rate"] > 0
+        assert row["grad_norm"] > 0
+        assert row["epoch"] > 0
         assert 0.05 < row["rss_gb"] <= row["peak_rss_gb"] < 64
     # The first row has no window before it; every later one has real throughput.
     for row in train_rows[1:]:
-        assert row["samples_per_second"] > 0 and row["tokens_per_second"] > 0
+        assert row["samples_per_second"] > 0
+        assert row["tokens_per_second"] > 0
         tokens_per_sample = row["tokens_per_second"] / row["samples_per_second"]
         assert 2 <= tokens_per_sample <= 48  # real tokens (no padding) of <= max_length rows
     eval_rows = [r for r in history if "eval_loss" in r]
@@ -77,7 +80,8 @@ def test_early_stopping_stops_on_a_plateau(service: TrainingService) -> None:
             save_total_limit=1,
         ),
     )
-    assert job.current_step == 6 and job.total_steps == 200
+    assert job.current_step == 6
+    assert job.total_steps == 200
     assert job.metrics["early_stopped_at_step"] == 6
     event = service.events(job.job_id)[-1]
     assert event.kind == "early_stopped"

@@ -75,7 +75,8 @@ def test_no_counted_position_gives_zero_with_a_gradient() -> None:
     loss = loss_from_logits(logits, labels, LossSpec("cross_entropy", z_loss=1e-4))
     loss.backward()
     assert loss.item() == 0.0
-    assert logits.grad is not None and not logits.grad.any()
+    assert logits.grad is not None
+    assert not logits.grad.any()
 
 
 @pytest.mark.parametrize(("smoothing", "weights"), [(0.0, None), (0.1, [1.0, 2.0, 1.0, 0.5, 3.0])])

@@ -42,7 +42,8 @@ def test_packed_rows_keep_every_target_inside_its_example(seed: int) -> None:
     batch = PackingCollator(pad_token_id=0, row_tokens=64)(examples)
     ids, labels, positions = batch["input_ids"], batch["labels"], batch["position_ids"]
     assert batch["use_cache"] is False
-    assert ids.shape == labels.shape == positions.shape and ids.shape[1] <= 64
+    assert ids.shape == labels.shape == positions.shape
+    assert ids.shape[1] <= 64
 
     # Cut each row back into examples at its position resets; padding has no label.
     found = []

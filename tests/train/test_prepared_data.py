@@ -57,14 +57,16 @@ def test_instruction_jobs_train_on_answers_and_reuse_the_tokenized_cache(
     # Only the answer (one of 16 words, then eos) is scored: well below ln(1024) ~ 6.9 soon.
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 1.0, losses
     assert first.metrics["eval_loss"] < first.metrics["initial_eval_loss"]
-    assert first.metrics["eval_rows"] == 16 and first.metrics["train_rows"] == 144
+    assert first.metrics["eval_rows"] == 16
+    assert first.metrics["train_rows"] == 144
 
     second = run_job(service, base.model_copy(update={"eval_file": "opp-eval"}))
     log = service.read_log(second.job_id, 400)
     assert "[flextrain] tokenized data: cache hit" in log
     assert "[flextrain] tokenized eval data: cache miss, stored" in log
     # The whole set trains; the eval file is the eval split.
-    assert second.metrics["train_rows"] == 160 and second.metrics["eval_rows"] == 16
+    assert second.metrics["train_rows"] == 160
+    assert second.metrics["eval_rows"] == 16
     cache = service.settings.home / "cache" / "tokenized"
     assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 2
 
@@ -115,7 +117,8 @@ def test_the_split_is_seeded_and_leaves_the_cache_as_it_was(
     files = sorted(p.relative_to(cache) for p in cache.rglob("*"))
     loaded = load_splits(spec, tokenizer)  # from the cache
     assert sorted(p.relative_to(cache) for p in cache.rglob("*")) == files
-    assert len(stored["eval"]) == 8 and len(stored["train"]) == 24
+    assert len(stored["eval"]) == 8
+    assert len(stored["train"]) == 24
     for split in ("train", "eval"):
         assert loaded[split].to_list() == stored[split].to_list()
     reseeded = load_splits(

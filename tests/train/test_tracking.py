@@ -194,7 +194,8 @@ class TestTrackingRule:
         with pytest.raises(ConfigValidationError, match=r"pip install 'flextrain\[tracking\]'"):
             TrainingParameterValidator().validate_or_raise(cfg)
         issues = [i for i in TrainingParameterValidator().validate(cfg) if i.field == "tracking"]
-        assert len(issues) == 1 and issues[0].severity == "error"
+        assert len(issues) == 1
+        assert issues[0].severity == "error"
         assert f"{tracker} package is not installed" in issues[0].message
 
 
@@ -300,7 +301,8 @@ def test_training_logs_to_mlflow_and_tensorboard(
     experiment = client.get_experiment_by_name("flextrain")
     assert experiment is not None
     (run,) = client.search_runs([experiment.experiment_id])
-    assert run.info.run_id == run_id and run.info.run_name == JOB_ID
+    assert run.info.run_id == run_id
+    assert run.info.run_name == JOB_ID
     assert run.info.status == "FINISHED"
     assert run.data.params["learning_rate"] == "0.01"
     assert run.data.params["hidden_size"] == "32"

@@ -182,7 +182,9 @@ def test_checkpoints_are_written_aside_then_renamed_whole(
 
     # The best checkpoint is named by its final path, in memory and in its saved state.
     best = trainer.state.best_model_checkpoint
-    assert best is not None and Path(best).parent == out and Path(best).is_dir()
+    assert best is not None
+    assert Path(best).parent == out
+    assert Path(best).is_dir()
     saved = json.loads((Path(best) / "trainer_state.json").read_text())
     assert saved["best_model_checkpoint"] == best
     assert any("eval_perplexity" in entry for entry in trainer.state.log_history)  # log()
@@ -212,7 +214,8 @@ def test_a_run_resumed_at_its_last_step_loads_the_weights_without_training(
     trained.train()
     last = str(out / "checkpoint-2")
     finished = finished_training(last)
-    assert finished is not None and finished.global_step == 2
+    assert finished is not None
+    assert finished.global_step == 2
 
     fresh = _trainer(models_cache, tmp_path / "again")
     embeddings = "model.embed_tokens.weight"
@@ -220,7 +223,8 @@ def test_a_run_resumed_at_its_last_step_loads_the_weights_without_training(
     assert not torch.equal(before, trained.model.state_dict()[embeddings])  # trained moved it
     result = skip_finished_training(fresh, fresh.args, last, finished)
 
-    assert result.global_step == 2 and fresh.state.global_step == 2
+    assert result.global_step == 2
+    assert fresh.state.global_step == 2
     # The best checkpoint's weights, which load_best_model_at_end also gave `trained`.
     for (name, want), got in zip(
         trained.model.state_dict().items(), fresh.model.state_dict().values(), strict=True

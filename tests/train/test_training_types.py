@@ -51,10 +51,13 @@ def test_fine_tuning_causal_lm_loss_falls_and_model_reloads(service: TrainingSer
     assert job.metrics["eval_loss"] < job.metrics["initial_eval_loss"]
     model_dir = Path(job.model_path or "")
     assert (model_dir / "model.safetensors").exists()
-    assert job.progress == 1.0 and job.current_step == job.total_steps > 0
+    assert job.progress == 1.0
+    assert job.current_step == job.total_steps > 0
     env = service.environment(job.job_id)
-    assert not env.temp_dir.exists() and not env.data_dir.exists()  # cleaned after
-    assert (env.root / "job.json").exists() and env.log_file.exists()
+    assert not env.temp_dir.exists()
+    assert not env.data_dir.exists()
+    assert (env.root / "job.json").exists()
+    assert env.log_file.exists()
     assert_reload_matches(model_dir)
 
 
@@ -176,7 +179,8 @@ def test_task_specific_classification_accuracy_rises(
     assert job.metrics["eval_f1"] >= 0.85
     assert job.metrics["initial_eval_f1"] <= job.metrics["eval_f1"]
     evals = [r for r in service.metric_history(job.job_id) if "eval_accuracy" in r]
-    assert evals and all(0 <= r["eval_f1"] <= 1 for r in evals)
+    assert evals
+    assert all(0 <= r["eval_f1"] <= 1 for r in evals)
     model_dir = Path(job.model_path or "")
     config = json.loads((model_dir / "config.json").read_text())
     assert config["architectures"] == ["LlamaForSequenceClassification"]

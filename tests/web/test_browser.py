@@ -458,7 +458,8 @@ def test_a_queued_job_shows_why_it_waits_and_cancels_from_the_page(
         page.get_by_test_id("job-cancel").click()
         expect(page.get_by_test_id("job-status")).to_have_attribute("data-status", "cancelled")
         cancelled = service.require_job(job.job_id)
-        assert cancelled.status == TrainingStatus.CANCELLED and cancelled.pid is None
+        assert cancelled.status == TrainingStatus.CANCELLED
+        assert cancelled.pid is None
     finally:
         for unfinished in service.list_jobs():
             if not unfinished.is_finished:

@@ -161,7 +161,8 @@ def test_dns_rebinding_gets_no_page_and_no_data(
         try:
             page = browser.new_page()
             response = page.goto(f"http://rebound.attacker.test:{port}/api/training/jobs")
-            assert response is not None and response.status == 400
+            assert response is not None
+            assert response.status == 400
             assert "does not answer to the host name" in page.content()
             assert "job_id" not in page.content()
         finally:

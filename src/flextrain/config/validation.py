@@ -801,7 +801,8 @@ def config_for_mode(config: BasicTrainingConfig, mode: str) -> BasicTrainingConf
     if type(config) is cls:
         return config
     if not isinstance(config, cls):
-        return cls.from_basic(config)  # type: ignore[attr-defined]
+        lifted: BasicTrainingConfig = cls.from_basic(config)  # type: ignore[attr-defined]
+        return lifted
     wider = sorted(f for f in config.model_fields_set if f not in cls.model_fields)
     if wider:
         needed = next(m for m, c in _MODE_CONFIGS.items() if set(wider) <= set(c.model_fields))

@@ -18,7 +18,7 @@ ends with "\\n", an assistant turn with the eos token (with "\\n" when the
 tokenizer has none), which is what teaches the model to stop. The template is
 written so that rendering a conversation with `add_generation_prompt=True`
 ends with "<|assistant|>\\n", and it is saved with the trained model when the
-model had no template of its own (see `train/runner.py`). Completion records are
+model had no template of its own (see `train/save.py`). Completion records are
 the prompt followed by the completion, as they are, with no template: they are
 raw text continuations. Text records are their text.
 

@@ -5,7 +5,7 @@ twice the weights), and after a run only one or two of them matter. The
 Trainer writes each as `checkpoint-<step>`; a folder without its
 `trainer_state.json` yet, or one still named `tmp-checkpoint-<step>`, is being
 written and is never listed, exported or deleted. flextrain's Trainer
-(`train.runner.FlexTrainer`) writes every checkpoint under that staging name
+(`train.trainer.FlexTrainer`) writes every checkpoint under that staging name
 and renames it when complete, so a full disk or a kill mid-save never leaves a
 `checkpoint-<step>` that resume would pick up half-written.
 """

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from flextrain.jobs import oom
-from flextrain.jobs.launch import warm_worker_command, worker_environment
+from flextrain.jobs.launch import fork_server_command, warm_worker_command, worker_environment
 from flextrain.jobs.process import (
     WarmWorker,
     is_alive,
     process_start_time,
+    shared_fork_server,
     spawn,
     terminate_tree,
 )
@@ -47,6 +48,7 @@ class Submission:
     job_dir: Path  # FLEXTRAIN_HOME/jobs/<id>: job.json, the log, the launch record
     log_file: Path
     distributed: bool  # torchrun: it starts (and restarts) its own worker processes
+    gpus: tuple[int, ...] = ()  # the GPUs it may see (CUDA_VISIBLE_DEVICES)
 
 
 @dataclass(frozen=True)
@@ -121,17 +123,30 @@ class LocalExecutor:
             proc = warm.take(submission.argv[3:], submission.env, submission.log_file, on_exit)
         if warm is not None and proc is None:
             warm.discard()
-        if proc is None:
-            proc = spawn(submission.argv, submission.env, submission.log_file, on_exit=on_exit)
+        pid = proc.pid if proc is not None else None
+        if pid is None and self._forks(submission) and limits.memory_cgroup is None:
+            server = shared_fork_server(fork_server_command(), worker_environment())
+            pid = server.launch(
+                submission.argv[3:], submission.env, submission.log_file, submission.job_dir
+            )
+        if pid is None:
+            pid = spawn(submission.argv, submission.env, submission.log_file, on_exit=on_exit).pid
         if limits.memory_cgroup is not None:
             try:
-                limits.memory_cgroup.add(proc.pid)
+                limits.memory_cgroup.add(pid)
             except OSError as exc:
                 message = (
                     f"The job runs without its memory limit: joining its cgroup failed ({exc})."
                 )
                 self.store.add_event(job_id, "memory_limit", message, level="warning")
-        return Submitted(proc.pid, process_start_time(proc.pid), socket.gethostname())
+        return Submitted(pid, process_start_time(pid), socket.gethostname())
+
+    def _forks(self, submission: Submission) -> bool:
+        """Whether the job starts as a fork of the fork server: one process (torchrun
+        starts its own), no GPU (which ones a process sees is fixed when CUDA starts),
+        and FLEXTRAIN_FORK_SERVER not turned off. A memory cgroup is checked by the
+        caller: what the server imported was charged before the job could join it."""
+        return self.settings.fork_server and not submission.distributed and not submission.gpus
 
     def _confine(self, job_id: str, job_dir: Path) -> oom.LaunchRecord:
         """What tells an out-of-memory kill apart afterwards: the kernel's count now and,

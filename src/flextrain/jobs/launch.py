@@ -53,6 +53,11 @@ def warm_worker_command(python: str | None = None) -> list[str]:
     return [python or sys.executable, "-m", WORKER_MODULE, "--warm"]
 
 
+def fork_server_command(python: str | None = None) -> list[str]:
+    """A worker that forks one process per job (`flextrain.jobs.process.ForkServer`)."""
+    return [python or sys.executable, "-m", WORKER_MODULE, "--fork-server"]
+
+
 def build_launch_command(
     job_id: str,
     layout: Layout,

@@ -155,6 +155,7 @@ class Launcher:
                 job_dir=env.root,
                 log_file=env.log_file,
                 distributed=layout.distributed,
+                gpus=allocation.gpus,
             )
         )
         self.store.update(

@@ -7,6 +7,7 @@ our worker.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import subprocess
@@ -167,3 +168,78 @@ class WarmWorker:
             with contextlib.suppress(OSError):
                 proc.kill()
             proc.wait()
+
+
+class ForkServer:
+    """A process that has imported the training libraries once and starts each job as a
+    fork of itself (`flextrain.train.worker --fork-server`).
+
+    A spawned worker spends some 5 s of CPU importing torch, transformers and peft before
+    its first step; a fork has them already. One server serves every job this process
+    launches (any home: the order carries the job's arguments and environment), so a
+    long-lived API server, or a test session, pays the import once. A fork is the job's
+    process as a spawned one would be: its own session, its log, its environment; the
+    server reaps it and records how it ended, as `spawn`'s reaper does.
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def launch(
+        self, worker_args: list[str], env: dict[str, str], log_path: Path, job_dir: Path
+    ) -> int | None:
+        """Start the job whose worker arguments (after `-m flextrain.train.worker`) are
+        `worker_args`; its pid, or None when the server cannot (it died: the caller
+        spawns the job instead)."""
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        order = {"args": worker_args, "env": env, "log": str(log_path), "job_dir": str(job_dir)}
+        with self._lock:
+            if not self.alive or self.proc.stdin is None or self.proc.stdout is None:
+                return None
+            try:
+                self.proc.stdin.write(json.dumps(order).encode() + b"\n")
+                self.proc.stdin.flush()
+                answer = self.proc.stdout.readline()
+            except OSError:
+                return None
+        if not answer:
+            return None
+        return int(json.loads(answer)["pid"])
+
+    def close(self) -> None:
+        """Stop serving: the server exits once stdin closes; its running jobs go on."""
+        with self._lock:
+            if self.proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    self.proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+
+
+_FORK_SERVERS: dict[str, ForkServer] = {}
+_FORK_SERVERS_LOCK = threading.Lock()
+
+
+def shared_fork_server(argv: list[str], env: dict[str, str]) -> ForkServer:
+    """This process's fork server for `argv`, started on first use (and again if it
+    died); closed when this process exits."""
+    key = json.dumps(argv)
+    with _FORK_SERVERS_LOCK:
+        server = _FORK_SERVERS.get(key)
+        if server is None or not server.alive:
+            server = ForkServer(argv, env)
+            _FORK_SERVERS[key] = server
+            atexit.register(server.close)
+        return server

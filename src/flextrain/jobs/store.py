@@ -632,9 +632,10 @@ class JobStore:
     def pid_started_at(self, job_id: str) -> float | None:
         """Start time of the recorded worker pid, to tell it from a recycled pid."""
         with self._sessions() as session:
-            return session.scalar(
+            started: float | None = session.scalar(
                 select(JobRecord.pid_started_at).where(JobRecord.job_id == job_id)
             )
+            return started
 
     @_retried
     def merge_metrics(self, job_id: str, values: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from flextrain.config.enums import TrainingStatus
 from flextrain.db import make_sessionmaker
@@ -107,9 +108,99 @@ def _wait_for_job() -> list[str] | None:
     return args
 
 
+def _serve_forks() -> int:
+    """A fork server (`flextrain.jobs.process.ForkServer`): import the training libraries
+    once, then start each job the launching process sends on stdin (one JSON line: the
+    worker arguments, the environment, the log and the job's folder) as a fork of this
+    process, which has nothing left to import. Answers each order with the job's pid,
+    reaps the jobs that end and records how each ended (`jobs.oom.record_exit`), as the
+    launching process does for a spawned worker. Ends when stdin closes.
+
+    Single-threaded on purpose: a fork copies only the calling thread, so no other
+    thread may hold a lock at that moment. Stdin is read with os.read, not sys.stdin,
+    whose buffer select() cannot see.
+    """
+    import select
+
+    import flextrain.train.runner  # noqa: F401  # the seconds every fork is spared
+    from flextrain.jobs.oom import record_exit
+
+    jobs: dict[int, str] = {}
+    pending = b""
+    while True:
+        ready, _, _ = select.select([0], [], [], 0.2)
+        _reap(jobs, record_exit)
+        if not ready:
+            continue
+        chunk = os.read(0, 65536)
+        if not chunk:
+            return 0
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            if line.strip():
+                order = json.loads(line)
+                pid = _fork_job(order)
+                jobs[pid] = order["job_dir"]
+                sys.stdout.write(json.dumps({"pid": pid}) + "\n")
+                sys.stdout.flush()
+
+
+def _reap(jobs: dict[int, str], record_exit: Any) -> None:
+    """Collect the jobs that ended; write each one's exit status to its folder."""
+    while jobs:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        job_dir = jobs.pop(pid, None)
+        if job_dir is not None:
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            record_exit(Path(job_dir), code)
+
+
+def _fork_job(order: dict[str, Any]) -> int:
+    """Fork, and in the child run the job as a freshly spawned worker would: its own
+    session (cancel stops its group), its log as stdout and stderr, its environment."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        log = os.open(order["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        os.environ.clear()
+        os.environ.update(order["env"])
+        code = main(order["args"])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return 0  # not reached: the child always leaves through os._exit
+
+
 def main(argv: list[str] | None = None) -> int:
     quiet_library_deprecations()
     argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--fork-server"]:
+        return _serve_forks()
+    # A service built inside a worker (to start the next queued job as this one ends)
+    # spawns that job: a fork server started here would end with this process.
+    os.environ["FLEXTRAIN_FORK_SERVER"] = "0"
     if argv == ["--warm"]:
         job = _wait_for_job()
         if job is None:
