@@ -107,14 +107,14 @@ def test_every_rule_has_a_test_class_here() -> None:
         "_optimizer",
         "_warmup",
         "_lora",
-        "_checkpointing",
+        "checkpointing_rule",
         "_settings_without_effect",
         "_early_stopping",
-        "_data",
-        "_tracking",
-        "_memory",
-        "_distributed",
-        "_expert",
+        "data_rule",
+        "tracking_rule",
+        "memory_rule",
+        "distributed_rule",
+        "expert_rule",
     }
 
 

@@ -9,109 +9,55 @@ the rules pure and each one testable with a passing and a failing case.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from collections.abc import Iterator
 
 from flextrain.config.enums import TrainingType
+from flextrain.config.issues import (
+    ConfigValidationError,
+    DatasetFacts,
+    HardwareFacts,
+    MemoryFacts,
+    ModelFacts,
+    Rule,
+    RuleContext,
+    Severity,
+    ValidationIssue,
+)
+from flextrain.config.issues import err as _err
+from flextrain.config.issues import warn as _warn
+from flextrain.config.modes import config_for_mode
+from flextrain.config.rules_expert import TORCH_OPTIMIZERS, expert_rule
+from flextrain.config.rules_run import (
+    checkpointing_rule,
+    data_rule,
+    distributed_rule,
+    memory_rule,
+    tracking_rule,
+)
 from flextrain.config.schemas import (
     OPTIMIZERS,
     SCHEDULER_TYPES,
     AdvancedTrainingConfig,
     BasicTrainingConfig,
-    ExpertOptimizerConfig,
-    ExpertTrainingConfig,
-    with_fields_set,
 )
-from flextrain.config.steps import warmup_steps
-from flextrain.config.usercode import check_reference
-from flextrain.errors import InvalidInputError
 
-Severity = Literal["error", "warning"]
-
-
-@dataclass(frozen=True)
-class ValidationIssue:
-    """One problem: which field, what is wrong, and how to fix it."""
-
-    field: str
-    message: str
-    fix: str
-    severity: Severity = "error"
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message} Fix: {self.fix}"
-
-
-class ConfigValidationError(InvalidInputError, ValueError):
-    """A configuration with at least one error; carries every issue found."""
-
-    code = "config_invalid"
-    field = "config"
-
-    def __init__(self, issues: Iterable[ValidationIssue]) -> None:
-        self.issues = list(issues)
-        errors = [i for i in self.issues if i.severity == "error"]
-        lines = "\n".join(f"  - {issue}" for issue in errors)
-        noun = "problem" if len(errors) == 1 else "problems"
-        super().__init__(f"Invalid training configuration ({len(errors)} {noun}):\n{lines}")
-
-    @property
-    def errors(self) -> list[ValidationIssue]:
-        return [i for i in self.issues if i.severity == "error"]
-
-
-class HardwareFacts(Protocol):
-    """What the rules need to know about the machine (HardwareConstraints fits)."""
-
-    @property
-    def gpu_count(self) -> int: ...
-
-    @property
-    def supports_bf16(self) -> bool: ...
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """What the rules need to know about the model, read from its config."""
-
-    max_position_embeddings: int | None = None
-    linear_module_names: frozenset[str] | None = None
-    supports_gradient_checkpointing: bool = True
-
-
-@dataclass(frozen=True)
-class DatasetFacts:
-    """What the rules need to know about the data, read from the file."""
-
-    num_rows: int
-    has_labels: bool
-    num_labels: int = 0
-
-
-@dataclass(frozen=True)
-class RuleContext:
-    """Everything a rule may look at; `fields_set` tells explicit values from defaults."""
-
-    config: AdvancedTrainingConfig
-    fields_set: frozenset[str]
-    hardware: HardwareFacts | None
-    model: ModelFacts | None
-    dataset: DatasetFacts | None
-    memory: MemoryFacts | None = None
-
-
-Rule = Callable[[RuleContext], Iterable[ValidationIssue]]
-
-
-@dataclass(frozen=True)
-class MemoryFacts:
-    """The memory estimate for this config on this machine, and the best fix."""
-
-    peak_gb: float
-    available_gb: float
-    kind: str  # "GPU" or "system"
-    fix: str = "lower batch_size or max_length, or turn on gradient_checkpointing."
+# Importers name these here, the module they always came from.
+__all__ = [
+    "CLASSIFICATION_METRICS",
+    "LANGUAGE_MODEL_METRICS",
+    "TORCH_OPTIMIZERS",
+    "ConfigValidationError",
+    "DatasetFacts",
+    "HardwareFacts",
+    "MemoryFacts",
+    "ModelFacts",
+    "RuleContext",
+    "Severity",
+    "TrainingParameterValidator",
+    "ValidationIssue",
+    "best_metric_name",
+    "config_for_mode",
+]
 
 
 _RULES: list[Rule] = []
@@ -120,14 +66,6 @@ _RULES: list[Rule] = []
 def _rule(fn: Rule) -> Rule:
     _RULES.append(fn)
     return fn
-
-
-def _err(field: str, message: str, fix: str) -> ValidationIssue:
-    return ValidationIssue(field, message, fix, "error")
-
-
-def _warn(field: str, message: str, fix: str) -> ValidationIssue:
-    return ValidationIssue(field, message, fix, "warning")
 
 
 @_rule
@@ -490,333 +428,11 @@ def _settings_without_effect(ctx: RuleContext) -> Iterator[ValidationIssue]:
                 )
 
 
-@_rule
-def _checkpointing(ctx: RuleContext) -> Iterator[ValidationIssue]:
-    c = ctx.config
-    model = ctx.model
-    if c.gradient_checkpointing and model and not model.supports_gradient_checkpointing:
-        yield _warn(
-            "gradient_checkpointing",
-            "this model does not support it; it will be off.",
-            "set gradient_checkpointing=False to silence this.",
-        )
-
-
-@_rule
-def _data(ctx: RuleContext) -> Iterator[ValidationIssue]:
-    c = ctx.config
-    data = ctx.dataset
-    if data is None:
-        return
-    if data.num_rows < 2:
-        yield _err(
-            "dataset_id",
-            f"the dataset has {data.num_rows} usable rows.",
-            "provide at least 2 rows (hundreds for a useful model).",
-        )
-    if c.training_type == TrainingType.TASK_SPECIFIC:
-        if not data.has_labels:
-            yield _err(
-                "dataset_id",
-                "task_specific training needs a 'label' column.",
-                "use a dataset with text and label columns, or another training type.",
-            )
-        elif data.num_labels < 2:
-            yield _err(
-                "dataset_id",
-                f"has {data.num_labels} distinct label(s).",
-                "provide examples of at least 2 labels.",
-            )
-
-
-# An estimate is not a measurement: refuse only what clearly cannot fit, warn near the edge.
-MEMORY_REFUSE_FACTOR = 1.10
-MEMORY_WARN_FACTOR = 0.90
-
-
-@_rule
-def _memory(ctx: RuleContext) -> Iterator[ValidationIssue]:
-    mem = ctx.memory
-    if mem is None:
-        return
-    message = (
-        f"needs about {mem.peak_gb:.2f} GB of {mem.kind} memory; "
-        f"{mem.available_gb:.2f} GB is available."
-    )
-    if mem.peak_gb > mem.available_gb * MEMORY_REFUSE_FACTOR:
-        if ctx.config.ignore_memory_estimate:
-            yield _warn(
-                "batch_size", message + " Started anyway (ignore_memory_estimate).", mem.fix
-            )
-        else:
-            yield _err("batch_size", message, f"{mem.fix} Or force it with ignore_memory_estimate.")
-    elif mem.peak_gb > mem.available_gb * MEMORY_WARN_FACTOR:
-        yield _warn("batch_size", message + " It may not fit.", mem.fix)
-
-
-@_rule
-def _tracking(ctx: RuleContext) -> Iterator[ValidationIssue]:
-    # Import names per tracker, as flextrain.train.tracking has them (config imports
-    # nothing of ours); TensorBoardCallback also writes with tensorboardX.
-    packages = {"mlflow": ("mlflow",), "tensorboard": ("tensorboard", "tensorboardX")}
-    for tracker in dict.fromkeys(ctx.config.tracking):
-        if not any(importlib.util.find_spec(name) for name in packages[tracker]):
-            yield _err(
-                "tracking",
-                f"{tracker} is requested but the {tracker} package is not installed.",
-                f"pip install 'flextrain[tracking]', or remove {tracker} from tracking.",
-            )
-
-
-@_rule
-def _distributed(ctx: RuleContext) -> Iterator[ValidationIssue]:
-    """Process layout and strategy: what torchrun would otherwise fail on, minutes in."""
-    c = ctx.config
-    for name in ("num_processes", "num_nodes"):
-        if getattr(c, name) < 1:
-            yield _err(name, f"{getattr(c, name)} is below 1.", f"set {name} to 1 or more.")
-    if c.distributed_timeout < 30:
-        yield _err(
-            "distributed_timeout",
-            f"{c.distributed_timeout} s is too short for a rendezvous or a checkpoint save.",
-            "use 30 seconds or more (default 600).",
-        )
-    if c.num_nodes > 1 and c.rdzv_endpoint is not None and ":" not in c.rdzv_endpoint:
-        yield _err(
-            "rdzv_endpoint",
-            f"'{c.rdzv_endpoint}' has no port.",
-            "write it as HOST:PORT, e.g. node0.example.org:29400.",
-        )
-    if c.distributed_strategy != "ddp" and c.world_size == 1:
-        yield _warn(
-            "distributed_strategy",
-            f"{c.distributed_strategy} shards over several processes; with one process the "
-            "job trains as a plain single-process run.",
-            "raise num_processes (one per GPU), or leave distributed_strategy at ddp.",
-        )
-    if c.distributed_strategy == "deepspeed" and not importlib.util.find_spec("deepspeed"):
-        yield _err(
-            "distributed_strategy",
-            "deepspeed is requested but the deepspeed package is not installed.",
-            "pip install 'flextrain[deepspeed]', or use fsdp (built into PyTorch).",
-        )
-    hardware = ctx.hardware
-    if hardware is None or c.num_processes <= 1:
-        return
-    gpus = hardware.gpu_count
-    if gpus > 0 and c.num_processes > gpus:
-        yield _err(
-            "num_processes",
-            f"{c.num_processes} processes but this machine has {gpus} GPU(s); each process "
-            "trains on its own GPU.",
-            f"set num_processes to {gpus} or fewer (or add nodes with num_nodes).",
-        )
-    cores = getattr(hardware, "cpu_cores", None)
-    if gpus == 0 and cores and c.num_processes > cores:
-        yield _err(
-            "num_processes",
-            f"{c.num_processes} CPU processes on {cores} cores: each needs a core of its own "
-            "(oversubscribed threads run several times slower).",
-            f"set num_processes to {cores} or fewer.",
-        )
-    if gpus == 0 and c.distributed_strategy == "deepspeed":
-        yield _err(
-            "distributed_strategy",
-            "DeepSpeed trains on GPUs and this machine has none.",
-            "use ddp (or fsdp) on CPU, or run the job on a GPU machine.",
-        )
-
-
-@_rule
-def _expert(ctx: RuleContext) -> Iterator[ValidationIssue]:
-    """Expert knobs: loss parameters, the schedule expression (evaluated over a sample
-    run), optimizer settings, hooks, and user code read (never run) from code_dir."""
-    c = ctx.config
-    if not isinstance(c, ExpertTrainingConfig):
-        return
-    yield from _loss_issues(c)
-    if c.lr_schedule_expr is not None:
-        yield from _schedule_issues(c)
-    if c.optimizer is not None:
-        yield from _optimizer_issues(c.optimizer, ctx.fields_set)
-    if c.clip_grad_value is not None and c.clip_grad_value <= 0:
-        yield _err("clip_grad_value", f"{c.clip_grad_value} is not above 0.", "use e.g. 1.0.")
-    if c.ema_decay is not None and not 0 < c.ema_decay < 1:
-        yield _err("ema_decay", f"{c.ema_decay} is outside (0, 1).", "use e.g. 0.999.")
-    yield from _reference_issues(c)
-
-
-def _loss_issues(c: ExpertTrainingConfig) -> Iterator[ValidationIssue]:
-    loss = c.loss
-    if not 0 <= loss.label_smoothing < 1:
-        yield _err(
-            "loss.label_smoothing", f"{loss.label_smoothing} is outside [0, 1).", "use 0 to 0.2."
-        )
-    if loss.focal_gamma < 0:
-        yield _err("loss.focal_gamma", f"{loss.focal_gamma} is negative.", "use 0 (plain CE) to 5.")
-    if loss.focal_alpha is not None and not 0 < loss.focal_alpha <= 1:
-        yield _err("loss.focal_alpha", f"{loss.focal_alpha} is outside (0, 1].", "use e.g. 0.25.")
-    if loss.z_loss < 0:
-        yield _err(
-            "loss.z_loss", f"{loss.z_loss} is negative.", "use 0 or a small value like 1e-4."
-        )
-    for label, weight in (loss.class_weights or {}).items():
-        if weight <= 0:
-            yield _err(
-                "loss.class_weights",
-                f"label '{label}' has weight {weight}.",
-                "give every weight above 0 (1 is neutral).",
-            )
-    if loss.name == "focal" and loss.label_smoothing:
-        yield _warn(
-            "loss.label_smoothing",
-            "label smoothing is not applied by the focal loss.",
-            "set it to 0, or use name cross_entropy.",
-        )
-    if c.label_smoothing_factor and not loss.is_default:
-        yield _warn(
-            "label_smoothing_factor",
-            "the expert loss replaces the Trainer's label smoother.",
-            "set loss.label_smoothing instead.",
-        )
-
-
-def _optimizer_issues(
-    optimizer: ExpertOptimizerConfig, fields_set: frozenset[str]
-) -> Iterator[ValidationIssue]:
-    if "optim" in fields_set and optimizer.factory is None:
-        yield _warn("optim", "optimizer replaces optim.", "remove optim.")
-    if optimizer.layerwise_lr_decay is not None and not 0 < optimizer.layerwise_lr_decay <= 1:
-        yield _err(
-            "optimizer.layerwise_lr_decay",
-            f"{optimizer.layerwise_lr_decay} is outside (0, 1].",
-            "use e.g. 0.8 (each block lower learns 0.8x as fast), or leave it unset.",
-        )
-    for i, group in enumerate(optimizer.param_groups):
-        where = f"optimizer.param_groups[{i}]"
-        if group.lr is not None and group.lr_scale is not None:
-            yield _err(where, "has both lr and lr_scale.", "give one of them.")
-        for name in ("lr", "lr_scale"):
-            value = getattr(group, name)
-            if value is not None and value <= 0:
-                yield _err(f"{where}.{name}", f"{value} is not above 0.", "use a positive value.")
-        if group.weight_decay is not None and group.weight_decay < 0:
-            yield _err(f"{where}.weight_decay", "is negative.", "use 0 or more.")
-    if optimizer.factory is None:
-        problem = _optimizer_name_problem(optimizer.name)
-        if problem:
-            yield _err("optimizer.name", problem, "use AdamW, SGD, RMSprop, Adafactor, ...")
-
-
-def _reference_issues(c: ExpertTrainingConfig) -> Iterator[ValidationIssue]:
-    """User code named by reference: the file and the name are there (read, not run)."""
-    for field, refs in (
-        ("loss.function", [c.loss.function]),
-        ("optimizer.factory", [c.optimizer.factory if c.optimizer else None]),
-        ("callbacks", c.callbacks),
-        ("trainer_class", [c.trainer_class]),
-    ):
-        for ref in refs:
-            problem = check_reference(ref, c.code_dir) if ref else None
-            if problem:
-                yield _err(field, problem, "fix the reference or the file in code_dir.")
-
-
-def _schedule_issues(c: ExpertTrainingConfig) -> Iterator[ValidationIssue]:
-    """The expression parses and gives a finite, non-negative lr over a sample run (the
-    real step count is only known once the data is counted; the job checks it again)."""
-    from flextrain.config.expression import ExpressionError, schedule_values
-
-    total = c.max_steps if c.max_steps > 0 else 1000
-    warmup = warmup_steps(c.warmup_steps, c.warmup_ratio, total)  # as the job computes it
-    if "lr_scheduler_type" in c.model_fields_set:
-        yield _warn(
-            "lr_scheduler_type",
-            "lr_schedule_expr replaces lr_scheduler_type.",
-            "remove lr_scheduler_type.",
-        )
-    try:
-        schedule_values(
-            c.lr_schedule_expr or "", lr=c.learning_rate, total_steps=total, warmup=warmup
-        )
-    except ExpressionError as exc:
-        yield _err(
-            "lr_schedule_expr",
-            str(exc),
-            f"fix the expression (here warmup = {warmup}: warmup_steps, or warmup_ratio x the "
-            "steps; lr = learning_rate).",
-        )
-
-
-# The optimizers torch.optim has (torch 2.13), named here so that checking a config
-# needs no torch; tests/config/test_optimizer_names.py keeps the list equal to torch's.
-TORCH_OPTIMIZERS = frozenset(
-    {
-        "ASGD",
-        "Adadelta",
-        "Adafactor",
-        "Adagrad",
-        "Adam",
-        "AdamW",
-        "Adamax",
-        "LBFGS",
-        "Muon",
-        "NAdam",
-        "RAdam",
-        "RMSprop",
-        "Rprop",
-        "SGD",
-        "SparseAdam",
-    }
-)
-
-
-def _optimizer_name_problem(name: str) -> str | None:
-    if name == "AdamW8bit":
-        if not importlib.util.find_spec("bitsandbytes"):
-            return "AdamW8bit needs bitsandbytes: pip install bitsandbytes."
-        return None
-    if name in TORCH_OPTIMIZERS:
-        return None
-    known = ", ".join(sorted(TORCH_OPTIMIZERS))
-    return f"'{name}' is not a torch.optim optimizer; known: {known}, AdamW8bit."
-
-
-_MODE_CONFIGS: dict[str, type[BasicTrainingConfig]] = {
-    "basic": BasicTrainingConfig,
-    "advanced": AdvancedTrainingConfig,
-    "expert": ExpertTrainingConfig,
-}
-
-
-def config_for_mode(config: BasicTrainingConfig, mode: str) -> BasicTrainingConfig:
-    """`config` as the config class of `mode` (basic, advanced, expert).
-
-    A narrower config is lifted; a wider one is accepted only when it gives nothing the
-    mode lacks: a "basic" job quietly carrying advanced settings would be stored as one
-    kind of job and read back at start as another (ConfigValidationError naming each
-    such field and the mode it needs).
-    """
-    cls = _MODE_CONFIGS[mode]
-    if type(config) is cls:
-        return config
-    if not isinstance(config, cls):
-        lifted: BasicTrainingConfig = cls.from_basic(config)  # type: ignore[attr-defined]
-        return lifted
-    wider = sorted(f for f in config.model_fields_set if f not in cls.model_fields)
-    if wider:
-        needed = next(m for m, c in _MODE_CONFIGS.items() if set(wider) <= set(c.model_fields))
-        raise ConfigValidationError(
-            _err(
-                name,
-                f"is not a {mode} setting.",
-                f"create an {needed} job (create_{needed}_training_job, POST /jobs/{needed}, "
-                f"--mode {needed}), or leave {name} out.",
-            )
-            for name in wider
-        )
-    values = config.model_dump(include=set(cls.model_fields))
-    return with_fields_set(cls(**values), config.model_fields_set)
+# Where and how the run happens, then expert mode's rules: in this order, as always
+# (a config's issues keep their order).
+for _run_rule in (checkpointing_rule, data_rule, memory_rule, tracking_rule, distributed_rule):
+    _rule(_run_rule)
+_rule(expert_rule)
 
 
 class TrainingParameterValidator:

@@ -12,8 +12,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from flextrain.config.enums import TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.config.validation import ConfigValidationError
@@ -32,83 +30,18 @@ from flextrain.hardware.detect import HardwareConstraints
 from flextrain.models.facts_cache import inspect_model_cached
 from flextrain.models.heavy import load_transformers
 from flextrain.models.inspect import ModelInfo, choose_lora_targets
+from flextrain.models.report import (
+    MemoryReport,
+    ModelCompatibility,
+    RecommendationReport,
+    TimeReport,
+)
 from flextrain.models.resolve import ModelNotFoundError, ModelResolver
 from flextrain.models.tasks import choose_objective, choose_precision
 
 _GIB = 1024**3
 NO_DATASET = "-"  # dataset_id of a config built only to describe a run for a check
 _ASSUMED_ROWS = 1000  # time is quoted per 1,000 rows of max_length when no dataset is named
-
-
-class MemoryReport(BaseModel):
-    device: str = Field(description="'cpu' (peak resident memory) or 'cuda' (peak reserved).")
-    weights_gb: float
-    gradients_gb: float
-    optimizer_gb: float
-    activations_gb: float
-    logits_gb: float
-    baseline_gb: float
-    peak_gb: float
-    available_gb: float
-    fits: bool
-    source: str = Field(description="'analytic' or 'probe'.")
-    trainable_parameters: int
-    total_parameters: int
-    notes: list[str] = Field(default_factory=list)
-
-
-class TimeReport(BaseModel):
-    seconds: float
-    low_seconds: float
-    high_seconds: float
-    tokens_per_epoch: int
-    epochs: float
-    optimizer_steps: int
-    flops_per_token: float
-    source: str = Field(description="'prior' (device class) or 'probe' (measured steps).")
-    assumption: str | None = None
-    overhead_seconds: float = Field(
-        0.0, description="Start-up and per-step costs included in `seconds` (not arithmetic)."
-    )
-
-
-class RecommendationReport(BaseModel):
-    description: str
-    changes: dict[str, Any]
-    peak_gb: float
-    fits: bool
-
-
-class ModelCompatibility(BaseModel):
-    model_config = {"protected_namespaces": ()}
-
-    model_id: str
-    training_type: TrainingType | None = None
-    is_compatible: bool
-    architecture: str | None = None
-    model_type: str | None = None
-    num_parameters: int | None = None
-    objective: str | None = None
-    supported_training_types: list[TrainingType] = Field(default_factory=list)
-    unsupported_reasons: dict[str, str] = Field(default_factory=dict)
-    task_heads: list[str] = Field(default_factory=list)
-    lora_target_modules: list[str] = Field(default_factory=list)
-    max_sequence_length: int | None = None
-    supports_gradient_checkpointing: bool = False
-    needs_trust_remote_code: bool = False
-    required_memory_gb: float | None = None
-    available_memory_gb: float | None = None
-    memory_kind: str | None = Field(None, description="'gpu' or 'system' memory compared.")
-    memory: MemoryReport | None = None
-    recommended_batch_size: int | None = None
-    estimated_training_time_hours: float | None = None
-    time: TimeReport | None = None
-    probe: dict[str, Any] | None = None
-    framework_versions: dict[str, str] = Field(default_factory=dict)
-    issues: list[str] = Field(default_factory=list)
-    warnings: list[str] = Field(default_factory=list)
-    recommendations: list[str] = Field(default_factory=list)
-    recommendation_details: list[RecommendationReport] = Field(default_factory=list)
 
 
 def framework_versions() -> dict[str, str]:

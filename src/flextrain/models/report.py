@@ -1,0 +1,81 @@
+"""The compatibility report's shape: what `flextrain check`, `GET .../compatibility`
+and the Python API return (computed in `models.compatibility`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from flextrain.config.enums import TrainingType
+
+
+class MemoryReport(BaseModel):
+    device: str = Field(description="'cpu' (peak resident memory) or 'cuda' (peak reserved).")
+    weights_gb: float
+    gradients_gb: float
+    optimizer_gb: float
+    activations_gb: float
+    logits_gb: float
+    baseline_gb: float
+    peak_gb: float
+    available_gb: float
+    fits: bool
+    source: str = Field(description="'analytic' or 'probe'.")
+    trainable_parameters: int
+    total_parameters: int
+    notes: list[str] = Field(default_factory=list)
+
+
+class TimeReport(BaseModel):
+    seconds: float
+    low_seconds: float
+    high_seconds: float
+    tokens_per_epoch: int
+    epochs: float
+    optimizer_steps: int
+    flops_per_token: float
+    source: str = Field(description="'prior' (device class) or 'probe' (measured steps).")
+    assumption: str | None = None
+    overhead_seconds: float = Field(
+        0.0, description="Start-up and per-step costs included in `seconds` (not arithmetic)."
+    )
+
+
+class RecommendationReport(BaseModel):
+    description: str
+    changes: dict[str, Any]
+    peak_gb: float
+    fits: bool
+
+
+class ModelCompatibility(BaseModel):
+    model_config = {"protected_namespaces": ()}
+
+    model_id: str
+    training_type: TrainingType | None = None
+    is_compatible: bool
+    architecture: str | None = None
+    model_type: str | None = None
+    num_parameters: int | None = None
+    objective: str | None = None
+    supported_training_types: list[TrainingType] = Field(default_factory=list)
+    unsupported_reasons: dict[str, str] = Field(default_factory=dict)
+    task_heads: list[str] = Field(default_factory=list)
+    lora_target_modules: list[str] = Field(default_factory=list)
+    max_sequence_length: int | None = None
+    supports_gradient_checkpointing: bool = False
+    needs_trust_remote_code: bool = False
+    required_memory_gb: float | None = None
+    available_memory_gb: float | None = None
+    memory_kind: str | None = Field(None, description="'gpu' or 'system' memory compared.")
+    memory: MemoryReport | None = None
+    recommended_batch_size: int | None = None
+    estimated_training_time_hours: float | None = None
+    time: TimeReport | None = None
+    probe: dict[str, Any] | None = None
+    framework_versions: dict[str, str] = Field(default_factory=dict)
+    issues: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    recommendations: list[str] = Field(default_factory=list)
+    recommendation_details: list[RecommendationReport] = Field(default_factory=list)
