@@ -136,7 +136,10 @@ def run_once(
         fresh = variant == "fresh"
         home = Path(tempfile.mkdtemp(dir=work)) if fresh else work / f"home-{variant}"
         env["FLEXTRAIN_HOME"] = str(home)
-        start, wall, _ = _run([str(BIN / "flextrain"), "train", "--config", str(config)], env)
+        # `before` runs another copy of the source, whose entry module may differ from the
+        # installed console script's: `python -m flextrain` works for every version.
+        command = [PY, "-m", "flextrain"] if variant == "before" else [str(BIN / "flextrain")]
+        start, wall, _ = _run([*command, "train", "--config", str(config)], env)
         training = _latest_train_runtime(home)
         if variant == "fresh":
             shutil.rmtree(home, ignore_errors=True)
