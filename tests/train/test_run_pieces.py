@@ -1,0 +1,168 @@
+"""The runner's pieces that decide without training: the batching for a run, the metrics
+it adds, and what it does when memory runs out. In-process, on the tiny built-ins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DataCollatorForLanguageModeling,
+    DataCollatorForSeq2Seq,
+    DataCollatorWithPadding,
+    EvalPrediction,
+    TrainingArguments,
+)
+
+from flextrain.config.enums import TrainingType
+from flextrain.config.schemas import AdvancedTrainingConfig
+from flextrain.jobs.spec import DataSpec, Objective, RunSpec
+from flextrain.models.builtin import TINY_BERT_ID, TINY_LLAMA_ID, builtin_path
+from flextrain.train.batching import choose_batching
+from flextrain.train.metrics import classification_metrics, throughput_and_memory
+from flextrain.train.oom import free_memory, halved_batch, is_out_of_memory, out_of_memory_advice
+from flextrain.train.packing import PackingCollator
+
+
+def _spec(tmp_path: Path, objective: Objective, **config: Any) -> RunSpec:
+    cfg = AdvancedTrainingConfig(
+        model_id=TINY_LLAMA_ID,
+        dataset_id="demo/text",
+        training_type=TrainingType.FINE_TUNING,
+        **config,
+    )
+    out = tmp_path / "output"
+    return RunSpec(
+        job_id="job-pieces",
+        config=cfg,
+        model_path=str(tmp_path / "base"),
+        objective=objective,
+        precision="fp32",
+        lora_target_modules=None,
+        data=DataSpec(
+            path=str(tmp_path / "data.txt"),
+            format="text",
+            text_column=None,
+            label_column=None,
+            labels=[],
+            version="0" * 64,
+        ),
+        output_dir=str(out),
+        checkpoint_dir=str(out / "checkpoints"),
+        model_dir=str(out / "model"),
+        temp_dir=str(tmp_path / "tmp"),
+        num_threads=1,
+    )
+
+
+@pytest.fixture(scope="module")
+def llama(models_cache: Path) -> tuple[Any, Any]:
+    path = builtin_path(TINY_LLAMA_ID, models_cache)
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+class TestBatching:
+    def test_classification_pads_and_scores(self, tmp_path: Path, llama: tuple[Any, Any]) -> None:
+        model, tokenizer = llama
+        spec = _spec(tmp_path, "sequence_classification")
+        batching = choose_batching(spec, model, tokenizer, ["input_ids", "labels"])
+        assert isinstance(batching.collator, DataCollatorWithPadding)
+        assert batching.compute_metrics is classification_metrics
+        assert not batching.packed
+
+    def test_plain_text_gets_the_language_model_collator(
+        self, tmp_path: Path, llama: tuple[Any, Any], models_cache: Path
+    ) -> None:
+        model, tokenizer = llama
+        causal = choose_batching(_spec(tmp_path, "causal_lm"), model, tokenizer, ["input_ids"])
+        assert isinstance(causal.collator, DataCollatorForLanguageModeling)
+        assert causal.collator.mlm is False
+        bert = AutoTokenizer.from_pretrained(builtin_path(TINY_BERT_ID, models_cache))
+        masked = choose_batching(_spec(tmp_path, "masked_lm"), None, bert, ["input_ids"])
+        assert isinstance(masked.collator, DataCollatorForLanguageModeling)
+        assert masked.collator.mlm is True
+
+    def test_prepared_rows_are_packed_where_attention_keeps_them_apart(
+        self, tmp_path: Path, llama: tuple[Any, Any], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        model, tokenizer = llama
+        spec = _spec(tmp_path, "causal_lm")
+        batching = choose_batching(spec, model, tokenizer, ["input_ids", "labels"])
+        assert isinstance(batching.collator, PackingCollator)
+        assert batching.packed
+        assert "packing: several examples per row" in capsys.readouterr().out
+
+    def test_packing_off_pads_labels_with_the_ignore_index(
+        self, tmp_path: Path, llama: tuple[Any, Any]
+    ) -> None:
+        model, tokenizer = llama
+        spec = _spec(tmp_path, "causal_lm", packing=False)
+        batching = choose_batching(spec, model, tokenizer, ["input_ids", "labels"])
+        assert isinstance(batching.collator, DataCollatorForSeq2Seq)
+        assert batching.collator.label_pad_token_id == -100
+        assert not batching.packed
+
+
+class TestMetrics:
+    def test_accuracy_and_macro_f1(self) -> None:
+        logits = np.array([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [2.0, 0.0]])
+        labels = np.array([0, 1, 1, 0])
+        scores = classification_metrics(EvalPrediction(predictions=logits, label_ids=labels))
+        assert scores["accuracy"] == pytest.approx(0.75)
+        # Class 0: precision 2/3, recall 1 -> F1 0.8; class 1: precision 1, recall 1/2 -> 2/3.
+        assert scores["f1"] == pytest.approx((0.8 + 2 / 3) / 2)
+
+    def test_logits_in_a_tuple_are_read_from_its_first_item(self) -> None:
+        logits = (np.array([[0.0, 1.0]]), np.array([[9.0]]))
+        scores = classification_metrics(EvalPrediction(predictions=logits, label_ids=np.array([1])))
+        assert scores == {"accuracy": 1.0, "f1": 1.0}
+
+    def test_tokens_per_second_count_every_epoch(self) -> None:
+        out = throughput_and_memory([[1, 2, 3], [4, 5]], {"train_runtime": 2.0, "epoch": 4.0})
+        assert out["train_tokens_per_second"] == pytest.approx(5 * 4 / 2.0)
+        assert out["peak_rss_gb"] > 0
+        assert "train_tokens_per_second" not in throughput_and_memory([[1]], {})
+
+
+class TestOutOfMemory:
+    @pytest.mark.parametrize(
+        "exc",
+        [MemoryError(), torch.OutOfMemoryError("CUDA"), RuntimeError("CUDA out of memory.")],
+    )
+    def test_memory_errors_are_recognised(self, exc: BaseException) -> None:
+        assert is_out_of_memory(exc)
+
+    def test_other_errors_are_not(self) -> None:
+        assert not is_out_of_memory(ValueError("bad shape"))
+        assert not is_out_of_memory(KeyboardInterrupt())
+
+    def test_halving_keeps_the_examples_per_optimizer_step(self, tmp_path: Path) -> None:
+        args = TrainingArguments(
+            output_dir=str(tmp_path), per_device_train_batch_size=8, gradient_accumulation_steps=3
+        )
+        half = halved_batch(args)
+        assert (half.per_device_train_batch_size, half.gradient_accumulation_steps) == (4, 6)
+        free_memory()  # nothing to give back here; it must not fail on a CPU machine
+
+    @pytest.mark.parametrize(
+        ("micro", "recovery", "why"),
+        [
+            (1, True, "already at micro-batch 1"),
+            (8, False, "oom_recovery is off"),
+            (8, True, "recovery is not done with several processes"),
+        ],
+    )
+    def test_the_advice_says_why_and_what_to_change(
+        self, tmp_path: Path, micro: int, recovery: bool, why: str
+    ) -> None:
+        cfg = _spec(tmp_path, "causal_lm", oom_recovery=recovery, max_length=128).config
+        advice = out_of_memory_advice(cfg, micro, 2)
+        assert f"Out of memory at micro-batch {micro} ({why})" in advice
+        assert "max_length (now 128)" in advice
+        if micro > 1:
+            assert f"batch_size {micro // 2} with gradient_accumulation_steps 4" in advice
