@@ -9,7 +9,9 @@ from typing import Any
 
 import torch
 
-from flextrain.config.schemas import BasicTrainingConfig
+from flextrain.config.enums import TrainingType
+from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
+from flextrain.jobs.spec import DataSpec, Objective, RunSpec
 from flextrain.jobs.store import TrainingJob
 from flextrain.service import TrainingService
 
@@ -120,3 +122,47 @@ def tiny_llama() -> Any:
         num_key_value_heads=1,
     )
     return LlamaForCausalLM(config)
+
+
+def run_spec(
+    tmp_path: Path,
+    *,
+    objective: Objective = "causal_lm",
+    model_path: Path | None = None,
+    data: DataSpec | None = None,
+    job_id: str = "job-test",
+    num_threads: int = 1,
+    **config: Any,
+) -> RunSpec:
+    """A run spec as the launcher writes it, for tests that build a worker's pieces
+    without a service: the tiny Llama fine-tuned on plain text unless `config` says
+    otherwise, every folder under `tmp_path`."""
+    values: dict[str, Any] = {
+        "model_id": "flextrain/tiny-llama",
+        "dataset_id": "demo/text",
+        "training_type": TrainingType.FINE_TUNING,
+        **config,
+    }
+    out = tmp_path / "output"
+    return RunSpec(
+        job_id=job_id,
+        config=AdvancedTrainingConfig(**values),
+        model_path=str(model_path or tmp_path / "base"),
+        objective=objective,
+        precision="fp32",
+        lora_target_modules=None,
+        data=data
+        or DataSpec(
+            path=str(tmp_path / "data.txt"),
+            format="text",
+            text_column=None,
+            label_column=None,
+            labels=[],
+            version="0" * 64,
+        ),
+        output_dir=str(out),
+        checkpoint_dir=str(out / "checkpoints"),
+        model_dir=str(out / "model"),
+        temp_dir=str(tmp_path / "tmp"),
+        num_threads=num_threads,
+    )

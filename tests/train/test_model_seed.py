@@ -12,40 +12,30 @@ from pathlib import Path
 import torch
 
 from flextrain.config.enums import TrainingType
-from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.jobs.spec import DataSpec, RunSpec
 from flextrain.models.builtin import TINY_BERT_ID, builtin_path
 from flextrain.train.model import build_model, load_tokenizer
+from tests.train.helpers import run_spec
 
 
 def _spec(tmp_path: Path, models_cache: Path, seed: int) -> RunSpec:
-    cfg = AdvancedTrainingConfig(
+    data = DataSpec(
+        path=str(tmp_path / "data.jsonl"),
+        format="jsonl",
+        text_column="text",
+        label_column="label",
+        labels=["negative", "positive"],
+        version="0" * 64,
+    )
+    return run_spec(
+        tmp_path,
+        objective="sequence_classification",
+        model_path=builtin_path(TINY_BERT_ID, models_cache),
+        data=data,
         model_id=TINY_BERT_ID,
         dataset_id="demo/sentiment",
         training_type=TrainingType.LORA_ADAPTATION,
         seed=seed,
-    )
-    out = tmp_path / "output"
-    return RunSpec(
-        job_id="job-seed",
-        config=cfg,
-        model_path=str(builtin_path(TINY_BERT_ID, models_cache)),
-        objective="sequence_classification",
-        precision="fp32",
-        lora_target_modules=None,
-        data=DataSpec(
-            path=str(tmp_path / "data.jsonl"),
-            format="jsonl",
-            text_column="text",
-            label_column="label",
-            labels=["negative", "positive"],
-            version="0" * 64,
-        ),
-        output_dir=str(out),
-        checkpoint_dir=str(out / "checkpoints"),
-        model_dir=str(out / "model"),
-        temp_dir=str(tmp_path / "tmp"),
-        num_threads=1,
     )
 
 

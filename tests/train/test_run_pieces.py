@@ -19,45 +19,17 @@ from transformers import (
     TrainingArguments,
 )
 
-from flextrain.config.enums import TrainingType
-from flextrain.config.schemas import AdvancedTrainingConfig
-from flextrain.jobs.spec import DataSpec, Objective, RunSpec
+from flextrain.jobs.spec import Objective, RunSpec
 from flextrain.models.builtin import TINY_BERT_ID, TINY_LLAMA_ID, builtin_path
 from flextrain.train.batching import choose_batching
 from flextrain.train.metrics import classification_metrics, throughput_and_memory
 from flextrain.train.oom import free_memory, halved_batch, is_out_of_memory, out_of_memory_advice
 from flextrain.train.packing import PackingCollator
+from tests.train.helpers import run_spec
 
 
 def _spec(tmp_path: Path, objective: Objective, **config: Any) -> RunSpec:
-    cfg = AdvancedTrainingConfig(
-        model_id=TINY_LLAMA_ID,
-        dataset_id="demo/text",
-        training_type=TrainingType.FINE_TUNING,
-        **config,
-    )
-    out = tmp_path / "output"
-    return RunSpec(
-        job_id="job-pieces",
-        config=cfg,
-        model_path=str(tmp_path / "base"),
-        objective=objective,
-        precision="fp32",
-        lora_target_modules=None,
-        data=DataSpec(
-            path=str(tmp_path / "data.txt"),
-            format="text",
-            text_column=None,
-            label_column=None,
-            labels=[],
-            version="0" * 64,
-        ),
-        output_dir=str(out),
-        checkpoint_dir=str(out / "checkpoints"),
-        model_dir=str(out / "model"),
-        temp_dir=str(tmp_path / "tmp"),
-        num_threads=1,
-    )
+    return run_spec(tmp_path, objective=objective, **config)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,6 @@ from typing import Any
 
 import pytest
 
-from flextrain.config.enums import TrainingType
-from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.config.validation import ConfigValidationError, TrainingParameterValidator
 from flextrain.jobs.spec import DataSpec, RunSpec
 from flextrain.train.tracking import (
@@ -28,40 +26,22 @@ from flextrain.train.tracking import (
     missing_tracking_packages,
     mlflow_run,
 )
+from tests.train.helpers import run_spec
 
 JOB_ID = "job-7f3a"
 DATASET_VERSION = "c0ffee" * 10
 
 
 def make_spec(tmp_path: Path, **config: Any) -> RunSpec:
-    cfg = AdvancedTrainingConfig(
-        model_id="flextrain/tiny-llama",
-        dataset_id="demo/text",
-        training_type=TrainingType.FINE_TUNING,
-        **config,
+    data = DataSpec(
+        path=str(tmp_path / "data.txt"),
+        format="text",
+        text_column=None,
+        label_column=None,
+        labels=[],
+        version=DATASET_VERSION,
     )
-    out = tmp_path / "output"
-    return RunSpec(
-        job_id=JOB_ID,
-        config=cfg,
-        model_path=str(tmp_path / "base"),
-        objective="causal_lm",
-        precision="fp32",
-        lora_target_modules=None,
-        data=DataSpec(
-            path=str(tmp_path / "data.txt"),
-            format="text",
-            text_column=None,
-            label_column=None,
-            labels=[],
-            version=DATASET_VERSION,
-        ),
-        output_dir=str(out),
-        checkpoint_dir=str(out / "checkpoints"),
-        model_dir=str(out / "model"),
-        temp_dir=str(tmp_path / "tmp"),
-        num_threads=2,
-    )
+    return run_spec(tmp_path, data=data, job_id=JOB_ID, num_threads=2, **config)
 
 
 def hide_packages(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
