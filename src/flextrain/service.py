@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from flextrain.accounts.audit import AuditLog
 from flextrain.accounts.users import UserStore
-from flextrain.config.schemas import BasicTrainingConfig
 from flextrain.data.manager import TrainingDataManager
 from flextrain.data.versions import dataset_folder
 from flextrain.db import make_sessionmaker
@@ -41,7 +40,7 @@ from flextrain.jobs.scheduler import LOOP_INTERVAL, QueueSnapshot, Scheduler, Sc
 from flextrain.jobs.spec import RunSpec
 from flextrain.jobs.store import JobEvent, JobStore, TrainingJob
 from flextrain.migrations import make_engine
-from flextrain.models.compatibility import ModelCompatibility, ModelCompatibilityChecker
+from flextrain.models.compatibility import ModelCompatibilityChecker
 from flextrain.models.registry import ModelRegistry, RegisteredModel
 from flextrain.models.resolve import ModelResolver
 from flextrain.settings import Settings
@@ -128,6 +127,7 @@ class TrainingService:
 
         # -- the check before training (estimate.plan) -------------------------------------
         self.validate = self.planner.validate
+        self.check_compatibility = self.planner.check_compatibility
         self.inspect_model = self.planner.inspect_model
         self.resolve_auto_batch = self.planner.resolve_auto_batch
         self.estimated_peak_gb = self.planner.estimated_peak_gb
@@ -170,13 +170,6 @@ class TrainingService:
     @property
     def compatibility(self) -> ModelCompatibilityChecker:
         return self.planner.compatibility
-
-    def check_compatibility(
-        self, model_id: str, *args: Any, config: BasicTrainingConfig | None = None, **kwargs: Any
-    ) -> ModelCompatibility:
-        """The full report on `model_id` (and `config`): support, memory parts, time,
-        recommendations; see `Planner.check_compatibility`."""
-        return self.planner.check_compatibility(model_id, *args, config=config, **kwargs)
 
     @property
     def dataset_storage(self) -> Path:
