@@ -166,12 +166,21 @@ def _fork_job(order: dict[str, Any]) -> int:
     session (cancel stops its group), its log as stdout and stderr, its environment."""
     sys.stdout.flush()
     sys.stderr.flush()
+    # The pid is answered only once the child leads its own session: a cancel sent
+    # the moment the launcher learns the pid must find the job's process group.
+    ready_read, ready_write = os.pipe()
     pid = os.fork()
     if pid:
+        os.close(ready_write)
+        os.read(ready_read, 1)
+        os.close(ready_read)
         return pid
     code = 1
     try:
+        os.close(ready_read)
         os.setsid()
+        os.write(ready_write, b"1")
+        os.close(ready_write)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.close(null)
