@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 
-.PHONY: install demo test test-postgres lint bench soak load clean security coverage
+.PHONY: install demo test test-postgres test-cluster lint bench soak load clean security coverage
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ coverage: install
 # cluster (installed from Debian packages if missing, removed afterwards).
 test-postgres: install
 	PY=$(PY) bash scripts/test-postgres.sh
+
+# The Slurm and Ray executors on real engines started by the tests: a two-node Slurm
+# cluster on this machine (Debian packages, installed if missing) and a local Ray head
+# (flextrain[ray]); some 6 minutes on 2 cores.
+test-cluster: install
+	PY=$(PY) bash scripts/test-cluster.sh
 
 # Throughput against a plain Trainer and a bare packed loop (about 15 minutes on 2 cores;
 # appends to docs/benchmarks.md). Not part of `test`: it measures, it does not assert.

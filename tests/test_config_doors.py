@@ -39,6 +39,7 @@ from typer.testing import CliRunner
 
 from flextrain.api.app import create_app
 from flextrain.cli.main import app as cli_app
+from flextrain.config.cluster import ClusterOptions
 from flextrain.config.presets import preset_values
 from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
 from flextrain.interface import FlexibleTrainingInterface
@@ -245,6 +246,13 @@ CASES: list[Case] = [
     ),
     Case("rdzv_endpoint", "127.0.0.1:29555", _cfg("rdzv_endpoint"), warns=True, rest_admin=True),
     Case("distributed_timeout", 120, _cfg("distributed_timeout")),
+    # Read only by the slurm executor (tests/cluster); here it must arrive intact.
+    Case(
+        "cluster",
+        {"partition": "gpu", "time_limit": "02:00:00"},
+        _cfg("cluster"),
+        expected=ClusterOptions(partition="gpu", time_limit="02:00:00"),
+    ),
     Case("deepspeed_config", "<file>", _cfg("deepspeed_config"), expected="<file>", warns=True),
 ]
 

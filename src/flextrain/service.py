@@ -32,7 +32,8 @@ from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs import checkpoints
 from flextrain.jobs.control import JobControl
 from flextrain.jobs.environment import TrainingEnvironment, TrainingEnvironmentManager
-from flextrain.jobs.executor import LocalExecutor, make_executor
+from flextrain.jobs.executor import ClusterExecutor, LocalExecutor
+from flextrain.jobs.executors import make_executor
 from flextrain.jobs.launcher import Launcher
 from flextrain.jobs.plots import plot_histories
 from flextrain.jobs.resources import Allocation
@@ -121,6 +122,7 @@ class TrainingService:
         self.list_jobs = self.jobs.list_jobs
         self.count_jobs = self.jobs.count_jobs
         self.running_jobs = self.jobs.running_jobs
+        self.watch_cluster_jobs = self.jobs.watch_cluster_jobs
         self.recover_jobs = self.jobs.recover_jobs
         self.wait = self.jobs.wait
         self.tick_while_queued = self.jobs.tick_while_queued
@@ -159,7 +161,12 @@ class TrainingService:
     def hardware(self) -> HardwareConstraints:
         """This machine as training may use it: `reserved_cpus` cores are left to the API
         server and the system, so estimates, validation and the scheduler all count the
-        cores a job will really get."""
+        cores a job will really get. With a cluster executor it is one of the cluster's
+        nodes (a job runs there, not here), when the cluster can tell."""
+        if isinstance(self.executor, ClusterExecutor):
+            node = self.executor.node_hardware()
+            if node is not None:
+                return node
         hardware = self._hardware_probe()
         reserved = self.settings.reserved_cpus
         if reserved and hardware.cpu_cores > 1:

@@ -100,11 +100,55 @@ class Settings(BaseSettings):
         "afresh, which costs some 5 s of CPU per job). Not for torchrun, GPU jobs or jobs "
         "with their own memory cgroup.",
     )
-    executor: Literal["local"] = Field(
+    executor: Literal["local", "slurm", "ray"] = Field(
         "local",
         description="Where job workers run (FLEXTRAIN_EXECUTOR): 'local', processes or "
-        "torchrun on this machine. Cluster executors plug in behind the same seam "
-        "(flextrain.jobs.executor).",
+        "torchrun on this machine; 'slurm', a batch job per flextrain job (sbatch, srun, "
+        "torchrun); 'ray', a Ray job per flextrain job on FLEXTRAIN_RAY_ADDRESS. See "
+        "docs/cluster.md.",
+    )
+    slurm_partition: str | None = Field(
+        None,
+        description="Slurm partition for jobs (FLEXTRAIN_SLURM_PARTITION; default: "
+        "the cluster's default partition). A job's `cluster.partition` wins.",
+    )
+    slurm_account: str | None = Field(None, description="Slurm account to charge (--account).")
+    slurm_qos: str | None = Field(None, description="Slurm quality of service (--qos).")
+    slurm_time_limit: str | None = Field(
+        None, description="Slurm time limit (--time, e.g. 02:00:00 or 1-00:00:00)."
+    )
+    slurm_extra_sbatch: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="More #SBATCH options for every job (FLEXTRAIN_SLURM_EXTRA_SBATCH, "
+        "separated by ';', e.g. '--constraint=a100;--exclusive').",
+    )
+    slurm_signal_seconds: int = Field(
+        120,
+        ge=10,
+        description="Seconds before a time limit or preemption at which Slurm signals "
+        "the job (--signal), so it saves a checkpoint and is requeued to resume.",
+    )
+    cluster_gpu_memory_gb: float | None = Field(
+        None,
+        description="Memory of one GPU on the cluster's nodes, for the memory estimate "
+        "(Slurm's GRES counts GPUs but does not say their memory).",
+    )
+    cluster_max_restarts: int = Field(
+        3,
+        ge=0,
+        description="Times a job on a cluster executor is submitted again, from its "
+        "latest checkpoint, after its worker or node was lost (its cluster job ended "
+        "without the worker's result); 0: it stays interrupted until resumed.",
+    )
+    slurm_python: str | None = Field(
+        None,
+        description="The Python that runs workers on the nodes (default: this one; the "
+        "nodes must see the same environment, as on a shared file system).",
+    )
+    ray_address: str = Field(
+        "auto",
+        description="The Ray cluster's address (FLEXTRAIN_RAY_ADDRESS): its dashboard "
+        "URL, http://HEAD:8265, for the Jobs API; 'auto' for RAY_ADDRESS or the local head.",
     )
 
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
@@ -125,6 +169,13 @@ class Settings(BaseSettings):
     def _split_names(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("slurm_extra_sbatch", mode="before")
+    @classmethod
+    def _split_options(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(";") if part.strip()]
         return value
 
     @field_validator("allowed_roots", mode="before")

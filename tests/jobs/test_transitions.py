@@ -42,14 +42,14 @@ FORBIDDEN: dict[str, list[tuple[TrainingStatus, TrainingStatus]]] = {
         (old, new)
         for old in ACTIVE_STATUSES
         for new in (S.PENDING, S.QUEUED, S.VALIDATING, S.PREPARING)
-        if new != old and not (old == S.VALIDATING and new == S.PREPARING)
+        if new != old and (old, new) not in ((S.VALIDATING, S.PREPARING), (S.VALIDATING, S.QUEUED))
     ],
     "nothing skips the queue": [
         (S.PENDING, new) for new in (*ACTIVE_STATUSES, S.COMPLETED, S.INTERRUPTED, S.PENDING)
     ],
-    "the queue only leads to validation or an end": [
-        (S.QUEUED, new)
-        for new in (S.PENDING, S.QUEUED, S.PREPARING, S.TRAINING, S.EVALUATING, S.COMPLETED)
+    # (queued -> preparing: the worker a cluster started for a job handed to it.)
+    "the queue only leads to validation, a cluster's worker or an end": [
+        (S.QUEUED, new) for new in (S.PENDING, S.QUEUED, S.TRAINING, S.EVALUATING, S.COMPLETED)
     ]
     + [(S.QUEUED, S.INTERRUPTED)],  # no worker yet: nothing to interrupt
     "training needs a prepared worker": [

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from flextrain.config.cluster import ClusterOptions
 from flextrain.config.enums import TrainingType
 from flextrain.config.presets import PRESET_NAMES, preset_values
 
@@ -271,6 +272,11 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
     )
     deepspeed_config: str | None = Field(
         None, max_length=MAX_PATH, description="DeepSpeed JSON config file (default: ZeRO stage 2)."
+    )
+    cluster: ClusterOptions | None = Field(
+        None,
+        description="Where in a Slurm cluster the job runs (partition, account, qos, "
+        "time_limit, extra_sbatch); only read by the slurm executor.",
     )
 
     @model_validator(mode="before")

@@ -31,14 +31,14 @@ from flextrain.data.registry import DatasetFormatError, DatasetNotFoundError
 from flextrain.estimate.plan import Planner, schedule_of
 from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs import oom
-from flextrain.jobs.checkpoints import latest_checkpoint
 from flextrain.jobs.environment import TrainingEnvironmentManager
 from flextrain.jobs.errors import JobNotFoundError, JobStateError
-from flextrain.jobs.executor import HEARTBEAT_GRACE, Executor
+from flextrain.jobs.executor import HEARTBEAT_GRACE, ClusterExecutor, Executor
 from flextrain.jobs.launcher import Launcher
 from flextrain.jobs.outputs import output_dir_taken
 from flextrain.jobs.placement import demand_of, never_fits, reservation_of
 from flextrain.jobs.reconcile import Reconciler
+from flextrain.jobs.resume import requeue_from_checkpoint
 from flextrain.jobs.scheduler import TickReport
 from flextrain.jobs.spec import RunSpec
 from flextrain.jobs.store import JobStore, TrainingJob
@@ -74,7 +74,13 @@ class JobControl:
         self.launcher = launcher
         self.executor = executor
         self.tick = tick
-        self.reconciler = Reconciler(store, environments, executor, self.requeue)
+        self.reconciler = Reconciler(
+            store,
+            environments,
+            executor,
+            self.requeue,
+            cluster_restarts=launcher.settings.cluster_max_restarts,
+        )
 
     def create_job(
         self,
@@ -172,7 +178,7 @@ class JobControl:
 
     def get_job(self, job_id: str) -> TrainingJob | None:
         job = self.store.get(job_id)
-        if job is not None and job.status.is_active and job.pid is not None:
+        if job is not None and self.reconciler.watches(job):
             job = self.reconciler.reconcile(job)
         return job
 
@@ -191,7 +197,7 @@ class JobControl:
         offset: int = 0,
     ) -> list[TrainingJob]:
         jobs = self.store.list_jobs(status=status, owner=owner, limit=limit, offset=offset)
-        return [self.reconciler.reconcile(j) if j.status.is_active and j.pid else j for j in jobs]
+        return [self.reconciler.reconcile(j) if self.reconciler.watches(j) else j for j in jobs]
 
     def count_jobs(self, *, status: TrainingStatus | None = None, owner: str | None = None) -> int:
         return self.store.count_jobs(status=status, owner=owner)
@@ -237,6 +243,8 @@ class JobControl:
         threads than there are, which would otherwise block the queue forever."""
         hw = self._as_if_jobs_ended(self.planner.hardware())
         issues, _, _ = self.planner.validate(job.pinned_config(), hardware=hw)
+        if isinstance(self.executor, ClusterExecutor):
+            issues += self.executor.preflight(job)
         memory = self.planner.estimated_peak_gb(job, hw) if hw.gpu_count else None
         issues += never_fits(demand_of(job.layout, hw, memory), hw)
         if any(i.severity == "error" for i in issues):
@@ -289,14 +297,23 @@ class JobControl:
         running = []
         host = socket.gethostname()
         for job in self.store.active_jobs():
-            if job.worker_host not in (None, host):
-                continue  # a job of a home shared with another machine uses its resources
+            if job.worker_host not in (None, host) or job.cluster_job_id:
+                continue  # its resources are another machine's, or a cluster's
             age = (datetime.now(UTC) - job.updated_at).total_seconds()
             if job.pid is not None or age >= HEARTBEAT_GRACE:
                 job = self.reconciler.reconcile(job)
             if job.status.is_active:
                 running.append(job)
         return running
+
+    def watch_cluster_jobs(self) -> None:
+        """Ask the cluster about every job it holds (a scheduler tick does, so nobody has
+        to be looking): its queue reason, a requeue, or a loss that submits it again."""
+        if not self.executor.places_jobs:
+            return
+        for job in self.store.cluster_jobs():
+            if self.reconciler.watches(job):
+                self.reconciler.reconcile(job)
 
     def resume_job(self, job_id: str) -> TrainingJob:
         """Continue an interrupted, cancelled or failed job from its latest checkpoint.
@@ -317,6 +334,12 @@ class JobControl:
             raise JobStateError(
                 f"Job {job_id} is {job.status.value}; only a job that is {states} can be resumed."
             )
+        if job.cluster_job_id and self.executor.is_running(job):
+            raise JobStateError(
+                f"Job {job_id} was requeued by {job.executor} (its job {job.cluster_job_id}) "
+                "and continues from its latest checkpoint by itself. Fix: wait for it, or "
+                "cancel it first."
+            )
         self._refuse_unrunnable(job)
         self.requeue(job)
         return self._tick_for(job_id)
@@ -324,33 +347,8 @@ class JobControl:
     def requeue(self, job: TrainingJob) -> None:
         """Queue a resumable job again to continue from its latest checkpoint; the next
         scheduler tick starts it."""
-        job_id = job.job_id
-        env = self.environments.layout(job_id, job.settings.output_dir)
-        checkpoint = latest_checkpoint(env.checkpoint_dir)
-        if not self.store.transition(
-            job_id,
-            RESUMABLE_STATUSES,
-            status=TrainingStatus.QUEUED.value,
-            queued_at=datetime.now(UTC),
-            wait_reason="submitted; waiting for the scheduler",
-            allocation=None,
-            error_message=None,
-            completed_at=None,
-            pid=None,  # the dead worker's pid must not make the job look dead again
-            pid_started_at=None,
-            resume_count=job.resume_count + 1,
-        ):
-            raise JobStateError(f"Job {job_id} changed state while resuming.")
-        step = checkpoint_step(checkpoint)
-        dropped = self.store.drop_metrics_after(job_id, step)
-        if checkpoint is None:
-            message = f"Resumed from the start: no checkpoint was saved (was {job.status.value})."
-        else:
-            message = (
-                f"Resumed from step {step} (was {job.status.value} at step "
-                f"{job.current_step}); {dropped} logged rows past the checkpoint dropped."
-            )
-        self.store.add_event(job_id, "resumed", message, data={"step": step})
+        if requeue_from_checkpoint(self.store, self.environments, job) is False:
+            raise JobStateError(f"Job {job.job_id} changed state while resuming.")
 
     def recover_jobs(self, *, auto_resume: bool = False) -> dict[str, list[str]]:
         """Mark jobs whose worker died as INTERRUPTED; with `auto_resume`, resume them.
@@ -393,7 +391,7 @@ class JobControl:
         job = self.require_job(job_id)
         if job.is_finished:
             raise JobStateError(f"Job {job_id} is already {job.status.value}.")
-        if job.status in (TrainingStatus.PENDING, TrainingStatus.QUEUED):
+        if job.status in (TrainingStatus.PENDING, TrainingStatus.QUEUED) and not job.cluster_job_id:
             if self.store.transition(
                 job_id,
                 [job.status],
@@ -448,10 +446,3 @@ class JobControl:
             )
         self._refuse_unrunnable(job)
         return self.launcher.build_spec(job, record=False)
-
-
-def checkpoint_step(checkpoint: Path | None) -> int:
-    """The global step a `checkpoint-N` folder was saved at; 0 for none."""
-    if checkpoint is None:
-        return 0
-    return int(checkpoint.name.rpartition("-")[2])

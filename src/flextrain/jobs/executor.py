@@ -19,6 +19,8 @@ from functools import partial
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from flextrain.config.issues import ValidationIssue
+from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs import oom
 from flextrain.jobs.launch import fork_server_command, warm_worker_command, worker_environment
 from flextrain.jobs.process import (
@@ -57,7 +59,24 @@ class Submitted:
 
     pid: int | None
     pid_started_at: float | None
-    host: str
+    host: str | None
+    cluster_job_id: str | None = None  # a cluster executor's id for it (Slurm, Ray)
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """A job as its cluster sees it: whether it still waits or runs, in the cluster's
+    own words (Slurm's PENDING and reason Priority, Ray's RUNNING ...)."""
+
+    active: bool
+    state: str
+    reason: str | None = None
+    nodes: str | None = None
+
+    def describe(self, executor: str, cluster_job_id: str) -> str:
+        where = f" on {self.nodes}" if self.nodes else ""
+        why = f": {self.reason}" if self.reason else ""
+        return f"{executor} job {cluster_job_id} is {self.state.lower()}{where}{why}"
 
 
 @runtime_checkable
@@ -66,6 +85,7 @@ class Executor(Protocol):
     the front ends call `is_running` while listing jobs."""
 
     name: str
+    places_jobs: bool  # a cluster that queues and places jobs itself (ClusterExecutor)
 
     def submit(self, submission: Submission) -> Submitted:
         """Start the job's command; raise OSError when it cannot be started."""
@@ -88,6 +108,25 @@ class Executor(Protocol):
         ...
 
 
+@runtime_checkable
+class ClusterExecutor(Executor, Protocol):
+    """An executor whose cluster queues and places jobs itself (Slurm, Ray): flextrain's
+    scheduler hands every queued job over at once, and the job waits in the cluster's
+    queue (QUEUED, with the cluster's reason) until its worker starts there."""
+
+    def cluster_state(self, job: TrainingJob) -> ClusterState:
+        """The job's state in the cluster (one short query)."""
+        ...
+
+    def node_hardware(self, job: TrainingJob | None = None) -> HardwareConstraints | None:
+        """What one of the job's nodes has, for the estimates (None: unknown)."""
+        ...
+
+    def preflight(self, job: TrainingJob) -> list[ValidationIssue]:
+        """What the cluster would refuse, said before the job is handed over."""
+        ...
+
+
 class LocalExecutor:
     """Worker processes (or torchrun) on this machine, in their own session.
 
@@ -98,6 +137,7 @@ class LocalExecutor:
     """
 
     name = "local"
+    places_jobs = False
 
     def __init__(self, settings: Settings, store: JobStore) -> None:
         self.settings = settings
@@ -192,11 +232,3 @@ class LocalExecutor:
             for job in self.store.active_jobs()
             if job.pid is not None and job.worker_host in (None, host) and self.is_running(job)
         ]
-
-
-EXECUTORS: dict[str, type[LocalExecutor]] = {"local": LocalExecutor}
-
-
-def make_executor(settings: Settings, store: JobStore) -> Executor:
-    """The executor `settings.executor` names (FLEXTRAIN_EXECUTOR; default local)."""
-    return EXECUTORS[settings.executor](settings, store)

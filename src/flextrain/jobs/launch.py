@@ -58,6 +58,29 @@ def fork_server_command(python: str | None = None) -> list[str]:
     return [python or sys.executable, "-m", WORKER_MODULE, "--fork-server"]
 
 
+def worker_arguments(job_id: str, settings: Settings) -> list[str]:
+    """What the worker is told on its command line: the job, and the store and home it
+    belongs to (a worker reads no environment for them, so it always reports to the
+    store that created the job)."""
+    return [
+        "--job-id",
+        job_id,
+        "--database-url",
+        settings.resolved_database_url,
+        "--home",
+        str(settings.home),
+    ]
+
+
+def cluster_command(
+    job_id: str, settings: Settings, python: str | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The one-process worker command a cluster executor wraps in its own launcher
+    (srun and torchrun, or a Ray job); it reads the worker's arguments from it."""
+    python = python or sys.executable
+    return [python, "-m", WORKER_MODULE, *worker_arguments(job_id, settings)], worker_environment()
+
+
 def build_launch_command(
     job_id: str,
     layout: Layout,
@@ -83,16 +106,7 @@ def build_launch_command(
     allocation = allocation or Allocation()
     python = python or sys.executable
     processes, nodes = layout.processes, layout.nodes
-    worker = [
-        "-m",
-        WORKER_MODULE,
-        "--job-id",
-        job_id,
-        "--database-url",
-        settings.resolved_database_url,
-        "--home",
-        str(settings.home),
-    ]
+    worker = ["-m", WORKER_MODULE, *worker_arguments(job_id, settings)]
     env = worker_environment(base_env)
     if allocation.gpus:
         # NVML (which the scheduler reads) numbers GPUs in PCI bus order; CUDA's default
@@ -165,12 +179,7 @@ def supervised(
         python or sys.executable,
         "-m",
         "flextrain.jobs.supervise",
-        "--job-id",
-        job_id,
-        "--database-url",
-        settings.resolved_database_url,
-        "--home",
-        str(settings.home),
+        *worker_arguments(job_id, settings),  # the supervisor takes the worker's own
         "--",
         *argv,
     ]

@@ -21,7 +21,7 @@ from flextrain.hardware.cpus import training_cpus
 from flextrain.jobs.environment import TrainingEnvironmentManager
 from flextrain.jobs.errors import JobStateError
 from flextrain.jobs.executor import Executor, Submission
-from flextrain.jobs.launch import build_launch_command, supervised
+from flextrain.jobs.launch import build_launch_command, cluster_command, supervised
 from flextrain.jobs.resources import Allocation
 from flextrain.jobs.spec import DataSpec, RunSpec
 from flextrain.jobs.store import JobStore, TrainingJob, pin_dataset
@@ -92,7 +92,10 @@ class Launcher:
             eval_data=DataSpec.from_info(eval_data) if eval_data else None,
             cache_dir=str(self.settings.home / "cache" / "tokenized"),
             allow_pickle_weights=self.settings.allow_pickle_weights,
-            cpu_affinity=training_cpus(self.settings.reserved_cpus),
+            # This machine's CPU numbers mean nothing on a cluster's node.
+            cpu_affinity=None
+            if self.executor.places_jobs
+            else training_cpus(self.settings.reserved_cpus),
             config_fields=explicit_fields(config),
         )
 
@@ -121,6 +124,14 @@ class Launcher:
         env = self.environments.layout(job_id, spec.config.output_dir)
         spec.write(env.root)
         layout = job.layout
+        if self.executor.places_jobs:
+            self._hand_over(
+                job,
+                argv_env=cluster_command(job_id, self.settings),
+                job_dir=env.root,
+                log_file=env.log_file,
+            )
+            return
         endpoint = None
         if layout.nodes > 1:
             endpoint = spec.config.rdzv_endpoint or f"{socket.getfqdn()}:{free_port()}"
@@ -163,6 +174,48 @@ class Launcher:
             pid=submitted.pid,
             pid_started_at=submitted.pid_started_at,
             worker_host=submitted.host,
+        )
+
+    def _hand_over(
+        self,
+        job: TrainingJob,
+        argv_env: tuple[list[str], dict[str, str]],
+        job_dir: Path,
+        log_file: Path,
+    ) -> None:
+        """Give the job to a cluster executor, which queues, places and starts it (its
+        own launcher: srun and torchrun, or Ray); the job waits QUEUED with the cluster's
+        id and reason until its worker starts there."""
+        argv, env = argv_env
+        submitted = self.executor.submit(
+            Submission(
+                job_id=job.job_id,
+                argv=argv,
+                env=env,
+                job_dir=job_dir,
+                log_file=log_file,
+                distributed=job.layout.distributed,
+            )
+        )
+        cluster_id = submitted.cluster_job_id or ""
+        self.store.update(
+            job.job_id,
+            executor=self.executor.name,
+            cluster_job_id=cluster_id,
+            started_at=job.started_at or datetime.now(UTC),
+        )
+        reason = f"{self.executor.name} job {cluster_id} submitted; waiting for the cluster"
+        self.store.transition(
+            job.job_id,
+            [TrainingStatus.VALIDATING],
+            status=TrainingStatus.QUEUED,
+            wait_reason=reason,
+        )
+        self.store.add_event(
+            job.job_id,
+            "submitted",
+            f"Handed to {self.executor.name} as job {cluster_id}.",
+            data={"executor": self.executor.name, "cluster_job_id": cluster_id, "argv": argv},
         )
 
     def join_command(

@@ -12,6 +12,12 @@ cancel safely: its "training" or "completed" lands only while the job still runs
     any active state --> failed | cancelled | interrupted
     failed | cancelled | interrupted --resume--> queued
 
+With a cluster executor (Slurm, Ray) the cluster queues and places the job: the
+launch hands it over (validating --> queued, now with its cluster job id, which
+keeps it out of flextrain's own queue) and its worker, started by the cluster,
+takes it on (queued --> preparing). A job the cluster requeued after a preemption
+goes interrupted --> queued and on again the same way.
+
 `completed` is final. A job never goes back to `pending`, and nothing skips the queue.
 """
 
@@ -30,8 +36,8 @@ _ENDED_EARLY = frozenset({S.FAILED, S.CANCELLED, S.INTERRUPTED})
 # loop after a memory back-off sets "training" again.
 TRANSITIONS: Mapping[TrainingStatus, frozenset[TrainingStatus]] = {
     S.PENDING: frozenset({S.QUEUED, S.FAILED, S.CANCELLED}),
-    S.QUEUED: frozenset({S.VALIDATING, S.FAILED, S.CANCELLED}),
-    S.VALIDATING: frozenset({S.PREPARING, *_ENDED_EARLY}),
+    S.QUEUED: frozenset({S.VALIDATING, S.PREPARING, S.FAILED, S.CANCELLED}),
+    S.VALIDATING: frozenset({S.PREPARING, S.QUEUED, *_ENDED_EARLY}),
     S.PREPARING: frozenset({S.PREPARING, S.TRAINING, S.EVALUATING, S.COMPLETED, *_ENDED_EARLY}),
     S.TRAINING: frozenset({S.TRAINING, S.EVALUATING, S.COMPLETED, *_ENDED_EARLY}),
     S.EVALUATING: frozenset({S.EVALUATING, S.TRAINING, S.COMPLETED, *_ENDED_EARLY}),

@@ -20,11 +20,16 @@ from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.jobs import oom
 from flextrain.jobs.checkpoints import latest_checkpoint
 from flextrain.jobs.environment import TrainingEnvironmentManager
-from flextrain.jobs.executor import Executor
+from flextrain.jobs.executor import ClusterExecutor, Executor
+from flextrain.jobs.resume import requeue_from_checkpoint
 from flextrain.jobs.spec import RunSpec
 from flextrain.jobs.store import JobStore, TrainingJob
 
 EventLevel = Literal["info", "warning", "error"]
+
+# How long after a cluster job was interrupted flextrain still asks the cluster whether
+# it requeued it (a preemption requeues at once; later, nobody will).
+CLUSTER_REQUEUE_WINDOW_S = 15 * 60
 
 
 class Reconciler:
@@ -36,18 +41,41 @@ class Reconciler:
         environments: TrainingEnvironmentManager,
         executor: Executor,
         requeue: Callable[[TrainingJob], None],
+        *,
+        cluster_restarts: int = 0,
     ) -> None:
         self.store = store
         self.environments = environments
         self.executor = executor
         self.requeue = requeue
+        self.cluster_restarts = cluster_restarts
+
+    def watches(self, job: TrainingJob) -> bool:
+        """Whether `job` is one to check against its executor when it is read: an active
+        job with a worker (or handed to a cluster), and a job a cluster interrupted
+        lately, which the cluster may have requeued."""
+        if job.status.is_active:
+            return job.pid is not None or job.cluster_job_id is not None
+        if job.cluster_job_id is None:
+            return False
+        if job.status == TrainingStatus.QUEUED:
+            return True  # waiting in the cluster's queue
+        if job.status != TrainingStatus.INTERRUPTED:
+            return False
+        ended = job.completed_at or job.updated_at
+        return (datetime.now(UTC) - ended).total_seconds() < CLUSTER_REQUEUE_WINDOW_S
 
     def reconcile(self, job: TrainingJob) -> TrainingJob:
         """A job that claims to run but whose worker is gone was interrupted.
 
         The executor says whether its workers still run (locally: the pid and its start
-        time, against pid reuse; a worker on another host: its heartbeat).
+        time, against pid reuse; a worker on another host: its heartbeat; a cluster's
+        job: the cluster's state).
         """
+        if job.cluster_job_id is not None and isinstance(self.executor, ClusterExecutor):
+            if job.executor != self.executor.name:
+                return job  # another executor's job: this one cannot judge it
+            return self._reconcile_cluster_job(job, self.executor)
         if self.executor.is_running(job):
             return job
         job_dir = self.environments.layout(job.job_id, job.settings.output_dir).root
@@ -69,6 +97,56 @@ class Reconciler:
         if changed:
             self.store.add_event(job.job_id, "interrupted", message, level="warning")
         return self.store.get(job.job_id) or job
+
+    def _reconcile_cluster_job(self, job: TrainingJob, executor: ClusterExecutor) -> TrainingJob:
+        """A job in a cluster's hands: while it waits there, its wait reason is the
+        cluster's; requeued after a preemption, it is queued again (it continues from
+        its checkpoint when the cluster restarts it); gone without its worker's word,
+        it was interrupted (or failed, if it never started)."""
+        cluster_id = job.cluster_job_id or ""
+        state = executor.cluster_state(job)
+        described = state.describe(executor.name, cluster_id)
+        if job.status == TrainingStatus.INTERRUPTED:
+            if state.active:
+                requeue_from_checkpoint(
+                    self.store,
+                    self.environments,
+                    job,
+                    sources=[TrainingStatus.INTERRUPTED],
+                    wait_reason=described,
+                    by=f"{executor.name} (requeued)",
+                    keep_cluster_job=True,
+                )
+            return self.store.get(job.job_id) or job
+        if state.active:
+            if job.status == TrainingStatus.QUEUED and job.wait_reason != described:
+                self.store.transition(job.job_id, [TrainingStatus.QUEUED], wait_reason=described)
+                return self.store.get(job.job_id) or job
+            return job
+        never_started = job.status in (TrainingStatus.QUEUED, TrainingStatus.VALIDATING)
+        status = TrainingStatus.FAILED if never_started else TrainingStatus.INTERRUPTED
+        message = (
+            f"{executor.name} job {cluster_id} ended ({state.state}) without its worker "
+            "reporting a result"
+            + (" (it never started)." if never_started else "; resume continues it.")
+            + f" Log: {job.log_path}"
+        )
+        if not self.store.transition(
+            job.job_id,
+            [job.status],
+            status=status.value,
+            error_message=message,
+            completed_at=datetime.now(UTC),
+        ):
+            return self.store.get(job.job_id) or job
+        self.store.add_event(job.job_id, status.value, message, level="warning")
+        updated = self.store.get(job.job_id) or job
+        # A worker or node lost: the cluster's job ended under it. Like Ray Train's
+        # FailureConfig(max_failures), submit it again from its checkpoint, a few times.
+        if status == TrainingStatus.INTERRUPTED and job.resume_count < self.cluster_restarts:
+            self.requeue(updated)  # submitted again by the next scheduler tick
+            return self.store.get(job.job_id) or updated
+        return updated
 
     def _after_oom_kill(self, job: TrainingJob, job_dir: Path, why: str) -> TrainingJob:
         """The kernel killed the worker for memory: with `oom_recovery` (and micro-batch

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from flextrain.jobs.environment import TrainingEnvironmentManager
+    from flextrain.jobs.executor import Executor
     from flextrain.jobs.store import JobStore
 
 
@@ -76,10 +77,13 @@ class SchedulerHost(Protocol):
     store: JobStore
     environments: TrainingEnvironmentManager
     engine: Engine
+    executor: Executor
 
     def hardware(self) -> HardwareConstraints: ...
 
     def running_jobs(self) -> list[TrainingJob]: ...
+
+    def watch_cluster_jobs(self) -> None: ...
 
     def estimated_peak_gb(
         self, job: TrainingJob, hardware: HardwareConstraints
@@ -180,7 +184,10 @@ class Scheduler:
         return self.home / TICK_LOCK
 
     def tick(self) -> TickReport:
-        """Reconcile, then start every queued job that fits, in strict priority order."""
+        """Reconcile, then start every queued job that fits, in strict priority order.
+        With a cluster executor, first hear from the cluster about the jobs it holds."""
+        if self.service.executor.places_jobs:
+            self.service.watch_cluster_jobs()
         if not self.service.store.queued_jobs():
             return TickReport()  # the usual case: no lock, no hardware probe
         with _flock(self.lock_path):
@@ -193,6 +200,8 @@ class Scheduler:
             return report
         self._record_settings()
         hardware = self.service.hardware()
+        if self.service.executor.places_jobs:
+            return self._hand_over(queued, hardware, report)
         running = [self._reservation(j, hardware) for j in self.service.running_jobs()]
         limit = self.service.settings.max_concurrent_jobs
         blocker: TrainingJob | None = None
@@ -221,6 +230,24 @@ class Scheduler:
                 continue
             if self._launch(job, placed, report):
                 running.append(Reservation(job.job_id, demand.slots, placed.gpus))
+        return report
+
+    def _hand_over(
+        self, queued: list[TrainingJob], hardware: HardwareConstraints, report: TickReport
+    ) -> TickReport:
+        """A cluster executor queues and places jobs itself: each queued job that could
+        fit on one of its nodes is handed over at once, in queue order."""
+        for job in queued:
+            try:
+                problems = never_fits(self._demand(job, hardware), hardware)
+            except Exception as exc:
+                self._fail(job, f"Could not schedule the job: {exc}", report, exc)
+                continue
+            if problems:
+                error = ConfigValidationError(problems)
+                self._fail(job, str(error), report, error)
+                continue
+            self._launch(job, Allocation(), report)
         return report
 
     def _demand(self, job: TrainingJob, hardware: HardwareConstraints) -> Demand:

@@ -117,6 +117,9 @@ class JobRecord(Base):
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     wait_reason: Mapped[str | None] = mapped_column(Text)
     allocation: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # Where a cluster executor placed the job (0008): its name and the cluster's job id.
+    executor: Mapped[str | None] = mapped_column(String(32))
+    cluster_job_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -225,6 +228,14 @@ class TrainingJob(BaseModel):
         description="What the scheduler reserved for the run: `gpus` (indices it sees) and "
         "`threads` (CPU threads per process).",
     )
+    executor: str | None = Field(
+        None, description="The executor that runs it: local, slurm or ray (None: local)."
+    )
+    cluster_job_id: str | None = Field(
+        None,
+        description="The cluster's own id for the job (Slurm job id, Ray submission id), "
+        "set once it was handed to the cluster; the cluster then queues and places it.",
+    )
     created_at: datetime
     started_at: datetime | None = None
     completed_at: datetime | None = None
@@ -315,6 +326,8 @@ class TrainingJob(BaseModel):
             queued_at=as_utc(r.queued_at),
             wait_reason=r.wait_reason,
             allocation=r.allocation,
+            executor=r.executor,
+            cluster_job_id=r.cluster_job_id,
             created_at=as_utc(r.created_at) or r.created_at,
             started_at=as_utc(r.started_at),
             completed_at=as_utc(r.completed_at),
@@ -445,6 +458,8 @@ class JobStore:
         query = (
             select(JobRecord)
             .where(JobRecord.status == TrainingStatus.QUEUED.value)
+            # A job handed to a cluster waits in the cluster's queue, not this one.
+            .where(JobRecord.cluster_job_id.is_(None))
             .order_by(
                 JobRecord.priority.desc(),
                 JobRecord.queued_at.asc().nulls_last(),
@@ -462,6 +477,20 @@ class JobStore:
             select(JobRecord)
             .where(JobRecord.status.in_([s.value for s in ACTIVE_STATUSES]))
             .order_by(JobRecord.started_at.asc(), JobRecord.job_id)
+        )
+        with self._sessions() as session:
+            return [TrainingJob.from_record(r) for r in session.scalars(query)]
+
+    @_retried
+    def cluster_jobs(self) -> list[TrainingJob]:
+        """Jobs handed to a cluster that it may still hold: queued there, running, or
+        interrupted (the cluster may have requeued them)."""
+        watched = [*(s.value for s in ACTIVE_STATUSES), "queued", "interrupted"]
+        query = (
+            select(JobRecord)
+            .where(JobRecord.cluster_job_id.is_not(None))
+            .where(JobRecord.status.in_(watched))
+            .order_by(JobRecord.queued_at.asc().nulls_last(), JobRecord.job_id)
         )
         with self._sessions() as session:
             return [TrainingJob.from_record(r) for r in session.scalars(query)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -272,8 +273,15 @@ def main(argv: list[str] | None = None) -> int:
     child = subprocess.Popen(command)
     received: list[str] = []
 
+    # In a Slurm job step, slurmstepd signals every process of the step itself (torchrun
+    # included): forwarding would deliver a second SIGTERM, on which torchrun abandons
+    # its graceful shutdown and the ranks are killed before their checkpoint.
+    in_slurm_step = "SLURM_STEP_ID" in os.environ
+
     def forward(signum: int, frame: FrameType | None) -> None:
         received.append(signal.Signals(signum).name)
+        if in_slurm_step and signum == signal.SIGTERM:
+            return
         with contextlib.suppress(ProcessLookupError):
             child.send_signal(signum)
 

@@ -35,8 +35,10 @@ from typing import Any
 
 from flextrain.config.enums import TrainingStatus
 from flextrain.db import make_sessionmaker
+from flextrain.jobs.checkpoints import latest_checkpoint
 from flextrain.jobs.environment import TrainingEnvironment, TrainingEnvironmentManager
 from flextrain.jobs.oom import prefer_as_oom_victim
+from flextrain.jobs.resume import requeue_from_checkpoint
 from flextrain.jobs.spec import RunSpec
 from flextrain.jobs.store import JobStore
 from flextrain.migrations import make_engine
@@ -52,8 +54,12 @@ _STOP = StopRequest()
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    if _STOP.in_training_loop and not _STOP.is_set():
-        _STOP.set("SIGTERM")
+    """In the training loop: stop after this step with a checkpoint. A second SIGTERM
+    changes nothing (a cluster signals every process, and torchrun signals its ranks
+    again), so the checkpoint is still written; outside the loop: stop now."""
+    if _STOP.in_training_loop:
+        if not _STOP.is_set():
+            _STOP.set("SIGTERM")
         return
     raise _Terminated()
 
@@ -230,6 +236,12 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-id", required=True)
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--home", required=True)
+    parser.add_argument(
+        "--resume-latest",
+        action="store_true",
+        help="a cluster restarted this job (requeue after preemption or node failure): "
+        "continue from its latest checkpoint",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
     # When memory runs out, the kernel should stop training, not the server or the desktop.
@@ -241,7 +253,11 @@ def _main(argv: list[str] | None = None) -> int:
     if job is None:
         print(f"Job {args.job_id} not found in {args.database_url}", file=sys.stderr)
         return 2
-    if job.is_finished:  # cancelled before the worker got going
+    restarted = args.resume_latest and job.status in (
+        TrainingStatus.INTERRUPTED,
+        TrainingStatus.QUEUED,
+    )
+    if job.is_finished and not restarted:  # cancelled before the worker got going
         print(f"Job {args.job_id} is already {job.status.value}; nothing to do.")
         return 0
     spec_env: TrainingEnvironment | None = None
@@ -250,9 +266,14 @@ def _main(argv: list[str] | None = None) -> int:
         environments = TrainingEnvironmentManager.for_home(Path(args.home))
         spec = _read_spec(environments, args.job_id, rank)
         spec_env = environments.layout(spec.job_id, spec.config.output_dir)
+        if args.resume_latest:
+            spec = _continue_after_requeue(store, environments, spec, reporter=reporter)
         if reporter:
             store.update(
-                args.job_id, status=TrainingStatus.PREPARING, worker_host=socket.gethostname()
+                args.job_id,
+                status=TrainingStatus.PREPARING,
+                worker_host=socket.gethostname(),
+                wait_reason=None,  # a cluster's queue reason, now past
             )
             monitor = JobMonitor(store, args.job_id, spec.config.monitor_interval)
             monitor.start()
@@ -322,6 +343,31 @@ def _read_spec(environments: TrainingEnvironmentManager, job_id: str, rank: int 
         flush=True,
     )
     return spec
+
+
+def _continue_after_requeue(
+    store: JobStore, environments: TrainingEnvironmentManager, spec: RunSpec, *, reporter: bool
+) -> RunSpec:
+    """The run spec continuing from the job's latest checkpoint, as a cluster restarted
+    it. The reporting process queues the job again first if nobody has yet (the
+    cluster's requeue ended it INTERRUPTED), which records the resume; every rank
+    reads the same checkpoint from the shared job folder."""
+    job = store.get(spec.job_id)
+    if reporter and job is not None and job.status == TrainingStatus.INTERRUPTED:
+        requeue_from_checkpoint(
+            store,
+            environments,
+            job,
+            sources=[TrainingStatus.INTERRUPTED],
+            by=f"{job.executor or 'the cluster'} (requeued)",
+            keep_cluster_job=True,
+        )
+    env = environments.layout(spec.job_id, spec.config.output_dir)
+    checkpoint = latest_checkpoint(env.checkpoint_dir)
+    if checkpoint is None:
+        return spec
+    print(f"[flextrain] restarted by the cluster: continuing from {checkpoint.name}", flush=True)
+    return spec.model_copy(update={"resume_from_checkpoint": str(checkpoint)})
 
 
 def _register_model(

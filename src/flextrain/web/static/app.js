@@ -1691,6 +1691,7 @@
       ...fact("Owner", job.owner || "—", "fact-owner"),
       ...fact("Priority", String(job.priority ?? 0), "fact-priority"),
       ...(job.status === "queued" ? fact("Waiting because", job.wait_reason || "—", "fact-wait-reason") : []),
+      ...(job.cluster_job_id ? fact("Runs on", `${job.executor} job ${job.cluster_job_id}`, "fact-cluster-job") : []),
       ...fact("Created", formatTime(job.created_at), "fact-created"),
       ...fact("Started", formatTime(job.started_at), "fact-started"),
       ...fact("Finished", formatTime(job.completed_at), "fact-finished"),
