@@ -133,6 +133,12 @@ class Settings(BaseSettings):
         description="Memory of one GPU on the cluster's nodes, for the memory estimate "
         "(Slurm's GRES counts GPUs but does not say their memory).",
     )
+    cluster_gpu_bf16: bool = Field(
+        True,
+        description="Whether the cluster's GPUs compute in bf16 (Ampere and newer: A100, "
+        "H100, L40S, RTX 30/40); off for older ones (V100, T4), which then train in fp16. "
+        "Neither Slurm nor Ray says which GPUs a node has.",
+    )
     cluster_max_restarts: int = Field(
         3,
         ge=0,

@@ -15,8 +15,8 @@ from flextrain.service import TrainingService
 from flextrain.settings import Settings
 from tests.cluster.engines import RayHead, SlurmCluster, missing_slurm
 
-# Each test here starts daemons or real jobs: run them only when asked (make test-cluster).
-pytestmark = pytest.mark.cluster
+# Each test module here is marked `cluster` (pyproject's addopts leave those out of
+# `make test`; `make test-cluster` runs them).
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from flextrain.config.cluster import ClusterOptions
 from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.config.validation import ConfigValidationError
+from flextrain.jobs.cluster import node_constraints
 from flextrain.jobs.rayjobs import entrypoint, submission_id
 from flextrain.jobs.resources import Layout
 from flextrain.jobs.slurm import BatchJob, _gres_gpus, batch_script
@@ -206,3 +207,31 @@ def test_the_ray_executor_without_ray_says_how_to_install_it(
         assert service.require_job(job.job_id).cluster_job_id is None
     finally:
         service.engine.dispose()
+
+
+def test_a_cluster_node_with_small_gpus_refuses_a_model_that_does_not_fit(
+    service: TrainingService,
+) -> None:
+    """The memory check runs against the node a cluster would give (its GPUs' memory
+    from FLEXTRAIN_CLUSTER_GPU_MEMORY_GB), naming the numbers."""
+    node = node_constraints(
+        cpus=8, memory_gb=64.0, gpus=1, gpu_memory_gb=0.001, platform="slurm partition gpu"
+    )
+    config = AdvancedTrainingConfig(
+        model_id="flextrain/tiny-llama",
+        dataset_id="demo/text",
+        training_type="full_training",
+        max_steps=2,
+    )
+    issues, _, _ = service.validate(config, hardware=node)
+    errors = [str(i) for i in issues if i.severity == "error"]
+    assert any("GB of GPU memory; 0.00 GB is available" in e for e in errors), errors
+    roomy = node_constraints(
+        cpus=8, memory_gb=64.0, gpus=1, gpu_memory_gb=80.0, platform="slurm partition gpu"
+    )
+    issues, _, _ = service.validate(config, hardware=roomy)
+    assert not [i for i in issues if i.severity == "error" and "memory" in i.message.lower()]
+    assert roomy.supports_bf16
+    assert not node_constraints(
+        cpus=8, memory_gb=64.0, gpus=1, gpu_memory_gb=16.0, platform="v100", bf16=False
+    ).supports_bf16

@@ -17,10 +17,17 @@ from flextrain.settings import Settings
 
 
 def node_constraints(
-    *, cpus: int, memory_gb: float, gpus: int, gpu_memory_gb: float, platform: str
+    *,
+    cpus: int,
+    memory_gb: float,
+    gpus: int,
+    gpu_memory_gb: float,
+    platform: str,
+    bf16: bool = True,
 ) -> HardwareConstraints:
-    """One cluster node as the estimates see it. Its GPUs' memory is a setting
-    (FLEXTRAIN_CLUSTER_GPU_MEMORY_GB): neither Slurm's GRES nor Ray's resources say it."""
+    """One cluster node as the estimates see it. Its GPUs' memory and bf16 support are
+    settings (FLEXTRAIN_CLUSTER_GPU_MEMORY_GB, FLEXTRAIN_CLUSTER_GPU_BF16): neither
+    Slurm's GRES nor Ray's resources say them."""
     return HardwareConstraints(
         available_memory_gb=memory_gb,
         total_memory_gb=memory_gb,
@@ -28,8 +35,8 @@ def node_constraints(
         gpu_count=gpus,
         cpu_cores=max(1, cpus),
         supports_mixed_precision=gpus > 0,
-        recommended_precision="bf16" if gpus else "fp32",
-        supports_bf16=gpus > 0,
+        recommended_precision=("bf16" if bf16 else "fp16") if gpus else "fp32",
+        supports_bf16=gpus > 0 and bf16,
         disk_free_gb=0.0,  # the node's scratch is not known here
         gpus=[
             GPUInfo(

@@ -115,6 +115,7 @@ class RayExecutor(ClusterExecutorBase):
             memory_gb=float(res.get("memory", 0)) / 1024**3,
             gpus=int(res.get("GPU", 0)),
             gpu_memory_gb=self.settings.cluster_gpu_memory_gb or 0.0,
+            bf16=self.settings.cluster_gpu_bf16,
             platform=f"ray node {best.node_ip}",
         )
 

@@ -276,6 +276,7 @@ class SlurmExecutor(ClusterExecutorBase):
             memory_gb=_number(memory_mb) / 1024,
             gpus=_gres_gpus(gres),
             gpu_memory_gb=self.settings.cluster_gpu_memory_gb or 0.0,
+            bf16=self.settings.cluster_gpu_bf16,
             platform=f"slurm partition {name}",
         )
 
