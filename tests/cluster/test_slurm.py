@@ -291,3 +291,54 @@ def test_a_job_no_node_can_hold_is_refused_naming_the_numbers(
     )
     assert f"has {cores} cores" in str(raised.value)
     assert slurm_service.require_job(job.job_id).cluster_job_id is None
+
+
+def test_a_node_failure_requeues_the_job_and_it_resumes_from_its_checkpoint(
+    slurm_service: TrainingService, slurm: SlurmCluster
+) -> None:
+    """The node a job runs on goes down (set DOWN, as slurmctld does when a node stops
+    answering): Slurm kills the job there and requeues it, and flextrain shows it
+    queued with Slurm's reason; run again, it continues from its latest checkpoint."""
+    job = slurm_service.create_job(_config(max_steps=60, save_steps=4))
+    slurm_service.start_job(job.job_id)
+    _until(slurm_service, job.job_id, lambda j: j.current_step >= 9, timeout=240)
+    cluster_id = slurm_service.require_job(job.job_id).cluster_job_id
+    assert cluster_id
+    node = _squeue_field(slurm, cluster_id, "%N")
+    assert node in slurm.nodes
+    down = ["scontrol", "update", f"NodeName={node}"]
+    subprocess.run([*down, "State=DOWN", "Reason=flextrain-test"], check=True, env=slurm.env)
+    reasons: set[str] = set()
+    deadline = time.monotonic() + 300
+    try:
+        current = slurm_service.require_job(job.job_id)
+        while current.status != TrainingStatus.COMPLETED and time.monotonic() < deadline:
+            if current.status == TrainingStatus.QUEUED and current.wait_reason:
+                reasons.add(current.wait_reason)
+            # As an operator would: release a job Slurm held after its failed launch,
+            # and let a requeued one start without its begin-time delay.
+            state = _squeue_field(slurm, cluster_id, "%T|%r")
+            if "held" in state.lower():
+                subprocess.run(["scontrol", "release", cluster_id], env=slurm.env, check=False)
+            elif "BeginTime" in state:
+                update = ["scontrol", "update", f"JobId={cluster_id}", "StartTime=now"]
+                subprocess.run(update, env=slurm.env, check=False)
+            time.sleep(1)
+            current = slurm_service.require_job(job.job_id)
+    finally:
+        subprocess.run([*down, "State=RESUME"], env=slurm.env, check=False)
+    assert current.status == TrainingStatus.COMPLETED, slurm_service.read_log(job.job_id, 40)
+    assert any(r.startswith(f"slurm job {cluster_id} is pending") for r in reasons), reasons
+    assert current.resume_count >= 1
+    resumed = next(e for e in slurm_service.events(job.job_id) if e.kind == "resumed")
+    assert int(resumed.data["step"]) >= 8
+    assert _loss_steps(slurm_service, job.job_id) == list(range(1, 61))
+
+
+def _squeue_field(slurm: SlurmCluster, cluster_job_id: str, field: str) -> str:
+    return subprocess.run(
+        ["squeue", "-h", "-j", cluster_job_id, "-o", field],
+        capture_output=True,
+        text=True,
+        env=slurm.env,
+    ).stdout.strip()
