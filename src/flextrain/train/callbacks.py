@@ -90,9 +90,15 @@ class StoreProgressCallback(TrainerCallback):
             job = self.store.get(self.job_id)
             if job is not None and job.status == TrainingStatus.CANCELLED:
                 self.stop.set("cancelled")
-        if distributed.agree(self.stop.is_set()) and not self.stop.is_set():
+        # Every rank acts on the agreed value only: a SIGTERM that lands while the ranks
+        # agree sets this rank's flag after it voted, and acting on the flag itself would
+        # stop this rank alone at this step while the others train on into their next
+        # collective (a deadlock until the grace runs out). It is voted next step.
+        requested = self.stop.is_set()
+        stop_now = distributed.agree(requested)
+        if stop_now and not requested and not self.stop.is_set():
             self.stop.set("another rank stopped")
-        if self.stop.is_set() and not self.stopped_by_request:
+        if stop_now and not self.stopped_by_request:
             # Checkpoint this step (optimizer, scheduler, RNG and data position with it)
             # and leave the loop; the runner turns this into JobCancelledError.
             self.stopped_by_request = True
