@@ -240,8 +240,11 @@ class JobControl:
     def _refuse_unrunnable(self, job: TrainingJob) -> None:
         """ConfigValidationError when this machine can never run `job`: its config's
         hardware errors (fp16 without a GPU, memory) or a request for more GPUs or
-        threads than there are, which would otherwise block the queue forever."""
+        threads than there are, which would otherwise block the queue forever. Under a
+        cluster executor, "this machine" is a node of the job's own partition."""
         hw = self._as_if_jobs_ended(self.planner.hardware())
+        if isinstance(self.executor, ClusterExecutor):
+            hw = self.executor.node_hardware(job) or hw
         issues, _, _ = self.planner.validate(job.pinned_config(), hardware=hw)
         if isinstance(self.executor, ClusterExecutor):
             issues += self.executor.preflight(job)
