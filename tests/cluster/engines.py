@@ -158,9 +158,10 @@ class SlurmCluster:
 
     def stop(self) -> None:
         subprocess.run(["scancel", "--full", "-u", "root"], env=self.env, capture_output=True)
-        # Each job's slurmstepd outlives slurmd; ours carry our SLURM_CONF.
-        deadline = time.monotonic() + 15
-        while self._job_steps() and time.monotonic() < deadline:
+        # Let slurmctld deliver the cancels before it goes; each job's slurmstepd
+        # outlives slurmd, so what is left of ours is killed by name.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (self._queue() or self._job_steps()):
             time.sleep(0.5)
         for proc in self._job_steps():
             with contextlib.suppress(psutil.Error):
@@ -171,19 +172,29 @@ class SlurmCluster:
             if not path.exists():
                 continue
             try:
-                pid = int(path.read_text().strip())
-                os.kill(pid, signal.SIGTERM)
-                psutil.Process(pid).wait(10)
+                daemon = psutil.Process(int(path.read_text().strip()))
+                daemon.send_signal(signal.SIGTERM)
+                daemon.wait(10)
+            except psutil.TimeoutExpired:
+                with contextlib.suppress(psutil.Error):
+                    daemon.kill()
             except (ValueError, OSError, psutil.Error):
                 pass
 
+    def _queue(self) -> str:
+        return subprocess.run(
+            ["squeue", "-h", "-o", "%i"], env=self.env, capture_output=True, text=True
+        ).stdout.strip()
+
     def _job_steps(self) -> list[psutil.Process]:
+        """This cluster's slurmstepd processes: their sockets are in our spool folders."""
         found = []
         for proc in psutil.process_iter(["name"]):
             if proc.info["name"] != "slurmstepd":
                 continue
             with contextlib.suppress(psutil.Error):
-                if proc.environ().get("SLURM_CONF") == str(self.conf):
+                sockets = [str(c.laddr) for c in proc.net_connections(kind="unix")]
+                if any(path.startswith(str(self.root)) for path in sockets):
                     found.append(proc)
         return found
 

@@ -30,6 +30,10 @@ EventLevel = Literal["info", "warning", "error"]
 # How long after a cluster job was interrupted flextrain still asks the cluster whether
 # it requeued it (a preemption requeues at once; later, nobody will).
 CLUSTER_REQUEUE_WINDOW_S = 15 * 60
+# How long a cluster job must have been quiet before an ended state is believed.
+CLUSTER_END_GRACE_S = 30.0
+# The states in which a cluster has queued a job again (Slurm's after a requeue).
+REQUEUED_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"})
 
 
 class Reconciler:
@@ -107,7 +111,9 @@ class Reconciler:
         state = executor.cluster_state(job)
         described = state.describe(executor.name, cluster_id)
         if job.status == TrainingStatus.INTERRUPTED:
-            if state.active:
+            # Queued again by the cluster (not still the old run winding down: its
+            # worker, restarted, moves the job on itself if this is missed).
+            if state.active and state.state in REQUEUED_STATES:
                 requeue_from_checkpoint(
                     self.store,
                     self.environments,
@@ -122,6 +128,11 @@ class Reconciler:
             if job.status == TrainingStatus.QUEUED and job.wait_reason != described:
                 self.store.transition(job.job_id, [TrainingStatus.QUEUED], wait_reason=described)
                 return self.store.get(job.job_id) or job
+            return job
+        # A requeue passes through ended states for a moment (Slurm shows the old run
+        # FAILED or CANCELLED before it is pending again): a job is only given up once
+        # nothing has changed on it for a while.
+        if (datetime.now(UTC) - job.updated_at).total_seconds() < CLUSTER_END_GRACE_S:
             return job
         never_started = job.status in (TrainingStatus.QUEUED, TrainingStatus.VALIDATING)
         status = TrainingStatus.FAILED if never_started else TrainingStatus.INTERRUPTED
