@@ -8,6 +8,7 @@ job's state, reads its own output and stops a job.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from flextrain.hardware.detect import GPUInfo, HardwareConstraints
@@ -51,8 +52,9 @@ def node_constraints(
     )
 
 
-class ClusterExecutorBase:
-    """The parts of a cluster executor that do not depend on the engine."""
+class ClusterExecutorBase(ABC):
+    """The parts of a cluster executor that do not depend on the engine; each engine
+    says how it reads a job's state (`cluster_state`)."""
 
     name = "cluster"
     places_jobs = True
@@ -61,8 +63,9 @@ class ClusterExecutorBase:
         self.settings = settings
         self.store = store
 
+    @abstractmethod
     def cluster_state(self, job: TrainingJob) -> ClusterState:
-        raise NotImplementedError
+        """The job's state in the cluster (one short query)."""
 
     def job_of(self, submission: Submission) -> TrainingJob:
         job = self.store.get(submission.job_id)

@@ -33,7 +33,7 @@ from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs import oom
 from flextrain.jobs.environment import TrainingEnvironmentManager
 from flextrain.jobs.errors import JobNotFoundError, JobStateError
-from flextrain.jobs.executor import HEARTBEAT_GRACE, ClusterExecutor, Executor
+from flextrain.jobs.executor import HEARTBEAT_GRACE, ClusterExecutor, Executor, cluster_node
 from flextrain.jobs.launcher import Launcher
 from flextrain.jobs.outputs import output_dir_taken
 from flextrain.jobs.placement import demand_of, never_fits, reservation_of
@@ -242,9 +242,7 @@ class JobControl:
         hardware errors (fp16 without a GPU, memory) or a request for more GPUs or
         threads than there are, which would otherwise block the queue forever. Under a
         cluster executor, "this machine" is a node of the job's own partition."""
-        hw = self._as_if_jobs_ended(self.planner.hardware())
-        if isinstance(self.executor, ClusterExecutor):
-            hw = self.executor.node_hardware(job) or hw
+        hw = cluster_node(self.executor, job) or self._as_if_jobs_ended(self.planner.hardware())
         issues, _, _ = self.planner.validate(job.pinned_config(), hardware=hw)
         if isinstance(self.executor, ClusterExecutor):
             issues += self.executor.preflight(job)

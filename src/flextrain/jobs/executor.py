@@ -127,6 +127,13 @@ class ClusterExecutor(Executor, Protocol):
         ...
 
 
+def cluster_node(executor: Executor, job: TrainingJob) -> HardwareConstraints | None:
+    """The node a cluster executor would give `job` (its own partition's), for the
+    checks and the run spec; None when the job runs on this machine or the cluster
+    cannot tell."""
+    return executor.node_hardware(job) if isinstance(executor, ClusterExecutor) else None
+
+
 class LocalExecutor:
     """Worker processes (or torchrun) on this machine, in their own session.
 

@@ -20,7 +20,7 @@ from flextrain.estimate.plan import Planner
 from flextrain.hardware.cpus import training_cpus
 from flextrain.jobs.environment import TrainingEnvironmentManager
 from flextrain.jobs.errors import JobStateError
-from flextrain.jobs.executor import ClusterExecutor, Executor, Submission
+from flextrain.jobs.executor import Executor, Submission, cluster_node
 from flextrain.jobs.launch import build_launch_command, cluster_command, supervised
 from flextrain.jobs.resources import Allocation
 from flextrain.jobs.spec import DataSpec, RunSpec
@@ -53,9 +53,7 @@ class Launcher:
         and its threads): validated again, batch_size 'auto' resolved (an event says to
         what, when `record`), every path of the job's folder filled in."""
         config = pin_dataset(ExpertTrainingConfig.from_basic(job.typed_config()), job)
-        hw = self.planner.hardware()
-        if isinstance(self.executor, ClusterExecutor):
-            hw = self.executor.node_hardware(job) or hw  # a node of the job's partition
+        hw = cluster_node(self.executor, job) or self.planner.hardware()
         if allocation is not None:
             hw = hw.restricted_to(allocation.gpus)
         config, auto_batch = self.planner.resolve_auto_batch(config, hw)

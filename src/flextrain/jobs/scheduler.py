@@ -186,8 +186,7 @@ class Scheduler:
     def tick(self) -> TickReport:
         """Reconcile, then start every queued job that fits, in strict priority order.
         With a cluster executor, first hear from the cluster about the jobs it holds."""
-        if self.service.executor.places_jobs:
-            self.service.watch_cluster_jobs()
+        self.service.watch_cluster_jobs()  # nothing to do for the local executor
         if not self.service.store.queued_jobs():
             return TickReport()  # the usual case: no lock, no hardware probe
         with _flock(self.lock_path):
@@ -200,9 +199,12 @@ class Scheduler:
             return report
         self._record_settings()
         hardware = self.service.hardware()
-        if self.service.executor.places_jobs:
-            return self._hand_over(queued, hardware, report)
-        running = [self._reservation(j, hardware) for j in self.service.running_jobs()]
+        # A cluster executor queues and places jobs itself: each job that could fit on
+        # one of its nodes is handed over at once, nothing is reserved here.
+        cluster = self.service.executor.places_jobs
+        running = (
+            [] if cluster else [self._reservation(j, hardware) for j in self.service.running_jobs()]
+        )
         limit = self.service.settings.max_concurrent_jobs
         blocker: TrainingJob | None = None
         for job in queued:
@@ -223,31 +225,13 @@ class Scheduler:
                 error = ConfigValidationError(problems)
                 self._fail(job, str(error), report, error)
                 continue
-            placed = place(demand, hardware, running, limit)
+            placed = Allocation() if cluster else place(demand, hardware, running, limit)
             if isinstance(placed, str):
                 self._wait(job, placed, report)
                 blocker = job
                 continue
             if self._launch(job, placed, report):
                 running.append(Reservation(job.job_id, demand.slots, placed.gpus))
-        return report
-
-    def _hand_over(
-        self, queued: list[TrainingJob], hardware: HardwareConstraints, report: TickReport
-    ) -> TickReport:
-        """A cluster executor queues and places jobs itself: each queued job that could
-        fit on one of its nodes is handed over at once, in queue order."""
-        for job in queued:
-            try:
-                problems = never_fits(self._demand(job, hardware), hardware)
-            except Exception as exc:
-                self._fail(job, f"Could not schedule the job: {exc}", report, exc)
-                continue
-            if problems:
-                error = ConfigValidationError(problems)
-                self._fail(job, str(error), report, error)
-                continue
-            self._launch(job, Allocation(), report)
         return report
 
     def _demand(self, job: TrainingJob, hardware: HardwareConstraints) -> Demand:
