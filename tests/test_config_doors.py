@@ -49,6 +49,7 @@ from flextrain.jobs.spec import RunSpec
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
 from flextrain.train.arguments import training_arguments
+from flextrain.train.preference.run import method_options
 from flextrain.train.tracking import configure_tracking
 from tests.conftest import TEST_CLIENT_HOST
 
@@ -59,6 +60,7 @@ FINE = {
     "training_type": "fine_tuning",
 }
 LORA = {**FINE, "training_type": "lora_adaptation"}
+DPO = {**FINE, "dataset_id": "demo/preferences", "training_type": "dpo"}
 
 Observe = Callable[["Seen"], Any]
 
@@ -254,6 +256,14 @@ CASES: list[Case] = [
         expected=ClusterOptions(partition="gpu", time_limit="02:00:00"),
     ),
     Case("deepspeed_config", "<file>", _cfg("deepspeed_config"), expected="<file>", warns=True),
+    # Read into the method's TRL config (DPOConfig) by the preference runner.
+    Case(
+        "preference",
+        {"beta": 0.2, "loss_type": "ipo", "trl_options": {"ld_alpha": 0.5}},
+        lambda s: {k: method_options(s.spec.config)[k] for k in ("beta", "loss_type", "ld_alpha")},
+        expected={"beta": 0.2, "loss_type": ["ipo"], "ld_alpha": 0.5},
+        base=DPO,
+    ),
 ]
 
 DOORS = ("cli-file", "cli-flag", "python", "rest")

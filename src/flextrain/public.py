@@ -26,7 +26,7 @@ from flextrain.data.manager import (
 from flextrain.data.preview import Preview
 from flextrain.data.registry import DatasetInfo, DatasetNotFoundError
 from flextrain.data.registry import not_registered as dataset_not_registered
-from flextrain.data.shapes import ColumnMap, Shape
+from flextrain.data.shapes import SHAPES, ColumnMap, Shape
 from flextrain.db import DatabaseTooNewError
 from flextrain.jobs.checkpoints import CheckpointInfo, CheckpointNotFoundError
 from flextrain.jobs.environment import TrainingEnvironment
@@ -49,6 +49,7 @@ __all__ = [
     "BUILTIN_IDS",
     "MINILM_ID",
     "NO_DATASET",
+    "SHAPES",
     "VALIDATION_FIX",
     "CheckpointInfo",
     "CheckpointNotFoundError",

@@ -418,8 +418,8 @@ def test_bad_shape_and_columns_name_their_field_and_fix(
         {
             "field": "shape",
             "message": "shape: 'poem' is not known.",
-            "fix": "use one of text, classification, instruction, chat, completion, or leave "
-            "shape out to detect it.",
+            "fix": "use one of text, classification, instruction, chat, completion, "
+            "preference, unpaired, prompt, or leave shape out to detect it.",
         }
     ]
     columns = assert_error(post(columns="[1]"), 422, "columns: must be a JSON object")
@@ -428,7 +428,7 @@ def test_bad_shape_and_columns_name_their_field_and_fix(
     ]
     unknown = assert_error(post(columns='{"txt": "body"}'), 422, "unknown part(s) txt")
     assert [e["field"] for e in unknown["errors"]] == ["columns"]
-    assert unknown["errors"][0]["fix"].startswith("use only these parts: completion, input,")
+    assert unknown["errors"][0]["fix"].startswith("use only these parts: chosen, completion,")
     missing = assert_error(post(columns='{"text": "nope"}'), 422, "no such column")
     assert [e["field"] for e in missing["errors"]] == ["columns"]
 

@@ -128,6 +128,18 @@ class TestEnums:
             "continued_pretraining",
             "task_specific",
             "full_training",
+            "dpo",
+            "orpo",
+            "kto",
+            "simpo",
+            "grpo",
+        }
+        assert {t.value for t in TrainingType if t.is_preference} == {
+            "dpo",
+            "orpo",
+            "kto",
+            "simpo",
+            "grpo",
         }
 
     def test_unknown_training_type_names_the_field(self) -> None:

@@ -115,6 +115,7 @@ def test_every_rule_has_a_test_class_here() -> None:
         "memory_rule",
         "distributed_rule",
         "expert_rule",
+        "preference_rule",
     }
 
 
@@ -498,7 +499,8 @@ class TestLora:
         one(issues, "lora_r", r"0 is below 1")
 
     @pytest.mark.parametrize(
-        "ttype", [t for t in TrainingType if t is not TrainingType.LORA_ADAPTATION]
+        "ttype",
+        [t for t in TrainingType if t is not TrainingType.LORA_ADAPTATION and not t.is_preference],
     )
     def test_alpha_below_rank_is_ignored_for_other_types(self, ttype: TrainingType) -> None:
         issues = run(make(training_type=ttype, lora_r=16, lora_alpha=8, lora_dropout=5.0))
@@ -684,8 +686,8 @@ class TestData:
     def test_unlabelled_data_is_fine_for_other_types(self) -> None:
         data = DatasetFacts(num_rows=100, has_labels=False)
         for ttype in TrainingType:
-            if ttype is TrainingType.TASK_SPECIFIC:
-                continue
+            if ttype is TrainingType.TASK_SPECIFIC or ttype.is_preference:
+                continue  # preference types need their own shapes (TestPreferenceRule)
             assert on(run(make(training_type=ttype), dataset=data), "dataset_id") == []
 
     @pytest.mark.parametrize("rows", [0, 1])
@@ -1020,3 +1022,111 @@ def test_a_forced_run_over_the_estimate_is_only_warned_about() -> None:
     memory = MemoryFacts(peak_gb=20.0, available_gb=10.0, kind="system", fix="lower batch_size.")
     issues = TrainingParameterValidator().validate(make(ignore_memory_estimate=True), memory=memory)
     one(issues, "batch_size", "Started anyway", "warning")
+
+
+PAIRS = DatasetFacts(num_rows=300, has_labels=False, shape="preference")
+PROMPTS = DatasetFacts(num_rows=300, has_labels=False, shape="prompt")
+CONTAINS = {"name": "contains", "pattern": "x"}
+
+
+class TestPreferenceRule:
+    def test_a_dpo_run_on_pairs_passes(self) -> None:
+        assert run(make(training_type=TrainingType.DPO), dataset=PAIRS) == []
+
+    def test_a_method_on_the_wrong_shape_names_the_columns_it_needs(self) -> None:
+        issue = one(
+            run(make(training_type=TrainingType.DPO), dataset=PROMPTS),
+            "dataset_id",
+            r"dpo needs rows with prompt, chosen, rejected.*prompt data",
+        )
+        assert "--shape preference" in issue.fix
+        one(
+            run(make(training_type=TrainingType.KTO), dataset=DATA),
+            "dataset_id",
+            r"true/false label.*plain text",
+        )
+
+    def test_a_supervised_type_refuses_preference_data(self) -> None:
+        one(
+            run(make(), dataset=PAIRS),
+            "training_type",
+            r"fine_tuning trains on text.*preference rows.*use a preference type",
+        )
+
+    def test_preference_options_on_a_supervised_type_are_ignored_with_a_warning(self) -> None:
+        issues = run(make(preference={"beta": 0.3}), dataset=DATA)
+        one(issues, "preference", r"is ignored: fine_tuning", "warning")
+
+    def test_loss_type_is_checked_per_method(self) -> None:
+        ok = make(training_type=TrainingType.DPO, preference={"loss_type": "ipo"})
+        assert run(ok, dataset=PAIRS) == []
+        bad = make(training_type=TrainingType.DPO, preference={"loss_type": "kto"})
+        one(run(bad, dataset=PAIRS), "preference.loss_type", r"'kto' is not a dpo loss.*sigmoid")
+        orpo = make(training_type=TrainingType.ORPO, preference={"loss_type": "ipo"})
+        one(run(orpo, dataset=PAIRS), "preference.loss_type", r"orpo has no loss variants")
+
+    def test_beta_must_be_positive_except_for_grpo(self) -> None:
+        dpo = make(training_type=TrainingType.DPO, preference={"beta": 0.0})
+        one(run(dpo, dataset=PAIRS), "preference.beta", r"not above 0")
+        grpo = make(
+            training_type=TrainingType.GRPO, preference={"beta": 0.0, "rewards": [CONTAINS]}
+        )
+        assert run(grpo, dataset=PROMPTS) == []
+
+    def test_precomputed_reference_is_for_dpo_and_kto(self) -> None:
+        cfg = make(training_type=TrainingType.SIMPO, preference={"reference": "precomputed"})
+        one(run(cfg, dataset=PAIRS), "preference.reference", r"uses no reference model")
+
+    def test_grpo_needs_rewards_where_the_data_has_no_reference_answer(self) -> None:
+        one(
+            run(make(training_type=TrainingType.GRPO), dataset=PROMPTS),
+            "preference.rewards",
+            r"GRPO learns from rewards and has none.*no reference answer",
+        )
+        # With reference answers, exact_match against them is the default reward.
+        answers = DatasetFacts(num_rows=300, has_labels=False, shape="completion")
+        assert run(make(training_type=TrainingType.GRPO), dataset=answers) == []
+
+    def test_grpo_groups_must_divide_the_batch(self) -> None:
+        cfg = make(
+            training_type=TrainingType.GRPO,
+            batch_size=6,
+            preference={"num_generations": 4, "rewards": [CONTAINS]},
+        )
+        issue = one(run(cfg, dataset=PROMPTS), "preference.num_generations", r"does not divide")
+        assert "multiple of 4" in issue.fix
+        single = make(
+            training_type=TrainingType.GRPO,
+            preference={"num_generations": 1, "rewards": [CONTAINS]},
+        )
+        one(run(single, dataset=PROMPTS), "preference.num_generations", r"below 2")
+
+    def test_reward_specs_are_checked(self) -> None:
+        rewards = [
+            {"name": "contains"},
+            {"name": "format", "pattern": "(unclosed"},
+            {"name": "length"},
+            {"name": "exact_match"},
+        ]
+        cfg = make(training_type=TrainingType.GRPO, preference={"rewards": rewards})
+        issues = run(cfg, dataset=PROMPTS)
+        one(issues, "preference.rewards[0].pattern", r"contains needs one")
+        one(issues, "preference.rewards[1].pattern", r"not a valid regex")
+        one(issues, "preference.rewards[2].target_length", r"missing")
+        one(issues, "preference.rewards[3].name", r"reference answer.*prompt data has none")
+
+    def test_trl_options_are_checked_against_the_methods_config(self) -> None:
+        cfg = make(
+            training_type=TrainingType.DPO,
+            preference={"trl_options": {"use_weighting": True, "beta": 0.5, "no_such": 1}},
+        )
+        issues = run(cfg, dataset=PAIRS)
+        one(issues, "preference.trl_options.beta", r"set by flextrain.*preference.beta")
+        one(issues, "preference.trl_options.no_such", r"not a field of TRL's dpo config")
+        assert on(issues, "preference.trl_options.use_weighting") == []
+
+    def test_lora_knobs_count_for_a_preference_type_with_its_adapter(self) -> None:
+        cfg = make(training_type=TrainingType.DPO, lora_r=8)
+        assert run(cfg, dataset=PAIRS) == []
+        full = make(training_type=TrainingType.DPO, lora_r=8, preference={"use_lora": False})
+        one(run(full, dataset=PAIRS), "lora_r", r"ignored", "warning")

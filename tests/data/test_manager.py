@@ -251,7 +251,8 @@ def test_an_unknown_id_is_not_registered_with_close_names_never_a_server_path(
         message = str(caught.value)
         assert message.startswith(
             f"Dataset '{wrong}' is not registered. Did you mean 'team/reviews'? Fix: use a "
-            "registered dataset (demo/sentiment, demo/text, demo/instructions, team/reviews;"
+            "registered dataset (demo/sentiment, demo/text, demo/instructions, demo/preferences, "
+            "team/reviews;"
         ), message
         assert "extension" not in message
         assert caught.value.field == "dataset_id"

@@ -86,7 +86,12 @@ def test_demo_instructions_is_what_its_generator_makes() -> None:
 
 
 def test_names_start_with_the_bundled(registry: DatasetRegistry) -> None:
-    assert registry.names() == ["demo/sentiment", "demo/text", "demo/instructions"]
+    assert registry.names() == [
+        "demo/sentiment",
+        "demo/text",
+        "demo/instructions",
+        "demo/preferences",
+    ]
 
 
 # -- registering -----------------------------------------------------------------------

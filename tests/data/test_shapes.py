@@ -186,6 +186,9 @@ def test_canonical_fields_table() -> None:
         "instruction": ("instruction", "input", "output"),
         "chat": ("messages",),
         "completion": ("prompt", "completion"),
+        "preference": ("prompt", "chosen", "rejected"),
+        "unpaired": ("prompt", "completion", "label"),
+        "prompt": ("prompt",),
     }
 
 

@@ -149,7 +149,14 @@ def test_a_model_without_heads_supports_only_lora(llama: ModelInfo) -> None:
         "continued_pretraining",
         "task_specific",
         "full_training",
+        # Preference and reward training needs a causal-LM head.
+        "dpo",
+        "orpo",
+        "kto",
+        "simpo",
+        "grpo",
     }
+    assert reasons["dpo"] == "no causal-LM head"
 
 
 def test_service_compatibility_tiny_llama(service: TrainingService) -> None:

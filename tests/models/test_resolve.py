@@ -142,3 +142,11 @@ def test_service_compatibility_of_unreachable_hub_model(
     assert result.num_parameters is None
     assert result.supported_training_types == []
     assert set(result.framework_versions) >= {"torch", "transformers", "peft"}
+
+
+def test_a_path_too_long_to_look_up_is_not_found_not_an_os_error(
+    resolver: ModelResolver,
+) -> None:
+    # Found by the API fuzzer: a 300-byte path part made is_dir() raise ENAMETOOLONG.
+    with pytest.raises(ModelNotFoundError, match=r"does not exist\. Fix: check the path"):
+        resolver.resolve("./" + "m" * 300)

@@ -166,3 +166,24 @@ def run_spec(
         temp_dir=str(tmp_path / "tmp"),
         num_threads=num_threads,
     )
+
+
+def write_keyword_preferences(path: Path, rows: int = 200, seed: int = 0) -> Path:
+    """Pairs a tiny model can learn in seconds: the positive adjective is chosen, the
+    negative one rejected, after the same prompt."""
+    rng = random.Random(seed)
+    with path.open("w") as fh:
+        for _ in range(rows):
+            subject = rng.choice(SUBJECTS)
+            pair = {
+                "prompt": f"{subject} was",
+                "chosen": f" {rng.choice(POSITIVE)} today",
+                "rejected": f" {rng.choice(NEGATIVE)} today",
+            }
+            fh.write(json.dumps(pair) + "\n")
+    return path
+
+
+def metric_series(service: TrainingService, job_id: str, key: str) -> list[float]:
+    """Every logged value of `key` (training logs, not evaluations), in step order."""
+    return [m[key] for m in service.store.metric_history(job_id) if key in m]

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flextrain.cli.common import console, err_console, get_service, guard
+from flextrain.config.enums import DATA_SHAPES
 
 if TYPE_CHECKING:  # the data layer imports SQLAlchemy: only when a command runs
     from flextrain.public import ColumnMap, DataReport, Shape, SourceFormat
@@ -22,7 +23,7 @@ datasets_app = typer.Typer(
 )
 
 FORMATS = ("jsonl", "json", "csv", "parquet", "text", "text_folder", "hf_disk")
-SHAPES = ("text", "classification", "instruction", "chat", "completion")
+SHAPES = DATA_SHAPES
 
 FormatOpt = Annotated[
     str | None, typer.Option("--format", help=f"One of {', '.join(FORMATS)}; default: detect.")
@@ -38,6 +39,8 @@ OutputCol = Annotated[str | None, typer.Option("--output-column")]
 PromptCol = Annotated[str | None, typer.Option("--prompt-column")]
 CompletionCol = Annotated[str | None, typer.Option("--completion-column")]
 MessagesCol = Annotated[str | None, typer.Option("--messages-column")]
+ChosenCol = Annotated[str | None, typer.Option("--chosen-column")]
+RejectedCol = Annotated[str | None, typer.Option("--rejected-column")]
 
 
 def _choice(value: str | None, allowed: tuple[str, ...], option: str) -> str | None:
@@ -72,6 +75,8 @@ def datasets_add(
     prompt_column: PromptCol = None,
     completion_column: CompletionCol = None,
     messages_column: MessagesCol = None,
+    chosen_column: ChosenCol = None,
+    rejected_column: RejectedCol = None,
 ) -> None:
     """Check a file and store it as a new version (prints the version hash)."""
     fmt = cast("SourceFormat | None", _choice(format, FORMATS, "--format"))
@@ -85,6 +90,8 @@ def datasets_add(
         prompt=prompt_column,
         completion=completion_column,
         messages=messages_column,
+        chosen=chosen_column,
+        rejected=rejected_column,
     )
     service = get_service()
     # Data errors (DatasetValidationError) print every row and field, exit code 2.
@@ -195,6 +202,8 @@ def datasets_validate(
     prompt_column: PromptCol = None,
     completion_column: CompletionCol = None,
     messages_column: MessagesCol = None,
+    chosen_column: ChosenCol = None,
+    rejected_column: RejectedCol = None,
     model: Annotated[
         str | None,
         typer.Option("--model", help="Count tokens with this model's tokenizer."),
@@ -219,6 +228,8 @@ def datasets_validate(
         prompt=prompt_column,
         completion=completion_column,
         messages=messages_column,
+        chosen=chosen_column,
+        rejected=rejected_column,
     )
     service = get_service()
     token_length = None

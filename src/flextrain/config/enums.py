@@ -7,6 +7,22 @@ API accept exactly these.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal, get_args
+
+# What a dataset's records are for (flextrain.data.shapes maps columns onto these):
+# supervised text, labels, instructions, chats and completions; preference pairs,
+# answers marked good or bad (KTO) and bare prompts (GRPO).
+DataShape = Literal[
+    "text",
+    "classification",
+    "instruction",
+    "chat",
+    "completion",
+    "preference",
+    "unpaired",
+    "prompt",
+]
+DATA_SHAPES: tuple[DataShape, ...] = get_args(DataShape)
 
 
 class TrainingType(StrEnum):
@@ -15,6 +31,32 @@ class TrainingType(StrEnum):
     CONTINUED_PRETRAINING = "continued_pretraining"
     TASK_SPECIFIC = "task_specific"
     FULL_TRAINING = "full_training"
+    # Preference and reward training (through TRL): a policy learns from pairs of
+    # answers (DPO, ORPO, SimPO), from answers marked good or bad (KTO), or from the
+    # rewards its own sampled answers earn (GRPO).
+    DPO = "dpo"
+    ORPO = "orpo"
+    KTO = "kto"
+    SIMPO = "simpo"
+    GRPO = "grpo"
+
+    @property
+    def is_preference(self) -> bool:
+        """Trained by a TRL preference or reward trainer, not the supervised Trainer."""
+        return self in PREFERENCE_TYPES
+
+
+PREFERENCE_TYPES = frozenset(
+    {
+        TrainingType.DPO,
+        TrainingType.ORPO,
+        TrainingType.KTO,
+        TrainingType.SIMPO,
+        TrainingType.GRPO,
+    }
+)
+# Methods that compare a chosen with a rejected answer to the same prompt.
+PAIRED_TYPES = frozenset({TrainingType.DPO, TrainingType.ORPO, TrainingType.SIMPO})
 
 
 class TrainingMode(StrEnum):

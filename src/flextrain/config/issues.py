@@ -75,6 +75,7 @@ class DatasetFacts:
     num_rows: int
     has_labels: bool
     num_labels: int = 0
+    shape: str | None = None  # flextrain.data.shapes: text, preference, prompt...
 
 
 @dataclass(frozen=True)

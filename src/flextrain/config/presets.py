@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flextrain.config.enums import TrainingType
+from flextrain.config.enums import PREFERENCE_TYPES, TrainingType
 
 PRESET_NAMES = ("quick", "balanced", "thorough")
 
@@ -34,6 +34,13 @@ _LEARNING_RATES: dict[str, dict[TrainingType, float]] = {
         TrainingType.FULL_TRAINING: 3e-4,
     },
 }
+# Preference and reward training moves a policy that already answers well (through a
+# LoRA adapter by default): rates an order below supervised LoRA keep it near its
+# reference, the range TRL's and LLaMA-Factory's examples use.
+_PREFERENCE_LR = {"quick": 5e-5, "balanced": 2e-5, "thorough": 1e-5}
+for _name, _rate in _PREFERENCE_LR.items():
+    for _ttype in PREFERENCE_TYPES:
+        _LEARNING_RATES[_name][_ttype] = _rate
 _DEFAULT_LR = {"quick": 5e-5, "balanced": 3e-5, "thorough": 2e-5}
 
 

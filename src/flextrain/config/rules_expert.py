@@ -101,6 +101,7 @@ def _reference_issues(c: ExpertTrainingConfig) -> Iterator[ValidationIssue]:
         ("optimizer.factory", [c.optimizer.factory if c.optimizer else None]),
         ("callbacks", c.callbacks),
         ("trainer_class", [c.trainer_class]),
+        ("reward_functions", c.reward_functions),
     ):
         for ref in refs:
             problem = check_reference(ref, c.code_dir) if ref else None

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flextrain.config.cluster import ClusterOptions
 from flextrain.config.enums import TrainingType
+from flextrain.config.preference import PreferenceOptions
 from flextrain.config.presets import PRESET_NAMES, preset_values
 
 SCHEDULER_TYPES = (
@@ -279,6 +280,13 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
         "time_limit, extra_sbatch); only read by the slurm executor.",
     )
 
+    preference: PreferenceOptions = Field(
+        default_factory=PreferenceOptions,
+        description="Preference and reward training (dpo, orpo, kto, simpo, grpo): adapter "
+        "or full weights, beta, loss variant, GRPO's generations and rewards, other TRL "
+        "options.",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _eval_steps_mean_step_evaluation(cls, data: Any) -> Any:
@@ -289,6 +297,14 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
         if steps_only and "eval_strategy" not in data:
             return {**data, "eval_strategy": "steps"}
         return data
+
+    @property
+    def uses_lora(self) -> bool:
+        """Whether the run trains a LoRA adapter: the LoRA type, or a preference type
+        with its adapter on (the default)."""
+        if self.training_type.is_preference:
+            return self.preference.use_lora
+        return self.training_type == TrainingType.LORA_ADAPTATION
 
     @property
     def world_size(self) -> int:
@@ -461,18 +477,24 @@ class ExpertTrainingConfig(AdvancedTrainingConfig):
         max_length=MAX_ID,
         description="A transformers Trainer subclass, `module:Class`, from code_dir.",
     )
+    reward_functions: list[Reference] = Field(
+        default_factory=list,
+        max_length=16,
+        description="GRPO: user reward functions `module:function(prompts, completions, "
+        "**columns) -> list[float]`, from code_dir, added to the built-in rewards.",
+    )
     code_dir: str | None = Field(
         None,
         max_length=MAX_PATH,
-        description="Folder the user code (loss, optimizer factory, callbacks, trainer) "
-        "is loaded from.",
+        description="Folder the user code (loss, optimizer factory, callbacks, trainer, "
+        "reward functions) is loaded from.",
     )
 
     @property
     def user_code(self) -> list[str]:
         """Every reference to user code: running it is code execution (admin only by REST)."""
         refs = [self.loss.function, self.optimizer.factory if self.optimizer else None]
-        refs += [*self.callbacks, self.trainer_class]
+        refs += [*self.callbacks, self.trainer_class, *self.reward_functions]
         return [r for r in refs if r]
 
     @classmethod

@@ -27,6 +27,7 @@ from flextrain.config.issues import err as _err
 from flextrain.config.issues import warn as _warn
 from flextrain.config.modes import config_for_mode
 from flextrain.config.rules_expert import TORCH_OPTIMIZERS, expert_rule
+from flextrain.config.rules_preference import preference_rule
 from flextrain.config.rules_run import (
     checkpointing_rule,
     data_rule,
@@ -274,7 +275,7 @@ def _warmup(ctx: RuleContext) -> Iterator[ValidationIssue]:
 def _lora(ctx: RuleContext) -> Iterator[ValidationIssue]:
     c = ctx.config
     model = ctx.model
-    if c.training_type != TrainingType.LORA_ADAPTATION:
+    if not c.uses_lora:
         if c.lora_target_modules:
             yield _warn(
                 "lora_target_modules",
@@ -315,6 +316,8 @@ def _lora(ctx: RuleContext) -> Iterator[ValidationIssue]:
 # Evaluation metrics a run reports, by whether the task has class labels.
 CLASSIFICATION_METRICS = ("loss", "accuracy", "f1")
 LANGUAGE_MODEL_METRICS = ("loss", "perplexity")
+# TRL's evaluation metrics: reward accuracy and margin of pairs, GRPO's mean reward.
+PREFERENCE_METRICS = ("loss", "rewards/accuracies", "rewards/margins", "reward")
 
 
 def best_metric_name(config: AdvancedTrainingConfig) -> str:
@@ -347,7 +350,9 @@ def _early_stopping(ctx: RuleContext) -> Iterator[ValidationIssue]:
     # Labelled data trains a classifier (any training type but the pre-training ones);
     # before the data is known, any metric some objective reports is accepted.
     known: tuple[str, ...]
-    if c.training_type == TrainingType.TASK_SPECIFIC or (ctx.dataset and ctx.dataset.has_labels):
+    if c.training_type.is_preference:
+        known, task = PREFERENCE_METRICS, "preference and reward training"
+    elif c.training_type == TrainingType.TASK_SPECIFIC or (ctx.dataset and ctx.dataset.has_labels):
         known, task = CLASSIFICATION_METRICS, "classification"
     elif ctx.dataset is not None:
         known, task = LANGUAGE_MODEL_METRICS, "language modelling"
@@ -418,7 +423,7 @@ def _settings_without_effect(ctx: RuleContext) -> Iterator[ValidationIssue]:
             f"has no effect with distributed_strategy {c.distributed_strategy}.",
             "set distributed_strategy to deepspeed, or remove deepspeed_config.",
         )
-    if c.training_type != TrainingType.LORA_ADAPTATION:
+    if not c.uses_lora:
         for name in ("lora_r", "lora_alpha", "lora_dropout"):
             if name in given:
                 yield _warn(
@@ -430,7 +435,14 @@ def _settings_without_effect(ctx: RuleContext) -> Iterator[ValidationIssue]:
 
 # Where and how the run happens, then expert mode's rules: in this order, as always
 # (a config's issues keep their order).
-for _run_rule in (checkpointing_rule, data_rule, memory_rule, tracking_rule, distributed_rule):
+for _run_rule in (
+    checkpointing_rule,
+    data_rule,
+    memory_rule,
+    tracking_rule,
+    distributed_rule,
+    preference_rule,
+):
     _rule(_run_rule)
 _rule(expert_rule)
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from flextrain.data.shapes import (
     CHAT_ROLES,
+    PREFERENCE_SHAPES,
     ColumnMap,
     Shape,
     resolve_columns,
@@ -319,6 +320,9 @@ _RENDERED_FIELD: dict[Shape, str] = {
     "instruction": "instruction+input+output",
     "completion": "prompt+completion",
     "chat": "messages",
+    "preference": "prompt+chosen/rejected",
+    "unpaired": "prompt+completion",
+    "prompt": "prompt",
 }
 
 
@@ -329,6 +333,12 @@ def render_for_length(canonical: dict[str, Any], shape: Shape) -> str:
         return str(canonical["text"])
     if shape == "chat":
         parts = [str(m["content"]) for m in canonical["messages"]]
+    elif shape == "preference":
+        # Each answer is a sequence of its own after the prompt: the longer one counts.
+        answers = [_flat(canonical["chosen"]), _flat(canonical["rejected"])]
+        parts = [_flat(canonical["prompt"]), max(answers, key=len)]
+    elif shape in PREFERENCE_SHAPES:
+        parts = [_flat(canonical[part]) for part in ("prompt", "completion") if part in canonical]
     else:
         parts = [str(canonical[part]) for part in _LENGTH_PARTS[shape]]
     return "\n".join(p for p in parts if p)
@@ -338,6 +348,15 @@ _LENGTH_PARTS: dict[Shape, tuple[str, ...]] = {
     "instruction": ("instruction", "input", "output"),
     "completion": ("prompt", "completion"),
 }
+
+
+def _flat(value: Any) -> str:
+    """Plain text, or a conversation's turns joined (for counting tokens)."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return "\n".join(str(m.get("content", "")) for m in value if isinstance(m, dict))
+    return str(value)
 
 
 def _mixed_labels_message(column: str, kinds: dict[str, dict[str, str]], classes: list[str]) -> str:
@@ -366,6 +385,9 @@ def _check_fields(
     if shape == "chat":
         _check_messages(canonical["messages"], add)
         return
+    if shape in PREFERENCE_SHAPES:
+        _check_preference(canonical, shape, add)
+        return
     for part, value in canonical.items():
         if part == "label":
             if value is None:
@@ -380,6 +402,57 @@ def _check_fields(
             add(part, f"must be a string, got {_type_name(value)}")
         elif part != "input" and not value.strip():
             add(part, "is empty")
+
+
+def _check_preference(canonical: dict[str, Any], shape: Shape, add: Callable[..., None]) -> None:
+    """Preference, unpaired and prompt rows: each part plain text or a list of messages
+    (TRL reads both), a yes/no label for KTO, and a pair whose answers differ."""
+    for part, value in canonical.items():
+        if part == "label":
+            if value is None:
+                add(part, "is missing")
+            elif not isinstance(value, bool):
+                add(part, f"must be true or false (desirable or not), got {value!r}")
+        elif value is None:
+            if not (shape == "preference" and part == "prompt"):
+                add(part, "is missing")
+        elif isinstance(value, list):
+            _check_turns(part, value, add)
+        elif not isinstance(value, str):
+            add(part, f"must be text or a list of messages, got {_type_name(value)}")
+        elif not value.strip():
+            add(part, "is empty")
+    if shape == "preference":
+        chosen, rejected = canonical.get("chosen"), canonical.get("rejected")
+        conversations = isinstance(chosen, list) and isinstance(rejected, list)
+        both = chosen is not None and rejected is not None
+        if canonical.get("prompt") is None and both and not conversations:
+            add(
+                "prompt",
+                "is missing and the answers are not conversations, so no prompt can be "
+                "read from them. Fix: add a prompt column, or give chosen and rejected as "
+                "message lists that start with the same user turn",
+            )
+        if chosen is not None and chosen == rejected:
+            add(
+                "rejected",
+                "is identical to chosen: the pair teaches nothing (it is kept, its loss "
+                "is constant)",
+                "warning",
+            )
+
+
+def _check_turns(part: str, turns: list[Any], add: Callable[..., None]) -> None:
+    if not turns:
+        add(part, "has no messages")
+        return
+    for number, turn in enumerate(turns, 1):
+        if not isinstance(turn, dict):
+            add(part, f"message {number} must be an object with role and content")
+        elif turn.get("role") not in CHAT_ROLES:
+            add(part, f"message {number} has unknown role {turn.get('role')!r}")
+        elif not isinstance(turn.get("content"), str):
+            add(part, f"message {number} content must be a string")
 
 
 def _check_messages(messages: Any, add: Callable[..., None]) -> None:

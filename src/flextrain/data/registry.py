@@ -21,8 +21,10 @@ from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
 from flextrain.config.validation import DatasetFacts
 from flextrain.data.bundled import bundled_path
+from flextrain.data.errors import DatasetFormatError, FieldAndFix
+from flextrain.data.shapes import PREFERENCE_SHAPES, detect_shape
 from flextrain.db import Base
-from flextrain.errors import InvalidInputError, NotFoundError
+from flextrain.errors import NotFoundError
 
 DataFormat = Literal["jsonl", "json", "csv", "text"]
 _SUFFIXES: dict[str, DataFormat] = {
@@ -55,6 +57,11 @@ BUNDLED: dict[str, tuple[str, str, str | None]] = {
         "Alpaca-style instructions of 38-235 tokens made from demo/text (2,000 rows)",
         "instruction",
     ),
+    "demo/preferences": (
+        "preferences.jsonl",
+        "Preference pairs: right sums over wrong ones, descriptions over refusals (304 rows)",
+        "preference",
+    ),
 }
 
 
@@ -73,7 +80,7 @@ DATA_FILE_SUFFIXES = (
 )
 
 
-class DatasetNotFoundError(NotFoundError, LookupError):
+class DatasetNotFoundError(FieldAndFix, NotFoundError, LookupError):
     """The dataset id names no registered dataset or readable file.
 
     `field` names the input at fault (default: the dataset id) and `fix` says what
@@ -81,28 +88,6 @@ class DatasetNotFoundError(NotFoundError, LookupError):
     """
 
     code = "dataset_not_found"
-    field = "dataset_id"
-
-    def __init__(self, message: str, *, field: str | None = None, fix: str | None = None) -> None:
-        super().__init__(message)
-        if field is not None:  # else the class's
-            self.field = field
-        if fix is not None:
-            self.fix = fix
-
-
-class DatasetFormatError(InvalidInputError, ValueError):
-    """The file exists but cannot serve as training data (`field`, `fix` as above)."""
-
-    code = "dataset_format"
-    field = "dataset_id"
-
-    def __init__(self, message: str, *, field: str | None = None, fix: str | None = None) -> None:
-        super().__init__(message)
-        if field is not None:  # else the class's
-            self.field = field
-        if fix is not None:
-            self.fix = fix
 
 
 def looks_like_path(dataset_id: str) -> bool:
@@ -192,7 +177,7 @@ class DatasetInfo:
         return self.label_column is not None
 
     def facts(self) -> DatasetFacts:
-        return DatasetFacts(self.num_rows, self.has_labels, len(self.labels))
+        return DatasetFacts(self.num_rows, self.has_labels, len(self.labels), self.shape)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -273,13 +258,19 @@ def inspect_file(path: Path, dataset_id: str | None = None, description: str = "
     columns = list(rows[0].keys())
     text_col = next((c for c in TEXT_COLUMNS if c in columns), None)
     pair = next((p for p in PROMPT_PAIRS if p[0] in columns and p[1] in columns), None)
-    if text_col is None and pair is None:
+    shape = _preference_shape(rows)
+    if shape is not None:
+        # Pairs, marked answers or bare prompts: read through their shape, never as text.
+        text_col, pair = None, None
+    elif text_col is None and pair is None:
         raise DatasetFormatError(
             f"'{path.name}' has columns {columns} but no text. Fix: add a 'text' column "
             "(or prompt/response, instruction/output)."
         )
     label_col = next((c for c in LABEL_COLUMNS if c in columns), None)
     labels: list[str] = []
+    if shape is not None:
+        label_col = None  # KTO's desirable flag is not a class label
     if label_col is not None:
         labels = sorted({str(r[label_col]) for r in rows if r.get(label_col) not in (None, "")})
         if not labels:
@@ -295,7 +286,18 @@ def inspect_file(path: Path, dataset_id: str | None = None, description: str = "
         labels=labels if label_col else [],
         prompt_columns=pair,
         description=description,
+        shape=shape,
     )
+
+
+def _preference_shape(rows: list[dict[str, Any]]) -> str | None:
+    """The preference shape of rows that have one (pairs, KTO's marked answers, prompts
+    alone), else None: those rows are read by their shape's columns, not as text."""
+    try:
+        shape = detect_shape(rows)
+    except DatasetFormatError:
+        return None
+    return shape if shape in PREFERENCE_SHAPES else None
 
 
 class DatasetRegistry:

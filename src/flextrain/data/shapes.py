@@ -2,7 +2,8 @@
 
 Datasets in the wild name the same thing many ways (`text`, `content`,
 `sentence`; Alpaca, prompt/completion, OpenAI messages, ShareGPT
-conversations). Detection maps the usual names onto five shapes, and users
+conversations; preference pairs, KTO's marked answers, GRPO's bare prompts).
+Detection maps the usual names onto eight shapes, and users
 override it per column (`--text-column` ...) when the names are unusual, so
 the rest of flextrain only ever sees the canonical fields of one shape.
 """
@@ -10,11 +11,16 @@ the rest of flextrain only ever sees the canonical fields of one shape.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, Literal
+from typing import Any
 
-from flextrain.data.registry import DatasetFormatError
+from flextrain.config.enums import DATA_SHAPES, DataShape
+from flextrain.data.errors import DatasetFormatError
 
-Shape = Literal["text", "classification", "instruction", "chat", "completion"]
+Shape = DataShape
+SHAPES = DATA_SHAPES
+# Shapes for preference and reward training: their parts may be plain text or
+# conversational messages, as TRL reads them.
+PREFERENCE_SHAPES = frozenset({"preference", "unpaired", "prompt"})
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,8 @@ class ColumnMap:
     prompt: str | None = None
     completion: str | None = None
     messages: str | None = None
+    chosen: str | None = None
+    rejected: str | None = None
 
     def given(self) -> dict[str, str]:
         """The parts that name a column, as {part: column}."""
@@ -41,12 +49,33 @@ CANONICAL_FIELDS: dict[Shape, tuple[str, ...]] = {
     "instruction": ("instruction", "input", "output"),
     "chat": ("messages",),
     "completion": ("prompt", "completion"),
+    # A prompt with a better and a worse answer (DPO, ORPO, SimPO); without a prompt
+    # the answers are whole conversations sharing their start (an implicit prompt).
+    "preference": ("prompt", "chosen", "rejected"),
+    # One answer marked desirable (true) or not (false): KTO.
+    "unpaired": ("prompt", "completion", "label"),
+    # Prompts alone, answered by the policy itself: GRPO.
+    "prompt": ("prompt",),
 }
-# Parts a record may lack: Alpaca's `input` is often absent or empty.
-OPTIONAL_PARTS = frozenset({"input"})
+# Parts a record may lack: Alpaca's `input` is often absent or empty, and a preference
+# pair's prompt may be implicit in its conversations.
+OPTIONAL_PARTS: dict[Shape, frozenset[str]] = {
+    "instruction": frozenset({"input"}),
+    "preference": frozenset({"prompt"}),
+}
 # Most specific first: a chat set often also carries a `text` rendering, and an
-# instruction set a `category`, so the richer shape must win.
-SHAPE_PRIORITY: tuple[Shape, ...] = ("chat", "instruction", "completion", "classification", "text")
+# instruction set a `category`, so the richer shape must win; prompts alone are what
+# is left of almost any set, so last.
+SHAPE_PRIORITY: tuple[Shape, ...] = (
+    "preference",
+    "chat",
+    "instruction",
+    "unpaired",
+    "completion",
+    "classification",
+    "text",
+    "prompt",
+)
 
 # The usual names of each part, in preference order.
 COLUMN_VARIANTS: dict[str, tuple[str, ...]] = {
@@ -58,6 +87,8 @@ COLUMN_VARIANTS: dict[str, tuple[str, ...]] = {
     "prompt": ("prompt", "question"),
     "completion": ("completion", "response", "answer"),
     "messages": ("messages", "conversations"),
+    "chosen": ("chosen", "preferred", "accepted"),
+    "rejected": ("rejected", "dispreferred"),
 }
 
 CHAT_ROLES = ("system", "user", "assistant", "tool")
@@ -100,8 +131,8 @@ def detect_shape(records: list[dict[str, Any]], columns: ColumnMap = ColumnMap()
         if all(
             _pick(part, columns, filled) is not None
             for part in CANONICAL_FIELDS[shape]
-            if part not in OPTIONAL_PARTS
-        ):
+            if part not in OPTIONAL_PARTS.get(shape, ())
+        ) and _fits(shape, records, columns, filled):
             return shape
     if given:
         wanted = " or ".join(candidates)
@@ -129,7 +160,7 @@ def resolve_columns(
     missing = []
     for part in CANONICAL_FIELDS[shape]:
         column = _pick(part, columns, filled)
-        if column is None and part not in OPTIONAL_PARTS:
+        if column is None and part not in OPTIONAL_PARTS.get(shape, ()):
             missing.append(part)
         chosen[part] = column
     if missing:
@@ -159,10 +190,41 @@ def to_canonical(record: dict[str, Any], shape: Shape, columns: ColumnMap) -> di
         value = record.get(column) if column is not None else None
         if part == "input" and value is None:
             value = ""
-        elif part == "messages":
+        elif part == "messages" or (shape in PREFERENCE_SHAPES and isinstance(value, list)):
             value = normalise_messages(value)
+        elif shape == "unpaired" and part == "label":
+            value = as_bool(value)
         out[part] = value
     return out
+
+
+def as_bool(value: Any) -> Any:
+    """KTO's desirable flag from what files hold: JSON booleans, and the strings and
+    numbers CSV gives for them; anything else is kept for the checks to report."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[value.strip().lower()]
+    return value
+
+
+_BOOL_WORDS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+
+
+def _fits(
+    shape: Shape, records: list[dict[str, Any]], columns: ColumnMap, filled: set[str]
+) -> bool:
+    """Beyond having the columns: KTO's label is a yes/no flag, so a completion set with a
+    `category` or a numeric `label` column is not read as unpaired preferences."""
+    if shape != "unpaired":
+        return True
+    column = _pick("label", columns, filled)
+    if column is None:
+        return False
+    values = [r.get(column) for r in records if r.get(column) is not None]
+    return bool(values) and all(isinstance(as_bool(v), bool) for v in values)
 
 
 def normalise_messages(value: Any) -> Any:
@@ -235,5 +297,10 @@ def _shape_hint(shapes: list[Shape] | None = None) -> str:
         "(instruction)",
         "completion": "--prompt-column with --completion-column (completion)",
         "chat": "--messages-column (chat)",
+        "preference": "--chosen-column with --rejected-column and optional --prompt-column "
+        "(preference pairs)",
+        "unpaired": "--prompt-column, --completion-column and a true/false --label-column "
+        "(unpaired preferences, KTO)",
+        "prompt": "--prompt-column alone (prompts, GRPO)",
     }
     return "; ".join(hints[s] for s in (shapes or list(SHAPE_PRIORITY)))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from flextrain.config.schemas import BasicTrainingConfig, ExpertTrainingConfig, with_fields_set
+from flextrain.data.shapes import Shape
 
 if TYPE_CHECKING:
     from flextrain.data.registry import DatasetInfo
@@ -35,7 +36,7 @@ class DataSpec(BaseModel):
     labels: list[str]
     prompt_columns: tuple[str, str] | None = None
     # Shape of a registered version's canonical rows; None for a file read as it is.
-    shape: Literal["text", "classification", "instruction", "chat", "completion"] | None = None
+    shape: Shape | None = None
     # Content SHA-256 of a registered version: names its tokenised cache entries.
     version: str | None = None
 

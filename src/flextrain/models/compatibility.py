@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from flextrain.config.enums import TrainingType
+from flextrain.config.enums import PREFERENCE_TYPES, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.config.validation import ConfigValidationError
 from flextrain.data.registry import DatasetInfo, read_rows
@@ -74,6 +74,12 @@ def supported_types(info: ModelInfo) -> tuple[list[TrainingType], dict[str, str]
             "no sequence-classification head in transformers",
         ),
         (TrainingType.FULL_TRAINING, has_head, "no trainable head"),
+        # Preference and reward training score and sample answers token by token.
+        *(
+            (ttype, info.supports_causal_lm and not info.is_encoder, "no causal-LM head")
+            for ttype in TrainingType
+            if ttype in PREFERENCE_TYPES
+        ),
     ):
         if ok:
             supported.append(ttype)
@@ -90,7 +96,7 @@ def training_setup(
     num_labels: int = 2,
 ) -> TrainingSetup:
     """The estimator's view of a config on this hardware."""
-    lora = config.training_type == TrainingType.LORA_ADAPTATION
+    lora = config.uses_lora
     targets = config.lora_target_modules or choose_lora_targets(info.linear_module_names)
     return TrainingSetup(
         objective=objective,  # type: ignore[arg-type]

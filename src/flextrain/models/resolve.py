@@ -83,7 +83,7 @@ class ModelResolver:
         # A registered name stands for its folder (and wins over a hub id spelled alike).
         named = self.registered(model_id) if self.registered is not None else None
         local = named or Path(model_id).expanduser()
-        if local.is_dir():
+        if _is_dir(local):
             if not (local / "config.json").exists():
                 raise ModelNotFoundError(
                     f"Model folder '{model_id}' has no config.json. "
@@ -241,3 +241,12 @@ def _safetensors_problem(path: Path) -> str | None:
     if end > data:
         return f"the tensors need {end} bytes of data, the file holds {data}"
     return None
+
+
+def _is_dir(path: Path) -> bool:
+    """Whether `path` is a folder; a name the file system cannot even look up (a part
+    over 255 bytes, say) is not one, rather than an OSError the user never caused."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False

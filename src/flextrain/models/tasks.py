@@ -17,7 +17,22 @@ def choose_objective(ttype: TrainingType, model: ModelInfo, data: DatasetInfo | 
 
     Labelled data means classification for every type except continued
     pre-training, which always trains the language-model objective on the text.
+    Preference and reward training always trains a causal LM (a KTO set's true/false
+    label marks answers, it is not a class).
     """
+    if ttype.is_preference:
+        if model.supports_causal_lm and not model.is_encoder:
+            return "causal_lm"
+        raise ConfigValidationError(
+            [
+                ValidationIssue(
+                    "training_type",
+                    f"{ttype.value} trains a causal language model, and model type "
+                    f"'{model.model_type}' has no causal-LM head.",
+                    "use a decoder model (Llama, Qwen, GPT-2 ...), e.g. flextrain/tiny-llama.",
+                )
+            ]
+        )
     classify = ttype == TrainingType.TASK_SPECIFIC or (
         data is not None and data.has_labels and ttype != TrainingType.CONTINUED_PRETRAINING
     )

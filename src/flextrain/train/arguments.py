@@ -16,7 +16,7 @@ from flextrain.jobs.spec import RunSpec
 from flextrain.train.compat import checkpointing_arguments
 
 # Metrics where higher is better; the rest (loss, perplexity) are better lower.
-GREATER = ("accuracy", "f1")
+GREATER = ("accuracy", "f1", "rewards/accuracies", "rewards/margins", "reward")
 
 
 def training_arguments(
@@ -27,8 +27,11 @@ def training_arguments(
     *,
     grouped: bool = False,
     distributed: dict[str, Any] | None = None,
+    cls: type[TrainingArguments] = TrainingArguments,
+    **extra: Any,
 ) -> TrainingArguments:
-    """Map the run spec onto TrainingArguments (the one place knob names meet)."""
+    """Map the run spec onto TrainingArguments (the one place knob names meet), or onto
+    `cls`, a subclass such as TRL's DPOConfig, with its own fields in `extra`."""
     cfg = spec.config
     warmup: float = cfg.warmup_steps if cfg.warmup_steps > 0 else cfg.warmup_ratio
     eval_strategy = cfg.eval_strategy if has_eval else "no"
@@ -46,7 +49,7 @@ def training_arguments(
         if eval_strategy == "steps" and cfg.eval_steps:
             multiple = cfg.save_steps and cfg.save_steps % cfg.eval_steps == 0
             save_steps = cfg.save_steps if multiple else cfg.eval_steps  # type: ignore[assignment]
-    return TrainingArguments(
+    values: dict[str, Any] = dict(
         output_dir=spec.checkpoint_dir,
         run_name=cfg.run_name or spec.job_id,
         num_train_epochs=cfg.num_epochs,
@@ -96,6 +99,7 @@ def training_arguments(
         disable_tqdm=True,
         **(distributed or {}),
     )
+    return cls(**{**values, **extra})
 
 
 def _optimizer(cfg: Any) -> str:

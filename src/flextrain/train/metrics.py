@@ -66,3 +66,17 @@ def last_evaluation(state: TrainerState, args: TrainingArguments) -> dict[str, f
         if "eval_loss" in entry:
             return {k: v for k, v in entry.items() if k != "step"}
     return None
+
+
+def size_metrics(model: Any, splits: Any) -> dict[str, Any]:
+    """Rows and parameters, printed and recorded: the trainable share is what LoRA or
+    freezing left to train, which explains a run's speed and memory."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    print(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
+    return {
+        "train_rows": len(splits["train"]),
+        "eval_rows": len(splits["eval"]) if "eval" in splits else 0,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+    }

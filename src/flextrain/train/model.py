@@ -70,7 +70,7 @@ def build_model(spec: RunSpec, tokenizer: Any) -> tuple[Any, list[str]]:
         fresh = sorted({key.rsplit(".", 1)[0] for key in info.get("missing_keys", [])})
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    if spec.config.training_type == TrainingType.LORA_ADAPTATION:
+    if spec.config.uses_lora:
         model = _wrap_lora(model, spec, fresh)
     return model, fresh
 

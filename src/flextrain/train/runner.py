@@ -32,7 +32,7 @@ from flextrain.train.data import load_splits
 from flextrain.train.expert import ExpertSetup, freeze_configured
 from flextrain.train.expert import prepare as prepare_expert
 from flextrain.train.hooks import apply_curriculum
-from flextrain.train.metrics import last_evaluation, throughput_and_memory
+from flextrain.train.metrics import last_evaluation, size_metrics, throughput_and_memory
 from flextrain.train.model import build_model, load_tokenizer
 from flextrain.train.oom import (
     OutOfMemoryAdvice,
@@ -41,6 +41,7 @@ from flextrain.train.oom import (
     is_out_of_memory,
     out_of_memory_advice,
 )
+from flextrain.train.preference.run import train_preference
 from flextrain.train.resume import finished_training, skip_finished_training
 from flextrain.train.save import save_outputs
 from flextrain.train.tracking import configure_tracking, log_final_model, mlflow_run
@@ -64,8 +65,9 @@ def run_training(
     # transformers' tracking callbacks read these when training starts.
     os.environ.update(tracking_env)
     run_name = spec.config.run_name or spec.job_id
+    train = train_preference if spec.config.training_type.is_preference else _train
     with mlflow_run(report_to, tracking_env, run_name=run_name) as mlflow_run_id:
-        metrics = _train(spec, store, stop, report_to)
+        metrics = train(spec, store, stop, report_to)
         log_final_model(mlflow_run_id, Path(spec.model_dir))
     return metrics
 
@@ -108,7 +110,7 @@ def _train(
     progress, early, callbacks = _build_callbacks(spec, store, stop, parts, reporter)
     build = _trainer_factory(spec, parts, callbacks)
     session = _Session(build(model, args), args, spec.resume_from_checkpoint)
-    metrics = _size_metrics(model, parts.splits)
+    metrics = size_metrics(model, parts.splits)
     del model  # the session holds it now: an out-of-memory back-off must be able to free it
 
     if parts.has_eval and spec.config.evaluate_before_training and not session.resume:
@@ -234,20 +236,6 @@ def _trainer_factory(
         return trainer
 
     return build
-
-
-def _size_metrics(model: Any, splits: DatasetDict) -> dict[str, Any]:
-    """Rows and parameters, printed and recorded: the trainable share is what LoRA or
-    freezing left to train, which explains a run's speed and memory."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    print(f"Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
-    return {
-        "train_rows": len(splits["train"]),
-        "eval_rows": len(splits["eval"]) if "eval" in splits else 0,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-    }
 
 
 def _evaluate_before_training(trainer: FlexTrainer) -> dict[str, Any]:

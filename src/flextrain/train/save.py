@@ -51,7 +51,7 @@ def save_outputs(
                 "objective": spec.objective,
                 "base_model": spec.config.model_id,
                 "base_model_path": spec.model_path,
-                "adapter": spec.config.training_type.value == "lora_adaptation",
+                "adapter": spec.config.uses_lora,
                 "labels": spec.data.labels,
                 "metrics": metrics,
                 "probe": probe,

@@ -39,7 +39,7 @@ def load(text: str, code_dir: str | Path | None) -> Any:
         module = importlib.import_module(ref.module)
     except Exception as exc:
         raise UserCodeError(
-            f"{text}: importing {ref.module} failed: {_where(exc, code_dir)}"
+            f"{text}: importing {ref.module} failed: {describe(exc, code_dir)}"
         ) from exc
     try:
         return getattr(module, ref.name)
@@ -54,10 +54,10 @@ def call(text: str, code_dir: str | Path | None, fn: Callable[..., T], *args: An
     except UserCodeError:
         raise
     except Exception as exc:
-        raise UserCodeError(f"{text} raised {_where(exc, code_dir)}") from exc
+        raise UserCodeError(f"{text} raised {describe(exc, code_dir)}") from exc
 
 
-def _where(exc: BaseException, code_dir: str | Path | None) -> str:
+def describe(exc: BaseException, code_dir: str | Path | None) -> str:
     """`Type: message (file.py line N, in function)` at the deepest frame of user code."""
     frames = traceback.extract_tb(exc.__traceback__)
     folder = str(Path(code_dir).expanduser().resolve()) if code_dir is not None else None

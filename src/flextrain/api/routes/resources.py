@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request, UploadFile
 
@@ -41,6 +41,7 @@ from flextrain.api.schemas import (
 from flextrain.config.enums import TrainingStatus
 from flextrain.public import (
     BUILTIN_DESCRIPTIONS,
+    SHAPES,
     ColumnMap,
     DataReport,
     DatasetInfo,
@@ -62,7 +63,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,99})?$")
 _SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".txt", ".text", ".md"}
-_SHAPES = ("text", "classification", "instruction", "chat", "completion")
+_SHAPES = SHAPES
 # The fix of a row error that says none of its own (as for a refused upload).
 ROW_FIX = "correct or remove this row, then send the file again."
 
@@ -229,7 +230,8 @@ ColumnsForm = Annotated[
     str | None,
     Form(
         description='Column map as JSON, e.g. {"text": "body", "label": "tag"} '
-        "(parts: text, label, instruction, input, output, prompt, completion, messages)."
+        "(parts: text, label, instruction, input, output, prompt, completion, messages, "
+        "chosen, rejected)."
     ),
 ]
 
@@ -251,7 +253,7 @@ def _reading_options(
             field="file",
             fix=fix,
         )
-    return cast(Shape | None, shape), column_map, suffix
+    return shape, column_map, suffix
 
 
 @contextmanager
