@@ -350,6 +350,14 @@ _LENGTH_PARTS: dict[Shape, tuple[str, ...]] = {
 }
 
 
+IDENTICAL_PAIR = "is identical to chosen"
+
+
+def identical_pairs(report: DataReport) -> int:
+    """Pairs whose chosen and rejected answers are the same (warned about per row)."""
+    return sum(1 for issue in report.warnings if issue.message.startswith(IDENTICAL_PAIR))
+
+
 def _flat(value: Any) -> str:
     """Plain text, or a conversation's turns joined (for counting tokens)."""
     if value is None:
@@ -436,8 +444,7 @@ def _check_preference(canonical: dict[str, Any], shape: Shape, add: Callable[...
         if chosen is not None and chosen == rejected:
             add(
                 "rejected",
-                "is identical to chosen: the pair teaches nothing (it is kept, its loss "
-                "is constant)",
+                f"{IDENTICAL_PAIR}: the pair teaches nothing (it is kept, its loss is constant)",
                 "warning",
             )
 

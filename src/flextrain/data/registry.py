@@ -259,10 +259,15 @@ def inspect_file(path: Path, dataset_id: str | None = None, description: str = "
     text_col = next((c for c in TEXT_COLUMNS if c in columns), None)
     pair = next((p for p in PROMPT_PAIRS if p[0] in columns and p[1] in columns), None)
     shape = _preference_shape(rows)
-    if shape is not None:
+    plain_completion = {"prompt", "completion"} <= set(columns)
+    if shape is None and text_col is None and pair is None and plain_completion:
+        # Prompt/completion rows under their canonical names: GRPO's prompts with
+        # reference answers, or completion data for supervised training, read as is.
+        shape = "completion"
+    if shape in PREFERENCE_SHAPES:
         # Pairs, marked answers or bare prompts: read through their shape, never as text.
         text_col, pair = None, None
-    elif text_col is None and pair is None:
+    elif shape is None and text_col is None and pair is None:
         raise DatasetFormatError(
             f"'{path.name}' has columns {columns} but no text. Fix: add a 'text' column "
             "(or prompt/response, instruction/output)."

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from flextrain.config.enums import TrainingType
 from flextrain.config.schemas import (
@@ -28,8 +28,10 @@ from flextrain.config.validation import (
     TrainingParameterValidator,
     ValidationIssue,
 )
-from flextrain.data.manager import TrainingDataManager
+from flextrain.data.checks import identical_pairs
+from flextrain.data.manager import TrainingDataManager, load_and_check
 from flextrain.data.registry import DatasetFormatError, DatasetInfo, DatasetNotFoundError
+from flextrain.data.shapes import PREFERENCE_SHAPES, Shape
 from flextrain.estimate.memory import TrainingSetup, estimate_memory
 from flextrain.estimate.recommend import largest_fitting_batch, recommend
 from flextrain.hardware.detect import HardwareConstraints
@@ -151,6 +153,7 @@ class Planner:
         output_issue = output_dir_issue(config.output_dir)
         if output_issue is not None:
             issues.append(output_issue)
+        issues.extend(preference_row_issues(data, "dataset_id"))
         # Not cached with the model's facts: weights can go missing after a first check.
         missing = (
             self.models.missing_weights(config.model_id)
@@ -313,3 +316,34 @@ def schedule_of(config: BasicTrainingConfig, data: DatasetInfo) -> list[float] |
         raise ConfigValidationError(
             [ValidationIssue("lr_schedule_expr", str(exc), "change the expression.")]
         ) from None
+
+
+def preference_row_issues(info: DatasetInfo, field: str) -> list[ValidationIssue]:
+    """Row errors of a preference file used as it is (an admin's path, a bundled set):
+    a registered version was checked when it was added, and supervised files are read
+    leniently by their training code, but a pair with an empty answer must be refused
+    at creation, not fail the job at its first step."""
+    if info.shape not in PREFERENCE_SHAPES or info.version is not None:
+        return []
+    _, report, _, _ = load_and_check(info.path, shape=cast(Shape, info.shape))
+    issues: list[ValidationIssue] = []
+    if report.errors:
+        shown = "; ".join(report.issue_lines(5))
+        issues.append(
+            ValidationIssue(
+                field,
+                f"{report.error_count} row error(s) in {info.shape} data: {shown}.",
+                "correct or remove these rows (`flextrain datasets add FILE` lists them all).",
+            )
+        )
+    same = identical_pairs(report)
+    if same:
+        issues.append(
+            ValidationIssue(
+                field,
+                f"{same} pair(s) have chosen identical to rejected: they teach nothing.",
+                "give each pair a better and a worse answer, or drop those rows.",
+                "warning",
+            )
+        )
+    return issues

@@ -16,11 +16,11 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 
 from flextrain.config.enums import TrainingType
-from flextrain.data.checks import check_records
+from flextrain.data.checks import identical_pairs
 from flextrain.data.errors import DatasetFormatError
+from flextrain.data.manager import load_and_check
 from flextrain.data.prepare import DEFAULT_CHAT_TEMPLATE
-from flextrain.data.registry import read_rows
-from flextrain.data.shapes import Shape, resolve_columns, to_canonical
+from flextrain.data.shapes import Shape, to_canonical
 from flextrain.jobs.spec import DataSpec, RunSpec
 
 Row = dict[str, Any]
@@ -63,9 +63,7 @@ def canonical_rows(data: DataSpec, field: str) -> list[Row]:
         )
     shape: Shape = data.shape
     path = Path(data.path)
-    raw = read_rows(path, data.format)
-    mapping = resolve_columns(raw, shape)
-    report = check_records(raw, shape, mapping)
+    raw, report, _, mapping = load_and_check(path, shape=shape)
     if report.errors:
         lines = "\n".join(f"  {line}" for line in report.issue_lines())
         raise DatasetFormatError(
@@ -73,7 +71,7 @@ def canonical_rows(data: DataSpec, field: str) -> list[Row]:
             f"{lines}\nFix: correct or remove these rows.",
             field=field,
         )
-    same = sum(1 for issue in report.warnings if "identical to chosen" in issue.message)
+    same = identical_pairs(report)
     if same:
         print(
             f"[flextrain] warning: {same} pair(s) of {path.name} have chosen identical to "
