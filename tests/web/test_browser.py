@@ -312,6 +312,47 @@ def test_train_a_tiny_job_from_the_page(page: Page, server: str, shots: Path) ->
     page.screenshot(path=str(shots / "jobs.png"), full_page=True)
 
 
+def test_a_dpo_job_from_the_page_plots_its_reward_margin(
+    page: Page, server: str, shots: Path
+) -> None:
+    _sign_in(page, server, ADMIN_TOKEN)
+    page.get_by_test_id("nav-new").click()
+    page.locator("label:has(#mode-advanced)").click()
+    page.locator("#f-model_id").fill("flextrain/tiny-llama")
+    page.locator("#f-dataset_id").fill("demo/preferences")
+    page.locator("#f-training_type").select_option("dpo")
+    expect(page.locator("#f-training_type option[value=dpo]")).to_have_text(
+        "DPO (preference pairs)"
+    )
+    page.locator("#f-num_epochs").fill("1")
+    page.locator("#f-max_length").fill("48")
+    page.locator("#f-batch_size").fill("16")
+    page.locator("#f-learning_rate").fill("0.005")
+    page.locator("#f-logging_steps").fill("2")
+    # Options as JSON; a bad value comes back on the field.
+    page.locator("#f-preference").fill('{"beta": -1}')
+    page.get_by_test_id("submit-button").click()
+    expect(page.get_by_test_id("form-errors")).to_contain_text("preference.beta", timeout=90_000)
+    page.locator("#f-preference").fill('{"beta": 0.2, "loss_type": "ipo"}')
+    page.get_by_test_id("submit-button").click()
+    page.wait_for_url("**/#/jobs/*")
+    page.wait_for_function(
+        "states => states.includes(document.getElementById('job-status').dataset.status)",
+        arg=list(FINISHED),
+        timeout=JOB_SECONDS * 1000,
+    )
+    status = page.get_by_test_id("job-status").get_attribute("data-status")
+    assert status == "completed", page.get_by_test_id("job-logs").inner_text()
+    expect(page.get_by_test_id("fact-type")).to_have_text("DPO (preference pairs)")
+    expect(page.get_by_test_id("fact-preference-accuracy")).to_contain_text("→")
+    page.wait_for_function(
+        "() => Number(document.getElementById('chart-reward').dataset.points) > 1"
+    )
+    expect(page.locator("#chart-reward-caption")).to_have_text("Reward margin (chosen − rejected)")
+    expect(page.get_by_test_id("job-config")).to_contain_text('"loss_type":"ipo"')
+    page.screenshot(path=str(shots / "job-dpo.png"), full_page=True)
+
+
 def _interrupted_job(service: TrainingService) -> str:
     """A real run whose worker is SIGKILLed after its first checkpoint: INTERRUPTED."""
     config = AdvancedTrainingConfig(

@@ -128,6 +128,29 @@ def train(
     strategy: Annotated[
         str | None, typer.Option(help="distributed_strategy: ddp, fsdp or deepspeed.")
     ] = None,
+    beta: Annotated[
+        float | None,
+        typer.Option(help="Preference types: preference.beta (pull towards the reference)."),
+    ] = None,
+    loss_type: Annotated[
+        str | None, typer.Option(help="dpo/kto: preference.loss_type, e.g. ipo, robust.")
+    ] = None,
+    full_weights: Annotated[
+        bool,
+        typer.Option(
+            "--full-weights", help="Preference types: train every weight, not a LoRA adapter."
+        ),
+    ] = False,
+    reward: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="grpo: a built-in reward, NAME or NAME:ARG (contains:REGEX, format:REGEX, "
+            "regex_match:REGEX, length:CHARS, exact_match); repeat for several."
+        ),
+    ] = None,
+    num_generations: Annotated[
+        int | None, typer.Option(help="grpo: completions sampled per prompt.")
+    ] = None,
     priority: Annotated[
         int,
         typer.Option(min=-1000, max=1000, help="Queue priority: higher starts first (default 0)."),
@@ -184,6 +207,17 @@ def train(
             "ignore_memory_estimate": True if force else None,
         }
         values.update({k: v for k, v in flags.items() if v is not None})
+        preference = {
+            "beta": beta,
+            "loss_type": loss_type,
+            "use_lora": False if full_weights else None,
+            "rewards": [parse_reward(r) for r in reward] if reward else None,
+            "num_generations": num_generations,
+        }
+        given = {k: v for k, v in preference.items() if v is not None}
+        if given:
+            from_file = values.get("preference")
+            values["preference"] = {**(from_file if isinstance(from_file, dict) else {}), **given}
         missing = [
             f"--{k}"
             for k, key in (
@@ -237,6 +271,22 @@ def _batch_size_flag(value: str | None) -> int | str | None:
     )
 
 
+# What a finished job is judged by, before and after: accuracy and loss; for preference
+# runs the held-out preference accuracy and reward margin; for GRPO the mean reward.
+SUMMARY_METRICS = (
+    "initial_eval_accuracy",
+    "eval_accuracy",
+    "initial_eval_loss",
+    "eval_loss",
+    "initial_eval_preference_accuracy",
+    "eval_preference_accuracy",
+    "initial_eval_rewards/margins",
+    "eval_rewards/margins",
+    "initial_eval_reward",
+    "eval_reward",
+)
+
+
 def run_to_end(run: Callable[[], TrainingJob]) -> None:
     """Run a command that follows a job, then say how the job ended (Ctrl-C: exit 130,
     the job cancelled by the follow loop)."""
@@ -250,7 +300,7 @@ def run_to_end(run: Callable[[], TrainingJob]) -> None:
 def _report_end(job: TrainingJob) -> None:
     if job.status == TrainingStatus.COMPLETED:
         console.print(f"[green]Completed.[/] Model saved to {escape(str(job.model_path))}")
-        for key in ("initial_eval_accuracy", "eval_accuracy", "initial_eval_loss", "eval_loss"):
+        for key in SUMMARY_METRICS:
             if key in job.metrics:
                 console.print(f"  {key}: {job.metrics[key]:.4f}")
     elif job.status == TrainingStatus.FAILED:
@@ -316,6 +366,23 @@ _TYPE_ALIASES = {
     "full": TrainingType.FULL_TRAINING,
     "scratch": TrainingType.FULL_TRAINING,
 }
+
+
+def parse_reward(text: str) -> dict[str, Any]:
+    """--reward NAME[:ARG] as a built-in reward spec: the argument is the regex of
+    contains, format and regex_match, and the target characters of length."""
+    name, _, arg = text.partition(":")
+    name = name.strip()
+    if name == "length":
+        if not arg.strip().isdigit():
+            raise ValueError(
+                f"--reward: '{text}' needs a length in characters. Fix: e.g. --reward length:200."
+            )
+        return {"name": name, "target_length": int(arg)}
+    spec: dict[str, Any] = {"name": name}
+    if arg:
+        spec["pattern"] = arg
+    return spec
 
 
 def parse_training_type(value: str) -> TrainingType:

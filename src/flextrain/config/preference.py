@@ -60,12 +60,13 @@ RewardName = Literal["exact_match", "regex_match", "contains", "format", "length
 class RewardSpec(BaseModel):
     """A built-in GRPO reward: data, not code, so any user may choose one.
 
-    exact_match: 1 when the completion (stripped) equals the row's `column`;
-    regex_match: 1 when `pattern` finds the row's `column` value's match in the
-    completion (the first group of `pattern` compared with the reference, or the
-    whole match when it has no group); contains: 1 when `pattern` occurs in the
-    completion; format: 1 when the whole completion matches `pattern`; length:
-    1 at `target_length` characters, falling linearly to 0 at twice or zero.
+    The reference answer of a row is its `completion` (prompt/completion data) or its
+    chosen answer (pairs). exact_match: 1 when the completion (stripped) equals the
+    reference; regex_match: 1 when what `pattern` extracts from the completion (its
+    first group, or the whole match) equals what it extracts from the reference (or
+    the whole reference); contains: 1 when `pattern` occurs in the completion;
+    format: 1 when the whole completion matches `pattern`; length: 1 at
+    `target_length` characters, falling linearly to 0 at none or twice as many.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -73,12 +74,6 @@ class RewardSpec(BaseModel):
     name: RewardName = Field(description="exact_match, regex_match, contains, format, length.")
     pattern: str | None = Field(
         None, max_length=500, description="Regular expression (regex_match, contains, format)."
-    )
-    column: str | None = Field(
-        None,
-        max_length=200,
-        description="Reference column of the data (exact_match, regex_match); default "
-        "the row's answer: `completion` of prompt/completion data.",
     )
     target_length: int | None = Field(None, description="Characters the length reward aims at.")
     weight: float = Field(1.0, description="Weight of this reward in the sum.")

@@ -66,6 +66,7 @@
     ["Learning-rate schedule", ["lr_scheduler_type", "warmup_steps", "warmup_ratio"]],
     ["Precision and memory", ["use_mixed_precision", "fp16", "bf16", "gradient_checkpointing"]],
     ["LoRA", ["lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"]],
+    ["Preference and reward training", ["preference"]],
     [
       "Evaluation, logging and checkpoints",
       [
@@ -98,6 +99,7 @@
     model_id: "Model",
     dataset_id: "Dataset",
     training_type: "Training type",
+    preference: "Preference options (JSON)",
     preset: "Preset",
     run_name: "Run name",
     num_epochs: "Epochs",
@@ -122,6 +124,11 @@
     continued_pretraining: "Continued pre-training",
     task_specific: "Task-specific (classification)",
     full_training: "Full training",
+    dpo: "DPO (preference pairs)",
+    orpo: "ORPO (preference pairs)",
+    kto: "KTO (answers marked good or bad)",
+    simpo: "SimPO (preference pairs)",
+    grpo: "GRPO (rewards on sampled answers)",
   };
   // The knobs a preset fills (config/presets.py); the API does not list them.
   const PRESET_KNOBS = ["num_epochs", "learning_rate", "batch_size", "max_length"];
@@ -136,6 +143,11 @@
   const RATE_FACTS = [
     ["tokens_per_second", "Tokens/s", "fact-tokens-per-second", formatRate],
     ["rss_gb", "Memory (RSS)", "fact-memory", formatGB],
+  ];
+  // Logged by TRL: [metric key, chart caption]; the first a row has is plotted.
+  const REWARD_SERIES = [
+    ["rewards/margins", "Reward margin (chosen − rejected)"],
+    ["reward", "Mean reward of sampled answers"],
   ];
   const MEMORY_PARTS = [
     ["weights_gb", "Weights"],
@@ -967,6 +979,7 @@
       else if (variant.type === "integer") field.kind = "int";
       else if (variant.type === "number") field.kind = "float";
       else if (variant.type === "array") field.kind = "list";
+      else if (variant.type === "object") field.kind = "json";
     }
     const oneOf = field.description.match(/One of: (.+?)\.?$/);
     if (oneOf) field.suggestions = oneOf[1].split(",").map((s) => s.trim());
@@ -978,6 +991,7 @@
     if (field.default === null) return "none";
     if (field.kind === "bool") return field.default ? "on" : "off";
     if (Array.isArray(field.default)) return field.default.join(", ");
+    if (field.kind === "json") return JSON.stringify(field.default);
     return String(field.default);
   }
 
@@ -1252,6 +1266,14 @@
         config[name] = Number.isFinite(number) ? number : raw;
       } else if (field.kind === "list") {
         config[name] = raw.split(",").map((s) => s.trim()).filter(Boolean);
+      } else if (field.kind === "json") {
+        // Options as a JSON object, e.g. {"beta": 0.2}; text that is not JSON goes as
+        // typed, so the server names the field and says what it expects.
+        try {
+          config[name] = JSON.parse(raw);
+        } catch {
+          config[name] = raw;
+        }
       } else config[name] = raw;
     }
     return config;
@@ -1600,7 +1622,8 @@
     $("job-checkpoints-body").replaceChildren();
     $("job-checkpoints").hidden = true;
     $("job-checkpoints-summary").textContent = "";
-    state.series = { loss: [], eval_loss: [], learning_rate: [] };
+    state.series = { loss: [], eval_loss: [], learning_rate: [], reward: [] };
+    $("chart-reward-figure").hidden = true;
     state.rates = {};
     state.timeline = new Map();
     state.stepTimes = [];
@@ -1700,6 +1723,13 @@
       ...fact("Eval loss", formatNumber(job.eval_loss), "fact-eval-loss"),
       ...(m.initial_eval_loss !== undefined ? fact("Eval loss before training", formatNumber(m.initial_eval_loss), "fact-initial-eval-loss") : []),
       ...fact("Learning rate", formatNumber(job.learning_rate), "fact-lr"),
+      ...(m.eval_preference_accuracy !== undefined
+        ? fact(
+            "Preference accuracy (held out)",
+            `${formatNumber(m.initial_eval_preference_accuracy)} → ${formatNumber(m.eval_preference_accuracy)}`,
+            "fact-preference-accuracy",
+          )
+        : []),
       ...(m.train_runtime !== undefined ? fact("Training time", formatSeconds(m.train_runtime), "fact-runtime") : []),
       ...(m.peak_rss_gb !== undefined ? fact("Peak memory", formatGB(m.peak_rss_gb), "fact-peak-memory") : []),
     );
@@ -2023,7 +2053,7 @@
       throw err;
     }
     // The server replays the whole history on each connection.
-    state.series = { loss: [], eval_loss: [], learning_rate: [] };
+    state.series = { loss: [], eval_loss: [], learning_rate: [], reward: [] };
     const reader = resp.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
@@ -2073,7 +2103,17 @@
   function addMetric(row) {
     addRates(row);
     if (typeof row.tokens_per_second === "number") renderTime();
-    for (const key of ["loss", "eval_loss", "learning_rate"]) {
+    // Preference runs: the reward margin of chosen over rejected answers; GRPO runs: the
+    // mean reward of the sampled answers. The chart appears with the first such value.
+    for (const [source, caption] of REWARD_SERIES) {
+      if (typeof row[source] === "number" && Number.isFinite(row[source])) {
+        row = { ...row, reward: row[source] };
+        $("chart-reward-caption").textContent = caption;
+        $("chart-reward-figure").hidden = false;
+        break;
+      }
+    }
+    for (const key of ["loss", "eval_loss", "learning_rate", "reward"]) {
       const y = row[key];
       if (typeof y !== "number" || !Number.isFinite(y)) continue;
       const points = state.series[key];
@@ -2092,10 +2132,11 @@
     state.drawPending = true;
     requestAnimationFrame(() => {
       state.drawPending = false;
-      const series = state.series || { loss: [], eval_loss: [], learning_rate: [] };
+      const series = state.series || { loss: [], eval_loss: [], learning_rate: [], reward: [] };
       drawLineChart($("chart-loss"), series.loss, { color: "#2563eb" });
       drawLineChart($("chart-eval-loss"), series.eval_loss, { color: "#d97706" });
       drawLineChart($("chart-lr"), series.learning_rate, { color: "#059669" });
+      drawLineChart($("chart-reward"), series.reward, { color: "#7c3aed" });
     });
   }
 
