@@ -107,6 +107,38 @@ def grid(paths: dict[str, Path]) -> list[dict[str, Any]]:
     add("minilm", "masked_lm", "continued_pretraining", 8, 256, False)
     add("medium-llama", "causal_lm", "fine_tuning", 8, 256, False)
     add("medium-llama", "sequence_classification", "task_specific", 8, 256, False)
+    rows.extend(preference_grid(paths))
+    return rows
+
+
+def preference_grid(paths: dict[str, Path]) -> list[dict[str, Any]]:
+    """Preference and reward training (issue 23): pairs with and without a reference
+    copy, precomputed reference log-probs, KTO, ORPO, SimPO and GRPO's sampling."""
+    rows: list[dict[str, Any]] = []
+
+    def add(ttype: str, b: int, s: int, **preference: Any) -> None:
+        rows.append(
+            {
+                "model": "medium-llama",
+                "model_path": str(paths["medium-llama"]),
+                "objective": "causal_lm",
+                "training_type": ttype,
+                "batch_size": b,
+                "seq_len": s,
+                "gradient_checkpointing": False,
+                "preference": preference,
+            }
+        )
+
+    add("dpo", 4, 256)
+    add("dpo", 4, 256, use_lora=False)
+    add("dpo", 4, 256, use_lora=False, reference="precomputed")
+    add("kto", 8, 256)
+    add("orpo", 4, 256, use_lora=False)
+    add("simpo", 8, 128)
+    grpo = {"num_generations": 4, "max_completion_length": 32}
+    add("grpo", 8, 160, use_lora=False, **grpo, rewards=[{"name": "length", "target_length": 64}])
+    add("grpo", 8, 160, **grpo, rewards=[{"name": "length", "target_length": 64}])
     return rows
 
 
@@ -120,6 +152,7 @@ def measure(row: dict[str, Any], threads: int) -> dict[str, Any]:
         "steps": 3,
         "num_threads": threads,
         "precision": row.get("precision", "fp32"),
+        "preference": row.get("preference"),
     }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(request, fh)
@@ -152,6 +185,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--probe", action="store_true", help="also run the probe per row")
     parser.add_argument("--previous", type=Path, help="earlier measurements of the same grid")
+    parser.add_argument("--only", choices=["preference"], help="measure only this part of the grid")
     args = parser.parse_args()
 
     import torch
@@ -161,6 +195,8 @@ def main() -> None:
     tiny = builtin_path(TINY_LLAMA_ID, BENCH_DIR / "builtin")
     paths = {"tiny-llama": tiny, "medium-llama": medium_llama(tiny), "minilm": minilm_for_bench()}
     rows = grid(paths)
+    if args.only == "preference":
+        rows = [r for r in rows if r.get("preference") is not None]
     if torch.cuda.is_available():  # the same grid in bf16 mixed precision on the GPU
         for row in rows:
             row.update(device="cuda", precision="bf16")
@@ -195,11 +231,15 @@ def main() -> None:
 _KEY = ("model", "objective", "training_type", "batch_size", "seq_len", "gradient_checkpointing")
 
 
+def _key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (*(row[k] for k in _KEY), json.dumps(row.get("preference"), sort_keys=True))
+
+
 def merge_previous(rows: list[dict[str, Any]], previous: list[dict[str, Any]]) -> None:
     """Add an earlier run's peaks as repeats; the measured value becomes their mean."""
-    earlier = {tuple(r[k] for k in _KEY): r for r in previous if "measured_bytes" in r}
+    earlier = {_key(r): r for r in previous if "measured_bytes" in r}
     for row in rows:
-        old = earlier.get(tuple(row[k] for k in _KEY))
+        old = earlier.get(_key(row))
         if old is None or "measured_bytes" not in row:
             continue
         runs = row.get("measured_runs") or [row["measured_bytes"]]
@@ -217,6 +257,19 @@ def _setup(row: dict[str, Any]) -> Any:
         _INFO[key] = inspect_model(Path(row["model_path"]), objective=row["objective"])
     info = _INFO[key]
     lora = row["training_type"] == "lora_adaptation"
+    extra: dict[str, Any] = {}
+    if row.get("preference") is not None:
+        from flextrain.config.schemas import AdvancedTrainingConfig
+        from flextrain.models.compatibility import preference_setup
+
+        config = AdvancedTrainingConfig(
+            model_id=row["model_path"],
+            dataset_id="bench",
+            training_type=row["training_type"],
+            preference=row["preference"],
+        )
+        lora = config.uses_lora
+        extra = preference_setup(config)
     return info, TrainingSetup(
         objective=row["objective"],
         lora=lora,
@@ -226,6 +279,7 @@ def _setup(row: dict[str, Any]) -> Any:
         lora_targets=tuple(choose_lora_targets(info.linear_module_names)) if lora else (),
         precision=row.get("precision", "fp32"),
         device="cuda" if row.get("device") == "cuda" else "cpu",
+        **extra,
     )
 
 
@@ -243,6 +297,7 @@ def probe_row(row: dict[str, Any], threads: int) -> dict[str, Any]:
         training_type=row["training_type"],
         anchored=should_anchor(analytic_step(row)),
         num_threads=threads,
+        preference=_preference_options(row),
     )
     try:
         result = run_probe(
@@ -266,6 +321,15 @@ def probe_row(row: dict[str, Any], threads: int) -> dict[str, Any]:
 _INFO: dict[tuple[str, str], Any] = {}
 
 
+def _preference_options(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The row's preference options as the probe request carries them (all fields)."""
+    if row.get("preference") is None:
+        return None
+    from flextrain.config.preference import PreferenceOptions
+
+    return PreferenceOptions(**row["preference"]).model_dump()
+
+
 def estimate_for_row(row: dict[str, Any]) -> int:
     """The analytic estimate for one grid row."""
     from flextrain.estimate.memory import estimate_memory
@@ -276,15 +340,27 @@ def estimate_for_row(row: dict[str, Any]) -> int:
 
 def analytic_step(row: dict[str, Any]) -> float:
     """Step time from FLOPs and this machine's throughput prior (no probe)."""
-    from flextrain.estimate.timing import device_flops_prior, flops_per_token
+    from flextrain.estimate.memory import rows as forward_rows
+    from flextrain.estimate.timing import decode_seconds, device_flops_prior, flops_per_token
 
     info, setup = _setup(row)
-    flops = flops_per_token(info.architecture(), setup) * row["batch_size"] * row["seq_len"]
+    flops = flops_per_token(info.architecture(), setup) * forward_rows(setup) * row["seq_len"]
     names = ["NVIDIA H200"] if row.get("device") == "cuda" else []
     typical = device_flops_prior(
         gpu_names=names, cpu_cores=os.cpu_count() or 1, precision=row.get("precision", "fp32")
     )[1]
-    return flops / typical
+    return flops / typical + decode_seconds(info.architecture(), setup, typical)
+
+
+def _type_label(row: dict[str, Any]) -> str:
+    """The training type with the preference options that change memory."""
+    options = row.get("preference")
+    if not options:
+        return str(row["training_type"])
+    parts = ["full" if options.get("use_lora") is False else "lora"]
+    if options.get("reference") == "precomputed":
+        parts.append("precomputed ref")
+    return f"{row['training_type']} ({', '.join(parts)})"
 
 
 def report(rows: list[dict[str, Any]]) -> None:
@@ -319,7 +395,7 @@ def report(rows: list[dict[str, Any]]) -> None:
         runs = row.get("measured_runs") or [measured]
         spread = (max(runs) - min(runs)) / measured
         print(
-            f"| {row['model']} | {row['objective']} | {row['training_type']} "
+            f"| {row['model']} | {row['objective']} | {_type_label(row)} "
             f"| {row['batch_size']} | {row['seq_len']} | {int(row['gradient_checkpointing'])} "
             f"| {measured / 2**30:.3f} | {predicted / 2**30:.3f} | {err:+.1%} {probe_cells} "
             f"| {spread:.1%} ({len(runs)}) |"

@@ -211,3 +211,26 @@ def test_check_reports_the_configs_own_errors(home: Path) -> None:
     report = json.loads(result.stdout)
     assert report["is_compatible"] is False
     assert any(issue.startswith("optim: 'bogus'") for issue in report["issues"])
+
+
+def test_check_a_full_weight_dpo_run_counts_its_reference_and_probes_pairs(home: Path) -> None:
+    result = check(
+        "flextrain/tiny-llama", "--type", "dpo", "--full-weights", "--batch-size", "4",
+        "--max-length", "32", "--probe",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "reference model" in text
+    assert "Memory (probe, cpu)" in text
+
+
+def test_check_grpo_counts_its_sampling(home: Path) -> None:
+    result = check(
+        "flextrain/tiny-llama", "--type", "grpo", "--batch-size", "8", "--max-length", "32",
+        "--completion-length", "16", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["memory"]["generation_gb"] > 0
+    assert data["memory"]["reference_gb"] == 0  # LoRA: the adapter-off base is the reference
+    assert data["time"]["optimizer_steps"] >= 1

@@ -54,6 +54,17 @@ def test_dpo_with_lora_learns_the_preferred_answers(
     assert (model_dir / "adapter_model.safetensors").exists()
     assert_reload_matches(model_dir)
 
+    # After training: the policy beside its base, on the pairs the job held out.
+    scores = service.evaluate_model(job.job_id)
+    assert (scores.split, scores.rows) == ("heldout", 40)
+    assert scores.trained["preference_accuracy"] == m["eval_preference_accuracy"]
+    assert scores.base["preference_accuracy"] == m["initial_eval_preference_accuracy"]
+    assert scores.trained["logp_margin"] > scores.base["logp_margin"]
+    tried = service.try_model(job.job_id, ["the soup was"], max_new_tokens=4)
+    row = tried.rows[0]
+    assert row.trained.generation is not None
+    assert row.base.generation is not None
+
 
 def _pairs_config(data: Path, ttype: TrainingType, **overrides: Any) -> AdvancedTrainingConfig:
     values: dict[str, Any] = {

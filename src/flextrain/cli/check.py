@@ -68,9 +68,12 @@ def _print_check(report: ModelCompatibility) -> None:
             ("optimizer states", m.optimizer_gb),
             ("activations", m.activations_gb),
             ("logits / loss", m.logits_gb),
+            ("reference model", m.reference_gb),
+            ("sampling (KV cache)", m.generation_gb),
             ("framework baseline", m.baseline_gb),
         ):
-            mem.add_row(label, _gb(value))
+            if value or label not in ("reference model", "sampling (KV cache)"):
+                mem.add_row(label, _gb(value))
         mem.add_row("[bold]peak", f"[bold]{_gb(m.peak_gb)}")
         mem.add_row("available", _gb(m.available_gb))
         console.print(mem)
@@ -128,6 +131,16 @@ def check(
     optim: Annotated[
         str, typer.Option(help="Optimizer (adamw_torch, sgd, adamw_bnb_8bit...).")
     ] = "adamw_torch",
+    full_weights: Annotated[
+        bool,
+        typer.Option("--full-weights", help="Preference types: every weight, not a LoRA adapter."),
+    ] = False,
+    num_generations: Annotated[
+        int, typer.Option(min=2, help="grpo: completions sampled per prompt.")
+    ] = 4,
+    completion_length: Annotated[
+        int, typer.Option(min=1, help="grpo: tokens per sampled completion.")
+    ] = 64,
     probe: Annotated[bool, typer.Option(help="Calibrate with a few real steps.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -149,6 +162,11 @@ def check(
             lora_r=lora_r,
             lora_alpha=2 * lora_r,
             optim=optim,
+            preference={
+                "use_lora": not full_weights,
+                "num_generations": num_generations,
+                "max_completion_length": completion_length,
+            },
         )
         return get_service().check_compatibility(
             model, ttype, config=cfg, dataset_id=dataset, probe=probe

@@ -8,6 +8,14 @@ logits b·s·V at several bytes per element for the loss. Coefficients marked
 "measured" were fitted on this project's machines by
 benchmarks/estimate_accuracy.py and are re-checked there.
 
+Preference and reward training (DPO, ORPO, KTO, SimPO, GRPO) adds three things:
+a pair's two sequences go through the model together (activations and logits of
+twice the rows), a frozen reference copy of the weights when the run trains every
+weight against one (DPO, KTO; not with LoRA, whose reference is the adapter-off
+base, nor with precomputed reference log-probs), and for GRPO the sampling of
+`num_generations` completions per prompt: a KV cache of 2·L·kv_heads·head_dim
+values per token of every sequence, alive before the training forward.
+
 The peak is not the sum of every part: on CPU gradients appear while
 activations are freed during backward, so the peak is weights + optimizer
 states + the larger of (activations + logits) and (gradients + optimizer-step
@@ -86,6 +94,12 @@ class TrainingSetup:
     num_gpus: int = 1
     strategy: Strategy = "single"
     eager_attention: bool = False
+    # Preference and reward training (see the module docstring).
+    sequences_per_row: int = 1  # 2: a pair's chosen and rejected answers
+    reference_copy: bool = False  # a frozen copy of the weights beside the policy
+    reference_forward: bool = False  # the reference's log-probs are computed (time)
+    generation_tokens: int = 0  # GRPO: tokens sampled per completion
+    generations_per_row: int = 1  # GRPO: completions per prompt
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,8 @@ class MemoryEstimate:
     total_parameters: int
     device: Device
     notes: list[str] = field(default_factory=list)
+    reference: int = 0  # a frozen reference copy of the weights
+    generation: int = 0  # GRPO's KV cache and sampling logits (before the training forward)
 
     def parts_gb(self) -> dict[str, float]:
         return {
@@ -112,6 +128,8 @@ class MemoryEstimate:
             "optimizer": self.optimizer / _GIB,
             "activations": self.activations / _GIB,
             "logits": self.logits / _GIB,
+            "reference": self.reference / _GIB,
+            "generation": self.generation / _GIB,
             "baseline": self.baseline / _GIB,
             "peak": self.peak / _GIB,
         }
@@ -145,7 +163,7 @@ def _head_parameters(arch: Architecture, setup: TrainingSetup) -> int:
 
 def activation_elements_per_layer(arch: Architecture, setup: TrainingSetup) -> float:
     """Elements saved for backward by one transformer layer (no recompute)."""
-    s, b, h, f = setup.seq_len, setup.batch_size, arch.hidden_size, arch.intermediate_size
+    s, b, h, f = setup.seq_len, rows(setup), arch.hidden_size, arch.intermediate_size
     g = arch.num_kv_heads / max(arch.num_heads, 1)
     if arch.is_encoder:
         # Post-LN encoder with GELU and dropout (Korthikanti: 34·sbh bytes at 16 bit
@@ -162,6 +180,23 @@ def activation_elements_per_layer(arch: Architecture, setup: TrainingSetup) -> f
         # (measured: ~3.3 copies for MiniLM at s=512).
         elements += ATTENTION_SCORE_COPIES * arch.num_heads * s * s * b
     return elements
+
+
+def rows(setup: TrainingSetup) -> int:
+    """Sequences in one forward: the micro-batch, twice over for pairs."""
+    return setup.batch_size * max(setup.sequences_per_row, 1)
+
+
+def generation_bytes(arch: Architecture, setup: TrainingSetup) -> int:
+    """GRPO's sampling: the KV cache of every completion at full length (prompt and
+    sampled tokens, keys and values of every layer) and one step's logits."""
+    if setup.generation_tokens <= 0:
+        return 0
+    head_dim = arch.hidden_size // max(arch.num_heads, 1)
+    tokens = setup.batch_size * (setup.seq_len)
+    per_value = 2 if setup.precision != "fp32" and setup.device == "cuda" else 4
+    kv = 2 * arch.num_layers * arch.num_kv_heads * head_dim * tokens * per_value
+    return int(kv + setup.batch_size * arch.vocab_size * 4 * 2)
 
 
 # Measured coefficients (benchmarks/estimate_accuracy.py); theory gives the order.
@@ -204,8 +239,14 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
         # One layer is gathered whole at a time.
         weights += (arch.num_parameters // max(arch.num_layers, 1)) * 4
 
+    reference = 0
+    if setup.reference_copy:
+        # Frozen, unsharded, at the policy's storage precision (fp32 here).
+        reference = arch.num_parameters * 4
+        notes.append("A frozen reference copy of the weights is kept beside the policy.")
+
     per_layer = activation_elements_per_layer(arch, setup)
-    layer_input = setup.seq_len * setup.batch_size * arch.hidden_size
+    layer_input = setup.seq_len * rows(setup) * arch.hidden_size
     if setup.gradient_checkpointing:
         # Only each layer's input is kept; in backward a layer is recomputed in full and
         # its gradients flow while the next recompute starts (measured: ~2.5 layers).
@@ -220,10 +261,12 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
         logits = setup.batch_size * setup.num_labels * 12
     else:
         per_elem = LOGITS_BYTES_AMP if amp else LOGITS_BYTES_FP32
-        logits = int(setup.batch_size * setup.seq_len * arch.vocab_size * per_elem)
+        logits = int(rows(setup) * setup.seq_len * arch.vocab_size * per_elem)
 
     baseline = CPU_BASELINE_BYTES + CPU_RUNTIME_OVERHEAD_BYTES if setup.device == "cpu" else 0
-    forward_peak = activations + logits
+    generation = generation_bytes(arch, setup)
+    # Sampling ends before the training forward starts: whichever is larger counts.
+    forward_peak = max(activations + logits, generation)
     backward_end = gradients + step_temp
     if setup.gradient_accumulation_steps > 1 or setup.device == "cuda":
         # With accumulation the gradients persist across micro-batches. On CUDA the
@@ -233,7 +276,7 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
         varying = gradients + max(forward_peak, step_temp)
     else:
         varying = max(forward_peak, backward_end)
-    peak = baseline + weights + optimizer + varying
+    peak = baseline + weights + reference + optimizer + varying
     if setup.device == "cuda":
         notes.append(
             f"Add about {CUDA_CONTEXT_BYTES / _GIB:.1f} GB of CUDA context outside the allocator."
@@ -251,4 +294,6 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
         total_parameters=total,
         device=setup.device,
         notes=notes,
+        reference=reference,
+        generation=generation,
     )

@@ -119,6 +119,7 @@ def build_request(
     anchored: bool = True,
     steps: int | None = None,
     num_threads: int = 1,
+    preference: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The probe worker's request (pure, testable without launching).
 
@@ -126,6 +127,11 @@ def build_request(
     AdamW's state allocated, which is the peak), unanchored ones three, to keep
     the anchored probe's cost near the unanchored one's.
     """
+    if batches is None and setup.generations_per_row > 1:
+        # GRPO: every probed batch must hold whole groups of completions.
+        group = setup.generations_per_row
+        target = max(group, setup.batch_size - setup.batch_size % group)
+        batches = sorted({group, target}) if target > group else [group, 2 * group]
     return {
         "model_path": model_path,
         "objective": setup.objective,
@@ -143,6 +149,9 @@ def build_request(
         ],
         "steps": steps if steps is not None else (2 if anchored else 3),
         "num_threads": num_threads,
+        # Preference and reward training: the method's options (the probe runs its
+        # TRL trainer on synthetic pairs, marked answers or prompts of the same length).
+        "preference": preference,
     }
 
 

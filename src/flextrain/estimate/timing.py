@@ -5,10 +5,17 @@ EleutherAI "Transformer Math 101"), about 4·N with LoRA (frozen weights get no
 weight gradients), plus one more forward (2·N) with gradient checkpointing;
 attention adds 12·L·h·s per token (PaLM appendix B). N counts the parameters
 that take part in matrix products (not an untied input embedding).
+
+Preference training trains on both sequences of a pair, and DPO and KTO run the
+reference model forward (2·N per token) too. GRPO samples `num_generations`
+completions per prompt, token by token: 2·N per sampled token, and each decoding
+step has a fixed cost of its own (DECODE_STEP_SECONDS), which on small models is
+most of the sampling time.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from flextrain.config.steps import total_steps
@@ -40,6 +47,10 @@ CPU_FLOPS_PER_CORE = (15e9, 40e9, 70e9)
 # trains 68 steps in 14 s end to end, of which about 1 s is arithmetic.
 STARTUP_SECONDS = {"cpu": (5.0, 10.0, 30.0), "cuda": (10.0, 20.0, 60.0)}
 STEP_OVERHEAD_SECONDS = {"cpu": (0.01, 0.03, 0.1), "cuda": (0.005, 0.02, 0.05)}
+# One decoding step of `generate` over a batch of completions, apart from its
+# arithmetic (sampling, cache update, Python): measured with GRPO on this project's
+# CPU machine (benchmarks/estimate_accuracy.py), a prior elsewhere.
+DECODE_STEP_SECONDS = {"cpu": (0.001, 0.003, 0.01), "cuda": (0.005, 0.015, 0.04)}
 
 
 @dataclass(frozen=True)
@@ -75,10 +86,23 @@ def flops_per_token(arch: Architecture, setup: TrainingSetup) -> float:
     passes = 4.0 if setup.lora else 6.0
     if setup.gradient_checkpointing:
         passes += 2.0
+    if setup.reference_forward:
+        passes += 2.0
     attention = 12.0 * arch.num_layers * arch.hidden_size * setup.seq_len
     if setup.lora:
         attention *= 2.0 / 3.0
     return passes * n + attention
+
+
+def decode_seconds(arch: Architecture, setup: TrainingSetup, flops_per_second: float) -> float:
+    """GRPO: one step's sampling of its batch of completions, token by token (typical
+    decode-step cost); 0 for methods that do not sample."""
+    if setup.generation_tokens <= 0:
+        return 0.0
+    arithmetic = 2.0 * matmul_parameters(arch, setup.objective) * setup.batch_size
+    device = "cuda" if setup.device == "cuda" else "cpu"
+    per_token = arithmetic / flops_per_second + DECODE_STEP_SECONDS[device][1]
+    return per_token * setup.generation_tokens
 
 
 def device_flops_prior(
@@ -108,16 +132,33 @@ def estimate_time(
     source: str = "prior",
 ) -> TimeEstimate:
     per_token = flops_per_token(arch, setup)
-    total = per_token * tokens_per_epoch * epochs
+    # A pair trains both of its sequences (the row's tokens count the longer one, twice).
+    trained_tokens = tokens_per_epoch * max(setup.sequences_per_row, 1)
+    device = "cuda" if setup.device == "cuda" else "cpu"
+    decode = (0.0, 0.0, 0.0)
+    if setup.generation_tokens > 0:
+        # GRPO: each prompt is answered num_generations times, and the answers trained.
+        completions = rows_per_epoch * max(setup.generations_per_row, 1)
+        sampled = completions * setup.generation_tokens
+        trained_tokens = tokens_per_epoch * max(setup.generations_per_row, 1) + sampled
+        rows_per_epoch = completions
+        batches = math.ceil(completions / max(setup.batch_size, 1)) * epochs
+        decode_flops = 2.0 * matmul_parameters(arch, setup.objective) * sampled * epochs
+        per_decode = DECODE_STEP_SECONDS[device]
+        decode = tuple(  # type: ignore[assignment]
+            decode_flops / flops_range[2 - i] + per_decode[i] * batches * setup.generation_tokens
+            for i in range(3)
+        )
+    total = per_token * trained_tokens * epochs
     lo, mid, hi = flops_range
     rows_per_step = setup.batch_size * setup.gradient_accumulation_steps * max(setup.num_gpus, 1)
     steps = total_steps(rows_per_epoch, rows_per_step, epochs)
-    device = "cuda" if setup.device == "cuda" else "cpu"
     start = STARTUP_SECONDS[device]
     per_step = STEP_OVERHEAD_SECONDS[device]
     if source == "probe":
         per_step = (0.0, 0.0, 0.0)  # the probe's step times already include it
-    overhead = [start[i] + per_step[i] * steps for i in range(3)]
+        decode = (0.0, 0.0, 0.0)  # and, for GRPO, the sampling
+    overhead = [start[i] + per_step[i] * steps + decode[i] for i in range(3)]
     return TimeEstimate(
         tokens_per_epoch=tokens_per_epoch,
         epochs=epochs,

@@ -12,11 +12,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from flextrain.config.enums import PREFERENCE_TYPES, TrainingType
+from flextrain.config.enums import PAIRED_TYPES, PREFERENCE_TYPES, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.config.validation import ConfigValidationError
 from flextrain.data.registry import DatasetInfo, read_rows
 from flextrain.estimate.memory import MemoryEstimate, TrainingSetup, estimate_memory
+from flextrain.estimate.memory import rows as forward_rows
 from flextrain.estimate.probe import (
     ProbeError,
     ProbeResult,
@@ -98,11 +99,16 @@ def training_setup(
     """The estimator's view of a config on this hardware."""
     lora = config.uses_lora
     targets = config.lora_target_modules or choose_lora_targets(info.linear_module_names)
+    seq_len = min(config.max_length, info.max_position_embeddings or config.max_length)
+    preference = preference_setup(config)
+    if preference.get("generation_tokens"):
+        # GRPO: prompts of up to max_length tokens and the sampled completion after them.
+        seq_len += preference["generation_tokens"]
     return TrainingSetup(
         objective=objective,  # type: ignore[arg-type]
         lora=lora,
         batch_size=config.train_batch_size,
-        seq_len=min(config.max_length, info.max_position_embeddings or config.max_length),
+        seq_len=seq_len,
         precision=choose_precision(config, hardware),
         gradient_checkpointing=config.gradient_checkpointing
         and info.supports_gradient_checkpointing,
@@ -122,7 +128,31 @@ def training_setup(
             if config.distributed_strategy == "fsdp"
             else "ddp"
         ),
+        **preference,
     )
+
+
+def preference_setup(config: AdvancedTrainingConfig) -> dict[str, Any]:
+    """What preference and reward training adds to the estimator's setup: two sequences
+    per pair (DPO, ORPO, SimPO), a frozen reference copy (full-weight DPO and KTO without
+    precomputed log-probs; GRPO with a KL term), GRPO's sampled tokens."""
+    ttype = config.training_type
+    if not ttype.is_preference:
+        return {}
+    p = config.preference
+    out: dict[str, Any] = {}
+    if ttype in PAIRED_TYPES:
+        out["sequences_per_row"] = 2
+    full = not config.uses_lora
+    if ttype in (TrainingType.DPO, TrainingType.KTO):
+        out["reference_copy"] = full and p.reference != "precomputed"
+        out["reference_forward"] = True  # once before training when precomputed
+    if ttype == TrainingType.GRPO:
+        out["reference_copy"] = full and p.beta_for(ttype) > 0
+        out["reference_forward"] = p.beta_for(ttype) > 0
+        out["generation_tokens"] = p.max_completion_length
+        out["generations_per_row"] = p.num_generations
+    return out
 
 
 def memory_budget(hardware: HardwareConstraints) -> tuple[float, str]:
@@ -240,7 +270,7 @@ class ModelCompatibilityChecker:
             cpu_cores=hw.cpu_cores,
             precision=setup.precision,
         )
-        step_flops = flops_per_token(arch, setup) * setup.batch_size * setup.seq_len
+        step_flops = flops_per_token(arch, setup) * forward_rows(setup) * setup.seq_len
         if probe:
             try:
                 result = self._probe(model_id, setup, arch, ttype, cfg, hw, budget, step_flops)
@@ -347,6 +377,7 @@ class ModelCompatibilityChecker:
                 training_type=ttype.value,
                 anchored=should_anchor(step_flops / flops_high),
                 num_threads=cfg.num_threads or hw.cpu_cores,
+                preference=cfg.preference.model_dump() if ttype.is_preference else None,
             ),
             target_batch=setup.batch_size,
             budget_bytes=budget,
@@ -435,6 +466,8 @@ def _memory_report(
         optimizer_gb=estimate.optimizer / _GIB,
         activations_gb=estimate.activations / _GIB,
         logits_gb=estimate.logits / _GIB,
+        reference_gb=estimate.reference / _GIB,
+        generation_gb=estimate.generation / _GIB,
         baseline_gb=estimate.baseline / _GIB,
         peak_gb=peak / _GIB,
         available_gb=budget / _GIB,

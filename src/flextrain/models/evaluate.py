@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from flextrain.config.enums import PAIRED_TYPES
 from flextrain.data.prepare import DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, TEMPLATED_SHAPES
 from flextrain.data.registry import DatasetInfo, read_rows
 from flextrain.models.trained import (
@@ -300,6 +301,8 @@ def evaluate(
             "held-out rows. Fix: use split all, or leave the dataset out."
         )
     chosen: Split = split or ("heldout" if own and _held_out_rows(model) else "all")
+    if model.spec.config.training_type in PAIRED_TYPES:
+        return _evaluate_pairs(model, info, name, chosen, own, limit, batch_size, started)
     tokenizer = load_tokenizer(model)
     tokenizer.padding_side = "right"  # positions count from the first token, as in training
     with tempfile.TemporaryDirectory(prefix="flextrain-eval-") as scratch:
@@ -345,6 +348,76 @@ def evaluate(
         split=chosen,
         rows=len(data),
         tokens=int(tokens) if tokens is not None else None,
+        trained=trained,
+        base=base,
+        notes=notes,
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _evaluate_pairs(
+    model: TrainedModel,
+    info: DatasetInfo,
+    name: str,
+    split: Split,
+    own: bool,
+    limit: int | None,
+    batch_size: int,
+    started: float,
+) -> EvaluationResult:
+    """A preference-trained policy and its base on pairs: held-out preference accuracy
+    (the chosen answer's log-prob per token above the rejected one's) and the mean
+    margin, on the same split the job held out (its own split code, seed and share)."""
+    from flextrain.jobs.spec import DataSpec
+    from flextrain.train.preference.data import preference_splits
+    from flextrain.train.preference.evaluate import preference_accuracy
+
+    if info.shape != "preference":
+        raise AfterTrainingError(
+            f"Dataset '{name}' holds {info.shape or 'plain text'} data, and job "
+            f"{model.job.job_id} learnt from preference pairs. Fix: evaluate on pairs "
+            "(prompt, chosen, rejected)."
+        )
+    tokenizer = load_tokenizer(model)
+    spec = model.spec
+    if not own:
+        spec = spec.model_copy(update={"data": DataSpec.from_info(info), "eval_data": None})
+    if split == "all":
+        spec = spec.model_copy(
+            update={"config": spec.config.model_copy(update={"eval_split": 0.0}), "eval_data": None}
+        )
+    with _quiet():
+        splits = preference_splits(spec, tokenizer)
+    if split == "heldout" and "eval" not in splits:
+        raise AfterTrainingError(
+            f"split heldout: job {model.job.job_id} held out no pairs. Fix: use split all."
+        )
+    held = splits["eval" if split == "heldout" else "train"]
+    available = len(held)
+    count = min(limit, available) if limit is not None else available
+    rows = [{k: held[i][k] for k in ("prompt", "chosen", "rejected")} for i in range(count)]
+    max_length = spec.config.max_length
+
+    def run(m: Any) -> dict[str, float]:
+        return preference_accuracy(m, tokenizer, rows, max_length, batch_size)
+
+    trained, base = on_trained_and_base(model, tokenizer, run)
+    notes = _split_notes(model, name, split, own, len(rows), available) + base_notes(model)
+    notes.append(
+        "preference_accuracy: the share of pairs whose chosen answer has the higher mean "
+        "log-probability per token; logp_margin: the mean difference."
+    )
+    version = f"@{info.version[:12]}" if info.version else ""
+    what = f"{info.dataset_id}{version}, split {split}, {_count(len(rows), 'pair')}"
+    return EvaluationResult(
+        job_id=model.job.job_id,
+        objective=model.objective,
+        base_model=model.base_model,
+        title=comparison_title(model.job.job_id, model.objective, model.base_model, what),
+        dataset_id=info.dataset_id,
+        dataset_version=info.version,
+        split=split,
+        rows=len(rows),
         trained=trained,
         base=base,
         notes=notes,

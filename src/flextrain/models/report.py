@@ -17,6 +17,12 @@ class MemoryReport(BaseModel):
     optimizer_gb: float
     activations_gb: float
     logits_gb: float
+    reference_gb: float = Field(
+        0.0, description="A frozen reference copy of the weights (preference training)."
+    )
+    generation_gb: float = Field(
+        0.0, description="GRPO's KV cache and sampling logits, before the training forward."
+    )
     baseline_gb: float
     peak_gb: float
     available_gb: float

@@ -39,6 +39,7 @@ class ProbeRequest(BaseModel):
     steps: int = 3
     num_threads: int = 1
     seed: int = 0
+    preference: dict[str, Any] | None = None
 
 
 def _rss_bytes() -> int:
@@ -89,6 +90,7 @@ def main(argv: list[str]) -> int:
         lora_target_modules=request.lora_target_modules,
         gradient_checkpointing=request.gradient_checkpointing,
         optim=request.optim,
+        **({"preference": request.preference} if request.preference else {}),
     )
     spec = RunSpec(
         job_id="probe",
@@ -139,6 +141,22 @@ def main(argv: list[str]) -> int:
 
     generator = torch.Generator().manual_seed(request.seed)
     vocab = len(tokenizer)
+    if config.training_type.is_preference:
+        from flextrain.train.preference.probe import preference_points
+
+        for result in preference_points(
+            spec, model, tokenizer, request.points, request.steps, [Timer()], step_times
+        ):
+            result.update(
+                peak_rss=_rss_bytes(),
+                setup_peak_rss=setup_peak[-1] if setup_peak else None,
+                gpu_peak_allocated=torch.cuda.max_memory_allocated() if on_gpu else None,
+                gpu_peak_reserved=torch.cuda.max_memory_reserved() if on_gpu else None,
+            )
+            print(json.dumps(result), flush=True)
+            if on_gpu:
+                torch.cuda.reset_peak_memory_stats()
+        return 0
     for batch, length in sorted(request.points, key=lambda p: p[0] * p[1]):
         rows = batch * request.steps
         ids = torch.randint(5, vocab, (rows, length), generator=generator).tolist()

@@ -41,6 +41,13 @@ def preference_splits(spec: RunSpec, tokenizer: Any) -> DatasetDict:
             splits = DatasetDict(train=split["train"], eval=split["test"])
         else:
             splits = DatasetDict(train=ds)
+    if ttype == TrainingType.GRPO:
+        splits = DatasetDict(
+            {
+                name: _cut_prompts(split, tokenizer, spec.config.max_length)
+                for name, split in splits.items()
+            }
+        )
     if ttype == TrainingType.KTO:
         # Read in order (see method_options), so shuffled here once, by seed; a pair's
         # two marked answers would otherwise sit side by side.
@@ -50,6 +57,23 @@ def preference_splits(spec: RunSpec, tokenizer: Any) -> DatasetDict:
         # the one flextrain renders chat data with (saved beside the model afterwards).
         tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
     return splits
+
+
+def _cut_prompts(split: Dataset, tokenizer: Any, max_length: int) -> Dataset:
+    """GRPO's plain-text prompts cut to their last max_length tokens (the end of a prompt
+    is what the answer follows): TRL samples after the whole prompt, and the memory
+    estimate counts max_length prompt tokens plus the completion."""
+
+    def cut(row: Row) -> Row:
+        prompt = row["prompt"]
+        if not isinstance(prompt, str):
+            return row
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if len(ids) <= max_length:
+            return row
+        return {**row, "prompt": tokenizer.decode(ids[-max_length:])}
+
+    return split.map(cut)
 
 
 def canonical_rows(data: DataSpec, field: str) -> list[Row]:

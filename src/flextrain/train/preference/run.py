@@ -133,7 +133,9 @@ def method_arguments(
         has_eval,
         supports_gc,
         report_to,
-        grouped=False,  # TRL batches pairs and groups itself
+        # Pairs of similar length batched together: TRL pads a batch's pairs to its
+        # longest sequence, so random batches of varied lengths are mostly padding.
+        grouped=cfg.group_by_length and cfg.training_type in PAIRED_TYPES,
         distributed=distributed.strategy_arguments(cfg, model),
         cls=config_cls,
         **method_options(cfg),
@@ -213,7 +215,26 @@ def build_trainer(
     if ttype in (TrainingType.DPO, TrainingType.KTO):
         frozen = not cfg.uses_lora and cfg.preference.reference != "precomputed"
         common["ref_model"] = _frozen_copy(model) if frozen else None
-    return trainer_cls(**common)
+    trainer = trainer_cls(**common)
+    if args.train_sampling_strategy == "group_by_length":
+        with_lengths(trainer)
+    return trainer
+
+
+def with_lengths(trainer: Trainer) -> None:
+    """Give the trainer's tokenised pairs a `length` column, the longer of a pair's two
+    sequences in tokens, which the Trainer's length-grouped sampler reads (it would
+    otherwise look for `input_ids`, which pairs do not have)."""
+
+    def length(row: dict[str, Any]) -> dict[str, int]:
+        if "prompt_ids" in row:  # DPO: the prompt, then either answer
+            answers = (len(row["chosen_ids"]), len(row["rejected_ids"]))
+            return {"length": len(row["prompt_ids"]) + max(answers)}
+        # ORPO and CPO keep each answer with its prompt.
+        return {"length": max(len(row["chosen_input_ids"]), len(row["rejected_input_ids"]))}
+
+    train = trainer.train_dataset
+    trainer.train_dataset = train.map(length, desc="pair lengths")  # type: ignore[union-attr]
 
 
 def _frozen_copy(model: Any) -> Any:
