@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 
-.PHONY: install demo test test-postgres test-cluster lint bench soak load clean security coverage
+.PHONY: install demo test test-postgres test-cluster lint bench bench-dpo soak load clean security coverage
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ test-cluster: install
 # appends to docs/benchmarks.md). Not part of `test`: it measures, it does not assert.
 bench: install
 	$(PY) benchmarks/throughput.py
+
+# DPO throughput against TRL's DPOTrainer with its defaults (about 8 minutes on 2 cores;
+# appends to docs/benchmarks.md).
+bench-dpo: install
+	$(PY) benchmarks/dpo_throughput.py
 
 # Fault soak (bounded): workers and the API server killed at random moments mid-run;
 # every job must end completed with no corrupt checkpoint (appends to docs/reliability.md).

@@ -16,8 +16,11 @@ train the same LoRA adapter (r 16, alpha 32, dropout 0.1, the same target module
 on the same seeded model (the throughput benchmark's Llama: hidden 256, 4 layers,
 the built-in 1k tokenizer, 8,192 output rows), batch 8, max length 256, beta 0.1,
 one epoch, the same learning rate and threads. Pairs/s counts training time only
-(each run's `train_runtime`); final loss is the mean of the logged losses over the
-last 10% of optimizer steps.
+(each run's `train_runtime`). Both models are then scored on the same held-out
+pairs (DPO's loss against the reference, each trainer's own evaluation): that
+eval loss is the "same result" check. The mean training loss over the last 10%
+of steps is shown too, but it is not comparable: grouped batches end the epoch on
+different pairs than random ones do.
 
     python benchmarks/dpo_throughput.py [--repeats 3] [--pairs 512] [--quick] [--no-docs]
 
@@ -68,11 +71,14 @@ LOGGING_STEPS = 5
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.1}
 
 
-def make_pairs(count: int, seed: int = SEED) -> list[dict[str, str]]:
+HELD_OUT = 64
+
+
+def make_pairs(count: int, seed: int = SEED, skip: int = 0) -> list[dict[str, str]]:
     """Prompt, chosen answer (its own) and rejected answer (another row's)."""
     rows = [json.loads(line) for line in INSTRUCTIONS.read_text().splitlines() if line]
-    rng = random.Random(seed)
-    picked = rows[:count]
+    rng = random.Random(seed + skip)
+    picked = rows[skip : skip + count]
     out = []
     for row in picked:
         other = rng.choice(rows)
@@ -136,6 +142,7 @@ def child_trl(job: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(SEED)
     model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=torch.float32)
     pairs = [json.loads(line) for line in Path(job["data"]).read_text().splitlines()]
+    held = [json.loads(line) for line in Path(job["eval"]).read_text().splitlines()]
     targets = choose_lora_targets(linear_module_names(model))
     with tempfile.TemporaryDirectory() as out:
         args = DPOConfig(
@@ -159,19 +166,24 @@ def child_trl(job: dict[str, Any]) -> dict[str, Any]:
             model=model,
             args=args,
             train_dataset=Dataset.from_list(pairs),
+            eval_dataset=Dataset.from_list(held),
             processing_class=tokenizer,
             peft_config=LoraConfig(target_modules=targets, task_type="CAUSAL_LM", **LORA),
         )
         result = trainer.train()
+        eval_loss = trainer.evaluate()["eval_loss"]
     logged = [[h["step"], h["loss"]] for h in trainer.state.log_history if "loss" in h]
     return {
         "train_runtime": result.metrics["train_runtime"],
         "steps": trainer.state.global_step,
         "logged_losses": logged,
+        "eval_loss": eval_loss,
     }
 
 
-def run_flextrain(service: Any, dataset: Path, model_dir: Path, threads: int) -> dict[str, Any]:
+def run_flextrain(
+    service: Any, dataset: Path, held: Path, model_dir: Path, threads: int
+) -> dict[str, Any]:
     """(b) A flextrain dpo job with the same settings."""
     from flextrain.config.enums import TrainingStatus, TrainingType
     from flextrain.config.schemas import AdvancedTrainingConfig
@@ -185,7 +197,9 @@ def run_flextrain(service: Any, dataset: Path, model_dir: Path, threads: int) ->
         batch_size=BATCH,
         max_length=MAX_LENGTH,
         seed=SEED,
-        eval_split=0.0,
+        eval_file=str(held),
+        eval_strategy="no",  # scored once after training, outside train_runtime
+        evaluate_before_training=False,
         save_steps=10**9,
         logging_steps=LOGGING_STEPS,
         gradient_checkpointing=False,
@@ -208,6 +222,7 @@ def run_flextrain(service: Any, dataset: Path, model_dir: Path, threads: int) ->
         "train_runtime": job.metrics["train_runtime"],
         "steps": job.current_step,
         "logged_losses": [[h["step"], h["loss"]] for h in history if "loss" in h],
+        "eval_loss": job.metrics["eval_loss"],
         "job_id": job.job_id,
     }
 
@@ -243,8 +258,9 @@ def summarise(run: dict[str, Any], pairs: int) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     rows = [
-        "| run | pairs/s (median) | runs | final loss | ratio to (a) |",
-        "|---|---|---|---|---|",
+        "| run | pairs/s (median) | runs | held-out eval loss | last-10% train loss "
+        "| ratio to (a) |",
+        "|---|---|---|---|---|---|",
     ]
     base = results["median"]["trl"]
     for kind in ("trl", "flextrain"):
@@ -252,8 +268,10 @@ def table(results: dict[str, Any]) -> str:
         rate = results["median"][kind]
         per_run = ", ".join(f"{r['pairs_per_second']:.2f}" for r in runs)
         loss = statistics.median(r["final_loss"] for r in runs)
+        held = statistics.median(r["eval_loss"] for r in runs)
         rows.append(
-            f"| {RUN_NAMES[kind]} | {rate:.2f} | {per_run} | {loss:.4f} | {rate / base:.2f}x |"
+            f"| {RUN_NAMES[kind]} | {rate:.2f} | {per_run} | {held:.4f} | {loss:.4f} "
+            f"| {rate / base:.2f}x |"
         )
     return "\n".join(rows)
 
@@ -266,8 +284,9 @@ def docs_block(results: dict[str, Any], json_name: str) -> str:
         f"threads. Repetitions: {results['repeats']} (median), order alternated. Data: "
         f"{d['pairs']} pairs from demo/instructions, longer sequence of a pair {d['min']}-"
         f"{d['max']} tokens (median {d['median']:.0f}); LoRA r 16 on the same targets, "
-        f"batch {BATCH}, max length {MAX_LENGTH}, beta {BETA}, one epoch. Final losses "
-        f"differ by {results['loss_gap']:.1%}. Raw: `docs/{json_name}`."
+        f"batch {BATCH}, max length {MAX_LENGTH}, beta {BETA}, one epoch. Held-out eval "
+        f"losses ({HELD_OUT} pairs) differ by {results['loss_gap']:.1%}. Raw: "
+        f"`docs/{json_name}`."
     )
     return f"### {results['date']}\n\n{textwrap.fill(about, 88)}\n\n{table(results)}\n"
 
@@ -311,8 +330,10 @@ def main() -> None:
     try:
         data = work / "pairs.jsonl"
         data.write_text("".join(json.dumps(p) + "\n" for p in make_pairs(count)))
+        held = work / "held-out.jsonl"
+        held.write_text("".join(json.dumps(p) + "\n" for p in make_pairs(HELD_OUT, skip=count)))
         model_dir = work / "model"
-        job = {"work": str(work), "model": str(model_dir), "data": str(data)}
+        job = {"work": str(work), "model": str(model_dir), "data": str(data), "eval": str(held)}
         stats = run_child("prepare", job, work)
         print(f"[bench] data: {json.dumps(stats)}", flush=True)
 
@@ -327,12 +348,12 @@ def main() -> None:
                 if kind == "trl":
                     raw = run_child("trl", {**job, "threads": args.threads}, work)
                 else:
-                    raw = run_flextrain(service, data, model_dir, args.threads)
+                    raw = run_flextrain(service, data, held, model_dir, args.threads)
                 run = summarise(raw, stats["pairs"])
                 runs[kind].append(run)
                 print(
-                    f"[bench] {kind}: {run['pairs_per_second']:.2f} pairs/s, final loss "
-                    f"{run['final_loss']:.4f}",
+                    f"[bench] {kind}: {run['pairs_per_second']:.2f} pairs/s, held-out loss "
+                    f"{run['eval_loss']:.4f}, last-10% train loss {run['final_loss']:.4f}",
                     flush=True,
                 )
         service.close()
@@ -342,7 +363,7 @@ def main() -> None:
     import trl
 
     median = {k: statistics.median(r["pairs_per_second"] for r in v) for k, v in runs.items()}
-    losses = {k: statistics.median(r["final_loss"] for r in v) for k, v in runs.items()}
+    losses = {k: statistics.median(r["eval_loss"] for r in v) for k, v in runs.items()}
     results = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from flextrain.service import TrainingService
-from tests.api.helpers import TINY_JOB, Caller, assert_error
+from tests.api.helpers import TINY_JOB, Caller, assert_error, wait_finished
 
 EXPERT = "/api/training/jobs/expert"
 
@@ -81,3 +81,35 @@ def test_checking_yaml_that_names_code_tells_a_trainer_it_is_admin_only(
         "/api/training/expert/check", json={"yaml": text}, headers=admin.headers
     )
     assert all("only an admin" not in i["message"] for i in for_admin.json()["issues"])
+
+
+def test_grpo_reward_functions_are_user_code_and_built_in_rewards_are_data(
+    client: TestClient, trainer: Caller, tmp_path: Path
+) -> None:
+    grpo = {
+        **TINY_JOB,
+        "dataset_id": "demo/preferences",  # pairs: GRPO samples after each prompt
+        "training_type": "grpo",
+        "batch_size": 4,
+        "max_steps": 2,
+        "eval_split": 0.0,
+    }
+    rewards = {"rewards": [{"name": "contains", "pattern": "="}], "max_completion_length": 4}
+    created = client.post(EXPERT, json={**grpo, "preference": rewards}, headers=trainer.headers)
+    assert created.status_code == 201, created.text
+    job_id = created.json()["job_id"]
+    started = client.post(f"/api/training/jobs/{job_id}/start", headers=trainer.headers)
+    assert started.status_code == 200, started.text
+    done = wait_finished(client, job_id, trainer)
+    assert (done["status"], done["current_step"]) == ("completed", 2), done
+
+    (tmp_path / "score.py").write_text("def ones(prompts, completions, **kw):\n    return [1.0]\n")
+    code = {**grpo, "reward_functions": ["score:ones"], "code_dir": str(tmp_path)}
+    refused = client.post(EXPERT, json=code, headers=trainer.headers)
+    assert_error(refused, 403, "names user code (score:ones)", "only an admin")
+    checked = client.post(
+        "/api/training/expert/check",
+        json={"yaml": "reward_functions: [score:ones]\n"},
+        headers=trainer.headers,
+    )
+    assert [i["field"] for i in checked.json()["issues"]] == ["reward_functions"]

@@ -1130,3 +1130,17 @@ class TestPreferenceRule:
         assert run(cfg, dataset=PAIRS) == []
         full = make(training_type=TrainingType.DPO, lora_r=8, preference={"use_lora": False})
         one(run(full, dataset=PAIRS), "lora_r", r"ignored", "warning")
+
+
+def test_supervised_only_expert_knobs_are_named_as_ignored_for_preference_runs() -> None:
+    cfg = ExpertTrainingConfig(
+        model_id="tiny-model",
+        dataset_id="tiny-data",
+        training_type=TrainingType.DPO,
+        loss={"name": "focal"},
+        ema_decay=0.99,
+    )
+    issues = run(cfg, dataset=PAIRS)
+    one(issues, "loss", r"ignored: dpo is trained by TRL's trainer", "warning")
+    one(issues, "ema_decay", r"ignored", "warning")
+    assert errors(issues) == []

@@ -369,6 +369,8 @@ def test_parts_in_gb() -> None:
         "optimizer": e.optimizer / gib,
         "activations": e.activations / gib,
         "logits": e.logits / gib,
+        "reference": 0.0,
+        "generation": 0.0,
         "baseline": e.baseline / gib,
         "peak": e.peak / gib,
     }

@@ -351,6 +351,7 @@ def test_build_request_for_full_fine_tuning() -> None:
         "points": [[4, 96], [16, 96]],
         "steps": 2,
         "num_threads": 1,
+        "preference": None,
     }
 
 

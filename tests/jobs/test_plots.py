@@ -17,7 +17,7 @@ from flextrain.cli.main import app
 from flextrain.config.enums import TrainingMode
 from flextrain.config.schemas import BasicTrainingConfig
 from flextrain.jobs.errors import JobNotFoundError
-from flextrain.jobs.plots import series
+from flextrain.jobs.plots import reward_series, series
 from flextrain.jobs.store import JobStore
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
@@ -71,6 +71,22 @@ def test_plot_of_one_and_two_jobs_side_by_side(service: TrainingService, tmp_pat
     with pytest.raises(JobNotFoundError, match="nope"):
         service.plot_jobs(["job-a", "nope"], tmp_path / "never.png")
     assert not (tmp_path / "never.png").exists()
+
+
+def test_a_preference_run_gets_a_reward_panel(service: TrainingService, tmp_path: Path) -> None:
+    _job_with_history(service.store, "plain")
+    _job_with_history(service.store, "dpo")
+    for step in (10, 20, 30):
+        service.store.add_metric(
+            "dpo", step=step, epoch=0.5, values={"rewards/margins": step / 100}
+        )
+    plain = _png_size(service.plot_jobs(["plain"], tmp_path / "plain.png"))
+    dpo = _png_size(service.plot_jobs(["dpo"], tmp_path / "dpo.png"))
+    assert dpo[1] == pytest.approx(plain[1] * 1.5, rel=0.05)  # a third row of panels
+    history = service.metric_history("dpo")
+    assert reward_series(history) == ("rewards/margins", "reward margin (chosen - rejected)")
+    assert reward_series([{"step": 1, "reward": 0.5}]) == ("reward", "mean reward")
+    assert reward_series(service.metric_history("plain")) is None
 
 
 def test_cli_metrics_and_plot(

@@ -161,3 +161,64 @@ def test_grpo_raises_the_mean_reward_of_its_own_samples(
     assert metric_series(service, job.job_id, "completions/mean_length")
     assert metric_series(service, job.job_id, "reward_std")
     assert_reload_matches(Path(job.model_path or ""))
+
+
+def test_dpo_stops_early_once_held_out_reward_accuracy_stops_improving(
+    service: TrainingService, tmp_path: Path
+) -> None:
+    data = write_keyword_preferences(tmp_path / "pairs.jsonl")
+    cfg = _pairs_config(
+        data,
+        TrainingType.DPO,
+        num_epochs=6,
+        eval_steps=2,
+        early_stopping_patience=2,
+        metric_for_best_model="rewards/accuracies",
+    )
+    job = run_job(service, cfg)
+    stopped = job.metrics["early_stopped_at_step"]
+    assert stopped < job.total_steps, job.metrics
+    assert job.metrics["best_metric"] == 1.0
+    event = next(e for e in service.events(job.job_id) if e.kind == "early_stopped")
+    assert "eval_rewards/accuracies did not improve for 2 evaluations" in event.message
+
+
+def test_full_weight_dpo_against_precomputed_reference_log_probs(
+    service: TrainingService, tmp_path: Path
+) -> None:
+    data = write_keyword_preferences(tmp_path / "pairs.jsonl")
+    cfg = _pairs_config(
+        data,
+        TrainingType.DPO,
+        learning_rate=3e-3,
+        preference={"use_lora": False, "reference": "precomputed"},
+    )
+    job = run_job(service, cfg)
+    m = job.metrics
+    assert m["trainable_parameters"] == m["total_parameters"]
+    assert m["eval_preference_accuracy"] >= m["initial_eval_preference_accuracy"] + 0.3, m
+    # Rewards are measured against the precomputed log-probs: a margin means they were.
+    assert m["eval_rewards/margins"] > m["initial_eval_rewards/margins"] + 0.1, m
+
+
+def test_conversational_pairs_train_with_the_chat_template(
+    service: TrainingService, tmp_path: Path
+) -> None:
+    pairs = write_keyword_preferences(tmp_path / "pairs.jsonl", rows=60)
+    chats = tmp_path / "chats.jsonl"
+    with chats.open("w") as fh:
+        for line in pairs.read_text().splitlines():
+            pair = json.loads(line)
+            user = {"role": "user", "content": pair["prompt"]}
+            # No prompt column: the shared first turn is the prompt (implicit prompt).
+            row = {
+                "chosen": [user, {"role": "assistant", "content": pair["chosen"]}],
+                "rejected": [user, {"role": "assistant", "content": pair["rejected"]}],
+            }
+            fh.write(json.dumps(row) + "\n")
+    job = run_job(service, _pairs_config(chats, TrainingType.DPO, max_steps=4, max_length=48))
+    assert job.current_step == 4
+    from transformers import AutoTokenizer
+
+    saved = AutoTokenizer.from_pretrained(job.model_path)
+    assert "<|assistant|>" in (saved.chat_template or "")

@@ -82,9 +82,39 @@ def preference_rule(ctx: RuleContext) -> Iterator[ValidationIssue]:
             "--prompt-column / --chosen-column / --rejected-column.",
         )
     yield from _method_knobs(c.preference, ttype)
+    yield from _supervised_only(ctx)
     if ttype == TrainingType.GRPO:
         yield from _grpo(ctx, data_shape)
     yield from _trl_options(c.preference, ttype)
+
+
+# Expert settings the supervised trainer applies and TRL's trainers do not take.
+SUPERVISED_ONLY = (
+    "loss",
+    "optimizer",
+    "lr_schedule_expr",
+    "callbacks",
+    "clip_grad_value",
+    "freeze",
+    "ema_decay",
+    "curriculum",
+    "trainer_class",
+    "packing",
+    "completion_only_loss",
+)
+
+
+def _supervised_only(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    """Knobs given for a preference run that only the supervised trainer reads: said,
+    so a user does not think a custom loss or schedule shaped the run."""
+    for name in SUPERVISED_ONLY:
+        if name in ctx.fields_set:
+            yield _warn(
+                name,
+                f"is ignored: {ctx.config.training_type.value} is trained by TRL's trainer, "
+                "which uses its own loss, optimizer set-up and data order.",
+                "drop it; preference options go in `preference` (or its trl_options).",
+            )
 
 
 def _method_knobs(p: PreferenceOptions, ttype: TrainingType) -> Iterator[ValidationIssue]:

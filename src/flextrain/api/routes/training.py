@@ -322,6 +322,7 @@ def _user_code_fields(config: ExpertTrainingConfig) -> list[str]:
         "optimizer.factory": optimizer.factory if optimizer else None,
         "callbacks": config.callbacks,
         "trainer_class": config.trainer_class,
+        "reward_functions": config.reward_functions,
     }
     return [field for field, value in given.items() if value]
 

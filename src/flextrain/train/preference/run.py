@@ -100,8 +100,7 @@ def train_preference(
     if progress.stopped_by_request:
         raise JobCancelledError(stop.reason if stop else "cancelled")
     metrics.update(_result_metrics(result, splits, tokenizer))
-    if early is not None and early.early_stopping_patience_counter >= early.early_stopping_patience:
-        metrics["early_stopped_at_step"] = trainer.state.global_step
+    metrics.update(_early_stop_and_best(spec, store, trainer, early, reporter))
     if has_eval:
         if reporter:
             store.update(spec.job_id, status=TrainingStatus.EVALUATING)
@@ -119,6 +118,35 @@ def train_preference(
         metrics=metrics,
         reporter=reporter,
     )
+
+
+def _early_stop_and_best(
+    spec: RunSpec,
+    store: JobStore,
+    trainer: Trainer,
+    early: EarlyStoppingCallback | None,
+    reporter: bool,
+) -> dict[str, Any]:
+    """Where the run stopped early (in the log and as an event) and, when it keeps the
+    best model, which: as the supervised runner reports them."""
+    state, args = trainer.state, trainer.args
+    metrics: dict[str, Any] = {}
+    if early is not None and early.early_stopping_patience_counter >= early.early_stopping_patience:
+        metrics["early_stopped_at_step"] = state.global_step
+        message = (
+            f"Stopped early at step {state.global_step} of {state.max_steps}: "
+            f"{args.metric_for_best_model} did not improve for "
+            f"{spec.config.early_stopping_patience} evaluations; best "
+            f"{state.best_metric:.4g} at {state.best_model_checkpoint}."
+        )
+        print(f"[flextrain] {message}", flush=True)
+        if reporter:
+            data = {"best_metric": state.best_metric}
+            store.add_event(spec.job_id, "early_stopped", message, data=data)
+    if state.best_metric is not None and args.load_best_model_at_end:
+        metrics["best_metric"] = state.best_metric
+        metrics["best_checkpoint"] = state.best_model_checkpoint
+    return metrics
 
 
 def method_arguments(
@@ -215,26 +243,45 @@ def build_trainer(
     if ttype in (TrainingType.DPO, TrainingType.KTO):
         frozen = not cfg.uses_lora and cfg.preference.reference != "precomputed"
         common["ref_model"] = _frozen_copy(model) if frozen else None
-    trainer = trainer_cls(**common)
     if args.train_sampling_strategy == "group_by_length":
-        with_lengths(trainer)
-    return trainer
+        trainer_cls = type(f"Grouped{trainer_cls.__name__}", (GroupedPairs, trainer_cls), {})
+    return trainer_cls(**common)
 
 
-def with_lengths(trainer: Trainer) -> None:
-    """Give the trainer's tokenised pairs a `length` column, the longer of a pair's two
-    sequences in tokens, which the Trainer's length-grouped sampler reads (it would
-    otherwise look for `input_ids`, which pairs do not have)."""
+class GroupedPairs(Trainer):
+    """A TRL pair trainer whose batches hold pairs of similar length.
 
-    def length(row: dict[str, Any]) -> dict[str, int]:
-        if "prompt_ids" in row:  # DPO: the prompt, then either answer
-            answers = (len(row["chosen_ids"]), len(row["rejected_ids"]))
-            return {"length": len(row["prompt_ids"]) + max(answers)}
-        # ORPO and CPO keep each answer with its prompt.
-        return {"length": max(len(row["chosen_input_ids"]), len(row["rejected_input_ids"]))}
+    The Trainer's length-grouped sampler reads `input_ids` (or a length column, which
+    the Trainer drops with the other columns the model does not take before it builds
+    the sampler); pairs have neither, so their lengths, the longer of a pair's two
+    sequences, are read here from the tokenised rows once and given to the sampler.
+    """
 
-    train = trainer.train_dataset
-    trainer.train_dataset = train.map(length, desc="pair lengths")  # type: ignore[union-attr]
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        lengths = [pair_length(row) for row in self.train_dataset]  # type: ignore[union-attr]
+        return LengthGroupedSampler(
+            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+            dataset=dataset,
+            lengths=lengths,
+        )
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        """Held-out pairs in their order: grouping buys nothing for a pass without steps
+        (and the Trainer's grouped eval sampler cannot read pairs' lengths either)."""
+        from torch.utils.data import SequentialSampler
+
+        return SequentialSampler(eval_dataset)
+
+
+def pair_length(row: dict[str, Any]) -> int:
+    """The longer of a tokenised pair's two sequences, prompt included."""
+    if "prompt_ids" in row:  # DPO: the prompt, then either answer
+        return len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"]))
+    # ORPO and CPO keep each answer with its prompt.
+    return max(len(row["chosen_input_ids"]), len(row["rejected_input_ids"]))
 
 
 def _frozen_copy(model: Any) -> Any:
