@@ -41,6 +41,7 @@ def test_dpo_with_lora_learns_the_preferred_answers(
         learning_rate=1e-2,
         batch_size=16,
         eval_split=0.2,
+        eval_strategy="no",  # scored before and after, not per epoch
         **FAST,
     )
     job = run_job(service, cfg)
@@ -75,6 +76,8 @@ def _pairs_config(data: Path, ttype: TrainingType, **overrides: Any) -> Advanced
         "learning_rate": 1e-2,
         "batch_size": 16,
         "eval_split": 0.2,
+        # Scored before and after training (the runner's own evaluation), not per epoch.
+        "eval_strategy": "no",
         **FAST,
     }
     return AdvancedTrainingConfig(**{**values, **overrides})
@@ -171,6 +174,7 @@ def test_dpo_stops_early_once_held_out_reward_accuracy_stops_improving(
         data,
         TrainingType.DPO,
         num_epochs=6,
+        eval_strategy="steps",
         eval_steps=2,
         early_stopping_patience=2,
         metric_for_best_model="rewards/accuracies",

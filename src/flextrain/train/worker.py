@@ -130,6 +130,9 @@ def _serve_forks() -> int:
 
     import flextrain.train.runner  # noqa: F401  # the seconds every fork is spared
     from flextrain.jobs.oom import record_exit
+    from flextrain.train.preference.run import preload_trl
+
+    preload_trl()  # about a second more, once, instead of in every preference job
 
     jobs: dict[int, str] = {}
     pending = b""

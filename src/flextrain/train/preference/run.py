@@ -45,6 +45,12 @@ TRL_CLASSES: dict[TrainingType, tuple[str, str, str]] = {
 }
 
 
+def preload_trl() -> None:
+    """Import every method's trainer: a process that forks jobs does it once for all."""
+    for ttype in TRL_CLASSES:
+        trl_classes(ttype)
+
+
 def trl_classes(ttype: TrainingType) -> tuple[type[Trainer], type[TrainingArguments]]:
     module_name, trainer_name, config_name = TRL_CLASSES[ttype]
     module = importlib.import_module(module_name)
