@@ -17,7 +17,7 @@ def test_dpo_from_flags_reports_preference_accuracy_before_and_after(
     home: Path, tmp_path: Path
 ) -> None:
     cfg = tmp_path / "dpo.yaml"
-    cfg.write_text(yaml.safe_dump({"preference": {"label_smoothing": 0.1}}))
+    cfg.write_text(yaml.safe_dump({"preference": {"label_smoothing": 0.1}, "max_steps": 6}))
     result = invoke(
         "train",
         *TRAIN_FAST,
