@@ -187,3 +187,31 @@ def write_keyword_preferences(path: Path, rows: int = 200, seed: int = 0) -> Pat
 def metric_series(service: TrainingService, job_id: str, key: str) -> list[float]:
     """Every logged value of `key` (training logs, not evaluations), in step order."""
     return [m[key] for m in service.store.metric_history(job_id) if key in m]
+
+
+# Preference runs on the tiny Llama: short rows, a log row every 2 steps, no checkpoint
+# kept beyond one.
+PREFERENCE_FAST = {
+    "max_length": 32,
+    "logging_steps": 2,
+    "num_threads": 2,
+    "save_total_limit": 1,
+    "gradient_checkpointing": False,
+}
+
+
+def preference_config(data: Path, ttype: TrainingType, **overrides: Any) -> AdvancedTrainingConfig:
+    """A preference run on the tiny Llama that trains in seconds; `overrides` win."""
+    values: dict[str, Any] = {
+        "model_id": "flextrain/tiny-llama",
+        "dataset_id": str(data),
+        "training_type": ttype,
+        "num_epochs": 3,
+        "learning_rate": 1e-2,
+        "batch_size": 16,
+        "eval_split": 0.2,
+        # Scored before and after training (the runner's own evaluation), not per epoch.
+        "eval_strategy": "no",
+        **PREFERENCE_FAST,
+    }
+    return AdvancedTrainingConfig(**{**values, **overrides})

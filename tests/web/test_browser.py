@@ -328,6 +328,7 @@ def test_a_dpo_job_from_the_page_plots_its_reward_margin(
     page.locator("#f-max_length").fill("48")
     page.locator("#f-batch_size").fill("16")
     page.locator("#f-learning_rate").fill("0.005")
+    page.locator("#f-max_steps").fill("8")
     page.locator("#f-logging_steps").fill("2")
     # Options as JSON; a bad value comes back on the field.
     page.locator("#f-preference").fill('{"beta": -1}')
