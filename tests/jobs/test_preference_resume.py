@@ -17,6 +17,7 @@ from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.jobs.checkpoints import list_checkpoints
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
+from tests.jobs.test_resume import _wait_step
 from tests.train.helpers import write_keyword_preferences
 
 STEPS = 150
@@ -53,18 +54,6 @@ def _config(ttype: TrainingType, data: Path) -> AdvancedTrainingConfig:
             "rewards": [{"name": "contains", "pattern": "e"}],
         }
     return AdvancedTrainingConfig(**values)
-
-
-def _wait_step(service: TrainingService, job_id: str, step: int, timeout: float = 120) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = service.require_job(job_id)
-        assert not job.is_finished, (job.status, job.error_message)
-        history = service.metric_history(job_id)
-        if history and history[-1]["step"] >= step:
-            return int(history[-1]["step"])
-        time.sleep(0.02)
-    raise AssertionError(f"job never reached step {step}")
 
 
 @pytest.mark.parametrize("ttype", [TrainingType.DPO, TrainingType.GRPO])
