@@ -56,6 +56,7 @@ from throughput import (
     INSTRUCTIONS,
     MODEL,
     VOCAB,
+    append_section,
     final_loss,
     machine,
 )
@@ -291,25 +292,6 @@ def docs_block(results: dict[str, Any], json_name: str) -> str:
     return f"### {results['date']}\n\n{textwrap.fill(about, 88)}\n\n{table(results)}\n"
 
 
-def append_to_docs(block: str, path: Path) -> None:
-    text = path.read_text()
-    heading = "## DPO throughput (benchmarks/dpo_throughput.py)"
-    if heading not in text:
-        intro = textwrap.fill(
-            "A flextrain `dpo` job against TRL's `DPOTrainer` with its defaults, on the same "
-            "variable-length pairs, model, adapter and hyper-parameters; pairs/s over "
-            "training time only.",
-            88,
-        )
-        path.write_text(text.rstrip("\n") + f"\n\n{heading}\n\n{intro}\n\n{block}")
-        return
-    start = text.index(heading)
-    following = text.find("\n## ", start + len(heading))
-    end = len(text) if following < 0 else following + 1
-    section = text[start:end].rstrip("\n") + "\n\n" + block
-    path.write_text(text[:start] + section + ("\n" if end < len(text) else "") + text[end:])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=None)
@@ -382,7 +364,14 @@ def main() -> None:
     block = docs_block(results, json_name)
     print("\n" + block)
     if write_docs:
-        append_to_docs(block, DOCS / "benchmarks.md")
+        append_section(
+            block,
+            DOCS / "benchmarks.md",
+            "## DPO throughput (benchmarks/dpo_throughput.py)",
+            "A flextrain `dpo` job against TRL's `DPOTrainer` with its defaults, on the same "
+            "variable-length pairs, model, adapter and hyper-parameters; pairs/s over "
+            "training time only.",
+        )
 
 
 if __name__ == "__main__":

@@ -524,19 +524,24 @@ def docs_block(results: dict[str, Any], json_name: str) -> str:
 
 def append_to_docs(block: str, path: Path) -> None:
     """Add `block` at the end of the Throughput section (created if missing)."""
+    intro = (
+        "flextrain's default against a plain `Trainer` padded to the max length and a bare "
+        "PyTorch loop on packed data: same model, examples, hyper-parameters and real "
+        "tokens per optimizer step; tokens/s over training time only (the median of the "
+        "repetitions); final loss is the mean over the logging windows that cover the last "
+        "10% of optimizer steps. Run with `make bench`."
+    )
+    append_section(block, path, "## Throughput (benchmarks/throughput.py)", intro)
+
+
+def append_section(block: str, path: Path, heading: str, intro: str) -> None:
+    """Add `block` at the end of section `heading` of `path`, created (with `intro`) at
+    the end of the file if missing."""
     text = path.read_text()
-    heading = "## Throughput (benchmarks/throughput.py)"
     if heading not in text:
-        intro = textwrap.fill(
-            "flextrain's default against a plain `Trainer` padded to the max length and a bare "
-            "PyTorch loop on packed data: same model, examples, hyper-parameters and real "
-            "tokens per optimizer step; tokens/s over training time only (the median of the "
-            "repetitions); final loss is the mean over the logging windows that cover the last "
-            "10% of optimizer steps. Run with `make bench`.",
-            88,
+        path.write_text(
+            text.rstrip("\n") + f"\n\n{heading}\n\n{textwrap.fill(intro, 88)}\n\n" + block
         )
-        intro = f"{heading}\n\n{intro}\n\n"
-        path.write_text(text.rstrip("\n") + "\n\n" + intro + block)
         return
     start = text.index(heading)
     following = text.find("\n## ", start + len(heading))
