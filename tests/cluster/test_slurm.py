@@ -85,10 +85,15 @@ def _squeue(slurm: SlurmCluster, cluster_job_id: str) -> str:
 
 def _start_when_requeued(slurm: SlurmCluster, cluster_id: str) -> None:
     """Slurm holds a requeued job back by its begin time (about two minutes); let it
-    start as soon as it is pending again, as an operator would."""
+    start as soon as it is pending again, as an operator would.
+
+    Not in the second of the requeue: the old run's credential is revoked as of that
+    second, and slurmd refuses a launch whose credential is not newer ("Job credential
+    revoked"), which ends the job."""
     deadline = time.monotonic() + 60
     while _squeue(slurm, cluster_id) != "PENDING" and time.monotonic() < deadline:
         time.sleep(0.5)
+    time.sleep(2.0)
     subprocess.run(
         ["scontrol", "update", f"JobId={cluster_id}", "StartTime=now"], env=slurm.env, check=False
     )

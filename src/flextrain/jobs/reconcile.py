@@ -134,7 +134,14 @@ class Reconciler:
         # nothing has changed on it for a while.
         if (datetime.now(UTC) - job.updated_at).total_seconds() < CLUSTER_END_GRACE_S:
             return job
-        never_started = job.status in (TrainingStatus.QUEUED, TrainingStatus.VALIDATING)
+        # Queued again after a requeue, the job has run before and has its checkpoints:
+        # Slurm refusing to start it again (a revoked credential, a node gone) leaves it
+        # resumable, not failed.
+        never_started = (
+            job.status in (TrainingStatus.QUEUED, TrainingStatus.VALIDATING)
+            and job.resume_count == 0
+            and job.current_step == 0
+        )
         status = TrainingStatus.FAILED if never_started else TrainingStatus.INTERRUPTED
         message = (
             f"{executor.name} job {cluster_id} ended ({state.state}) without its worker "
