@@ -40,6 +40,7 @@ from typer.testing import CliRunner
 from flextrain.api.app import create_app
 from flextrain.cli.main import app as cli_app
 from flextrain.config.cluster import ClusterOptions
+from flextrain.config.health import HealthOptions
 from flextrain.config.presets import preset_values
 from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
 from flextrain.interface import FlexibleTrainingInterface
@@ -256,6 +257,14 @@ CASES: list[Case] = [
         expected=ClusterOptions(partition="gpu", time_limit="02:00:00"),
     ),
     Case("deepspeed_config", "<file>", _cfg("deepspeed_config"), expected="<file>", warns=True),
+    # Read by the run's guards (train/guards.py) from the spec's config.
+    Case(
+        "health",
+        {"on_divergence": "rollback"},
+        _cfg("health"),
+        expected=HealthOptions(on_divergence="rollback"),
+        flag=["--on-divergence", "rollback"],
+    ),
     # Read into the method's TRL config (DPOConfig) by the preference runner.
     Case(
         "preference",

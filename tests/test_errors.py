@@ -40,6 +40,9 @@ SRC = Path(flextrain.__file__).parent
 # name starts with "_" are a module's own control flow and are not listed.
 OUTSIDE = {
     "flextrain.train.stop.JobCancelledError": "control flow inside the worker",
+    "flextrain.train.stop.TrainingDivergedError": "inside the worker: the job ends DIVERGED",
+    "flextrain.train.stop.DiskPausedError": "inside the worker: the job ends PAUSED",
+    "flextrain.train.health.RollbackRequest": "control flow inside the worker",
     "flextrain.estimate.probe.ProbeError": "always caught: a warning, the analytic estimate",
     "flextrain.api.errors.APIError": "the REST API's own HTTPException",
     # Raised inside the worker process: their message becomes the job's error_message

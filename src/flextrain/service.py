@@ -35,7 +35,7 @@ from flextrain.jobs.environment import TrainingEnvironment, TrainingEnvironmentM
 from flextrain.jobs.executor import ClusterExecutor, LocalExecutor
 from flextrain.jobs.executors import make_executor
 from flextrain.jobs.launcher import Launcher
-from flextrain.jobs.plots import plot_histories
+from flextrain.jobs.plots import HEALTH_MARKS, plot_histories
 from flextrain.jobs.resources import Allocation
 from flextrain.jobs.scheduler import LOOP_INTERVAL, QueueSnapshot, Scheduler, SchedulerLoop
 from flextrain.jobs.spec import RunSpec
@@ -92,7 +92,11 @@ class TrainingService:
             lambda: HardwareConstraints.detect_current(self.settings.home)
         )
         self.planner = Planner(
-            self.models, self.datasets, self.hardware, self.settings.home / "cache" / "model-info"
+            self.models,
+            self.datasets,
+            self.hardware,
+            self.settings.home / "cache" / "model-info",
+            jobs_dir=self.settings.jobs_dir,
         )
         self.model_registry = model_registry or ModelRegistry(
             sessions, self.models, on_change=self.planner.forget_models
@@ -292,10 +296,19 @@ class TrainingService:
         return self.store.metric_history(job_id)
 
     def plot_jobs(self, job_ids: list[str], out: Path | None = None) -> Path:
-        """A PNG of loss, eval loss and learning rate per job, side by side."""
+        """A PNG of loss, eval loss, learning rate and gradient norm per job, side by
+        side, with health events marked at their step."""
         histories = {job_id: self.metric_history(job_id) for job_id in job_ids}
+        marks = {
+            job_id: [
+                (int(e.data["step"]), e.kind)
+                for e in self.events(job_id)
+                if e.kind in HEALTH_MARKS and isinstance(e.data.get("step"), int)
+            ]
+            for job_id in job_ids
+        }
         out = out or self.settings.home / "plots" / f"{'-'.join(job_ids)[:120]}.png"
-        return plot_histories(histories, out)
+        return plot_histories(histories, out, marks)
 
     def events(self, job_id: str, after_id: int = 0) -> list[JobEvent]:
         """Warnings, resumes, interruptions and early stops of a job, oldest first."""

@@ -21,7 +21,7 @@ from tests.api.helpers import TINY_JOB, Caller, assert_error, create_job, read_e
 from tests.staging import stage_status
 
 JOBS = "/api/training/jobs"
-RESUMABLE = "only a job that is cancelled, failed, interrupted can be resumed"
+RESUMABLE = "only a job that is cancelled, diverged, failed, interrupted, paused can be resumed"
 SHORT_JOB: dict[str, Any] = {
     **TINY_JOB,
     "max_steps": 6,

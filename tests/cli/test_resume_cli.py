@@ -23,7 +23,7 @@ from flextrain.service import TrainingService
 from flextrain.settings import Settings
 from tests.staging import stage_status
 
-RESUMABLE = "only a job that is cancelled, failed, interrupted can be resumed"
+RESUMABLE = "only a job that is cancelled, diverged, failed, interrupted, paused can be resumed"
 
 
 @pytest.fixture

@@ -170,6 +170,8 @@ class TestEnums:
             "FAILED",
             "CANCELLED",
             "INTERRUPTED",
+            "DIVERGED",
+            "PAUSED",
         ]
         assert all(s.value == s.name.lower() for s in TrainingStatus)
 
@@ -181,6 +183,8 @@ class TestEnums:
             TrainingStatus.FAILED,
             TrainingStatus.CANCELLED,
             TrainingStatus.INTERRUPTED,
+            TrainingStatus.DIVERGED,
+            TrainingStatus.PAUSED,
         }
         assert active == {
             TrainingStatus.VALIDATING,

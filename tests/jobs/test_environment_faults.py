@@ -35,9 +35,10 @@ from flextrain.settings import Settings
 
 Mount = Callable[[Path, str], Path]
 
-# A tiny-llama checkpoint (weights, optimizer, RNG, tokenizer) is about 1.8 MB: this
-# holds the first one and runs out of space in the middle of the second.
-ONE_CHECKPOINT = "size=2600k"
+# A tiny-llama checkpoint (weights, optimizer, RNG, tokenizer) is about 1.8 MB.
+ONE_AND_A_HALF = 2700 * 1024
+# No space kept free beyond what the run needs: the tmpfs here is the whole disk.
+NO_RESERVE = {"disk_reserve_mb": 0}
 # `flextrain train` without its model: creates a job and returns.
 TRAIN = ["train", "--dataset", "demo/text", "--type", "fine_tuning", "--detach"]
 
@@ -95,28 +96,34 @@ def _remount(where: Path, options: str) -> None:
 # -- disk full while checkpointing --------------------------------------------------------
 
 
-def test_a_full_disk_while_checkpointing_fails_clearly_keeps_the_last_checkpoint_and_resumes(
+def test_a_disk_filling_up_pauses_the_job_before_a_checkpoint_and_resume_continues_it(
     service: TrainingService, tmp_path: Path, mount: Mount
 ) -> None:
+    """Room for the whole run when it starts; then something else fills the disk. The job
+    pauses before the checkpoint that no longer fits (nothing half-written), and resumes
+    once the space is back, with no step lost or trained twice."""
     other = service.create_job(_config(output_dir=str(tmp_path / "other")))
-    job = service.create_job(_config(output_dir=str(tmp_path / "full")))
+    job = service.create_job(_config(output_dir=str(tmp_path / "full"), health=NO_RESERVE))
     checkpoints = Path(job.output_dir or "") / "checkpoints"
-    mount(checkpoints, ONE_CHECKPOINT)
+    mount(checkpoints, "size=16m")
     service.start_job(other.job_id)
     service.start_job(job.job_id)
+    # Before the worker's first step (it takes seconds to start): leave room for one
+    # checkpoint and a half.
+    ballast = checkpoints / "ballast"
+    ballast.write_bytes(b"\0" * (shutil.disk_usage(checkpoints).free - ONE_AND_A_HALF))
 
-    failed = service.wait(job.job_id, timeout=240)
-    assert failed.status == TrainingStatus.FAILED, failed.error_message
-    message = failed.error_message or ""
-    assert "No space left on device while saving checkpoint-10" in message
-    assert str(checkpoints) in message
-    assert "checkpoint-5, the latest complete checkpoint, is kept" in message
-    assert "Fix: free space" in message
+    paused = service.wait(job.job_id, timeout=240)
+    assert paused.status == TrainingStatus.PAUSED, paused.error_message
+    message = paused.error_message or ""
+    assert "Paused at step 10 before its checkpoint: it needs about" in message
+    assert f"{checkpoints} has" in message
+    assert "nothing was half-written; checkpoint-5 is the latest checkpoint" in message
+    assert "Fix: free space on that disk" in message
     assert "flextrain jobs resume" in message
-    assert "Traceback" not in message
+    assert [e.kind for e in service.events(job.job_id)][-1] == "paused"
 
-    # Nothing half-written is left that resume (or the Trainer's rotation) would take.
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-5"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["ballast", "checkpoint-5"]
     kept = latest_checkpoint(checkpoints)
     assert kept == checkpoints / "checkpoint-5"
     assert json.loads((kept / "trainer_state.json").read_text())["global_step"] == 5
@@ -129,7 +136,7 @@ def test_a_full_disk_while_checkpointing_fails_clearly_keeps_the_last_checkpoint
     assert finished.current_step == 15
 
     # Space freed: resume continues from checkpoint-5 and finishes.
-    _remount(checkpoints, "size=64m")
+    ballast.unlink()
     service.resume_job(job.job_id)
     done = service.wait(job.job_id, timeout=240)
     assert done.status == TrainingStatus.COMPLETED, done.error_message
@@ -137,6 +144,32 @@ def test_a_full_disk_while_checkpointing_fails_clearly_keeps_the_last_checkpoint
     steps = [row["step"] for row in service.metric_history(job.job_id) if "loss" in row]
     assert steps == list(range(1, 16))
     assert not list(checkpoints.glob(f"{STAGING_PREFIX}*"))
+
+
+def test_a_run_whose_checkpoints_cannot_fit_is_refused_with_the_numbers(
+    service: TrainingService, tmp_path: Path, mount: Mount
+) -> None:
+    small = mount(tmp_path / "small", "size=4m")
+    with pytest.raises(ConfigValidationError) as info:
+        service.create_job(_config(output_dir=str(small / "run"), health=NO_RESERVE))
+    issue = _output_dir_issue(info.value)
+    assert "the run writes about" in issue
+    assert "3 checkpoints of 1." in issue  # MB each: save_total_limit 2, one more in rotation
+    assert f"but {small} has 4.0 MB free" in issue
+    assert "Fix: free space there, keep fewer checkpoints (save_total_limit)" in issue
+    assert service.list_jobs() == []
+    # With fewer checkpoints kept it fits, and starts.
+    fits = service.create_job(
+        _config(
+            output_dir=str(small / "run"),
+            health=NO_RESERVE,
+            save_total_limit=None,
+            save_steps=None,
+            max_steps=4,
+        )
+    )
+    service.start_job(fits.job_id)
+    assert service.wait(fits.job_id, timeout=240).status == TrainingStatus.COMPLETED
 
 
 # -- output folder not writable ------------------------------------------------------------

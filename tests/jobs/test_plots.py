@@ -89,6 +89,28 @@ def test_a_preference_run_gets_a_reward_panel(service: TrainingService, tmp_path
     assert reward_series(service.metric_history("plain")) is None
 
 
+def test_gradient_norms_get_a_panel_and_health_events_are_marked(
+    service: TrainingService, tmp_path: Path
+) -> None:
+    _job_with_history(service.store, "plain")
+    _job_with_history(service.store, "watched")
+    for step in (10, 20, 30):
+        service.store.add_metric(
+            "watched",
+            step=step,
+            epoch=0.5,
+            values={"grad_norm_min": 0.5, "grad_norm_median": 1.0, "grad_norm_max": step / 5},
+        )
+    plain = _png_size(service.plot_jobs(["plain"], tmp_path / "plain.png"))
+    quiet = service.plot_jobs(["watched"], tmp_path / "quiet.png")
+    assert _png_size(quiet)[1] == pytest.approx(plain[1] * 1.5, rel=0.05)  # a third row
+    before = quiet.read_bytes()
+    service.store.add_event("watched", "loss_spike", "Loss spiked", data={"step": 20})
+    marked = service.plot_jobs(["watched"], tmp_path / "marked.png")
+    assert _png_size(marked) == _png_size(quiet)
+    assert marked.read_bytes() != before  # the spike's line is drawn
+
+
 def test_cli_metrics_and_plot(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

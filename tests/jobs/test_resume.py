@@ -94,7 +94,8 @@ def test_sigkilled_worker_is_interrupted_and_resume_continues_the_step_count(
     resumed = other.resume_job(job_id)
     assert resumed.status in (TrainingStatus.PREPARING, TrainingStatus.TRAINING)
     assert resumed.resume_count == 1
-    with pytest.raises(JobStateError, match="only a job that is cancelled, failed, interrupted"):
+    resumable = "only a job that is cancelled, diverged, failed, interrupted, paused"
+    with pytest.raises(JobStateError, match=resumable):
         other.resume_job(job_id)
     done = other.wait(job_id, timeout=180)
     assert done.status == TrainingStatus.COMPLETED, done.error_message

@@ -45,13 +45,15 @@ FORBIDDEN: dict[str, list[tuple[TrainingStatus, TrainingStatus]]] = {
         if new != old and (old, new) not in ((S.VALIDATING, S.PREPARING), (S.VALIDATING, S.QUEUED))
     ],
     "nothing skips the queue": [
-        (S.PENDING, new) for new in (*ACTIVE_STATUSES, S.COMPLETED, S.INTERRUPTED, S.PENDING)
+        (S.PENDING, new)
+        for new in (*ACTIVE_STATUSES, S.COMPLETED, S.INTERRUPTED, S.DIVERGED, S.PAUSED, S.PENDING)
     ],
     # (queued -> preparing: the worker a cluster started for a job handed to it.)
     "the queue only leads to validation, a cluster's worker or an end": [
         (S.QUEUED, new) for new in (S.PENDING, S.QUEUED, S.TRAINING, S.EVALUATING, S.COMPLETED)
     ]
-    + [(S.QUEUED, S.INTERRUPTED)],  # no worker yet: nothing to interrupt
+    # No worker yet: nothing to interrupt, nothing trained to diverge or checkpoint.
+    + [(S.QUEUED, S.INTERRUPTED), (S.QUEUED, S.DIVERGED), (S.QUEUED, S.PAUSED)],
     "training needs a prepared worker": [
         (S.VALIDATING, new) for new in (S.TRAINING, S.EVALUATING, S.COMPLETED, S.VALIDATING)
     ],

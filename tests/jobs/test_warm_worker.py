@@ -31,6 +31,15 @@ def _config() -> AdvancedTrainingConfig:
     )
 
 
+def _cmdline(pid: int) -> list[str]:
+    """The process's command line once the kernel shows it: /proc/PID/cmdline reads empty
+    for a moment while a just-spawned process execs."""
+    deadline = time.monotonic() + 10
+    while not (line := psutil.Process(pid).cmdline()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return line
+
+
 def _warm(service: TrainingService) -> WarmWorker | None:
     assert isinstance(service.executor, LocalExecutor)
     return service.executor.warm
@@ -42,7 +51,7 @@ def test_the_warm_worker_runs_the_next_job_and_writes_its_log(service: TrainingS
     assert warm is not None
     assert warm.proc is not None
     pid = warm.proc.pid
-    assert "--warm" in psutil.Process(pid).cmdline()
+    assert "--warm" in _cmdline(pid)
 
     job = service.create_job(_config())
     started = service.start_job(job.job_id)

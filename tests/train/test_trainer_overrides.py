@@ -24,6 +24,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from flextrain.jobs.checkpoints import STAGING_PREFIX
+from flextrain.train.health import HealthChecked
 from flextrain.train.resume import finished_training, skip_finished_training
 from flextrain.train.trainer import CheckpointDiskFullError, FlexTrainer
 
@@ -32,6 +33,9 @@ PRIVATE_OVERRIDES = {
     "_get_output_dir": ["self", "trial"],
     "_save_checkpoint": ["self", "model", "trial"],
 }
+# The same for HealthChecked (train/health.py), the mixin of every run's trainer: the
+# one place each optimizer step passes with its gradient norm known, update not applied.
+HEALTH_PRIVATE_OVERRIDES = {"_get_grad_norm": ["self", "model", "grad_norm"]}
 # Private Trainer methods flextrain calls (not overrides), with the parameters it passes.
 PRIVATE_CALLS = {"_load_from_checkpoint": ["self", "resume_from_checkpoint"]}
 
@@ -53,18 +57,37 @@ def test_each_overridden_private_method_still_exists_with_the_same_parameters(
     assert _names(getattr(FlexTrainer, name)) == params
 
 
-def test_every_private_override_is_pinned() -> None:
+@pytest.mark.parametrize(("name", "params"), HEALTH_PRIVATE_OVERRIDES.items())
+def test_the_health_checks_private_override_still_exists_and_is_called_each_step(
+    name: str, params: list[str]
+) -> None:
+    assert inspect.isfunction(getattr(Trainer, name, None)), f"Trainer.{name} is gone"
+    assert _names(getattr(Trainer, name)) == params
+    assert _names(getattr(HealthChecked, name)) == params
+    source = inspect.getsource(Trainer)
+    # Called once per optimizer step, after the gradients are complete and just before
+    # the optimizer applies them.
+    call = source.index(f"self.{name}(model")
+    assert source.count(f"self.{name}(") == 1
+    assert 0 < source.index("self.optimizer.step()", call) - call < 600
+
+
+@pytest.mark.parametrize(
+    ("cls", "pinned"), [(FlexTrainer, PRIVATE_OVERRIDES), (HealthChecked, HEALTH_PRIVATE_OVERRIDES)]
+)
+def test_every_private_override_is_pinned(cls: type, pinned: dict[str, list[str]]) -> None:
     """A new private override must be added above (with a comment in trainer.py saying
     why no public hook does)."""
-    private = {n for n in _own_methods(FlexTrainer) if n.startswith("_") and not n.startswith("__")}
-    assert private == set(PRIVATE_OVERRIDES)
+    private = {n for n in _own_methods(cls) if n.startswith("_") and not n.startswith("__")}
+    assert private == set(pinned)
 
 
-def test_every_override_matches_a_trainer_method() -> None:
+@pytest.mark.parametrize("cls", [FlexTrainer, HealthChecked])
+def test_every_override_matches_a_trainer_method(cls: type) -> None:
     """Each method FlexTrainer defines overrides one of Trainer's, with the same
     parameters (or passes them all through): a renamed parameter would silently get
     its default."""
-    for name, fn in _own_methods(FlexTrainer).items():
+    for name, fn in _own_methods(cls).items():
         if name == "__init__":
             continue
         base = getattr(Trainer, name, None)

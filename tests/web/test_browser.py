@@ -299,6 +299,9 @@ def test_train_a_tiny_job_from_the_page(page: Page, server: str, shots: Path) ->
     assert int(loss.get_attribute("data-points") or 0) > 1
     assert int(page.get_by_test_id("chart-lr").get_attribute("data-points") or 0) > 1
     assert int(page.get_by_test_id("chart-eval-loss").get_attribute("data-points") or 0) >= 1
+    # The health checks' gradient-norm statistics get their own chart.
+    expect(page.get_by_test_id("chart-grad-norm")).to_be_visible()
+    assert int(page.get_by_test_id("chart-grad-norm").get_attribute("data-points") or 0) > 1
     expect(page.get_by_test_id("job-logs")).to_contain_text("completed")
     # A completed job shows how long it ran and nothing left to run.
     expect(page.get_by_test_id("job-elapsed")).to_have_text(re.compile(r"^\d+ (s|min)"))

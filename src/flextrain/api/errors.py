@@ -79,7 +79,8 @@ def split_fix(message: str) -> tuple[str, str | None]:
 _FIXES: dict[str, str] = {
     "job_not_found": "use the id of a job you can see (GET /api/training/jobs lists them).",
     "job_state": "check the job's status (GET /api/training/jobs/{job_id}): start a pending "
-    "job, cancel a queued or running one, resume an interrupted, failed or cancelled one.",
+    "job, cancel a queued or running one, resume an interrupted, failed, cancelled, "
+    "diverged or paused one.",
     "checkpoint_not_found": "use a step the job has "
     "(GET /api/training/jobs/{job_id}/checkpoints lists them).",
     "model_not_found": "use a model GET /api/models lists (built-in, registered or trained), "

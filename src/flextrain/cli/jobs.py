@@ -173,7 +173,8 @@ def jobs_resume(
     job_id: str,
     detach: Annotated[bool, typer.Option(help="Resume and return; don't follow.")] = False,
 ) -> None:
-    """Continue an interrupted, cancelled or failed job from its latest checkpoint."""
+    """Continue an interrupted, cancelled, failed, diverged or paused job from its latest
+    checkpoint."""
 
     def run() -> TrainingJob:
         service = get_service()

@@ -141,6 +141,13 @@ def train(
             "--full-weights", help="Preference types: train every weight, not a LoRA adapter."
         ),
     ] = False,
+    on_divergence: Annotated[
+        str | None,
+        typer.Option(
+            help="A NaN or infinite loss: health.on_divergence stop (default), skip the "
+            "step, or rollback to the last checkpoint at half the learning rate."
+        ),
+    ] = None,
     reward: Annotated[
         list[str] | None,
         typer.Option(
@@ -214,10 +221,13 @@ def train(
             "rewards": [parse_reward(r) for r in reward] if reward else None,
             "num_generations": num_generations,
         }
-        given = {k: v for k, v in preference.items() if v is not None}
-        if given:
-            from_file = values.get("preference")
-            values["preference"] = {**(from_file if isinstance(from_file, dict) else {}), **given}
+        for block, given in (
+            ("preference", {k: v for k, v in preference.items() if v is not None}),
+            ("health", {"on_divergence": on_divergence} if on_divergence else {}),
+        ):
+            if given:
+                from_file = values.get(block)
+                values[block] = {**(from_file if isinstance(from_file, dict) else {}), **given}
         missing = [
             f"--{k}"
             for k, key in (
@@ -308,6 +318,14 @@ def _report_end(job: TrainingJob) -> None:
             f"Job {job.job_id} failed: {job.error_message}", style="red", markup=False
         )
         err_console.print(f"Log: {job.log_path}", markup=False)
+        raise typer.Exit(1)
+    elif job.status in (TrainingStatus.DIVERGED, TrainingStatus.PAUSED):
+        # The guard's message says what happened, the checkpoint kept and what to change.
+        err_console.print(
+            f"Job {job.job_id} {job.status.value}: {job.error_message}",
+            style="red" if job.status == TrainingStatus.DIVERGED else "yellow",
+            markup=False,
+        )
         raise typer.Exit(1)
     elif job.status in (TrainingStatus.CANCELLED, TrainingStatus.INTERRUPTED):
         err_console.print(

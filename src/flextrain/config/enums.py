@@ -79,6 +79,12 @@ class TrainingStatus(StrEnum):
     CANCELLED = "cancelled"
     # The worker died without reporting (killed, machine restart): resumable.
     INTERRUPTED = "interrupted"
+    # The loss or gradient norm became NaN or infinite; the last good checkpoint is
+    # kept: resumable (after lowering the learning rate, as the message says).
+    DIVERGED = "diverged"
+    # Stopped before a checkpoint the disk could not hold; nothing half-written, and
+    # resume continues once there is room.
+    PAUSED = "paused"
 
     @property
     def is_terminal(self) -> bool:
@@ -95,11 +101,19 @@ TERMINAL_STATUSES = frozenset(
         TrainingStatus.FAILED,
         TrainingStatus.CANCELLED,
         TrainingStatus.INTERRUPTED,
+        TrainingStatus.DIVERGED,
+        TrainingStatus.PAUSED,
     }
 )
 # Ended without finishing: `resume` continues these from their latest checkpoint.
 RESUMABLE_STATUSES = frozenset(
-    {TrainingStatus.FAILED, TrainingStatus.CANCELLED, TrainingStatus.INTERRUPTED}
+    {
+        TrainingStatus.FAILED,
+        TrainingStatus.CANCELLED,
+        TrainingStatus.INTERRUPTED,
+        TrainingStatus.DIVERGED,
+        TrainingStatus.PAUSED,
+    }
 )
 # A worker process exists (or is being launched) for a job in one of these states; a
 # QUEUED job has none yet and holds no resources.

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flextrain.config.cluster import ClusterOptions
 from flextrain.config.enums import TrainingType
+from flextrain.config.health import HealthOptions
 from flextrain.config.preference import PreferenceOptions
 from flextrain.config.presets import PRESET_NAMES, preset_values
 
@@ -285,6 +286,12 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
         description="Preference and reward training (dpo, orpo, kto, simpo, grpo): adapter "
         "or full weights, beta, loss variant, GRPO's generations and rewards, other TRL "
         "options.",
+    )
+
+    health: HealthOptions = Field(
+        default_factory=HealthOptions,
+        description="Training health: what a NaN or infinite loss does (stop, skip, "
+        "rollback), loss spikes and stalls, and the disk space a run keeps free.",
     )
 
     @model_validator(mode="before")

@@ -32,9 +32,11 @@ from flextrain.data.checks import identical_pairs
 from flextrain.data.manager import TrainingDataManager, load_and_check
 from flextrain.data.registry import DatasetFormatError, DatasetInfo, DatasetNotFoundError
 from flextrain.data.shapes import PREFERENCE_SHAPES, Shape
+from flextrain.estimate.disk import TOKENIZER_FILES, estimate_disk
 from flextrain.estimate.memory import TrainingSetup, estimate_memory
 from flextrain.estimate.recommend import largest_fitting_batch, recommend
 from flextrain.hardware.detect import HardwareConstraints
+from flextrain.hardware.disk import describe_bytes, existing_parent, files_bytes, free_bytes
 from flextrain.jobs.outputs import output_dir_issue
 from flextrain.jobs.store import TrainingJob
 from flextrain.models.compatibility import (
@@ -69,8 +71,10 @@ class Planner:
         datasets: TrainingDataManager,
         hardware: Callable[[], HardwareConstraints],
         model_info_cache: Path,
+        jobs_dir: Path | None = None,
     ) -> None:
         self.models = models
+        self.jobs_dir = jobs_dir  # where a job without output_dir writes
         self.datasets = datasets
         self.hardware = hardware
         self.model_info_cache = model_info_cache
@@ -153,6 +157,8 @@ class Planner:
         output_issue = output_dir_issue(config.output_dir)
         if output_issue is not None:
             issues.append(output_issue)
+        else:
+            issues.extend(self._disk_issues(config, model, data, hardware))
         issues.extend(preference_row_issues(data, "dataset_id"))
         # Not cached with the model's facts: weights can go missing after a first check.
         missing = (
@@ -176,6 +182,58 @@ class Planner:
             except ConfigValidationError as exc:
                 issues.extend(exc.issues)
         return issues, model, data
+
+    def _disk_issues(
+        self,
+        config: BasicTrainingConfig,
+        model: ModelInfo,
+        data: DatasetInfo,
+        hardware: HardwareConstraints | None,
+    ) -> list[ValidationIssue]:
+        """An error when the run's checkpoints and final model cannot fit the free space
+        of the disk they go to, less the reserve the config keeps (health.disk_reserve_mb)."""
+        if config.output_dir:
+            where = Path(config.output_dir).expanduser().resolve() / "checkpoints"
+        elif self.jobs_dir is not None:
+            where = self.jobs_dir
+        else:
+            return []
+        advanced = AdvancedTrainingConfig.from_basic(config)
+        try:
+            setup = estimator_setup(config, model, data, hardware or self.hardware())
+        except ConfigValidationError:
+            return []  # reported by its own rule
+        memory = estimate_memory(model.architecture(), setup)
+        rows = max(1, int(data.num_rows * (1 - (0 if advanced.eval_file else advanced.eval_split))))
+        per_step = (
+            advanced.train_batch_size * advanced.gradient_accumulation_steps * advanced.world_size
+        )
+        total = total_steps(rows, per_step, advanced.num_epochs, advanced.max_steps)
+        estimate = estimate_disk(
+            total_parameters=memory.total_parameters,
+            trainable_parameters=memory.trainable_parameters,
+            lora=advanced.uses_lora,
+            optimizer=advanced.optim,
+            tokenizer_bytes=tokenizer_bytes(self.models, config.model_id),
+            total_steps=total,
+            steps_per_save=advanced.save_steps or steps_per_epoch(rows, per_step),
+            save_total_limit=advanced.save_total_limit,
+        )
+        free = free_bytes(where)
+        reserve = int(advanced.health.disk_reserve_mb * 1024**2)
+        if estimate.peak + reserve <= free:
+            return []
+        return [
+            ValidationIssue(
+                "output_dir",
+                f"the run writes about {describe_bytes(estimate.peak)} "
+                f"({estimate.describe()}), but {existing_parent(where)} has "
+                f"{describe_bytes(free)} free, of which health.disk_reserve_mb keeps "
+                f"{describe_bytes(reserve)}.",
+                "free space there, keep fewer checkpoints (save_total_limit) or save less "
+                "often (save_steps), or set output_dir on a larger disk.",
+            )
+        ]
 
     def _memory_facts(
         self,
@@ -316,6 +374,15 @@ def schedule_of(config: BasicTrainingConfig, data: DatasetInfo) -> list[float] |
         raise ConfigValidationError(
             [ValidationIssue("lr_schedule_expr", str(exc), "change the expression.")]
         ) from None
+
+
+def tokenizer_bytes(models: ModelResolver, model_id: str) -> int:
+    """Bytes of the model's tokenizer files (0 when its folder is not local yet)."""
+    try:
+        folder = models.resolve_config(model_id).path
+    except Exception:  # a best-effort size: resolving errors are reported elsewhere
+        return 0
+    return files_bytes(Path(folder), TOKENIZER_FILES)
 
 
 def preference_row_issues(info: DatasetInfo, field: str) -> list[ValidationIssue]:

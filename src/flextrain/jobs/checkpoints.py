@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from flextrain.errors import NotFoundError
+from flextrain.hardware.disk import free_bytes
 
 _NAME = re.compile(r"checkpoint-(\d+)")
 _STATE_FILE = "trainer_state.json"
@@ -185,7 +186,7 @@ def is_disk_full(exc: BaseException, folder: Path) -> bool:
     ("unexpected pos ..."): then the disk's free space tells.
     """
     try:
-        if shutil.disk_usage(folder).free < _NEARLY_FULL:
+        if free_bytes(folder) < _NEARLY_FULL:
             return True
     except OSError:
         pass

@@ -11,9 +11,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from flextrain.errors import InvalidInputError
+from flextrain.hardware.disk import existing_parent, free_bytes
 from flextrain.jobs.spec import SPEC_FILE
 
 _GIB = 1024**3
@@ -85,9 +84,9 @@ class TrainingEnvironmentManager:
     ) -> TrainingEnvironment:
         """Create the folders after checking free disk space and write permission."""
         env = self.layout(job_id, output_dir)
-        need = max(self.min_free_gb, required_disk_gb or 0.0)
-        for target in {env.root, env.output_dir}:
-            self._check_disk(target, need)
+        # The job folder (logs, data copies) gets a floor; what the output folder must
+        # hold (checkpoints, the model) the planner has estimated and checked already.
+        self._check_disk(env.root, max(self.min_free_gb, required_disk_gb or 0.0))
         created: list[Path] = []
         try:
             for folder in (
@@ -125,10 +124,8 @@ class TrainingEnvironmentManager:
 
     @staticmethod
     def _check_disk(path: Path, need_gb: float) -> None:
-        probe = path
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        free_gb = psutil.disk_usage(str(probe)).free / _GIB
+        probe = existing_parent(path)
+        free_gb = free_bytes(probe) / _GIB
         if free_gb < need_gb:
             raise EnvironmentSetupError(
                 f"Only {free_gb:.2f} GB free at {probe}; this job needs {need_gb:.2f} GB. "

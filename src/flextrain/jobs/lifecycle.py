@@ -9,8 +9,8 @@ cancel safely: its "training" or "completed" lands only while the job still runs
 
     pending --start--> queued --scheduler--> validating --launch--> preparing
     preparing --> training <--> evaluating --> completed
-    any active state --> failed | cancelled | interrupted
-    failed | cancelled | interrupted --resume--> queued
+    any active state --> failed | cancelled | interrupted | diverged | paused
+    failed | cancelled | interrupted | diverged | paused --resume--> queued
 
 With a cluster executor (Slurm, Ray) the cluster queues and places the job: the
 launch hands it over (validating --> queued, now with its cluster job id, which
@@ -29,7 +29,7 @@ from flextrain.config.enums import TrainingStatus
 from flextrain.errors import ConflictError
 
 S = TrainingStatus
-_ENDED_EARLY = frozenset({S.FAILED, S.CANCELLED, S.INTERRUPTED})
+_ENDED_EARLY = frozenset({S.FAILED, S.CANCELLED, S.INTERRUPTED, S.DIVERGED, S.PAUSED})
 
 # status -> the statuses it may change to. A status is listed in its own row where
 # writing it again (with other columns) is allowed: a worker restarting its training
@@ -45,6 +45,8 @@ TRANSITIONS: Mapping[TrainingStatus, frozenset[TrainingStatus]] = {
     S.FAILED: frozenset({S.QUEUED}),
     S.CANCELLED: frozenset({S.QUEUED}),
     S.INTERRUPTED: frozenset({S.QUEUED}),
+    S.DIVERGED: frozenset({S.QUEUED}),
+    S.PAUSED: frozenset({S.QUEUED}),
 }
 
 

@@ -1,5 +1,8 @@
 """Loss, eval loss and learning rate against step, as a PNG (matplotlib, no display);
-for preference runs also the reward margin (or, for GRPO, the mean reward).
+the gradient norm (median of each logging window, min to max shaded) where it was
+logged; for preference runs also the reward margin (or, for GRPO, the mean reward).
+Health events (loss spikes, stalls, skipped steps, rollbacks, divergence) are marked
+on the loss panel at their step.
 
 One column per job, so several runs sit side by side on one figure for
 comparison, sharing the loss axis' scale within each row. matplotlib is
@@ -14,6 +17,14 @@ from typing import Any
 _SERIES = (("loss", "training loss"), ("eval_loss", "eval loss"))
 # What a preference run is judged by while it trains, as TRL logs it: the first found.
 _REWARDS = (("rewards/margins", "reward margin (chosen - rejected)"), ("reward", "mean reward"))
+# Events drawn on the loss panel, and their colour.
+HEALTH_MARKS = {
+    "loss_spike": "tab:orange",
+    "loss_stalled": "tab:gray",
+    "skipped_step": "tab:red",
+    "rolled_back": "tab:purple",
+    "diverged": "black",
+}
 
 
 def reward_series(history: list[dict[str, Any]]) -> tuple[str, str] | None:
@@ -31,8 +42,13 @@ def series(history: list[dict[str, Any]], key: str) -> tuple[list[float], list[f
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def plot_histories(histories: dict[str, list[dict[str, Any]]], out: Path) -> Path:
-    """Draw each job's curves in its own column and write `out` (PNG)."""
+def plot_histories(
+    histories: dict[str, list[dict[str, Any]]],
+    out: Path,
+    marks: dict[str, list[tuple[int, str]]] | None = None,
+) -> Path:
+    """Draw each job's curves in its own column and write `out` (PNG); `marks`: each
+    job's health events as (step, kind), drawn on its loss panel."""
     if not histories:
         raise ValueError("No job to plot. Fix: name at least one job id.")
     import matplotlib
@@ -42,7 +58,8 @@ def plot_histories(histories: dict[str, list[dict[str, Any]]], out: Path) -> Pat
 
     columns = len(histories)
     rewards = any(reward_series(h) for h in histories.values())
-    rows = 3 if rewards else 2
+    norms = any(series(h, "grad_norm_median")[0] for h in histories.values())
+    rows = 2 + int(norms) + int(rewards)
     figure, axes = plt.subplots(
         rows, columns, figsize=(5 * columns, 3 * rows), squeeze=False, sharey="row", sharex="col"
     )
@@ -65,9 +82,12 @@ def plot_histories(histories: dict[str, list[dict[str, Any]]], out: Path) -> Pat
         bottom.plot(steps, values, color="tab:green")
         bottom.set_ylabel("learning rate")
         bottom.grid(alpha=0.3)
+        _mark_events(top, (marks or {}).get(job_id, []))
+        if norms:
+            _grad_norms(axes[2][column], history)
         found = reward_series(history)
         if rewards:
-            panel = axes[2][column]
+            panel = axes[rows - 1][column]
             if found is not None:
                 steps, values = series(history, found[0])
                 panel.plot(steps, values, color="tab:purple", label=found[1])
@@ -80,3 +100,31 @@ def plot_histories(histories: dict[str, list[dict[str, Any]]], out: Path) -> Pat
     figure.savefig(out, dpi=100)
     plt.close(figure)
     return out
+
+
+def _mark_events(panel: Any, marks: list[tuple[int, str]]) -> None:
+    """A dashed vertical line per health event, one legend entry per kind."""
+    labelled: set[str] = set()
+    for step, kind in marks:
+        colour = HEALTH_MARKS.get(kind)
+        if colour is None:
+            continue
+        label = kind.replace("_", " ") if kind not in labelled else None
+        labelled.add(kind)
+        panel.axvline(step, color=colour, linestyle="--", alpha=0.7, label=label)
+    if labelled:
+        panel.legend()
+
+
+def _grad_norms(panel: Any, history: list[dict[str, Any]]) -> None:
+    """Median gradient norm of each logging window, its min to max shaded."""
+    steps, median = series(history, "grad_norm_median")
+    low = series(history, "grad_norm_min")[1]
+    high = series(history, "grad_norm_max")[1]
+    if steps:
+        panel.plot(steps, median, color="tab:blue", label="grad norm (median)")
+        if len(low) == len(high) == len(steps):
+            panel.fill_between(steps, low, high, alpha=0.2, color="tab:blue", label="min-max")
+        panel.legend()
+    panel.set_ylabel("gradient norm")
+    panel.grid(alpha=0.3)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from flextrain.hardware.disk import free_bytes
 from flextrain.models.hub import (
     DEFAULT_RESERVE_BYTES,
     HUB_PATTERNS,
@@ -203,10 +203,7 @@ def pull(
 
 def check_disk_space(cache: Path, needed: int, reserve: int, model_id: str) -> None:
     """Refuse a pull that would leave the cache's disk with less than `reserve` free."""
-    existing = cache
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    free = shutil.disk_usage(existing).free
+    free = free_bytes(cache)
     if needed + reserve > free:
         raise DiskSpaceError(
             f"Not enough disk space to pull '{model_id}': it needs {needed / _GIB:.2f} GiB "

@@ -31,6 +31,8 @@ from flextrain.train.callbacks import JobCancelledError, StopRequest, StoreProgr
 from flextrain.train.data import load_splits
 from flextrain.train.expert import ExpertSetup, freeze_configured
 from flextrain.train.expert import prepare as prepare_expert
+from flextrain.train.guards import Guards
+from flextrain.train.health import RollbackRequest
 from flextrain.train.hooks import apply_curriculum
 from flextrain.train.metrics import last_evaluation, size_metrics, throughput_and_memory
 from flextrain.train.model import build_model, load_tokenizer
@@ -44,6 +46,7 @@ from flextrain.train.oom import (
 from flextrain.train.preference.run import train_preference
 from flextrain.train.resume import finished_training, skip_finished_training
 from flextrain.train.save import save_outputs
+from flextrain.train.stop import TrainingDivergedError
 from flextrain.train.tracking import configure_tracking, log_final_model, mlflow_run
 from flextrain.train.trainer import FlexTrainer, trainer_class
 
@@ -107,8 +110,9 @@ def _train(
     distributed.init_process_group(spec.config.distributed_timeout)
     parts, model = _build_model_and_data(spec)
     args = _arguments(spec, parts, model, report_to)
-    progress, early, callbacks = _build_callbacks(spec, store, stop, parts, reporter)
-    build = _trainer_factory(spec, parts, callbacks)
+    guards = Guards.for_run(spec, store, reporter)
+    progress, early, callbacks = _build_callbacks(spec, store, stop, parts, reporter, guards)
+    build = _trainer_factory(spec, parts, callbacks, guards)
     session = _Session(build(model, args), args, spec.resume_from_checkpoint)
     metrics = size_metrics(model, parts.splits)
     del model  # the session holds it now: an out-of-memory back-off must be able to free it
@@ -117,8 +121,9 @@ def _train(
         metrics.update(_evaluate_before_training(session.trainer))
         if reporter:
             store.merge_metrics(spec.job_id, metrics)
-    result = _train_to_the_end(spec, store, session, build, progress, parts.tokenizer)
+    result = _train_to_the_end(spec, store, session, build, progress, parts.tokenizer, guards)
     model = session.trainer.model  # as trained, before an evaluation may wrap it
+    guards.raise_if_paused()
     if progress.stopped_by_request:
         raise JobCancelledError(stop.reason if stop else "cancelled")
 
@@ -185,9 +190,16 @@ def _arguments(spec: RunSpec, parts: _Parts, model: Any, report_to: list[str]) -
 
 
 def _build_callbacks(
-    spec: RunSpec, store: JobStore, stop: StopRequest | None, parts: _Parts, reporter: bool
+    spec: RunSpec,
+    store: JobStore,
+    stop: StopRequest | None,
+    parts: _Parts,
+    reporter: bool,
+    guards: Guards,
 ) -> tuple[StoreProgressCallback, EarlyStoppingCallback | None, list[TrainerCallback]]:
-    """Progress (to the store, and the stop request in the other direction), expert
+    """Health (before progress: it adds gradient-norm statistics to the rows progress
+    stores), progress (to the store, and the stop request in the other direction), the
+    disk guard (after progress: it may veto the checkpoint a stop asks for), expert
     mode's callbacks, and early stopping when configured; progress and early stopping
     are also returned, because what they saw decides how the run ends."""
     cfg = spec.config
@@ -202,7 +214,12 @@ def _build_callbacks(
         objective=spec.objective,
         reporter=reporter,
     )
-    callbacks: list[TrainerCallback] = [progress, *parts.expert.callbacks]
+    callbacks: list[TrainerCallback] = [
+        guards.callback,
+        progress,
+        guards.disk,
+        *parts.expert.callbacks,
+    ]
     early: EarlyStoppingCallback | None = None
     if parts.has_eval and cfg.early_stopping_patience is not None:
         early = EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold)
@@ -211,7 +228,7 @@ def _build_callbacks(
 
 
 def _trainer_factory(
-    spec: RunSpec, parts: _Parts, callbacks: list[TrainerCallback]
+    spec: RunSpec, parts: _Parts, callbacks: list[TrainerCallback], guards: Guards
 ) -> BuildTrainer:
     """How this run's Trainer is built around a model and arguments: once at the start,
     and again after each out-of-memory back-off, with a new model and smaller batches."""
@@ -233,6 +250,7 @@ def _trainer_factory(
         )
         if parts.expert.curriculum is not None:
             apply_curriculum(trainer, parts.expert.curriculum)
+        trainer.health = guards.monitor
         return trainer
 
     return build
@@ -252,10 +270,13 @@ def _train_to_the_end(
     build: BuildTrainer,
     progress: StoreProgressCallback,
     tokenizer: Any,
+    guards: Guards,
 ) -> TrainOutput:
     """Train from the start or the session's checkpoint; out of memory, back off and go
-    on while that is allowed (see _back_off). A run stopped on request ends like a
-    finished one, with its checkpoint saved; the caller tells the two apart."""
+    on while that is allowed (see _back_off); diverged with on_divergence=rollback, go
+    back to the last checkpoint at half the learning rate (see _roll_back). A run
+    stopped on request ends like a finished one, with its checkpoint saved; the caller
+    tells the two apart."""
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     while True:
@@ -264,8 +285,13 @@ def _train_to_the_end(
         finished = finished_training(session.resume)
         if finished is not None and session.resume is not None:
             return skip_finished_training(session.trainer, session.args, session.resume, finished)
+        rollback: RollbackRequest | None = None
         try:
             return session.trainer.train(resume_from_checkpoint=session.resume)
+        except RollbackRequest as request:
+            rollback = request
+        except TrainingDivergedError as exc:
+            raise guards.diverged(exc, Path(spec.checkpoint_dir)) from None
         except Exception as exc:
             if not is_out_of_memory(exc) or progress.stopped_by_request:
                 raise
@@ -273,7 +299,27 @@ def _train_to_the_end(
             failure = type(exc).__name__
         # Outside the except block: the exception's traceback (which holds the trainer
         # and its model) is gone, so the old model can be freed before the new one is built.
-        _back_off(spec, store, session, build, tokenizer, failure)
+        if rollback is not None:
+            _roll_back(spec, store, session, build, tokenizer, guards, rollback)
+        else:
+            _back_off(spec, store, session, build, tokenizer, failure)
+
+
+def _roll_back(
+    spec: RunSpec,
+    store: JobStore,
+    session: _Session,
+    build: BuildTrainer,
+    tokenizer: Any,
+    guards: Guards,
+    request: RollbackRequest,
+) -> None:
+    """Set the session up to go on from the last checkpoint (or the start, with the
+    model as built) at half the learning rate."""
+    session.resume = guards.rolled_back(spec, store, request)
+    del session.trainer
+    free_memory()
+    session.trainer = build(_model(spec, tokenizer), session.args)
 
 
 def refuse_back_off(spec: RunSpec, session: _Session, exc: BaseException) -> None:

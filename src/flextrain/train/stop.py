@@ -35,3 +35,19 @@ class StopRequest:
 
     def is_set(self) -> bool:
         return self._event.is_set()
+
+
+class TrainingDivergedError(Exception):
+    """The loss or gradient norm became NaN or infinite and the run stopped (health
+    option on_divergence); the message says at which step, at what learning rate, which
+    checkpoint is kept and what to change. The job ends DIVERGED, resumable."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+class DiskPausedError(Exception):
+    """The run stopped before writing what the disk could not hold (a checkpoint, the
+    final model); nothing is half-written. The job ends PAUSED and resume continues
+    from the latest checkpoint once there is room."""

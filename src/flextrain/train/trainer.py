@@ -16,21 +16,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from flextrain.jobs.checkpoints import STAGING_PREFIX, disk_full_message, is_disk_full
 from flextrain.train.expert import ExpertSetup
+from flextrain.train.health import HealthChecked
+from flextrain.train.stop import DiskPausedError
 
 
-class CheckpointDiskFullError(OSError):
-    """A checkpoint did not fit on the disk; the message says what was kept and the fix."""
+class CheckpointDiskFullError(DiskPausedError, OSError):
+    """A checkpoint did not fit on the disk (the disk filled while it was written); the
+    message says what was kept and the fix."""
 
 
-class FlexTrainer(Trainer):
+class FlexTrainer(HealthChecked):
     """Trainer that also reports perplexity wherever a language model's eval loss is logged
-    (history, job metrics, and the best-model choice, which reads the same dict)."""
+    (history, job metrics, and the best-model choice, which reads the same dict), and
+    checks each step's health (HealthChecked)."""
 
     def __init__(
         self,

@@ -43,7 +43,12 @@ from flextrain.jobs.spec import RunSpec
 from flextrain.jobs.store import JobStore
 from flextrain.migrations import make_engine
 from flextrain.train.monitor import JobMonitor
-from flextrain.train.stop import JobCancelledError, StopRequest
+from flextrain.train.stop import (
+    DiskPausedError,
+    JobCancelledError,
+    StopRequest,
+    TrainingDivergedError,
+)
 
 
 class _Terminated(BaseException):
@@ -280,25 +285,7 @@ def _main(argv: list[str] | None = None) -> int:
             )
             monitor = JobMonitor(store, args.job_id, spec.config.monitor_interval)
             monitor.start()
-        from flextrain.train.runner import run_training
-
-        try:
-            run_training(spec, store, _STOP, home=Path(args.home))
-        except JobCancelledError:
-            return _stopped(store, args.job_id, reporter=rank is None)
-        if not reporter:
-            return 0
-        # Before COMPLETED: whoever sees the job completed finds its model registered.
-        _register_model(store, args.job_id, spec, args.database_url, Path(args.home))
-        store.update(
-            args.job_id,
-            status=TrainingStatus.COMPLETED,
-            progress=1.0,
-            model_path=spec.model_dir,
-            completed_at=datetime.now(UTC),
-        )
-        print(f"[flextrain] completed; model saved to {spec.model_dir}", flush=True)
-        return 0
+        return _run(store, args, spec, rank)
     except _Terminated:
         print("[flextrain] terminated", flush=True)
         _stopped(store, args.job_id, reporter=rank is None)
@@ -425,6 +412,53 @@ def _start_next_queued(store: JobStore, home: Path, database_url: str) -> None:
         # A SIGTERM that came during the tick is delivered here; the run is over anyway.
         with contextlib.suppress(_Terminated):
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def _run(store: JobStore, args: argparse.Namespace, spec: RunSpec, rank: int | None) -> int:
+    """Train and record how it ended: COMPLETED (model registered first), stopped on
+    request, or stopped by a guard (DIVERGED, PAUSED); other errors go to the caller."""
+    from flextrain.train.runner import run_training
+
+    reporter = rank in (None, 0)
+    try:
+        run_training(spec, store, _STOP, home=Path(args.home))
+    except JobCancelledError:
+        return _stopped(store, args.job_id, reporter=rank is None)
+    except (TrainingDivergedError, DiskPausedError) as exc:
+        if reporter:  # every rank stopped at the same step; one records it
+            _ended_by_guard(store, args.job_id, exc)
+        return 0
+    if not reporter:
+        return 0
+    # Before COMPLETED: whoever sees the job completed finds its model registered.
+    _register_model(store, args.job_id, spec, args.database_url, Path(args.home))
+    store.update(
+        args.job_id,
+        status=TrainingStatus.COMPLETED,
+        progress=1.0,
+        model_path=spec.model_dir,
+        completed_at=datetime.now(UTC),
+    )
+    print(f"[flextrain] completed; model saved to {spec.model_dir}", flush=True)
+    return 0
+
+
+def _ended_by_guard(
+    store: JobStore, job_id: str, exc: TrainingDivergedError | DiskPausedError
+) -> None:
+    """A run stopped by its health or disk guard: DIVERGED or PAUSED, with the guard's
+    message (what happened, the checkpoint kept, what to change) and an event."""
+    diverged = isinstance(exc, TrainingDivergedError)
+    status = TrainingStatus.DIVERGED if diverged else TrainingStatus.PAUSED
+    message = str(exc)
+    print(f"[flextrain] {message}", flush=True)
+    store.update(
+        job_id, status=status, error_message=message[:4000], completed_at=datetime.now(UTC)
+    )
+    data = {"step": exc.step} if isinstance(exc, TrainingDivergedError) else {}
+    store.add_event(
+        job_id, status.value, message, level="error" if diverged else "warning", data=data
+    )
 
 
 def _stopped(store: JobStore, job_id: str, *, reporter: bool = True) -> int:

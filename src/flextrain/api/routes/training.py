@@ -344,8 +344,8 @@ def cancel_job(job_id: str, user: TrainerDep, service: ServiceDep) -> TrainingJo
 
 @router.post("/jobs/{job_id}/resume", response_model=TrainingJob, responses=_JOB_ERRORS)
 def resume_job(job_id: str, user: TrainerDep, service: ServiceDep) -> TrainingJob:
-    """Continue an interrupted, cancelled or failed job from its latest checkpoint
-    (409 for a job in any other state)."""
+    """Continue an interrupted, cancelled, failed, diverged or paused job from its latest
+    checkpoint (409 for a job in any other state)."""
     owned_job(service, user, job_id)
     check_queue_quota(service, user)
     return service.resume_job(job_id)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import importlib
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,13 +28,17 @@ from flextrain.jobs.store import JobStore
 from flextrain.train import distributed
 from flextrain.train.arguments import training_arguments
 from flextrain.train.callbacks import JobCancelledError, StopRequest, StoreProgressCallback
+from flextrain.train.guards import Guards
+from flextrain.train.health import HealthChecked, RollbackRequest
 from flextrain.train.metrics import size_metrics, throughput_and_memory
 from flextrain.train.model import build_model, load_tokenizer
+from flextrain.train.oom import free_memory
 from flextrain.train.preference.data import preference_splits
 from flextrain.train.preference.evaluate import preference_accuracy
 from flextrain.train.preference.rewards import reward_functions, text_of
 from flextrain.train.resume import finished_training, skip_finished_training
 from flextrain.train.save import save_outputs
+from flextrain.train.stop import TrainingDivergedError
 
 # (module, trainer class, config class) of each method. ORPO and CPO live in TRL's
 # experimental namespace since TRL 1.0; SimPO is CPO with loss_type "simpo".
@@ -81,12 +87,21 @@ def train_preference(
         objective="preference",
         reporter=reporter,
     )
-    callbacks: list[TrainerCallback] = [progress]
+    guards = Guards.for_run(spec, store, reporter)
+    callbacks: list[TrainerCallback] = [guards.callback, progress, guards.disk]
     early: EarlyStoppingCallback | None = None
     if has_eval and cfg.early_stopping_patience is not None:
         early = EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold)
         callbacks.append(early)
+
+    def rebuild() -> HealthChecked:
+        fresh, _ = build_model(spec, tokenizer)
+        built = build_trainer(spec, fresh, args, splits, tokenizer, callbacks)
+        built.health = guards.monitor
+        return built
+
     trainer = build_trainer(spec, model, args, splits, tokenizer, callbacks)
+    trainer.health = guards.monitor
     metrics = size_metrics(model, splits)
     del model  # the trainer holds it (and may have wrapped it)
 
@@ -100,9 +115,8 @@ def train_preference(
     if finished is not None and resume is not None:
         result = skip_finished_training(trainer, args, resume, finished)
     else:
-        if resume:
-            print(f"[flextrain] resuming from {resume}", flush=True)
-        result = trainer.train(resume_from_checkpoint=resume)
+        trainer, result = _train_guarded(spec, store, trainer, guards, resume, rebuild)
+    guards.raise_if_paused()
     if progress.stopped_by_request:
         raise JobCancelledError(stop.reason if stop else "cancelled")
     metrics.update(_result_metrics(result, splits, tokenizer))
@@ -221,6 +235,31 @@ def method_options(cfg: AdvancedTrainingConfig) -> dict[str, Any]:
     return {**options, **p.trl_options}
 
 
+def _train_guarded(
+    spec: RunSpec,
+    store: JobStore,
+    trainer: HealthChecked,
+    guards: Guards,
+    resume: str | None,
+    rebuild: Callable[[], HealthChecked],
+) -> tuple[HealthChecked, Any]:
+    """trainer.train(), going back to the last checkpoint at half the learning rate
+    when a step diverges under on_divergence=rollback; the trainer that finished, and
+    its result."""
+    while True:
+        if resume:
+            print(f"[flextrain] resuming from {resume}", flush=True)
+        try:
+            return trainer, trainer.train(resume_from_checkpoint=resume)
+        except RollbackRequest as request:
+            resume = guards.rolled_back(spec, store, request)
+        except TrainingDivergedError as exc:
+            raise guards.diverged(exc, Path(spec.checkpoint_dir)) from None
+        del trainer
+        free_memory()
+        trainer = rebuild()
+
+
 def build_trainer(
     spec: RunSpec,
     model: Any,
@@ -228,13 +267,17 @@ def build_trainer(
     splits: DatasetDict,
     tokenizer: Any,
     callbacks: list[TrainerCallback],
-) -> Trainer:
+) -> HealthChecked:
     """The method's trainer. A LoRA policy's reference is its base with the adapter off
     (TRL's default for a PEFT model); full weights train against a frozen copy (DPO,
     KTO) unless the reference log-probs are precomputed."""
     cfg = spec.config
     ttype = cfg.training_type
-    trainer_cls, _ = trl_classes(ttype)
+    method_cls, _ = trl_classes(ttype)
+    # The health checks first in the order, so that they see every step of TRL's loop.
+    trainer_cls: type[HealthChecked] = type(
+        f"Checked{method_cls.__name__}", (HealthChecked, method_cls), {}
+    )
     common: dict[str, Any] = {
         "model": model,
         "args": args,
@@ -250,7 +293,7 @@ def build_trainer(
         frozen = not cfg.uses_lora and cfg.preference.reference != "precomputed"
         common["ref_model"] = _frozen_copy(model) if frozen else None
     if args.train_sampling_strategy == "group_by_length":
-        trainer_cls = type(f"Grouped{trainer_cls.__name__}", (GroupedPairs, trainer_cls), {})
+        trainer_cls = type(f"Grouped{method_cls.__name__}", (GroupedPairs, trainer_cls), {})
     return trainer_cls(**common)
 
 

@@ -17,9 +17,9 @@
   const ESTIMATE_KEY = "flextrain.estimate.";
   const JOBS_PER_PAGE = 20;
   const CHECKPOINTS_REFRESH_MS = 10000;
-  const FINISHED = new Set(["completed", "failed", "cancelled", "interrupted"]);
+  const FINISHED = new Set(["completed", "failed", "cancelled", "interrupted", "diverged", "paused"]);
   // Ended without finishing: POST .../resume continues these from their latest checkpoint.
-  const RESUMABLE = new Set(["failed", "cancelled", "interrupted"]);
+  const RESUMABLE = new Set(["failed", "cancelled", "interrupted", "diverged", "paused"]);
 
   // Basic mode shows the seed's table; advanced mode shows every field of the schema.
   const BASIC_GROUPS = [
@@ -134,6 +134,14 @@
   const PRESET_KNOBS = ["num_epochs", "learning_rate", "batch_size", "max_length"];
   const EVENT_LABELS = {
     interrupted: "Interrupted",
+    diverged: "Diverged",
+    paused: "Paused",
+    loss_spike: "Loss spike",
+    loss_stalled: "Loss stalled",
+    skipped_step: "Step skipped",
+    rolled_back: "Rolled back",
+    disk_low: "Disk low",
+    checkpoints_pruned: "Checkpoints pruned",
     resumed: "Resumed",
     resume_failed: "Resume failed",
     memory_warning: "Memory warning",
@@ -1622,8 +1630,9 @@
     $("job-checkpoints-body").replaceChildren();
     $("job-checkpoints").hidden = true;
     $("job-checkpoints-summary").textContent = "";
-    state.series = { loss: [], eval_loss: [], learning_rate: [], reward: [] };
+    state.series = { loss: [], eval_loss: [], learning_rate: [], reward: [], grad_norm: [] };
     $("chart-reward-figure").hidden = true;
+    $("chart-grad-norm-figure").hidden = true;
     state.rates = {};
     state.timeline = new Map();
     state.stepTimes = [];
@@ -2053,7 +2062,7 @@
       throw err;
     }
     // The server replays the whole history on each connection.
-    state.series = { loss: [], eval_loss: [], learning_rate: [], reward: [] };
+    state.series = { loss: [], eval_loss: [], learning_rate: [], reward: [], grad_norm: [] };
     const reader = resp.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
@@ -2113,8 +2122,13 @@
         break;
       }
     }
-    for (const key of ["loss", "eval_loss", "learning_rate", "reward"]) {
-      const y = row[key];
+    // The median gradient norm of each logging window (health checks add it to the row).
+    const gradNorm = row.grad_norm_median;
+    if (typeof gradNorm === "number" && Number.isFinite(gradNorm)) {
+      $("chart-grad-norm-figure").hidden = false;
+    }
+    for (const key of ["loss", "eval_loss", "learning_rate", "reward", "grad_norm"]) {
+      const y = key === "grad_norm" ? gradNorm : row[key];
       if (typeof y !== "number" || !Number.isFinite(y)) continue;
       const points = state.series[key];
       const last = points[points.length - 1];
@@ -2132,11 +2146,14 @@
     state.drawPending = true;
     requestAnimationFrame(() => {
       state.drawPending = false;
-      const series = state.series || { loss: [], eval_loss: [], learning_rate: [], reward: [] };
+      const series = state.series || {
+        loss: [], eval_loss: [], learning_rate: [], reward: [], grad_norm: [],
+      };
       drawLineChart($("chart-loss"), series.loss, { color: "#2563eb" });
       drawLineChart($("chart-eval-loss"), series.eval_loss, { color: "#d97706" });
       drawLineChart($("chart-lr"), series.learning_rate, { color: "#059669" });
       drawLineChart($("chart-reward"), series.reward, { color: "#7c3aed" });
+      drawLineChart($("chart-grad-norm"), series.grad_norm, { color: "#0891b2" });
     });
   }
 
