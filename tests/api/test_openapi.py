@@ -25,7 +25,7 @@ SEED_RESPONSES = {
     "/api/training/jobs/{job_id}/start": "TrainingJob",
     "/api/training/jobs/{job_id}/cancel": "TrainingJob",
     "/api/training/jobs/{job_id}": "TrainingJob",
-    "/api/training/jobs": "JobPage",
+    "/api/training/jobs": "TrainingJob",  # a list of them, as the seed says
     "/api/training/hardware": "HardwareConstraints",
 }
 

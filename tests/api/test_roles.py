@@ -44,7 +44,7 @@ def test_without_a_valid_token_is_401(
         response = client.request(method, path, json=body, headers=headers)
         assert_error(response, 401, message)
         assert response.headers["www-authenticate"] == "Bearer", path
-    assert client.get(JOBS, headers=trainer.headers).json()["total"] == 0
+    assert client.get(JOBS, headers=trainer.headers).json() == []
 
 
 def test_viewer_reads_every_job_but_changes_none(
@@ -60,9 +60,9 @@ def test_viewer_reads_every_job_but_changes_none(
         response = client.post(f"{JOBS}/{toms}/{action}", headers=viewer.headers)
         assert_error(response, 403, needed)
 
-    listed = client.get(JOBS, headers=viewer.headers).json()
-    assert {j["job_id"] for j in listed["items"]} == {toms, tinas}
-    assert listed["total"] == 2
+    listed = client.get(JOBS, headers=viewer.headers)
+    assert {j["job_id"] for j in listed.json()} == {toms, tinas}
+    assert listed.headers["X-Total-Count"] == "2"
     for job_id in (toms, tinas):
         shown = client.get(f"{JOBS}/{job_id}", headers=viewer.headers)
         assert shown.status_code == 200
@@ -95,11 +95,11 @@ def test_trainer_cannot_see_or_touch_another_trainers_job(
         response = client.get(f"{JOBS}/{toms}/{part}", headers=other_trainer.headers)
         assert_error(response, 404, not_found)
 
-    listed = client.get(JOBS, headers=other_trainer.headers).json()
-    assert [j["job_id"] for j in listed["items"]] == [tinas]
-    assert listed["total"] == 1
+    listed = client.get(JOBS, headers=other_trainer.headers)
+    assert [j["job_id"] for j in listed.json()] == [tinas]
+    assert listed.headers["X-Total-Count"] == "1"
     pending = client.get(JOBS, params={"status": "pending"}, headers=other_trainer.headers)
-    assert pending.json()["total"] == 1
+    assert pending.headers["X-Total-Count"] == "1"
     # Tom's job is untouched: still pending, no worker.
     job = service.require_job(toms)
     assert (job.status.value, job.pid) == ("pending", None)
@@ -118,8 +118,8 @@ def test_trainer_cannot_read_another_trainers_finished_job(trained: Trained) -> 
     for suffix in ("", "/logs", "/metrics"):
         response = trained.client.get(f"{JOBS}/{trained.job_id}{suffix}", headers=tina)
         assert_error(response, 404, not_found)
-    listed = trained.client.get(JOBS, params={"status": "completed"}, headers=tina).json()
-    assert (listed["items"], listed["total"]) == ([], 0)
+    listed = trained.client.get(JOBS, params={"status": "completed"}, headers=tina)
+    assert (listed.json(), listed.headers["X-Total-Count"]) == ([], "0")
 
 
 def test_admin_sees_and_cancels_everyones_jobs(
@@ -128,7 +128,7 @@ def test_admin_sees_and_cancels_everyones_jobs(
     toms = create_job(client, trainer)["job_id"]
     tinas = create_job(client, other_trainer)["job_id"]
     listed = client.get(JOBS, headers=admin.headers).json()
-    assert {(j["job_id"], j["owner"]) for j in listed["items"]} == {
+    assert {(j["job_id"], j["owner"]) for j in listed} == {
         (toms, "tom"),
         (tinas, "tina"),
     }

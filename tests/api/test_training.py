@@ -184,7 +184,7 @@ def test_invalid_config_names_every_field_and_its_fix(
     assert by_field["num_epochs"]["fix"] == "train for at least 1 epoch."
     assert all(e["fix"] for e in error["errors"])
     # Nothing was recorded or created on disk.
-    assert client.get(JOBS, headers=trainer.headers).json()["total"] == 0
+    assert client.get(JOBS, headers=trainer.headers).json() == []
     assert list(service.settings.jobs_dir.iterdir()) == []
 
 
@@ -305,22 +305,29 @@ def test_list_jobs_pages_and_filters(client: TestClient, trainer: Caller) -> Non
     cancelled = client.post(f"{JOBS}/{ids[0]}/cancel", headers=trainer.headers)
     assert cancelled.status_code == 200
 
-    first = client.get(JOBS, params={"limit": 2}, headers=trainer.headers).json()
-    assert [j["job_id"] for j in first["items"]] == [ids[2], ids[1]]  # newest first
-    assert (first["total"], first["limit"], first["offset"]) == (3, 2, 0)
-    rest = client.get(JOBS, params={"limit": 2, "offset": 2}, headers=trainer.headers).json()
-    assert [j["job_id"] for j in rest["items"]] == [ids[0]]
-    assert rest["total"] == 3
-    beyond = client.get(JOBS, params={"offset": 10}, headers=trainer.headers).json()
-    assert beyond["items"] == []
-    assert beyond["total"] == 3
+    # The seed's list by default: every job, newest first, a plain JSON array.
+    listed = client.get(JOBS, headers=trainer.headers)
+    assert [j["job_id"] for j in listed.json()] == ids[::-1]
+    assert listed.headers["X-Total-Count"] == "3"
+    assert "Link" not in listed.headers  # nothing further
 
-    pending = client.get(JOBS, params={"status": "pending"}, headers=trainer.headers).json()
-    assert {j["job_id"] for j in pending["items"]} == set(ids[1:])
-    assert pending["total"] == 2
-    done = client.get(JOBS, params={"status": "cancelled"}, headers=trainer.headers).json()
-    assert [j["job_id"] for j in done["items"]] == [ids[0]]
-    assert done["total"] == 1
+    first = client.get(JOBS, params={"limit": 2}, headers=trainer.headers)
+    assert [j["job_id"] for j in first.json()] == [ids[2], ids[1]]  # newest first
+    assert first.headers["X-Total-Count"] == "3"
+    assert first.headers["Link"] == f'<{JOBS}?limit=2&offset=2>; rel="next"'
+    rest = client.get(JOBS, params={"limit": 2, "offset": 2}, headers=trainer.headers)
+    assert [j["job_id"] for j in rest.json()] == [ids[0]]
+    assert (rest.headers["X-Total-Count"], rest.headers.get("Link")) == ("3", None)
+    beyond = client.get(JOBS, params={"offset": 10}, headers=trainer.headers)
+    assert beyond.json() == []
+    assert beyond.headers["X-Total-Count"] == "3"
+
+    pending = client.get(JOBS, params={"status": "pending"}, headers=trainer.headers)
+    assert {j["job_id"] for j in pending.json()} == set(ids[1:])
+    assert pending.headers["X-Total-Count"] == "2"
+    done = client.get(JOBS, params={"status": "cancelled"}, headers=trainer.headers)
+    assert [j["job_id"] for j in done.json()] == [ids[0]]
+    assert done.headers["X-Total-Count"] == "1"
 
 
 def test_list_jobs_rejects_a_bad_limit(client: TestClient, trainer: Caller) -> None:

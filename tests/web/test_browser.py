@@ -147,7 +147,7 @@ def _stop(proc: subprocess.Popen[bytes], base: str) -> None:
     """Cancel unfinished jobs (workers run in their own session), then stop the server."""
     if proc.poll() is None:
         try:
-            for job in _call(base, "/api/training/jobs?limit=500")["items"]:
+            for job in _call(base, "/api/training/jobs?limit=500"):
                 if job["status"] not in FINISHED:
                     _call(base, f"/api/training/jobs/{job['job_id']}/cancel", method="POST")
         except (urllib.error.URLError, OSError):

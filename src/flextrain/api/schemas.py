@@ -157,13 +157,6 @@ class ModelRemoved(BaseModel):
     detail: str = Field(description="What was removed: the registration, never the files.")
 
 
-class JobPage(BaseModel):
-    items: list[TrainingJob]
-    total: int
-    limit: int
-    offset: int
-
-
 class LogTail(BaseModel):
     job_id: str
     lines: list[str]

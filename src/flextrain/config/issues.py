@@ -66,6 +66,7 @@ class ModelFacts:
     max_position_embeddings: int | None = None
     linear_module_names: frozenset[str] | None = None
     supports_gradient_checkpointing: bool = True
+    num_parameters: int | None = None
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from flextrain.config.issues import err as _err
 from flextrain.config.issues import warn as _warn
 from flextrain.config.modes import config_for_mode
 from flextrain.config.rules_expert import TORCH_OPTIMIZERS, expert_rule
+from flextrain.config.rules_hardware import hardware_rule
 from flextrain.config.rules_preference import preference_rule
 from flextrain.config.rules_run import (
     checkpointing_rule,
@@ -439,6 +440,7 @@ for _run_rule in (
     checkpointing_rule,
     data_rule,
     memory_rule,
+    hardware_rule,
     tracking_rule,
     distributed_rule,
     preference_rule,

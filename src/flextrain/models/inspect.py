@@ -60,6 +60,7 @@ class ModelInfo:
             max_position_embeddings=self.max_position_embeddings,
             linear_module_names=self.linear_module_names,
             supports_gradient_checkpointing=self.supports_gradient_checkpointing,
+            num_parameters=self.num_parameters,
         )
 
     def architecture(self) -> Architecture:

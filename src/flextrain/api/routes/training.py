@@ -32,7 +32,6 @@ from flextrain.api.schemas import (
     ExpertCheck,
     ExpertYaml,
     FieldError,
-    JobPage,
     JobTimeline,
     LogTail,
     MetricHistory,
@@ -356,22 +355,29 @@ def get_job(job_id: str, user: ViewerDep, service: ServiceDep) -> TrainingJob:
     return visible_job(service, user, job_id)
 
 
-@router.get("/jobs", response_model=JobPage, responses=_ERRORS)
+@router.get("/jobs", response_model=list[TrainingJob], responses=_ERRORS)
 def list_jobs(
+    request: Request,
+    response: Response,
     user: ViewerDep,
     service: ServiceDep,
     status: TrainingStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1 << 40)] = 0,
-) -> JobPage:
-    """Newest first; trainers see their own jobs, viewers and admins every job."""
+) -> list[TrainingJob]:
+    """The jobs, newest first, as the list the seed describes; trainers see their own,
+    viewers and admins every job. Paged by `limit` and `offset`: the `X-Total-Count`
+    header says how many there are, and a `Link` header with rel="next" where the page
+    is not the last (the convention of GitHub's and most REST APIs, which keeps the body
+    a plain list)."""
     owner = user.name if user.role == Role.TRAINER else None
-    return JobPage(
-        items=service.list_jobs(status=status, owner=owner, limit=limit, offset=offset),
-        total=service.count_jobs(status=status, owner=owner),
-        limit=limit,
-        offset=offset,
-    )
+    jobs = service.list_jobs(status=status, owner=owner, limit=limit, offset=offset)
+    total = service.count_jobs(status=status, owner=owner)
+    response.headers["X-Total-Count"] = str(total)
+    if offset + len(jobs) < total:
+        following = request.url.include_query_params(limit=limit, offset=offset + limit)
+        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+    return jobs
 
 
 @router.get("/jobs/{job_id}/logs", response_model=LogTail, responses=_JOB_ERRORS)

@@ -242,8 +242,12 @@
     return new ApiError(resp.status, detail, body && Array.isArray(body.errors) ? body.errors : []);
   }
 
-  /** A call to the REST API: `body` goes as JSON, `form` (FormData) as multipart. */
-  async function api(path, { method = "GET", body, form, signal, quiet401 = false } = {}) {
+  /** A call to the REST API: `body` goes as JSON, `form` (FormData) as multipart.
+   * `withHeaders`: resolve to { body, headers } (a paged list's X-Total-Count). */
+  async function api(
+    path,
+    { method = "GET", body, form, signal, quiet401 = false, withHeaders = false } = {},
+  ) {
     const headers = { Accept: "application/json", ...authHeaders() };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     let resp;
@@ -263,7 +267,8 @@
       if (resp.status === 401 && !quiet401) signedOut(err.detail);
       throw err;
     }
-    return resp.status === 204 ? null : resp.json();
+    const parsed = resp.status === 204 ? null : await resp.json();
+    return withHeaders ? { body: parsed, headers: resp.headers } : parsed;
   }
 
   // ---------------------------------------------------------------- formatting
@@ -550,7 +555,9 @@
     if (status) query.set("status", status);
     let page;
     try {
-      page = await api(`/api/training/jobs?${query}`);
+      // A plain list (the seed's shape); the header says how many there are in all.
+      const { body, headers } = await api(`/api/training/jobs?${query}`, { withHeaders: true });
+      page = { items: body, total: Number(headers.get("X-Total-Count")), offset: state.jobsOffset };
     } catch (err) {
       $("jobs-error").textContent = err.detail || String(err);
       $("jobs-error").hidden = false;
