@@ -43,6 +43,7 @@ from flextrain.config.cluster import ClusterOptions
 from flextrain.config.health import HealthOptions
 from flextrain.config.presets import preset_values
 from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
+from flextrain.config.validation import ConfigValidationError
 from flextrain.interface import FlexibleTrainingInterface
 from flextrain.jobs.launch import build_launch_command
 from flextrain.jobs.resources import Layout
@@ -257,6 +258,13 @@ CASES: list[Case] = [
         expected=ClusterOptions(partition="gpu", time_limit="02:00:00"),
     ),
     Case("deepspeed_config", "<file>", _cfg("deepspeed_config"), expected="<file>", warns=True),
+    # The original module's free-form dict: refused when not empty (docs/compat.md).
+    Case(
+        "custom_parameters",
+        {"foo": 1},
+        _cfg("custom_parameters"),
+        refused_here="custom_parameters",
+    ),
     # Read by the run's guards (train/guards.py) from the spec's config.
     Case(
         "health",
@@ -401,7 +409,12 @@ def _create(door: str, case: Case, doors: Doors) -> Created:
         return Created(job_id, [w for w in text.split("warning: ")[1:]])
     if door == "python":
         interface = FlexibleTrainingInterface(service=doors.service)
-        job = asyncio.run(interface.create_advanced_training_job(AdvancedTrainingConfig(**body)))
+        try:
+            job = asyncio.run(
+                interface.create_advanced_training_job(AdvancedTrainingConfig(**body))
+            )
+        except ConfigValidationError as exc:
+            return Created(None, [], str(exc))
         return Created(job.job_id, job.warnings)
     token = doors.admin_token if case.rest_admin else doors.token
     response = doors.client.post(

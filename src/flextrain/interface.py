@@ -9,6 +9,7 @@ as the seed's example calls them (`interface.get_training_job(id).progress`).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ from flextrain.public import (
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
 
+logger = logging.getLogger(__name__)
+
 
 class FlexibleTrainingInterface:
     """Check, create, start, watch and cancel training jobs from Python.
@@ -57,26 +60,55 @@ class FlexibleTrainingInterface:
 
     def __init__(
         self,
-        enhanced_hf_service: ModelResolver | None = None,
-        training_data_manager: TrainingDataManager | None = None,
-        system_model_manager: ModelRegistry | None = None,
+        enhanced_hf_service: Any = None,
+        training_data_manager: Any = None,
+        system_model_manager: Any = None,
+        base_dir: str | Path | None = None,
         *,
         settings: Settings | None = None,
         service: TrainingService | None = None,
     ) -> None:
-        components = (enhanced_hf_service, training_data_manager, system_model_manager)
-        if service is not None and any(c is not None for c in components):
+        """The original module's constructor, positionally or by keyword. Each service
+        is used when it is flextrain's own (ModelResolver, TrainingDataManager,
+        ModelRegistry); the original's services (its Hugging Face service, data manager,
+        system model manager) are set aside with a logged note, as flextrain reads
+        models, data and registered models itself (docs/compat.md). `base_dir`, where the
+        original kept its training environments, is the home (FLEXTRAIN_HOME) here."""
+        own = (ModelResolver, TrainingDataManager, ModelRegistry)
+        given = (enhanced_hf_service, training_data_manager, system_model_manager)
+        names = ("enhanced_hf_service", "training_data_manager", "system_model_manager")
+        components: list[Any] = []
+        for name, value, kind in zip(names, given, own, strict=True):
+            if value is not None and not isinstance(value, kind):
+                logger.info(
+                    "FlexibleTrainingInterface: %s (%s) is set aside; flextrain uses its own "
+                    "%s (docs/compat.md).",
+                    name,
+                    type(value).__name__,
+                    kind.__name__,
+                )
+                value = None
+            components.append(value)
+        if service is not None and (any(c is not None for c in components) or base_dir):
             raise ValueError(
                 "give either service or the components (enhanced_hf_service, "
-                "training_data_manager, system_model_manager), not both. Fix: pass the "
-                "components to TrainingService(...) and that service here."
+                "training_data_manager, system_model_manager, base_dir), not both. Fix: "
+                "pass the components to TrainingService(...) and that service here."
             )
+        if settings is None and base_dir is not None:
+            settings = Settings(home=Path(base_dir).expanduser().resolve())
         self.service = service or TrainingService(
             settings,
-            models=enhanced_hf_service,
-            datasets=training_data_manager,
-            model_registry=system_model_manager,
+            models=components[0],
+            datasets=components[1],
+            model_registry=components[2],
         )
+
+    @property
+    def active_jobs(self) -> dict[str, TrainingJob]:
+        """The original module's job table: every job, by id (newest first). The store
+        is the table here, so jobs of other processes and earlier sessions are in it."""
+        return {job.job_id: job for job in self.service.list_jobs(limit=1_000_000)}
 
     # -- checks ------------------------------------------------------------------------
     async def check_model_compatibility(
@@ -108,17 +140,22 @@ class FlexibleTrainingInterface:
         )
 
     async def setup_training_environment(
-        self, job_id: str | None = None, output_dir: str | Path | None = None
+        self,
+        model_id: str,
+        training_type: TrainingType | str,
+        training_mode: TrainingMode | str = TrainingMode.BASIC,
+        *,
+        job_id: str | None = None,
     ) -> TrainingEnvironment:
-        """Create (or re-check) a job's folders: disk space and write permission first."""
-        import uuid
-
-        return await asyncio.to_thread(
-            self.service.setup_environment, job_id or uuid.uuid4().hex[:12], output_dir
+        """A new job folder (disk space and write permission checked first), described
+        with the model, type, mode and this machine's hardware: the original's call."""
+        return await self.service.setup_environment_for(
+            model_id, training_type, training_mode, job_id
         )
 
-    async def get_hardware_constraints(self) -> HardwareConstraints:
-        return await asyncio.to_thread(self.service.hardware)
+    def get_hardware_constraints(self) -> HardwareConstraints:
+        """This machine's hardware (a plain call, as in the original module)."""
+        return self.service.hardware()
 
     async def get_trainable_models(
         self, filters: ModelFilters | dict[str, Any] | None = None

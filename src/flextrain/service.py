@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from flextrain.accounts.audit import AuditLog
 from flextrain.accounts.users import UserStore
+from flextrain.config.enums import TrainingMode, TrainingType
 from flextrain.data.manager import TrainingDataManager
 from flextrain.data.versions import dataset_folder
 from flextrain.db import make_sessionmaker
@@ -330,6 +331,19 @@ class TrainingService:
     ) -> TrainingEnvironment:
         """Create (or re-check) a job's folders: disk space and write permission first."""
         return self.environments.setup(job_id, output_dir)
+
+    async def setup_environment_for(
+        self,
+        model_id: str,
+        training_type: TrainingType | str,
+        training_mode: TrainingMode | str = TrainingMode.BASIC,
+        job_id: str | None = None,
+    ) -> TrainingEnvironment:
+        """The original module's environment set-up: a new job folder under this home's
+        jobs, described with the model, type, mode and this machine's hardware."""
+        return await self.environments.setup_environment(
+            model_id, training_type, training_mode, job_id
+        )
 
     def run_spec(self, job_id: str) -> RunSpec:
         """The run spec the job's worker read (OSError before its first launch)."""

@@ -8,13 +8,14 @@ and the data and reports every problem at once instead of the first one.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flextrain.config.cluster import ClusterOptions
 from flextrain.config.enums import TrainingType
 from flextrain.config.health import HealthOptions
+from flextrain.config.positional import positional_fields
 from flextrain.config.preference import PreferenceOptions
 from flextrain.config.presets import PRESET_NAMES, preset_values
 
@@ -62,6 +63,27 @@ class BasicTrainingConfig(BaseModel):
     """Basic mode: the seed's parameters, optionally filled from a named preset."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_assignment=True)
+    # The original module's dataclass field order, for programs that pass them positionally.
+    positional_order: ClassVar[tuple[str, ...]] = (
+        "model_id",
+        "dataset_id",
+        "training_type",
+        "num_epochs",
+        "learning_rate",
+        "batch_size",
+        "max_length",
+        "warmup_steps",
+        "save_steps",
+        "eval_steps",
+        "output_dir",
+        "use_mixed_precision",
+        "gradient_checkpointing",
+    )
+
+    def __init__(self, *args: Any, **data: Any) -> None:
+        super().__init__(
+            **positional_fields(type(self).__name__, self.positional_order, args, data)
+        )
 
     model_id: str = Field(
         max_length=MAX_ID, description="Model to train: local folder, built-in id or hub id."
@@ -97,6 +119,11 @@ class BasicTrainingConfig(BaseModel):
         None, description="Checkpoint every N steps; None checkpoints once per epoch."
     )
     save_total_limit: int | None = Field(2, description="Keep at most N checkpoints.")
+    # The original module's basic config had these two; advanced mode always did.
+    warmup_steps: int = Field(0, description="Linear warm-up steps.")
+    eval_steps: int | None = Field(
+        None, description="Evaluate every N steps (given alone, evaluation goes by steps)."
+    )
     lora_target_modules: list[Name] | None = Field(
         None,
         max_length=MAX_ITEMS,
@@ -130,6 +157,41 @@ class BasicTrainingConfig(BaseModel):
 class AdvancedTrainingConfig(BasicTrainingConfig):
     """Advanced mode: every Trainer knob a user tunes, defaults from the seed's table."""
 
+    positional_order: ClassVar[tuple[str, ...]] = (
+        "model_id",
+        "dataset_id",
+        "training_type",
+        "learning_rate",
+        "weight_decay",
+        "adam_beta1",
+        "adam_beta2",
+        "adam_epsilon",
+        "max_grad_norm",
+        "num_epochs",
+        "warmup_steps",
+        "warmup_ratio",
+        "lr_scheduler_type",
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+        "max_length",
+        "fp16",
+        "bf16",
+        "gradient_checkpointing",
+        "dataloader_num_workers",
+        "logging_steps",
+        "save_steps",
+        "eval_steps",
+        "save_total_limit",
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_modules",
+        "output_dir",
+        "run_name",
+        "custom_parameters",
+    )
+
     weight_decay: float = Field(0.01, description="Decoupled weight decay (AdamW).")
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -153,7 +215,6 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
         description="With batch_size='auto': examples per optimizer step (default "
         f"{AUTO_EFFECTIVE_BATCH}), reached with gradient accumulation when fewer fit at once.",
     )
-    warmup_steps: int = Field(0, description="Linear warm-up steps.")
     warmup_ratio: float = Field(0.0, description="Warm-up as a share of all steps (if no steps).")
     max_steps: int = Field(-1, description="Stop after N optimizer steps (-1: run all epochs).")
     max_grad_norm: float = Field(1.0, description="Gradient clipping norm (0 disables).")
@@ -162,7 +223,6 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
     )
     label_smoothing_factor: float = 0.0
     eval_strategy: Literal["no", "steps", "epoch"] = "epoch"
-    eval_steps: int | None = None
     dataloader_num_workers: int | None = Field(
         None,
         description="Processes preparing batches beside training; None: none on CPU (they "
@@ -288,6 +348,12 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
         "options.",
     )
 
+    custom_parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        max_length=MAX_ITEMS,
+        description="Accepted for programs written for the original module, which stored "
+        "and ignored it; must stay empty (each knob has its own field here).",
+    )
     health: HealthOptions = Field(
         default_factory=HealthOptions,
         description="Training health: what a NaN or infinite loss does (stop, skip, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator
+from typing import Any
 
 from flextrain.config.enums import TrainingType
 from flextrain.config.issues import (
@@ -388,6 +389,22 @@ def _early_stopping(ctx: RuleContext) -> Iterator[ValidationIssue]:
 
 
 @_rule
+def _custom_parameters(ctx: RuleContext) -> Iterator[ValidationIssue]:
+    """The original module stored custom_parameters and ignored them; a run that looked
+    configured by them and was not is worse than a refusal (docs/compat.md)."""
+    given = ctx.config.custom_parameters
+    if given:
+        yield _err(
+            "custom_parameters",
+            f"{', '.join(sorted(given)[:8])}: flextrain does not pass unnamed parameters "
+            "on (the original module kept them and did nothing with them).",
+            "give each as its own field (advanced mode has every Trainer knob), TRL "
+            "options in preference.trl_options, or code in expert mode; leave "
+            "custom_parameters empty.",
+        )
+
+
+@_rule
 def _settings_without_effect(ctx: RuleContext) -> Iterator[ValidationIssue]:
     """Values that only act together with another setting: given alone they would be
     stored, shown and silently do nothing, so say which setting they wait for."""
@@ -468,6 +485,31 @@ class TrainingParameterValidator:
         for rule in _RULES:
             issues.extend(rule(ctx))
         return issues
+
+    def validate_basic_config(
+        self, config: BasicTrainingConfig, compatibility: Any = None, hardware: Any = None
+    ) -> tuple[bool, list[str]]:
+        """The original module's call: (valid, every issue as text). The compatibility
+        report's issues count too; a warning is listed but does not make it invalid."""
+        return self._judged(config, compatibility, hardware)
+
+    def validate_advanced_config(
+        self, config: BasicTrainingConfig, compatibility: Any = None, hardware: Any = None
+    ) -> tuple[bool, list[str]]:
+        """The original module's call for an advanced config (same as the basic one: the
+        rules read whichever fields the config has)."""
+        return self._judged(config, compatibility, hardware)
+
+    def _judged(
+        self, config: BasicTrainingConfig, compatibility: Any, hardware: Any
+    ) -> tuple[bool, list[str]]:
+        found = self.validate(config, hardware=hardware)
+        issues = [str(i) for i in found]
+        errors = any(i.severity == "error" for i in found)
+        if compatibility is not None and not getattr(compatibility, "is_compatible", True):
+            issues = [*getattr(compatibility, "issues", []), *issues]
+            errors = True
+        return not errors, issues
 
     def validate_or_raise(
         self,

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+
+from flextrain.config.positional import positional_fields
 
 _GIB = 1024**3
 
@@ -32,20 +34,59 @@ class GPUInfo(BaseModel):
         return self.compute_capability is not None and self.compute_capability >= (8, 0)
 
 
+# The original module's HardwareConstraints was a dataclass: its fields in order.
+_ORIGINAL_ORDER = (
+    "available_memory_gb",
+    "available_gpu_memory_gb",
+    "gpu_count",
+    "cpu_cores",
+    "supports_mixed_precision",
+    "supports_gradient_checkpointing",
+    "max_batch_size",
+    "recommended_precision",
+)
+
+
 class HardwareConstraints(BaseModel):
-    """The seed's hardware fields plus disk, GPU names and bf16 support."""
+    """The seed's hardware fields plus disk, GPU names and bf16 support.
+
+    Constructible from the original module's four required fields alone (memory, GPU
+    memory, GPU count, CPU cores), as programs written for it do: the rest is filled
+    from those (total memory as the available, mixed precision and fp16 with a GPU,
+    no bf16, disk unknown: 0). Its two other fields are kept as given."""
 
     available_memory_gb: float = Field(description="System RAM available now.")
-    total_memory_gb: float
+    total_memory_gb: float = Field(0.0, description="System RAM; default: the available.")
     available_gpu_memory_gb: float = Field(description="Free GPU memory, summed over GPUs.")
     gpu_count: int
     cpu_cores: int
-    supports_mixed_precision: bool
-    recommended_precision: str = Field(description="bf16, fp16 or fp32.")
-    supports_bf16: bool
-    disk_free_gb: float
+    supports_mixed_precision: bool = Field(False, description="Default: a GPU is present.")
+    recommended_precision: str = Field("fp32", description="bf16, fp16 or fp32.")
+    supports_bf16: bool = False
+    disk_free_gb: float = Field(0.0, description="Free disk where output goes (0: unknown).")
     gpus: list[GPUInfo] = Field(default_factory=list)
     platform: str = ""
+    # The original module's, for programs that pass or read them.
+    supports_gradient_checkpointing: bool = True
+    max_batch_size: int | None = None
+
+    def __init__(self, *args: Any, **data: Any) -> None:
+        """Keywords, or the original module's dataclass order given positionally."""
+        super().__init__(**positional_fields(type(self).__name__, _ORIGINAL_ORDER, args, data))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_the_four(cls, data: Any) -> Any:
+        """The fields the original's four-field construction leaves out, from those."""
+        if not isinstance(data, dict):
+            return data
+        filled = dict(data)
+        if "total_memory_gb" not in filled and "available_memory_gb" in filled:
+            filled["total_memory_gb"] = filled["available_memory_gb"]
+        gpu = bool(filled.get("gpu_count"))
+        filled.setdefault("supports_mixed_precision", gpu)
+        filled.setdefault("recommended_precision", "fp16" if gpu else "fp32")
+        return filled
 
     @property
     def gpu_names(self) -> list[str]:

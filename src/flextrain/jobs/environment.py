@@ -6,12 +6,18 @@ read-only should fail now, with the reason, and leave nothing behind.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+from huggingface_hub import constants as hf_constants
+
+from flextrain.config.enums import TrainingMode, TrainingType
 from flextrain.errors import InvalidInputError
+from flextrain.hardware.detect import HardwareConstraints
 from flextrain.hardware.disk import existing_parent, free_bytes
 from flextrain.jobs.spec import SPEC_FILE
 
@@ -27,6 +33,9 @@ class EnvironmentSetupError(InvalidInputError, RuntimeError):
 
 @dataclass(frozen=True)
 class TrainingEnvironment:
+    """A job's folders. The fields after `temp_dir` are the original module's, filled by
+    `TrainingEnvironmentManager.setup_environment` (its API) and empty otherwise."""
+
     job_id: str
     root: Path
     output_dir: Path
@@ -34,6 +43,13 @@ class TrainingEnvironment:
     logs_dir: Path
     data_dir: Path
     temp_dir: Path
+    model_id: str | None = None
+    training_type: TrainingType | None = None
+    training_mode: TrainingMode | None = None
+    model_cache_dir: Path | None = None
+    hardware_constraints: HardwareConstraints | None = None
+    environment_ready: bool = False
+    setup_errors: list[str] = field(default_factory=list)
 
     @property
     def log_file(self) -> Path:
@@ -58,9 +74,53 @@ class TrainingEnvironmentManager:
         `Settings.jobs_dir` says), for processes given only the home: the workers."""
         return cls(home / "jobs")
 
-    def __init__(self, jobs_dir: Path, min_free_gb: float = 0.5) -> None:
-        self.jobs_dir = jobs_dir
+    def __init__(
+        self,
+        jobs_dir: str | Path | None = None,
+        min_free_gb: float = 0.5,
+        *,
+        base_dir: str | Path | None = None,
+    ) -> None:
+        # `base_dir`: the original module's name for it (and its default folder).
+        self.jobs_dir = Path(jobs_dir or base_dir or "./training_environments")
         self.min_free_gb = min_free_gb
+
+    @property
+    def base_dir(self) -> Path:
+        return self.jobs_dir
+
+    async def setup_environment(
+        self,
+        model_id: str,
+        training_type: TrainingType | str,
+        training_mode: TrainingMode | str = TrainingMode.BASIC,
+        job_id: str | None = None,
+    ) -> TrainingEnvironment:
+        """The original module's call: a new job's folders (disk and write checks first),
+        with the machine's hardware. A folder that cannot be set up gives an environment
+        with `environment_ready` False and `setup_errors` saying why, as the original did."""
+        chosen = job_id or uuid.uuid4().hex[:12]
+
+        def described(env: TrainingEnvironment, **rest: Any) -> TrainingEnvironment:
+            return replace(
+                env,
+                model_id=model_id,
+                training_type=TrainingType(training_type),
+                training_mode=TrainingMode(training_mode),
+                model_cache_dir=Path(hf_constants.HF_HUB_CACHE),
+                **rest,
+            )
+
+        try:
+            env = await asyncio.to_thread(self.setup, chosen)
+        except EnvironmentSetupError as exc:
+            return described(self.layout(chosen), setup_errors=[str(exc)])
+        hardware = await asyncio.to_thread(HardwareConstraints.detect_current, env.root)
+        return described(env, hardware_constraints=hardware, environment_ready=True)
+
+    def cleanup_environment(self, environment: TrainingEnvironment) -> None:
+        """The original module's name for `cleanup`: temporary files go, outputs stay."""
+        self.cleanup(environment)
 
     def layout(self, job_id: str, output_dir: str | Path | None = None) -> TrainingEnvironment:
         """Where a job's files go, without touching the disk."""

@@ -248,6 +248,11 @@ class TrainingJob(BaseModel):
     _settings: ExpertTrainingConfig | None = PrivateAttr(default=None)
 
     @property
+    def training_mode(self) -> TrainingMode:
+        """The original module's name for `mode`."""
+        return self.mode
+
+    @property
     def is_finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
 

@@ -7,6 +7,8 @@ for time, the dataset's size. Memory and time come from flextrain.estimate;
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -39,10 +41,13 @@ from flextrain.models.report import (
 )
 from flextrain.models.resolve import ModelNotFoundError, ModelResolver
 from flextrain.models.tasks import choose_objective, choose_precision
+from flextrain.settings import Settings
 
 _GIB = 1024**3
 NO_DATASET = "-"  # dataset_id of a config built only to describe a run for a check
 _ASSUMED_ROWS = 1000  # time is quoted per 1,000 rows of max_length when no dataset is named
+
+logger = logging.getLogger(__name__)
 
 
 def framework_versions() -> dict[str, str]:
@@ -200,10 +205,33 @@ def tokens_per_epoch(
 class ModelCompatibilityChecker:
     """Answers `check(model_id, training_type)` from the model's config alone."""
 
-    def __init__(self, resolver: ModelResolver, model_info_cache: Path | None = None) -> None:
+    def __init__(self, resolver: Any = None, model_info_cache: Path | None = None) -> None:
+        """`resolver`: flextrain's ModelResolver. A program written for the original
+        module passes its Hugging Face service here; flextrain reads models itself, so
+        any other object is set aside (logged) and the default resolver is used."""
+        if not isinstance(resolver, ModelResolver):
+            if resolver is not None:
+                logger.info(
+                    "ModelCompatibilityChecker: %s is not a ModelResolver; flextrain reads "
+                    "models itself (docs/compat.md)",
+                    type(resolver).__name__,
+                )
+            resolver = ModelResolver(Settings().builtin_models_dir)
         self.resolver = resolver
         # Where inspected facts are kept (see flextrain.models.facts_cache); None: nowhere.
         self.model_info_cache = model_info_cache
+
+    async def check_compatibility(
+        self,
+        model_id: str,
+        training_type: TrainingType | str,
+        hardware_constraints: HardwareConstraints | None = None,
+    ) -> ModelCompatibility:
+        """The original module's call: `check` for this hardware, as a coroutine (the
+        model's config is read in a thread)."""
+        return await asyncio.to_thread(
+            self.check, model_id, TrainingType(training_type), hardware=hardware_constraints
+        )
 
     def check(
         self,

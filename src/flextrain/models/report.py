@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from flextrain.config.enums import TrainingType
 
@@ -85,3 +85,45 @@ class ModelCompatibility(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     recommendations: list[str] = Field(default_factory=list)
     recommendation_details: list[RecommendationReport] = Field(default_factory=list)
+
+    # The original module's fields, derived from the ones above (computed: in every
+    # JSON answer too, so clients written for it read them).
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def supports_fine_tuning(self) -> bool:
+        return TrainingType.FINE_TUNING in self.supported_training_types
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def supports_lora(self) -> bool:
+        return TrainingType.LORA_ADAPTATION in self.supported_training_types
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def supports_full_training(self) -> bool:
+        return TrainingType.FULL_TRAINING in self.supported_training_types
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def required_gpu_memory_gb(self) -> float:
+        """The estimate's peak when it was made for a GPU, else 0."""
+        return (self.required_memory_gb or 0.0) if self.memory_kind == "gpu" else 0.0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def training_frameworks(self) -> list[str]:
+        return sorted(self.framework_versions)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def compatibility_issues(self) -> list[str]:
+        return list(self.issues)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def estimated_training_time(self) -> str | None:
+        """The time estimate in words ("2.5 hours", "40 minutes"); None without one."""
+        hours = self.estimated_training_time_hours
+        if hours is None:
+            return None
+        return f"{hours:.1f} hours" if hours >= 1 else f"{max(hours * 60, 1):.0f} minutes"

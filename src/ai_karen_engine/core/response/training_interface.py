@@ -1,4 +1,12 @@
-"""The seed's import path, re-exporting flextrain's public API unchanged."""
+"""The seed's import path: flextrain's public API under the original module's names.
+
+Every public name of the original `training_interface` module is here (its enums,
+configs, hardware and compatibility facts, environment, job, checker, environment
+manager, validator and interface, and the TrainingDataManager it imported), so a
+program written for it runs unchanged, against real training. Where the original
+only pretended (simulated training, any model or dataset accepted), flextrain does
+the real thing or says clearly why not: docs/compat.md lists each difference.
+"""
 
 from flextrain import (
     AdvancedTrainingConfig,
@@ -11,6 +19,8 @@ from flextrain import (
     ModelCompatibility,
     ModelCompatibilityChecker,
     ModelResolver,
+    TrainingDataManager,
+    TrainingEnvironment,
     TrainingEnvironmentManager,
     TrainingJob,
     TrainingMode,
@@ -30,6 +40,8 @@ __all__ = [
     "ModelCompatibility",
     "ModelCompatibilityChecker",
     "ModelResolver",
+    "TrainingDataManager",
+    "TrainingEnvironment",
     "TrainingEnvironmentManager",
     "TrainingJob",
     "TrainingMode",
