@@ -4,7 +4,7 @@ The program below uses the original's API as its callers did: its own three serv
 handed to the constructor positionally with `base_dir`, hardware facts built from four
 numbers, the compatibility checker and environment manager as coroutines, the
 validator's `(ok, issues)`, positional dataclass-style configs, `training_mode` and
-`active_jobs`. It runs in its own process against the seed's import path and must end
+`active_jobs`. It runs as a script, against the seed's import path, and must end
 with a really trained model. Where the original only pretended, the differences are
 in docs/compat.md; the last test checks a few of them say so clearly.
 """
@@ -12,8 +12,8 @@ in docs/compat.md; the last test checks a few of them say so clearly.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
+import logging
+import runpy
 import sys
 import textwrap
 from pathlib import Path
@@ -113,25 +113,23 @@ PROGRAM = textwrap.dedent(
 
 
 def test_a_program_written_for_the_original_module_trains_a_real_model(
-    tmp_path: Path, models_cache: Path
+    tmp_path: Path,
+    models_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     program = tmp_path / "karen_program.py"
     program.write_text(PROGRAM)
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "FLEXTRAIN_MODELS_CACHE": str(models_cache),
-    }
-    env.pop("FLEXTRAIN_DATABASE_URL", None)  # its own home, SQLite, as base_dir says
-    done = subprocess.run(
-        [sys.executable, str(program), str(tmp_path / "karen")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("FLEXTRAIN_MODELS_CACHE", str(models_cache))
+    monkeypatch.delenv("FLEXTRAIN_DATABASE_URL", raising=False)  # its own home: base_dir
+    monkeypatch.setattr(sys, "argv", [str(program), str(tmp_path / "karen")])
+    caplog.set_level(logging.INFO)
+    # Run as `python karen_program.py BASE` would (as __main__; in this process, whose
+    # torch import and worker fork server it shares, to keep the suite fast).
+    runpy.run_path(str(program), run_name="__main__")
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["status"] == "completed", result["error"]
     assert result["listed"] == [result["job_id"]]
     losses = result["losses"]
@@ -140,8 +138,8 @@ def test_a_program_written_for_the_original_module_trains_a_real_model(
     assert AutoModelForCausalLM.from_pretrained(result["model_path"]) is not None
     assert (tmp_path / "karen" / "jobs" / result["job_id"]).is_dir()  # base_dir is the home
     # The caller's own services were set aside with a note, not used half-way.
-    assert "enhanced_hf_service (EnhancedHuggingFaceService) is set aside" in done.stderr
-    assert "system_model_manager (SystemModelManager) is set aside" in done.stderr
+    assert "enhanced_hf_service (EnhancedHuggingFaceService) is set aside" in caplog.text
+    assert "system_model_manager (SystemModelManager) is set aside" in caplog.text
 
 
 def test_every_name_of_the_original_module_is_exported() -> None:

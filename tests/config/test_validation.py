@@ -116,6 +116,8 @@ def test_every_rule_has_a_test_class_here() -> None:
         "distributed_rule",
         "expert_rule",
         "preference_rule",
+        "hardware_rule",  # tests/config/test_rules_hardware.py, one test per table row
+        "_custom_parameters",
     }
 
 
@@ -130,6 +132,21 @@ class TestIds:
 
     def test_blank_dataset_id(self) -> None:
         one(run(make(dataset_id="   ")), "dataset_id", r"is empty.*data file")
+
+
+class TestCustomParameters:
+    """The original module's free-form dict: empty is fine, anything in it refused."""
+
+    def test_empty_passes(self) -> None:
+        assert on(run(make(custom_parameters={})), "custom_parameters") == []
+
+    def test_given_is_an_error_naming_the_keys_and_the_fix(self) -> None:
+        [issue] = on(run(make(custom_parameters={"zeta": 1, "alpha": 2})), "custom_parameters")
+        assert issue.severity == "error"
+        assert str(issue).startswith(
+            "custom_parameters: alpha, zeta: flextrain does not pass unnamed parameters on"
+        )
+        assert "Fix: give each as its own field" in str(issue)
 
 
 class TestLearningRate:
