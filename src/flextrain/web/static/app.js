@@ -1708,7 +1708,9 @@
     $("job-resume").hidden = !RESUMABLE.has(job.status) || !mayChange;
 
     if (job.error_message) {
-      $("job-error").replaceChildren(el("h2", {}, "Error"), el("pre", { className: "wrap" }, job.error_message));
+      // A guard's stop says what it was (the message says what to change); else an error.
+      const heading = { diverged: "Diverged", paused: "Paused" }[job.status] || "Error";
+      $("job-error").replaceChildren(el("h2", {}, heading), el("pre", { className: "wrap" }, job.error_message));
       $("job-error").hidden = false;
     } else $("job-error").hidden = true;
     if (job.warnings.length) {
