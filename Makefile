@@ -1,8 +1,6 @@
 # Everything a fresh machine needs: `make demo` and `make test` create .venv,
 # install torch (pinned first, so no open range can pull a multi-GB CUDA build),
-# then flextrain with its dev tools. --no-compile: pip would byte-compile every module
-# of every package (most of a minute for torch alone); Python compiles those a run
-# imports, once, when it first imports them.
+# then flextrain with its dev tools.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV := .venv
@@ -16,8 +14,8 @@ export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --no-compile "$(TORCH)"
-	$(PY) -m pip install --quiet --no-compile -e ".[dev]"
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
