@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,7 +21,6 @@ from flextrain.jobs.checkpoints import list_checkpoints
 from flextrain.jobs.store import TrainingJob
 from flextrain.jobs.supervise import parse_root_cause
 from flextrain.service import TrainingService
-from flextrain.settings import Settings
 from flextrain.train.distributed import decoder_layer_classes, strategy_arguments
 from tests.train.helpers import reload_logits
 
@@ -144,35 +142,6 @@ def test_two_process_ddp_trains_to_the_same_loss_as_one_process(
     logs = service.environment(ddp).logs_dir / "ranks"
     rank_logs = sorted(p.parent.name for p in logs.rglob("stdout.log"))
     assert rank_logs == ["0", "1"], list(logs.rglob("*"))
-
-
-def test_two_nodes_on_one_machine_meet_over_a_loopback_rendezvous(
-    service: TrainingService, settings: Settings
-) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = _config(batch_size=4, num_nodes=2, rdzv_endpoint=f"127.0.0.1:{port}")
-    job = service.create_job(config)
-    service.start_job(job.job_id)
-    env = {
-        **os.environ,
-        "FLEXTRAIN_HOME": str(settings.home),
-        "FLEXTRAIN_DATABASE_URL": settings.resolved_database_url,
-    }
-    if settings.models_cache:
-        env["FLEXTRAIN_MODELS_CACHE"] = str(settings.models_cache)
-    second = subprocess.run(
-        [sys.executable, "-m", "flextrain", "worker", "join", "--job", job.job_id],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    done = service.wait(job.job_id, timeout=120, poll=0.2)
-    assert second.returncode == 0, (second.stdout[-2000:], second.stderr[-2000:])
-    assert done.status == TrainingStatus.COMPLETED, (done.error_message, done.status)
-    assert done.metrics["world_size"] == 2
 
 
 def test_killing_one_rank_fails_the_job_with_its_error_and_leaves_nothing_running(
