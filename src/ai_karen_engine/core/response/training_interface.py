@@ -3,9 +3,9 @@
 Every public name of the original `training_interface` module is here (its enums,
 configs, hardware and compatibility facts, environment, job, checker, environment
 manager, validator and interface, and the TrainingDataManager it imported), so a
-program written for it runs unchanged, against real training. Where the original
-only pretended (simulated training, any model or dataset accepted), flextrain does
-the real thing or says clearly why not: docs/compat.md lists each difference.
+program written for it runs unchanged, against real training. Where the original's
+behaviour was a placeholder, flextrain trains for real or says clearly why not:
+docs/compat.md lists each difference.
 """
 
 from flextrain import (
