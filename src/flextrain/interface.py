@@ -28,6 +28,7 @@ from flextrain.public import (
     JobEvent,
     MergeResult,
     ModelCompatibility,
+    ModelDiff,
     ModelFilters,
     ModelRegistry,
     ModelResolver,
@@ -206,8 +207,22 @@ class FlexibleTrainingInterface:
         return self.service.get_registered_model(name)
 
     def remove_model(self, name: str) -> RegisteredModel:
-        """Forget a registration (its files stay); refused while an unfinished job uses it."""
+        """Forget `name:N`, or every version of `name` (the files stay); refused while an
+        unfinished job names what goes."""
         return self.service.remove_registered_model(name)
+
+    def model_versions(self, name: str) -> list[RegisteredModel]:
+        """Every version of a registered name, oldest first; the last is what `name` means."""
+        return self.service.model_versions(name)
+
+    def promote_model(self, source: str, name: str, description: str = "") -> RegisteredModel:
+        """Make a registered version (`other:3`) or a completed job's model (its job id)
+        the newest version of `name`, with the source's lineage."""
+        return self.service.promote_model(source, name, description)
+
+    def diff_models(self, a: str, b: str) -> ModelDiff:
+        """Two versions side by side: lineage, the config settings that differ, metrics."""
+        return self.service.diff_models(a, b)
 
     # -- datasets ----------------------------------------------------------------------
     def register_dataset(self, name: str, path: str | Path, description: str = "") -> DatasetInfo:

@@ -39,6 +39,7 @@ from flextrain.models.evaluate import EvaluationResult, ModelAnswer, Split, TryR
 from flextrain.models.export import ExportResult, MergeResult
 from flextrain.models.heavy import load_transformers
 from flextrain.models.hub import HubAccess, HubOfflineError, ModelFilters, TrainableListing
+from flextrain.models.lineage import ModelDiff
 from flextrain.models.pull import PullProgress, PullResult
 from flextrain.models.registry import ModelRegistry, RegisteredModel
 from flextrain.models.registry import not_registered as model_not_registered
@@ -70,6 +71,7 @@ __all__ = [
     "MergeResult",
     "ModelAnswer",
     "ModelCompatibility",
+    "ModelDiff",
     "ModelFilters",
     "ModelRegistry",
     "ModelResolver",

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from flextrain.accounts.audit import AuditLog
 from flextrain.accounts.users import UserStore
-from flextrain.config.enums import TrainingMode, TrainingType
+from flextrain.config.enums import TrainingMode, TrainingStatus, TrainingType
 from flextrain.data.manager import TrainingDataManager
 from flextrain.data.versions import dataset_folder
 from flextrain.db import make_sessionmaker
@@ -160,6 +160,9 @@ class TrainingService:
         self.get_registered_model = self.model_registry.get
         self.list_registered_models = self.model_registry.list
         self.remove_registered_model = self.model_registry.remove
+        self.remove_model_versions = self.model_registry.remove_versions
+        self.model_versions = self.model_registry.versions
+        self.diff_models = self.model_registry.diff
         self.jobs_using_model = self.model_registry.jobs_using
 
     # -- facts -------------------------------------------------------------------------
@@ -211,6 +214,31 @@ class TrainingService:
         from flextrain.data.preview import first_rows
 
         return first_rows(info, limit)
+
+    # -- model versions (models.registry) ----------------------------------------------
+    def promote_model(
+        self, source: str, name: str, description: str = "", owner: str | None = None
+    ) -> RegisteredModel:
+        """Make `source` the newest version of `name`: a registered version (`other:3`,
+        `other`), else a completed job's model by job id. A registered reference wins
+        over a job id spelled alike (a job with no run name registers under its id)."""
+        from flextrain.models.refs import ModelNotRegisteredError, ModelRegistryError
+
+        if self.model_registry.find(source) is not None:
+            return self.model_registry.promote(source, name, description, owner)
+        job = self.get_job(source) if source.isalnum() and len(source) <= 32 else None
+        if job is None:
+            shown = source if len(source) <= 60 else source[:60] + "..."
+            raise ModelNotRegisteredError(
+                f"{shown!r} is neither a registered model nor a job. Fix: give a version "
+                "(`flextrain models list`) or a completed job's id (`flextrain jobs list`)."
+            )
+        if job.status != TrainingStatus.COMPLETED or not job.model_path:
+            raise ModelRegistryError(
+                f"Job {job.job_id} is {job.status.value}: it has no finished model to "
+                "promote. Fix: promote a completed job's model."
+            )
+        return self.model_registry.promote(source, name, description, owner, job=job)
 
     # -- models from the hub (models.hub, models.pull) ---------------------------------
     def list_trainable_models(

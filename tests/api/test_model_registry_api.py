@@ -76,7 +76,7 @@ def test_roles_register_list_show_and_remove(
     assert_error(
         client.delete(f"{REGISTRY}/tom/llama", headers=tina.headers),
         403,
-        "registered by tom; only they or an admin may remove it",
+        "registered by tom; only they or an admin may remove them",
     )
     assert_error(
         client.delete(f"{REGISTRY}/team/llama", headers=tom.headers), 403, "registered by ada"
@@ -166,3 +166,84 @@ def test_a_completed_job_is_registered_for_its_owner(trained: Trained) -> None:
             "job_id": job_id,
         }
     ]
+
+
+def test_versions_promote_diff_and_remove_one_version(
+    client: TestClient, service: TrainingService, callers: dict[str, Caller], inside: Path
+) -> None:
+    tom, tina, vic = (callers[k] for k in ("trainer", "other_trainer", "viewer"))
+    second = Path(shutil.copytree(inside, inside.parent / "llama-2"))
+    assert register(client, tom, inside, "tom/llama").status_code == 201
+    added = register(client, tom, second, "tom/llama")
+    assert added.status_code == 201, added.text
+    assert (added.json()["ref"], added.json()["version"]) == ("tom/llama:2", 2)
+    # Only the name's owner (or an admin) adds versions to it.
+    assert_error(
+        register(client, tina, second, "tom/llama"),
+        403,
+        "Model 'tom/llama' belongs to tom; only they or an admin may add versions to it.",
+    )
+
+    shown = client.get(f"{REGISTRY}/tom/llama:1", headers=vic.headers)
+    assert shown.status_code == 200, shown.text
+    body = shown.json()
+    assert (body["ref"], body["latest"], body["path"]) == ("tom/llama:1", False, str(inside))
+    assert [(v["ref"], v["latest"]) for v in body["versions"]] == [
+        ("tom/llama:1", False),
+        ("tom/llama:2", True),
+    ]
+    listed = client.get(REGISTRY, params={"all_versions": "true"}, headers=tom.headers).json()
+    assert [m["ref"] for m in listed] == ["tom/llama:1", "tom/llama:2"]
+    assert [m["ref"] for m in client.get(REGISTRY, headers=tom.headers).json()] == ["tom/llama:2"]
+
+    diff = client.get(
+        "/api/training/models/diff",
+        params={"a": "tom/llama:1", "b": "tom/llama"},
+        headers=vic.headers,
+    )
+    assert diff.status_code == 200, diff.text
+    assert diff.json()["b"] == "tom/llama:2"
+    assert {c["key"]: (c["a"], c["b"]) for c in diff.json()["lineage"]} == {
+        "path": (str(inside), str(second))
+    }
+    assert_error(
+        client.get(
+            "/api/training/models/diff",
+            params={"a": "tom/llama:1", "b": "tom/llama:7"},
+            headers=vic.headers,
+        ),
+        404,
+        "'tom/llama' has no version 7",
+    )
+
+    promote = "/api/training/models/registry/promote"
+    back = client.post(
+        promote, json={"source": "tom/llama:1", "name": "tom/llama"}, headers=tom.headers
+    )
+    assert back.status_code == 201, back.text
+    assert (back.json()["ref"], back.json()["path"]) == ("tom/llama:3", str(inside))
+    assert service.resolve_model("tom/llama").path == inside
+    assert_error(
+        client.post(
+            promote, json={"source": "tom/llama:1", "name": "tom/llama"}, headers=tina.headers
+        ),
+        403,
+        "only they or an admin may add versions",
+    )
+    assert_error(
+        client.post(promote, json={"source": "nope:2", "name": "tina/x"}, headers=tina.headers),
+        404,
+        "is neither a registered model nor a job",
+    )
+
+    assert_error(
+        client.delete(f"{REGISTRY}/tom/llama:2", headers=tina.headers), 403, "registered by tom"
+    )
+    removed = client.delete(f"{REGISTRY}/tom/llama:2", headers=tom.headers)
+    assert removed.status_code == 200, removed.text
+    assert removed.json()["versions"] == [2]
+    left = client.get(f"{REGISTRY}/tom/llama", headers=tom.headers).json()["versions"]
+    assert [v["version"] for v in left] == [1, 3]
+    assert_error(
+        client.get(f"{REGISTRY}/tom/llama:2", headers=tom.headers), 404, "has no version 2"
+    )

@@ -1,4 +1,5 @@
-"""`flextrain models add | list | show | remove`, through Typer's CliRunner."""
+"""`flextrain models add | list | show | promote | diff | remove`, through Typer's
+CliRunner."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def run(*args: str) -> tuple[int, str]:
 def test_add_list_show_remove(cli_service: TrainingService, folder: Path) -> None:
     code, out = run("models", "add", str(folder), "--name", "team/llama", "--description", "ours")
     assert code == 0, out
-    assert "Registered 'team/llama': LlamaForCausalLM" in out
+    assert "Registered 'team/llama:1': LlamaForCausalLM" in out
     assert "use --model team/llama" in out
 
     code, listed = run("models", "list")
@@ -64,7 +65,7 @@ def test_add_list_show_remove(cli_service: TrainingService, folder: Path) -> Non
     assert code == 0, shown
     assert "architecture LlamaForCausalLM (llama)" in shown
     assert "training types fine_tuning, lora_adaptation" in shown
-    assert f"{job.job_id} │ pending │ fine_tuning" in shown
+    assert f"{job.job_id} │ team/llama │ pending │ fine_tuning" in shown
     code, raw = run("models", "show", "team/llama", "--json")
     data = json.loads(raw)
     assert code == 0
@@ -77,7 +78,7 @@ def test_add_list_show_remove(cli_service: TrainingService, folder: Path) -> Non
     cli_service.cancel_job(job.job_id)
     code, removed = run("models", "remove", "team/llama")
     assert code == 0, removed
-    assert f"its files in {folder} were left as they are" in removed
+    assert f"'team/llama' (1 version(s)); the files in {folder} were left" in removed
     assert (folder / "model.safetensors").exists()
     code, empty = run("models", "list")
     assert code == 0
@@ -109,3 +110,56 @@ def test_errors_are_one_line_with_the_fix(cli_service: TrainingService, folder: 
         code, out = run("models", command, "nope")
         assert code == 2
         assert "No model named 'nope' is registered. Fix:" in out
+
+
+def test_versions_promote_diff_and_remove_one(
+    cli_service: TrainingService, folder: Path, tmp_path: Path
+) -> None:
+    second = Path(shutil.copytree(folder, tmp_path / "llama-2"))
+    assert run("models", "add", str(folder), "--name", "team/llama")[0] == 0
+    code, out = run("models", "add", str(second), "--name", "team/llama")
+    assert code == 0, out
+    assert "Registered 'team/llama:2'" in out
+    assert cli_service.resolve_model("team/llama").path == second
+    assert cli_service.resolve_model("team/llama:1").path == folder
+
+    code, listed = run("models", "list")
+    assert "│ team/llama │ 2 (of 2) │ local" in listed, listed
+    code, listed = run("models", "list", "--all-versions", "--json")
+    assert [(m["ref"], m["latest"]) for m in json.loads(listed)] == [
+        ("team/llama:1", False),
+        ("team/llama:2", True),
+    ]
+    code, shown = run("models", "show", "team/llama:1")
+    assert code == 0, shown
+    assert "team/llama:1 " in shown
+    assert "Versions of team/llama (the last is the latest)" in shown
+    assert "│ 1 * │ local" in shown
+
+    code, diff = run("models", "diff", "team/llama:1", "team/llama")
+    assert code == 0, diff
+    assert "team/llama:1 vs team/llama:2: no training config recorded for both" in diff
+    assert f"│ path │ {folder} │ {second} │" in diff
+    assert "Config: no difference." in diff
+    assert "Metrics: neither version has any." in diff
+
+    code, out = run("models", "promote", "team/llama:1", "--name", "team/llama")
+    assert code == 0, out
+    assert f"Promoted team/llama:1 to 'team/llama:3': 'team/llama' now means {folder}." in out
+    assert cli_service.resolve_model("team/llama").path == folder
+    code, out = run("models", "promote", "team/llama:1", "--name", "team/llama")
+    assert code == 2
+    assert "is already registered as" in out
+    assert "(its latest version, team/llama:3)" in out
+    code, out = run("models", "promote", "nothing-here", "--name", "team/llama")
+    assert code == 2
+    assert "'nothing-here' is neither a registered model nor a job. Fix:" in out
+
+    code, out = run("models", "remove", "team/llama:2")
+    assert code == 0, out
+    assert f"Removed 'team/llama:2'; the files in {second} were left" in out
+    versions = [m.version for m in cli_service.model_versions("team/llama")]
+    assert versions == [1, 3]
+    code, out = run("models", "show", "team/llama:2")
+    assert code == 2
+    assert "Model 'team/llama:2' is not registered: 'team/llama' has no version 2." in out

@@ -362,3 +362,40 @@ def test_revision_0004_queues_nothing_and_goes_back_cleanly(
     left = {c["name"] for c in inspect(upgraded).get_columns("jobs")}
     assert left & queue_columns == set()
     assert "resume_count" in left
+
+
+def test_revision_0009_makes_each_registration_version_1_and_goes_back_to_the_latest(
+    url: str, engines: list[Engine]
+) -> None:
+    """Registrations from before model versions become version 1 of their name; the
+    downgrade keeps each name's latest version (the old layout holds one per name)."""
+    engine = _plain_engine(url, engines)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0008")
+        connection.execute(
+            text(
+                "INSERT INTO models (name, path, source, adapter, training_types, description, "
+                "created_at) VALUES ('team/llama', '/m/one', 'local', false, '[]', 'mine', "
+                "'2026-11-30 00:00:00')"
+            )
+        )
+    engine.dispose()
+    upgraded = make_engine(url)
+    engines.append(upgraded)
+    assert _differences(upgraded) == []
+    with upgraded.begin() as connection:
+        rows = connection.execute(text("SELECT name, version, path, config_hash FROM models"))
+        assert [tuple(r) for r in rows] == [("team/llama", 1, "/m/one", None)]
+        connection.execute(
+            text(
+                "INSERT INTO models (name, version, path, source, adapter, training_types, "
+                "description, created_at) VALUES ('team/llama', 2, '/m/two', 'local', false, "
+                "'[]', '', '2026-12-01 00:00:00')"
+            )
+        )
+        command.downgrade(alembic_config(connection), "0008")
+    with upgraded.connect() as connection:
+        rows = connection.execute(text("SELECT name, path, description FROM models"))
+        assert [tuple(r) for r in rows] == [("team/llama", "/m/two", "")]
+    assert "version" not in {c["name"] for c in inspect(upgraded).get_columns("models")}
+    assert [i["name"] for i in inspect(upgraded).get_indexes("models")] == ["ix_models_job_id"]

@@ -11,11 +11,9 @@ from pathlib import Path
 import pytest
 
 from flextrain.config.enums import TrainingStatus, TrainingType
-from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.data.bundled import bundled_path
 from flextrain.interface import FlexibleTrainingInterface
 from flextrain.jobs.spec import RunSpec
-from flextrain.jobs.store import TrainingJob
 from flextrain.models.registry import (
     ModelInUseError,
     ModelNameTakenError,
@@ -26,44 +24,7 @@ from flextrain.models.resolve import ModelNotFoundError
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
 from flextrain.train.worker import _register_model
-
-
-@pytest.fixture
-def llama_folder(service: TrainingService, tmp_path: Path) -> Path:
-    """A copy of the tiny Llama: a model folder of the user's own."""
-    source = service.models.resolve("flextrain/tiny-llama").path
-    return Path(shutil.copytree(source, tmp_path / "my-llama"))
-
-
-def _tiny(model_id: str, **extra: object) -> AdvancedTrainingConfig:
-    values: dict[str, object] = {
-        "model_id": model_id,
-        "dataset_id": "demo/text",
-        "training_type": TrainingType.FINE_TUNING,
-        "num_epochs": 1,
-        "learning_rate": 3e-3,
-        "batch_size": 8,
-        "max_length": 32,
-        "max_steps": 4,
-        "logging_steps": 2,
-        "eval_strategy": "no",
-        "evaluate_before_training": False,
-        "num_threads": 1,
-        "gradient_checkpointing": False,
-        **extra,
-    }
-    return AdvancedTrainingConfig(**values)  # type: ignore[arg-type]
-
-
-def _run(service: TrainingService, config: AdvancedTrainingConfig) -> TrainingJob:
-    job = service.create_job(config)
-    service.start_job(job.job_id)
-    done = service.wait(job.job_id, timeout=240, poll=0.2)
-    assert done.status == TrainingStatus.COMPLETED, (
-        done.error_message,
-        service.read_log(job.job_id),
-    )
-    return done
+from tests.models.registry_helpers import run_completed, tiny_config
 
 
 # -- add, list, show, remove -------------------------------------------------------------
@@ -160,10 +121,18 @@ def test_bad_folders_are_refused_with_the_fix(
     assert service.model_registry.list() == []
 
 
-def test_a_taken_name_is_refused(service: TrainingService, llama_folder: Path) -> None:
+def test_the_same_folder_twice_is_no_new_version(
+    service: TrainingService, llama_folder: Path
+) -> None:
     service.model_registry.add(llama_folder, "llama")
-    with pytest.raises(ModelNameTakenError, match=r"'llama' is already registered .*remove it"):
+    with pytest.raises(
+        ModelNameTakenError,
+        match=r"'llama' is already registered as .*\(its latest version, llama:1\)\. Fix: give "
+        "another folder to add a version",
+    ):
         service.model_registry.add(llama_folder, "llama")
+    with pytest.raises(ModelRegistryError, match=r"name 'llama:2' names a version\. Fix: give "):
+        service.model_registry.add(llama_folder, "llama:2")
 
 
 def test_a_registered_name_whose_folder_is_gone_says_so(
@@ -179,8 +148,8 @@ def test_remove_is_refused_while_an_unfinished_job_names_the_model(
     service: TrainingService, llama_folder: Path
 ) -> None:
     service.model_registry.add(llama_folder, "busy")
-    pending = service.create_job(_tiny("busy"))
-    by_path = service.create_job(_tiny(str(llama_folder.resolve())))
+    pending = service.create_job(tiny_config("busy"))
+    by_path = service.create_job(tiny_config(str(llama_folder.resolve())))
     used = [j.job_id for j in service.model_registry.jobs_using("busy")]
     assert sorted(used) == sorted([pending.job_id, by_path.job_id])
     with pytest.raises(ModelInUseError, match=f"unfinished job.*{pending.job_id}.*cancel them"):
@@ -199,13 +168,19 @@ def test_a_registered_name_trains_and_the_result_is_registered_with_lineage(
     assert service.check_compatibility("base-llama").is_compatible
     version = service.datasets.add(bundled_path("text.txt"), name="team/text").version
 
-    job = _run(service, _tiny("base-llama", run_name="support bot v1", dataset_id="team/text"))
+    job = run_completed(
+        service, tiny_config("base-llama", run_name="support bot v1", dataset_id="team/text")
+    )
 
     trained = registry.get("support-bot-v1")
     assert trained.source == "trained"
     assert not trained.adapter
     assert trained.path == job.model_path
-    assert (trained.job_id, trained.base_model, trained.owner) == (job.job_id, "base-llama", None)
+    # The base is pinned to the version the job loaded: later versions of it would hide it.
+    assert (trained.job_id, trained.base_model, trained.owner) == (job.job_id, "base-llama:1", None)
+    assert (trained.version, trained.ref, trained.latest) == (1, "support-bot-v1:1", True)
+    assert trained.config_hash is not None
+    assert len(trained.config_hash) == 64
     assert json.loads((Path(trained.path) / "flextrain.json").read_text())["job_id"] == job.job_id
     assert (trained.dataset_id, trained.dataset_version) == ("team/text", version)
     assert job.dataset_version == version
@@ -215,7 +190,7 @@ def test_a_registered_name_trains_and_the_result_is_registered_with_lineage(
     assert trained.metrics["train_loss"] > 0
     assert trained.architecture == "LlamaForCausalLM"
     assert "fine_tuning" in trained.training_types
-    assert trained.description == "fine_tuning of base-llama on team/text"
+    assert trained.description == "fine_tuning of base-llama:1 on team/text"
     # `show` of the base lists the job that trained from it.
     assert [j.job_id for j in registry.jobs_using("base-llama")] == [job.job_id]
     assert registry.for_job(job.job_id) == trained
@@ -233,9 +208,9 @@ def test_a_lora_run_registers_an_adapter_under_a_free_name(
 ) -> None:
     registry = service.model_registry
     registry.add(llama_folder, "adapted")  # the run's name is taken
-    job = _run(
+    job = run_completed(
         service,
-        _tiny(
+        tiny_config(
             "flextrain/tiny-llama", run_name="adapted", training_type=TrainingType.LORA_ADAPTATION
         ),
     )
@@ -250,13 +225,13 @@ def test_a_lora_run_registers_an_adapter_under_a_free_name(
     with pytest.raises(ModelNotFoundError, match=r"is a LoRA adapter of 'flextrain/tiny-llama'"):
         service.models.resolve(adapter.name)
     with pytest.raises(ModelNotFoundError, match=f"flextrain models merge {job.job_id}"):
-        service.create_job(_tiny(adapter.name))
+        service.create_job(tiny_config(adapter.name))
 
 
 def test_a_registry_failure_is_a_warning_and_the_job_stays_completed(
     service: TrainingService, settings: Settings, tmp_path: Path
 ) -> None:
-    job = _run(service, _tiny("flextrain/tiny-llama"))
+    job = run_completed(service, tiny_config("flextrain/tiny-llama"))
     registered = service.model_registry.for_job(job.job_id)
     assert registered is not None
     assert registered.name == job.job_id
@@ -280,7 +255,14 @@ def test_the_python_api_registers_lists_and_removes(
     assert model.architecture == "LlamaForCausalLM"
     assert [m.name for m in interface.list_models()] == ["py/llama"]
     assert interface.get_model("py/llama") == model
-    assert interface.remove_model("py/llama") == model
+    copy = shutil.copytree(llama_folder, llama_folder.parent / "copy")
+    again = asyncio.run(interface.register_model(copy, "py/llama"))
+    assert [m.ref for m in interface.model_versions("py/llama")] == ["py/llama:1", "py/llama:2"]
+    assert [c.key for c in interface.diff_models("py/llama:1", "py/llama").lineage] == ["path"]
+    back = interface.promote_model("py/llama:1", "py/llama")
+    assert (back.ref, back.path) == ("py/llama:3", model.path)
+    assert interface.remove_model("py/llama:2") == again.model_copy(update={"latest": False})
+    assert interface.remove_model("py/llama") == back
     with pytest.raises(ModelNotRegisteredError):
         interface.get_model("py/llama")
 
@@ -300,7 +282,7 @@ def test_metrics_that_diverged_are_stored_as_null(
     service: TrainingService, llama_folder: Path
 ) -> None:
     """NaN and infinities (a diverged run) fit neither PostgreSQL's JSON nor a response."""
-    job = service.create_job(_tiny("flextrain/tiny-llama", run_name="nan run"))
+    job = service.create_job(tiny_config("flextrain/tiny-llama", run_name="nan run"))
     service.store.merge_metrics(job.job_id, {"eval_loss": float("nan"), "train_loss": 2.5})
     job = service.require_job(job.job_id)
     model = service.model_registry.register_trained(job, llama_folder)

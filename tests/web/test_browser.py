@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -805,4 +806,61 @@ def test_time_while_training_and_a_cancel_that_agrees_with_its_checkpoint(
         for job in service.list_jobs():
             if not job.is_finished:
                 service.cancel_job(job.job_id)
+        service.engine.dispose()
+
+
+def test_models_page_shows_versions_compares_promotes_and_removes(
+    page: Page, server: str, web_home: Path, models_cache: Path, tmp_path: Path, shots: Path
+) -> None:
+    service = _home_service(web_home, models_cache)
+    try:
+        _, token = service.users.create("mona", "trainer")
+        source = service.models.resolve("flextrain/tiny-llama").path
+        first = Path(shutil.copytree(source, tmp_path / "llama-1"))
+        second = Path(shutil.copytree(source, tmp_path / "llama-2"))
+        service.model_registry.add(first, "mona/llama", "the base", owner="mona")
+        service.model_registry.add(second, "mona/llama", "retrained", owner="mona")
+
+        _sign_in(page, server, token)
+        expect(page.get_by_test_id("user-role")).to_have_text("trainer")
+        page.get_by_test_id("nav-models").click()
+        page.wait_for_url("**/#/models")
+        row = page.locator('tr[data-model="mona/llama"]')
+        expect(row.get_by_test_id("model-latest")).to_have_text("version 2")
+        row.get_by_test_id("model-link").click()
+        expect(page.get_by_test_id("model-title")).to_have_text("mona/llama")
+        versions = page.get_by_test_id("model-version-row")
+        expect(versions).to_have_count(2)
+        expect(versions.first).to_have_attribute("data-ref", "mona/llama:2")
+        expect(versions.first).to_contain_text("latest")
+        expect(page.get_by_test_id("model-use")).to_have_attribute(
+            "href", "#/new?model=mona%2Fllama"
+        )
+
+        # Compare: the two versions differ in their folder only.
+        expect(page.get_by_test_id("diff-a")).to_have_value("mona/llama:1")
+        expect(page.get_by_test_id("diff-b")).to_have_value("mona/llama:2")
+        page.get_by_test_id("diff-submit").click()
+        expect(page.get_by_test_id("diff-verdict")).to_have_text(
+            "mona/llama:1 vs mona/llama:2: no training config recorded for both (a folder "
+            "registered by hand has none)"
+        )
+        path_row = page.get_by_test_id("diff-lineage").locator('tr[data-key="path"]')
+        expect(path_row).to_contain_text(str(first))
+        expect(path_row).to_contain_text(str(second))
+        page.screenshot(path=str(shots / "models-diff.png"), full_page=True)
+
+        # Make version 1 the latest again: it comes back as version 3.
+        page.locator('tr[data-ref="mona/llama:1"]').get_by_test_id("version-promote").click()
+        expect(versions).to_have_count(3)
+        expect(versions.first).to_have_attribute("data-ref", "mona/llama:3")
+        assert service.resolve_model("mona/llama").path == first
+        # Remove version 2; its files stay.
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.locator('tr[data-ref="mona/llama:2"]').get_by_test_id("version-remove").click()
+        expect(versions).to_have_count(2)
+        assert [m.version for m in service.model_versions("mona/llama")] == [1, 3]
+        assert (second / "model.safetensors").exists()
+        page.screenshot(path=str(shots / "models.png"), full_page=True)
+    finally:
         service.engine.dispose()

@@ -61,6 +61,7 @@ def create_app(
     app.include_router(after_router)
     app.include_router(models.router)
     app.include_router(model_registry.router)
+    app.include_router(model_registry.diff_router)
     app.state.auth_limiter = FailedAuthLimiter(service.settings.max_failed_auth_per_minute)
     # Added before the audit middleware, so the audit log wraps them and records their
     # 413s, 403s and 400s; the security headers go on every answer, errors included.

@@ -139,6 +139,7 @@ class ModelJobUse(BaseModel):
     """A job that trained from a registered model."""
 
     job_id: str
+    model_id: str = Field("", description="How the job named the model (a version, or the name).")
     status: TrainingStatus
     training_type: TrainingType
     owner: str | None = None
@@ -146,14 +147,34 @@ class ModelJobUse(BaseModel):
 
 
 class RegisteredModelDetail(RegisteredModel):
+    versions: list[RegisteredModel] = Field(
+        default_factory=list,
+        description="Every version of the name (that you may see), oldest first.",
+    )
     jobs: list[ModelJobUse] = Field(
         default_factory=list, description="Jobs that trained from it (that you may see)."
     )
 
 
+class ModelPromotion(BaseModel):
+    """POST /api/training/models/registry/promote: make a model the latest of a name."""
+
+    source: str = Field(
+        min_length=1,
+        max_length=300,
+        description="A registered version ('team/llama:2', or a name for its latest) or a "
+        "completed job's id.",
+    )
+    name: str = Field(
+        min_length=1, max_length=200, description="The name it becomes the newest version of."
+    )
+    description: str = Field("", max_length=1000)
+
+
 class ModelRemoved(BaseModel):
     name: str
     path: str
+    versions: list[int] = Field(default_factory=list, description="The versions removed.")
     detail: str = Field(description="What was removed: the registration, never the files.")
 
 

@@ -381,7 +381,7 @@ def _register_model(
         registry = ModelRegistry(make_sessionmaker(engine), resolver)
         model = registry.register_trained(job, Path(spec.model_dir))
         # Only printed: a success needs no event (`flextrain models show` has the lineage).
-        print(f"[flextrain] model registered as '{model.name}'", flush=True)
+        print(f"[flextrain] model registered as '{model.ref}'", flush=True)
     except Exception as exc:
         message = f"The model was saved but not registered: {exc}"
         print(f"[flextrain] {message}", flush=True)

@@ -369,6 +369,7 @@
     $("upload-form").addEventListener("input", markUploadStale);
     $("upload-form").addEventListener("change", markUploadStale);
     $("dataset-delete").addEventListener("click", () => deleteDataset(false));
+    $("diff-form").addEventListener("submit", diffModels);
     $("job-resume").addEventListener("click", resumeJob);
     $("job-form").addEventListener("submit", submitJob);
     $("job-form").addEventListener("input", markCheckStale);
@@ -491,9 +492,11 @@
     const hash = location.hash || "#/";
     const match = hash.match(/^#\/jobs\/([A-Za-z0-9_-]+)$/);
     const dataset = hash.match(/^#\/datasets(?:\/(.+))?$/);
+    const model = hash.match(/^#\/models(?:\/(.+))?$/);
     const newJob = hash.match(/^#\/new(?:\?(.*))?$/);
     if (newJob) showNew(new URLSearchParams(newJob[1] || ""));
     else if (dataset) showDatasets(dataset[1] ? decodeURIComponent(dataset[1]) : null);
+    else if (model) showModels(model[1] ? decodeURIComponent(model[1]) : null);
     else if (match) showJob(match[1]);
     else showJobs();
   }
@@ -779,6 +782,195 @@
     $("upload-status").textContent = `Deleted ${name}.`;
     if (location.hash === "#/datasets") loadDatasets(null);
     else location.hash = "#/datasets";
+  }
+
+  // ---------------------------------------------------------------- registered models
+
+  const REGISTRY = "/api/training/models/registry";
+
+  /** A model name or name:N in a URL path: each part encoded, the '/' between them kept. */
+  function modelPath(ref) {
+    return ref.split("/").map(encodeURIComponent).join("/");
+  }
+
+  /** Whether the user may add versions to a name: its first version's owner, or an admin. */
+  function mayExtend(versions) {
+    if (state.user.role === "admin") return true;
+    return state.user.role === "trainer" && versions.length > 0 && versions[0].owner === state.user.name;
+  }
+
+  function mayRemove(version) {
+    if (state.user.role === "admin") return true;
+    return state.user.role === "trainer" && version.owner === state.user.name;
+  }
+
+  function showModels(selected) {
+    showView("models");
+    loadModels(selected);
+  }
+
+  async function loadModels(selected) {
+    let list;
+    try {
+      list = await api(REGISTRY);
+    } catch (err) {
+      $("models-error").textContent = err.detail || String(err);
+      $("models-error").hidden = false;
+      return;
+    }
+    $("models-error").hidden = true;
+    $("models-count").textContent = plural(list.length, "model");
+    $("models-body").replaceChildren(
+      ...list.map((m) =>
+        el(
+          "tr",
+          { "data-model": m.name, "data-testid": "model-row", "aria-selected": String(m.name === selected) },
+          el("td", {}, el("a", { href: `#/models/${encodeURIComponent(m.name)}`, "data-testid": "model-link" }, m.name)),
+          el("td", { "data-testid": "model-latest" }, `version ${m.version}`),
+          el("td", {}, m.source + (m.adapter ? " (adapter)" : "")),
+          el("td", { className: "opt" }, m.architecture || "—"),
+          el("td", { className: "opt" }, m.base_model || "—"),
+          el("td", { className: "opt nowrap" }, formatTime(m.created_at)),
+        ),
+      ),
+    );
+    if (!list.length) $("models-body").replaceChildren(el("tr", {}, el("td", { colSpan: 6, className: "muted" }, "None yet.")));
+    if (selected) showModel(selected);
+    else $("model-detail").hidden = true;
+  }
+
+  async function showModel(name) {
+    const detail = $("model-detail");
+    detail.hidden = false;
+    detail.dataset.model = name;
+    $("model-error").hidden = true;
+    $("model-diff").hidden = true;
+    let model;
+    try {
+      model = await api(`${REGISTRY}/${modelPath(name)}`);
+    } catch (err) {
+      $("model-title").textContent = name;
+      $("model-about").textContent = "";
+      $("model-versions-body").replaceChildren();
+      fill($("model-error"), el("p", {}, err.detail || String(err)));
+      $("model-error").hidden = false;
+      return;
+    }
+    if (detail.dataset.model !== name) return;
+    $("model-title").textContent = model.name;
+    const kind = model.adapter ? "LoRA adapter" : model.architecture || "model";
+    $("model-about").textContent = `${plural(model.versions.length, "version")} · latest ${model.ref}, ${kind}` + (model.description ? ` · ${model.description}` : "");
+    $("model-use").href = `#/new?model=${encodeURIComponent(model.name)}`;
+    $("model-use").hidden = state.user.role === "viewer" || model.adapter;
+    renderModelVersions(model.versions);
+    const refs = model.versions.map((v) => v.ref);
+    for (const [id, pick] of [["diff-a", refs.length - 2], ["diff-b", refs.length - 1]]) {
+      $(id).replaceChildren(...refs.map((ref) => el("option", { value: ref }, ref)));
+      $(id).value = refs[Math.max(0, pick)];
+    }
+    $("diff-form").hidden = refs.length < 2;
+  }
+
+  function renderModelVersions(versions) {
+    const extend = mayExtend(versions);
+    $("model-versions-body").replaceChildren(
+      ...versions
+        .slice()
+        .reverse()
+        .map((v) => {
+          const loss = v.metrics && (v.metrics.eval_loss ?? v.metrics.train_loss);
+          const actions = [];
+          if (!v.latest && extend) {
+            actions.push(el("button", { type: "button", className: "btn btn-small", "data-testid": "version-promote", onclick: () => promoteVersion(v) }, "Make latest"));
+          }
+          if (mayRemove(v)) {
+            actions.push(el("button", { type: "button", className: "btn btn-small btn-danger", "data-testid": "version-remove", onclick: () => removeVersion(v) }, "Remove"));
+          }
+          return el(
+            "tr",
+            { "data-testid": "model-version-row", "data-ref": v.ref },
+            el("td", {}, el("code", {}, String(v.version)), v.latest ? el("span", { className: "muted small" }, " latest") : null),
+            el("td", {}, v.source + (v.adapter ? " (adapter)" : "")),
+            el("td", {}, v.job_id ? el("a", { href: `#/jobs/${v.job_id}` }, v.job_id) : "—"),
+            el("td", {}, v.base_model || "—"),
+            el("td", {}, el("code", { title: v.dataset_version || "" }, (v.dataset_version || "—").slice(0, 12))),
+            el("td", {}, el("code", { title: v.config_hash || "" }, (v.config_hash || "—").slice(0, 12))),
+            el("td", { className: "num" }, typeof loss === "number" ? formatNumber(loss) : "—"),
+            el("td", { className: "nowrap" }, formatTime(v.created_at)),
+            el("td", {}, ...actions),
+          );
+        }),
+    );
+  }
+
+  function modelError(prefix, err) {
+    fill($("model-error"), el("p", {}, `${prefix}: ${err.detail || err.message}`));
+    $("model-error").hidden = false;
+  }
+
+  async function promoteVersion(version) {
+    try {
+      await api(`${REGISTRY}/promote`, { method: "POST", body: { source: version.ref, name: version.name } });
+    } catch (err) {
+      modelError(`${version.ref} was not made the latest`, err);
+      return;
+    }
+    loadModels(version.name);
+  }
+
+  async function removeVersion(version) {
+    if (!window.confirm(`Remove ${version.ref}? Its files stay where they are.`)) return;
+    try {
+      await api(`${REGISTRY}/${modelPath(version.ref)}`, { method: "DELETE" });
+    } catch (err) {
+      modelError(`${version.ref} was not removed`, err);
+      return;
+    }
+    const left = $("model-versions-body").children.length > 1;
+    if (left) loadModels(version.name);
+    else location.hash = "#/models";
+  }
+
+  function diffTable(testid, head, rows) {
+    return el(
+      "table",
+      { className: "data-table", "data-testid": testid },
+      el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, ...rows.map((cells) => el("tr", { "data-key": cells[0] }, ...cells.map((c) => el("td", {}, c))))),
+    );
+  }
+
+  function verdict(diff) {
+    if (!diff.configs_known) return "no training config recorded for both (a folder registered by hand has none)";
+    return diff.same_config ? "the same config" : "different configs";
+  }
+
+  async function diffModels(event) {
+    event.preventDefault();
+    const a = $("diff-a").value;
+    const b = $("diff-b").value;
+    let diff;
+    try {
+      diff = await api(`/api/training/models/diff?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
+    } catch (err) {
+      modelError("Could not compare", err);
+      return;
+    }
+    const box = $("model-diff");
+    const parts = [el("p", { "data-testid": "diff-verdict" }, `${diff.a} vs ${diff.b}: ${verdict(diff)}`)];
+    for (const [title, changes, testid] of [["Lineage", diff.lineage, "diff-lineage"], ["Config", diff.config, "diff-config"]]) {
+      parts.push(el("h4", {}, title));
+      parts.push(changes.length ? diffTable(testid, ["", diff.a, diff.b], changes.map((c) => [c.key, cellText(c.a), cellText(c.b)])) : el("p", { className: "muted" }, "No difference."));
+    }
+    parts.push(el("h4", {}, "Metrics"));
+    const signed = (x) => (x === null ? "—" : (x > 0 ? "+" : "") + formatNumber(x));
+    parts.push(
+      diff.metrics.length
+        ? diffTable("diff-metrics", ["", diff.a, diff.b, "change"], diff.metrics.map((m) => [m.key, m.a === null ? "—" : formatNumber(m.a), m.b === null ? "—" : formatNumber(m.b), signed(m.change)]))
+        : el("p", { className: "muted" }, "Neither version has metrics."),
+    );
+    box.replaceChildren(...parts);
+    box.hidden = false;
   }
 
   // -- checking and saving an upload
@@ -1259,6 +1451,12 @@
     const dataset = params && params.get("dataset");
     if (dataset) {
       state.form.fields.get("dataset_id").input.value = dataset;
+      describeChoice();
+      markCheckStale();
+    }
+    const model = params && params.get("model");
+    if (model) {
+      state.form.fields.get("model_id").input.value = model;
       describeChoice();
       markCheckStale();
     }
