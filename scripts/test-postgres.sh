@@ -63,8 +63,10 @@ print(s.getsockname()[1])')}
 as_pg "$BIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$WORK/initdb.log" \
     || { cat "$WORK/initdb.log" >&2; exit 1; }
 # A test cluster: durability does not matter, speed does.
+# autovacuum off: each test's database is dropped WITH (FORCE), which cannot end an
+# autovacuum worker (a superuser's process) still in it, and the drop then fails.
 as_pg "$BIN/pg_ctl" -D "$DATA" -l "$WORK/server.log" -w -t 60 start \
-    -o "-h 127.0.0.1 -p $PORT -k $WORK -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    -o "-h 127.0.0.1 -p $PORT -k $WORK -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c autovacuum=off" \
     >/dev/null || { cat "$WORK/server.log" >&2; exit 1; }
 
 psql_admin() { "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres "$@"; }
