@@ -24,6 +24,7 @@ from flextrain.hardware.detect import HardwareConstraints
 from flextrain.public import (
     DatasetInfo,
     EvaluationResult,
+    ExportFormat,
     ExportResult,
     JobEvent,
     MergeResult,
@@ -288,9 +289,13 @@ class FlexibleTrainingInterface:
         adapter_only: bool = False,
         force: bool = False,
         full_config: bool = False,
+        format: ExportFormat = "vllm",
+        quant: str | None = None,
+        verify: bool = True,
     ) -> ExportResult:
         """Write the model (merged if LoRA, unless `adapter_only`), its tokenizer and a
-        README.md model card (base model, data hash, config, metrics) to `out_dir`."""
+        README.md model card (base model, data hash, config, metrics) to `out_dir`; with
+        format "gguf", one GGUF file in `quant`, checked against the trained model."""
         return await asyncio.to_thread(
             self.service.export_model,
             job_id,
@@ -298,6 +303,9 @@ class FlexibleTrainingInterface:
             adapter_only=adapter_only,
             force=force,
             full_config=full_config,
+            format=format,
+            quant=quant,
+            verify=verify,
         )
 
     async def try_model(

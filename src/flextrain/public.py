@@ -36,7 +36,8 @@ from flextrain.jobs.store import JobEvent, TrainingJob
 from flextrain.models.builtin import BUILTIN_DESCRIPTIONS, BUILTIN_IDS, MINILM_ID
 from flextrain.models.compatibility import NO_DATASET, ModelCompatibility
 from flextrain.models.evaluate import EvaluationResult, ModelAnswer, Split, TryResult
-from flextrain.models.export import ExportResult, MergeResult
+from flextrain.models.export import EXPORT_FORMATS, ExportFormat, ExportResult, MergeResult
+from flextrain.models.gguf_file import GGUF_QUANTS, GGUFQuant
 from flextrain.models.heavy import load_transformers
 from flextrain.models.hub import HubAccess, HubOfflineError, ModelFilters, TrainableListing
 from flextrain.models.lineage import ModelDiff
@@ -48,6 +49,8 @@ from flextrain.models.resolve import ModelResolver
 __all__ = [
     "BUILTIN_DESCRIPTIONS",
     "BUILTIN_IDS",
+    "EXPORT_FORMATS",
+    "GGUF_QUANTS",
     "MINILM_ID",
     "NO_DATASET",
     "SHAPES",
@@ -62,7 +65,9 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetValidationError",
     "EvaluationResult",
+    "ExportFormat",
     "ExportResult",
+    "GGUFQuant",
     "HubAccess",
     "HubOfflineError",
     "JobEvent",

@@ -55,7 +55,7 @@ if TYPE_CHECKING:  # the modules below are imported when their method first runs
     from flextrain.data.shapes import ColumnMap, Shape
     from flextrain.jobs.scheduler import TickReport
     from flextrain.models.evaluate import EvaluationResult, Split, TryResult
-    from flextrain.models.export import ExportResult, MergeResult
+    from flextrain.models.export import ExportFormat, ExportResult, MergeResult
     from flextrain.models.hub import HubAccess, ModelFilters, TrainableListing
     from flextrain.models.pull import PullProgress, PullResult
 
@@ -410,12 +410,25 @@ class TrainingService:
         adapter_only: bool = False,
         force: bool = False,
         full_config: bool = False,
+        format: ExportFormat = "vllm",
+        quant: str | None = None,
+        verify: bool = True,
     ) -> ExportResult:
-        """Write the trained model, its tokenizer and a README.md model card to `out_dir`."""
-        from flextrain.models.export import export
+        """Write the trained model and a README.md model card to `out_dir`: a safetensors
+        folder with its tokenizer (format vllm), or one GGUF file checked against the
+        trained model (format gguf)."""
+        from flextrain.models.export_gguf import export_as
 
-        return export(
-            self, job_id, out_dir, adapter_only=adapter_only, force=force, full_config=full_config
+        return export_as(
+            self,
+            job_id,
+            out_dir,
+            adapter_only=adapter_only,
+            force=force,
+            full_config=full_config,
+            format=format,
+            quant=quant,
+            verify=verify,
         )
 
     def try_model(

@@ -155,6 +155,23 @@ def test_export_goes_inside_the_callers_own_folder(setup: Setup) -> None:
     assert not Path("/tmp/elsewhere").exists()
 
 
+def test_export_as_gguf_reports_its_parity(setup: Setup) -> None:
+    body = {"out_dir": "exports/gguf", "format": "gguf", "quant": "f16"}
+    response = setup.post(setup.tom, setup.job_id, "export", body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert (result["format"], result["quant"], result["weights"]) == ("gguf", "f16", "merged")
+    assert result["file"].endswith("-f16.gguf")
+    assert result["parity"]["passed"] is True
+    assert result["parity"]["tokenizer_match"] is True
+    bad = {"out_dir": "exports/x", "format": "gguf", "quant": "q2"}
+    assert_error(setup.post(setup.tom, setup.job_id, "export", bad), 422, "quant")
+    vllm_quant = {"out_dir": "exports/y", "quant": "f16"}
+    assert_error(
+        setup.post(setup.tom, setup.job_id, "export", vllm_quant), 422, "is for --format gguf"
+    )
+
+
 def test_try_answers_for_both_models(setup: Setup) -> None:
     response = setup.post(
         setup.tom, setup.job_id, "try", {"texts": ["The river", "Rain"], "max_new_tokens": 3}

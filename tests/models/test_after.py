@@ -32,15 +32,8 @@ from flextrain.models.export import export, merge
 from flextrain.models.trained import AfterTrainingError, OutputExistsError
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
+from tests.models.after_helpers import FAST, lora_lm_config
 from tests.train.helpers import run_job
-
-FAST: dict[str, Any] = {
-    "batch_size": 16,
-    "logging_steps": 4,
-    "num_threads": 2,
-    "save_total_limit": 1,
-    "gradient_checkpointing": False,
-}
 
 
 @pytest.fixture(scope="module")
@@ -57,20 +50,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Ite
 @pytest.fixture(scope="module")
 def lora_lm(service: TrainingService) -> TrainingJob:
     service.datasets.register("instructions", bundled_path("instructions.jsonl"))
-    cfg = AdvancedTrainingConfig(
-        model_id="flextrain/tiny-llama",
-        dataset_id="instructions",
-        training_type=TrainingType.LORA_ADAPTATION,
-        max_steps=8,
-        learning_rate=2e-2,
-        max_length=64,
-        eval_split=0.05,
-        evaluate_before_training=False,
-        lora_r=4,
-        lora_alpha=8,
-        lora_dropout=0.0,
-        **FAST,
-    )
+    cfg = lora_lm_config()
     return run_job(service, cfg)
 
 

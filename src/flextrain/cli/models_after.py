@@ -65,9 +65,32 @@ def export(
         bool,
         typer.Option("--full-config", help="Every config field in the card, not only changes."),
     ] = False,
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="vllm: a safetensors folder (transformers, vLLM); gguf: one GGUF file "
+            "(llama.cpp, Ollama).",
+        ),
+    ] = "vllm",
+    quant: Annotated[
+        str | None, typer.Option("--quant", help="gguf: f16, q8_0 (default) or q4_k_m.")
+    ] = None,
+    no_verify: Annotated[
+        bool,
+        typer.Option("--no-verify", help="gguf: skip the check that the file answers alike."),
+    ] = False,
     as_json: AsJson = False,
 ) -> None:
-    """Write the trained model, its tokenizer and a README.md model card to OUT_DIR."""
+    """Write the trained model and a README.md model card to OUT_DIR: a safetensors folder
+    with its tokenizer, or a GGUF file checked against the trained model."""
+    if format not in ("vllm", "gguf"):
+        err_console.print(
+            f"--format: '{format}' is not vllm or gguf. Fix: pick one of them.",
+            style="red",
+            markup=False,
+        )
+        raise typer.Exit(2)
     result = guard(
         lambda: get_service().export_model(
             job_id,
@@ -75,6 +98,9 @@ def export(
             adapter_only=adapter_only,
             force=force,
             full_config=full_config,
+            format=format,  # type: ignore[arg-type]
+            quant=quant,
+            verify=not no_verify,
         )
     )
     if as_json:
@@ -88,6 +114,15 @@ def export(
         f"Model card: dataset {escape(result.dataset_id)}, SHA-256 {result.dataset_hash or '?'}",
         highlight=False,
     )
+    if result.parity is not None:
+        p = result.parity
+        console.print(
+            f"Parity ({p.runtime}, {p.quant}, {p.positions} positions): top-1 agreement "
+            f"{p.top1_agreement:.3f}, max logit difference {p.max_abs_diff:.3g} "
+            f"({p.relative_diff:.3g} of their spread), tokenizer and chat template "
+            f"{'match' if p.tokenizer_match and p.chat_template_match else 'DIFFER'}.",
+            highlight=False,
+        )
 
 
 def try_model(

@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, Field
 
 from flextrain.data.registry import DatasetFormatError, DatasetNotFoundError
+from flextrain.models.gguf_parity import ParityReport
 from flextrain.models.trained import (
     META_FILE,
     AfterTrainingError,
@@ -54,6 +55,9 @@ PIPELINE_TAGS = {
 # Never exported: the Trainer's pickled arguments, pickled weights, files we rewrite.
 _LEFT_BEHIND = {"training_args.bin", META_FILE, "README.md"}
 _PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# vllm: the safetensors folder (transformers and vLLM load it); gguf: one GGUF file.
+ExportFormat = Literal["vllm", "gguf"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("vllm", "gguf")
 
 
 class MergeResult(BaseModel):
@@ -70,6 +74,12 @@ class ExportResult(BaseModel):
     weights: Literal["merged", "adapter", "full"] = Field(
         description="merged: LoRA folded into the base; adapter: the peft adapter alone "
         "(load it on the base model); full: the job's own full weights."
+    )
+    format: ExportFormat = Field("vllm", description="What the folder is laid out for.")
+    quant: str | None = Field(None, description="The GGUF file's weight type (gguf only).")
+    file: str | None = Field(None, description="The GGUF file (gguf only).")
+    parity: ParityReport | None = Field(
+        None, description="How the exported file answers against the trained model."
     )
     dataset_id: str
     dataset_hash: str | None = Field(description="SHA-256 of the data the job trained on.")
@@ -138,7 +148,7 @@ def export(
     """Write the job's model to `out_dir` with a model card; see the module docstring.
 
     `full_config` puts every config field in the card, not only those that differ
-    from the defaults.
+    from the defaults. (A GGUF file: flextrain.models.export_gguf.)
     """
     model = trained_model(service, job_id, "export")
     if adapter_only and not model.is_adapter:
@@ -269,14 +279,19 @@ def model_card(
     config: dict[str, Any],
     version: str,
     created: datetime,
+    usage: tuple[str, list[str]] | None = None,
+    library: str | None = None,
 ) -> str:
-    """README.md: Hugging Face front matter, then lineage, config, metrics, usage."""
+    """README.md: Hugging Face front matter, then lineage, config, metrics, usage.
+
+    `usage` (a code block's language and lines) replaces the transformers snippet, and
+    `library` the front matter's library_name, for files other runtimes load (GGUF)."""
     job = model.job
     dataset = _dataset_name(model)
     ttype = job.training_type.value
     front: dict[str, Any] = {
         "base_model": model.base_model,
-        "library_name": "peft" if weights == "adapter" else "transformers",
+        "library_name": library or ("peft" if weights == "adapter" else "transformers"),
         "pipeline_tag": PIPELINE_TAGS[model.objective],
         "tags": ["flextrain", ttype, *(["lora"] if model.is_adapter else [])],
         "datasets": [dataset],
@@ -323,7 +338,8 @@ def model_card(
         lines += [f"| {k} | {v:.6g} |" for k, v in metrics.items()]
     else:
         lines.append("None recorded.")
-    lines += ["", "## Use", "", "```python", *_usage(model, weights), "```", ""]
+    language, code = usage or ("python", _usage(model, weights))
+    lines += ["", "## Use", "", f"```{language}", *code, "```", ""]
     return "\n".join(lines)
 
 

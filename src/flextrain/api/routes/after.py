@@ -34,7 +34,14 @@ from flextrain.api.deps import (
 )
 from flextrain.api.routing import StrictJSONRoute
 from flextrain.api.schemas import ErrorBody
-from flextrain.public import EvaluationResult, ExportResult, MergeResult, TryResult
+from flextrain.public import (
+    EvaluationResult,
+    ExportFormat,
+    ExportResult,
+    GGUFQuant,
+    MergeResult,
+    TryResult,
+)
 from flextrain.service import TrainingService
 
 router = APIRouter(prefix="/api/training", tags=["after training"], route_class=StrictJSONRoute)
@@ -92,6 +99,13 @@ class ExportRequest(BaseModel):
     full_config: bool = Field(
         False, description="Every config field in the model card, not only the changed ones."
     )
+    format: ExportFormat = Field(
+        "vllm",
+        description="vllm: a safetensors folder (transformers, vLLM); gguf: one GGUF file "
+        "(llama.cpp), checked against the trained model.",
+    )
+    quant: GGUFQuant | None = Field(None, description="gguf only: f16, q8_0 (default), q4_k_m.")
+    verify: bool = Field(True, description="gguf: check the file answers as the model does.")
 
     _check_path = field_validator("out_dir")(_no_nul)
 
@@ -171,6 +185,9 @@ def export_job(
         adapter_only=body.adapter_only,
         force=body.force,
         full_config=body.full_config,
+        format=body.format,
+        quant=body.quant,
+        verify=body.verify,
     )
 
 

@@ -1,0 +1,318 @@
+"""Write a transformers decoder model as one GGUF file, the format llama.cpp and Ollama run.
+
+The file holds the model's hyperparameters, its weights under llama.cpp's tensor
+names, and its tokenizer (tokens, merges, special tokens, whether BOS is added)
+with the chat template, so a runtime needs nothing else to answer as the trained
+model does. Names come from the `gguf` package's own tensor-name maps
+(`get_tensor_name_map`), never from a table kept here.
+
+Two facts of llama.cpp's format shape the conversion:
+- llama.cpp applies rotary embeddings to interleaved pairs of a head's dimensions,
+  transformers' Llama to its two halves; so for the Llama family the rows of the
+  query and key projections are reordered, within each head, from "first half,
+  second half" to "pairs". Qwen2/3 use the halves layout in llama.cpp as well and
+  are written as they are.
+- One-dimensional tensors (norm weights, biases) stay float32; matrices are
+  written in the requested type. A matrix whose rows do not split into whole
+  quantisation blocks (32 values for q8_0) is written as f16 instead, as llama.cpp
+  itself does.
+
+q4_k_m needs llama.cpp's own quantiser (the `gguf` package can read K-quants but
+not write them): the f16 file is written first and quantised by llama.cpp, which
+the optional `flextrain[gguf]` extra (llama-cpp-python) provides.
+
+The file is written under a temporary name beside the target and renamed at the
+end: a failure leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from flextrain.models.trained import AfterTrainingError
+
+GGUFQuant = Literal["f16", "q8_0", "q4_k_m"]
+GGUF_QUANTS: tuple[GGUFQuant, ...] = ("f16", "q8_0", "q4_k_m")
+
+
+class GGUFConversionError(AfterTrainingError):
+    """The model (or its tokenizer) cannot be written as GGUF; the message says why."""
+
+    code = "gguf_conversion"
+    field = "format"
+
+
+@dataclass(frozen=True)
+class _Arch:
+    """How one transformers architecture is written: llama.cpp's architecture, and
+    whether query/key rows are reordered for interleaved rotary embeddings."""
+
+    gguf_name: str
+    reorder_rotary: bool
+
+
+# transformers architecture -> how llama.cpp names and lays it out. Mistral is the Llama
+# graph (llama.cpp converts it as "llama" too).
+_ARCHES = {
+    "LlamaForCausalLM": _Arch("LLAMA", reorder_rotary=True),
+    "MistralForCausalLM": _Arch("LLAMA", reorder_rotary=True),
+    "Qwen2ForCausalLM": _Arch("QWEN2", reorder_rotary=False),
+    "Qwen3ForCausalLM": _Arch("QWEN3", reorder_rotary=False),
+}
+SUPPORTED_ARCHITECTURES = tuple(sorted(_ARCHES))
+
+# Canonical llama.cpp pre-tokenizer names, tried in this order when a tokenizer's split
+# regex is looked up (transformers lists aliases too; these are the names llama.cpp uses).
+_PRE_NAMES = ("llama-bpe", "qwen2", "tekken", "gpt-4o", "qwen35")
+
+
+@dataclass(frozen=True)
+class GGUFWritten:
+    """What was written: the file, its size, and the type each kind of tensor got."""
+
+    path: Path
+    size_bytes: int
+    architecture: str
+    tensor_types: dict[str, int]  # GGML type name -> number of tensors
+
+
+def supported_architecture(config: dict[str, Any]) -> str:
+    """The config's architecture when it can be written as GGUF, else GGUFConversionError
+    naming it and what is supported."""
+    names = config.get("architectures") or [config.get("model_type", "?")]
+    name = str(names[0])
+    if name not in _ARCHES:
+        raise GGUFConversionError(
+            f"format gguf: the architecture {name} cannot be converted to GGUF here. "
+            f"Supported: {', '.join(SUPPORTED_ARCHITECTURES)}. Fix: export it as a "
+            "safetensors folder (--format vllm), which vLLM and transformers load."
+        )
+    return name
+
+
+def write_gguf(
+    folder: Path, target: Path, quant: GGUFQuant, *, name: str, quantizer: Any = None
+) -> GGUFWritten:
+    """Write the model in `folder` (config.json, safetensors weights, tokenizer.json) to
+    the GGUF file `target` in `quant`. `quantizer` (llama.cpp's, for q4_k_m) turns an
+    f16 file into a K-quant file: `quantizer(source, destination)`."""
+    import gguf
+
+    config = json.loads((folder / "config.json").read_text())
+    architecture = supported_architecture(config)
+    arch = _ARCHES[architecture]
+    if quant == "q4_k_m" and quantizer is None:
+        raise GGUFConversionError(
+            "quant q4_k_m is written by llama.cpp's quantiser, which is not installed. Fix: "
+            "pip install 'flextrain[gguf]' (builds llama.cpp; minutes), or use q8_0 or f16."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    f16_step = target.with_name(f".{target.name}.f16.partial")
+    try:
+        first = f16_step if quant == "q4_k_m" else partial
+        types = _write(
+            gguf, folder, first, config, arch, "f16" if quant == "q4_k_m" else quant, name
+        )
+        if quant == "q4_k_m":
+            quantizer(first, partial)
+            types = {"Q4_K_M (llama.cpp)": sum(types.values())}
+        os.replace(partial, target)
+    finally:
+        for leftover in (partial, f16_step):
+            leftover.unlink(missing_ok=True)
+    return GGUFWritten(target, target.stat().st_size, architecture, types)
+
+
+def _write(
+    gguf: Any,
+    folder: Path,
+    path: Path,
+    config: dict[str, Any],
+    arch: _Arch,
+    quant: str,
+    name: str,
+) -> dict[str, int]:
+    model_arch = getattr(gguf.MODEL_ARCH, arch.gguf_name)
+    writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[model_arch])
+    try:
+        _hyperparameters(gguf, writer, config, quant, name)
+        _tokenizer(gguf, writer, folder, int(config["vocab_size"]))
+        types = _tensors(gguf, writer, folder, config, model_arch, arch, quant)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
+    return types
+
+
+def _hyperparameters(gguf: Any, writer: Any, config: dict[str, Any], quant: str, name: str) -> None:
+    heads = int(config["num_attention_heads"])
+    hidden = int(config["hidden_size"])
+    head_dim = int(config.get("head_dim") or hidden // heads)
+    rope = config.get("rope_parameters") or {}
+    if rope.get("rope_type", "default") not in ("default", None):
+        raise GGUFConversionError(
+            f"format gguf: rope scaling '{rope.get('rope_type')}' is not written to GGUF by "
+            "flextrain yet. Fix: export as a safetensors folder (--format vllm)."
+        )
+    writer.add_name(name)
+    writer.add_context_length(int(config["max_position_embeddings"]))
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(int(config["num_hidden_layers"]))
+    writer.add_feed_forward_length(int(config["intermediate_size"]))
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(int(config.get("num_key_value_heads") or heads))
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(float(rope.get("rope_theta", config.get("rope_theta", 10000.0))))
+    writer.add_layer_norm_rms_eps(float(config["rms_norm_eps"]))
+    writer.add_vocab_size(int(config["vocab_size"]))
+    if head_dim != hidden // heads:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    file_types = {"f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0"}
+    writer.add_file_type(int(getattr(gguf.LlamaFileType, file_types[quant])))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+
+def _tokenizer(gguf: Any, writer: Any, folder: Path, vocab_size: int) -> None:
+    """Byte-level BPE (GPT-2, Llama 3, Qwen tokenizers) as llama.cpp's "gpt2" model."""
+    try:
+        spec = json.loads((folder / "tokenizer.json").read_text())
+    except (OSError, ValueError):
+        raise GGUFConversionError(
+            f"format gguf: {folder} has no readable tokenizer.json. Fix: the model folder needs "
+            "the fast tokenizer transformers saves with it."
+        ) from None
+    model = spec.get("model") or {}
+    if model.get("type") != "BPE" or model.get("byte_fallback"):
+        raise GGUFConversionError(
+            "format gguf: only byte-level BPE tokenizers (GPT-2, Llama 3, Qwen) are written to "
+            f"GGUF so far; this one is {model.get('type')}"
+            + (" with byte fallback (SentencePiece style)" if model.get("byte_fallback") else "")
+            + ". Fix: export as a safetensors folder (--format vllm)."
+        )
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(_pre_tokenizer(spec.get("pre_tokenizer")))
+    vocab: dict[int, str] = {i: t for t, i in model["vocab"].items()}
+    added = {int(a["id"]): a for a in spec.get("added_tokens", [])}
+    tokens: list[str] = []
+    kinds: list[int] = []
+    for i in range(max(vocab_size, max(vocab, default=-1) + 1, max(added, default=-1) + 1)):
+        if i in added:
+            tokens.append(added[i]["content"])
+            kind = "CONTROL" if added[i].get("special") else "USER_DEFINED"
+        elif i in vocab:
+            tokens.append(vocab[i])
+            kind = "NORMAL"
+        else:  # the embedding is wider than the tokenizer: rows no text maps to
+            tokens.append(f"[PAD{i}]")
+            kind = "UNUSED"
+        kinds.append(int(getattr(gguf.TokenType, kind)))
+    writer.add_token_list(tokens)
+    writer.add_token_types(kinds)
+    # Merges, special token ids, whether BOS/EOS are added (read from the post-processor,
+    # not tokenizer_config.json, which transformers 5 leaves without add_bos_token), and
+    # the chat template (chat_template.jinja).
+    gguf.SpecialVocab(folder, load_merges=True, n_vocab=len(tokens)).add_to_gguf(writer)
+
+
+def _pre_tokenizer(pre: dict[str, Any] | None) -> str:
+    """llama.cpp's name for how the tokenizer splits text before BPE; GGUFConversionError
+    for a split it has no name for (llama.cpp would refuse the file)."""
+    given: dict[str, Any] = pre or {}
+    listed = given.get("pretokenizers") if given.get("type") == "Sequence" else [given]
+    parts: list[dict[str, Any]] = [p for p in listed or [] if p]
+    if len(parts) == 1 and parts[0].get("type") == "ByteLevel" and parts[0].get("use_regex", True):
+        return "gpt-2"
+    splits = [p for p in parts if p.get("type") == "Split"]
+    if splits and any(p.get("type") == "ByteLevel" for p in parts):
+        pattern = (splits[0].get("pattern") or {}).get("Regex")
+        from transformers.integrations.gguf.gguf_tokenizer_mapping import (
+            GGUF_PRE_TOKENIZER_SPLITS,
+        )
+
+        for known in _PRE_NAMES:
+            if GGUF_PRE_TOKENIZER_SPLITS.get(known) == pattern:
+                return known
+    raise GGUFConversionError(
+        "format gguf: the tokenizer splits text in a way llama.cpp has no name for "
+        f"({json.dumps(pre)[:200]}). Fix: export as a safetensors folder (--format vllm)."
+    )
+
+
+def reorder_rotary_rows(weight: np.ndarray, heads: int) -> np.ndarray:
+    """Rows of a query or key projection from transformers' rotary layout (per head: the
+    first half of the dimensions, then the second) to llama.cpp's (per head: pairs
+    (0, half), (1, half + 1), ...)."""
+    rows = weight.shape[0]
+    half = rows // heads // 2
+    return weight.reshape(heads, 2, half, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def encode(gguf: Any, array: np.ndarray, quant: str) -> tuple[np.ndarray, Any]:
+    """The data and GGML type a tensor is written with: float32 for vectors, the requested
+    type for matrices (f16 when their rows do not split into whole blocks)."""
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    types = gguf.GGMLQuantizationType
+    if array.ndim == 1:
+        return array, types.F32
+    if quant == "f16":
+        return array.astype(np.float16), types.F16
+    block = gguf.GGML_QUANT_SIZES[types.Q8_0][0]
+    if array.shape[-1] % block:
+        return array.astype(np.float16), types.F16
+    return gguf.quants.quantize(array, types.Q8_0), types.Q8_0
+
+
+def _tensors(
+    gguf: Any,
+    writer: Any,
+    folder: Path,
+    config: dict[str, Any],
+    model_arch: Any,
+    arch: _Arch,
+    quant: str,
+) -> dict[str, int]:
+    from safetensors import safe_open
+
+    layers = int(config["num_hidden_layers"])
+    heads = int(config["num_attention_heads"])
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    names = gguf.get_tensor_name_map(model_arch, layers)
+    tied = bool(config.get("tie_word_embeddings"))
+    counts: dict[str, int] = {}
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise GGUFConversionError(f"format gguf: {folder} has no safetensors weights.")
+    for file in files:
+        with safe_open(str(file), framework="pt") as weights:
+            for key in weights.keys():  # noqa: SIM118 - safe_open has no __iter__
+                if tied and key == "lm_head.weight":
+                    continue  # runtimes tie the output to the embedding when it is absent
+                gguf_name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+                if gguf_name is None:
+                    raise GGUFConversionError(
+                        f"format gguf: the weight '{key}' has no GGUF name for "
+                        f"{config.get('architectures')}. Fix: export as a safetensors folder."
+                    )
+                array = weights.get_tensor(key).float().numpy()  # bf16 has no numpy type
+                if arch.reorder_rotary and key.endswith("q_proj.weight"):
+                    array = reorder_rotary_rows(array, heads)
+                elif arch.reorder_rotary and key.endswith("k_proj.weight"):
+                    array = reorder_rotary_rows(array, kv_heads)
+                data, kind = encode(gguf, array, quant)
+                quantized = kind not in (
+                    gguf.GGMLQuantizationType.F32,
+                    gguf.GGMLQuantizationType.F16,
+                )
+                writer.add_tensor(gguf_name, data, raw_dtype=kind if quantized else None)
+                counts[kind.name] = counts.get(kind.name, 0) + 1
+    return counts

@@ -1,0 +1,228 @@
+"""GGUF export: a trained job's model as one GGUF file, read back by transformers' own
+GGUF loader (written independently of flextrain) and compared with the trained model.
+
+One tiny LoRA causal LM, trained on the bundled instructions (so it saves a chat
+template), is exported at f16 and q8_0; each supported architecture is written from a
+tiny random model; the parity check is shown to fail on a file with a wrong weight
+layout; bad requests leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gguf
+import pytest
+import torch
+from safetensors import SafetensorError
+from typer.testing import CliRunner
+
+from flextrain.cli.main import app
+from flextrain.data.bundled import bundled_path
+from flextrain.data.prepare import DEFAULT_CHAT_TEMPLATE
+from flextrain.jobs.store import TrainingJob
+from flextrain.models import gguf_file
+from flextrain.models.export_gguf import export_as
+from flextrain.models.gguf_file import GGUFConversionError, supported_architecture, write_gguf
+from flextrain.models.gguf_parity import check_gguf
+from flextrain.models.trained import OutputExistsError
+from flextrain.service import TrainingService
+from flextrain.settings import Settings
+from tests.models.after_helpers import lora_lm_config
+from tests.train.helpers import run_job
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Iterator[Any]:
+    home = tmp_path_factory.mktemp("gguf") / "home"
+    svc = TrainingService(Settings(home=home, models_cache=models_cache))
+    yield svc
+    svc.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def lora_lm(service: TrainingService) -> TrainingJob:
+    service.datasets.register("instructions", bundled_path("instructions.jsonl"))
+    cfg = lora_lm_config(run_name="tiny helper")
+    return run_job(service, cfg)
+
+
+def test_a_lora_job_exports_gguf_files_that_answer_as_it_does(
+    service: TrainingService, lora_lm: TrainingJob, tmp_path: Path
+) -> None:
+    for quant, file_type in (("f16", gguf.LlamaFileType.MOSTLY_F16), ("q8_0", 7)):
+        out = tmp_path / quant
+        result = export_as(service, lora_lm.job_id, out, format="gguf", quant=quant)
+        name = f"tiny-helper-{quant}.gguf"
+        assert (result.format, result.quant, result.weights) == ("gguf", quant, "merged")
+        assert result.files == ["README.md", "flextrain.json", "parity.json", name]
+        parity = result.parity
+        assert parity is not None
+        assert parity.passed, parity.problems
+        assert parity.tokenizer_match
+        assert parity.chat_template_match
+        assert parity.greedy_match
+        assert parity.top1_agreement >= 0.95
+        assert parity.conversion_diff is not None
+        assert parity.conversion_diff < 1e-3
+        assert json.loads((out / "parity.json").read_text())["passed"] is True
+
+        reader = gguf.GGUFReader(str(out / name))
+        assert reader.fields["general.architecture"].contents() == "llama"
+        assert reader.fields["general.file_type"].contents() == int(file_type)
+        # The template training rendered the instructions with (the base had none).
+        assert reader.fields["tokenizer.chat_template"].contents() == DEFAULT_CHAT_TEMPLATE
+        card = (out / "README.md").read_text()
+        assert "library_name: gguf" in card
+        assert f"llama-cli -m {name}" in card
+        assert "top-1 agreement" in card
+    f16 = (tmp_path / "f16" / "tiny-helper-f16.gguf").stat().st_size
+    q8 = (tmp_path / "q8_0" / "tiny-helper-q8_0.gguf").stat().st_size
+    assert q8 < 0.7 * f16
+
+
+def test_the_cli_exports_and_reports_parity(
+    service: TrainingService,
+    lora_lm: TrainingJob,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLEXTRAIN_HOME", str(service.settings.home))
+    monkeypatch.setenv("FLEXTRAIN_MODELS_CACHE", str(service.settings.models_cache))
+    monkeypatch.setenv("COLUMNS", "300")
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    args = ["models", "export", lora_lm.job_id, str(out), "--format", "gguf", "--quant", "f16"]
+    done = runner.invoke(app, args)
+    text = " ".join(done.output.split())
+    assert done.exit_code == 0, text
+    assert "Parity (transformers, f16, " in text
+    assert "tokenizer and chat template match." in text
+    refused = runner.invoke(
+        app, ["models", "export", lora_lm.job_id, str(tmp_path / "x"), "--format", "onnx"]
+    )
+    assert refused.exit_code == 2
+    assert "--format: 'onnx' is not vllm or gguf. Fix:" in refused.output
+    refused = runner.invoke(
+        app, ["models", "export", lora_lm.job_id, str(tmp_path / "y"), "--quant", "q8_0"]
+    )
+    assert refused.exit_code == 2
+    assert "quant 'q8_0' is for --format gguf" in " ".join(refused.output.split())
+
+
+def _tiny_random(kind: str, tokenizer_folder: Path, folder: Path) -> Path:
+    """A random model of `kind` with the tiny Llama's tokenizer, saved to `folder`."""
+    from transformers import (
+        AutoTokenizer,
+        LlamaConfig,
+        LlamaForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder))
+    sizes: dict[str, Any] = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "initializer_range": 0.2,  # sharper logits than the default: top tokens differ
+    }
+    classes = {
+        "llama": (LlamaConfig, LlamaForCausalLM),
+        "mistral": (MistralConfig, MistralForCausalLM),
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+        "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+    }
+    config_class, model_class = classes[kind]
+    extra = {"head_dim": 32} if kind == "qwen3" else {}  # head_dim != hidden / heads
+    torch.manual_seed(0)
+    model = model_class(config_class(**sizes, **extra))
+    with torch.no_grad():  # norms away from 1, so a misplaced norm weight shows
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.copy_(1 + 0.1 * torch.randn_like(param))
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["llama", "mistral", "qwen2", "qwen3"])
+def test_each_supported_architecture_converts_exactly(
+    service: TrainingService, kind: str, tmp_path: Path
+) -> None:
+    base = service.models.resolve("flextrain/tiny-llama").path
+    folder = _tiny_random(kind, base, tmp_path / kind)
+    written = write_gguf(folder, tmp_path / "out" / f"{kind}.gguf", "f16", name=f"tiny-{kind}")
+    assert written.tensor_types["F32"] > 0  # norms (and Qwen2's biases) stay float32
+    report = check_gguf(written.path, folder, "f16")
+    assert report.passed, report.problems
+    assert report.conversion_diff is not None
+    assert report.conversion_diff < 1e-3
+    assert bool(report.notes) == (kind == "qwen3")  # transformers' reader gap, said aloud
+
+
+def test_the_check_fails_a_file_with_a_wrong_weight_layout(
+    service: TrainingService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the rotary row reordering llama.cpp needs, transformers' loader (which
+    undoes it) reads scrambled query and key weights: the check must say so."""
+    folder = _tiny_random(
+        "llama", service.models.resolve("flextrain/tiny-llama").path, tmp_path / "m"
+    )
+    monkeypatch.setitem(gguf_file._ARCHES, "LlamaForCausalLM", gguf_file._Arch("LLAMA", False))
+    written = write_gguf(folder, tmp_path / "bad.gguf", "f16", name="bad")
+    report = check_gguf(written.path, folder, "f16")
+    assert not report.passed
+    assert any("weight-layout bug, not rounding" in p for p in report.problems), report.problems
+    assert report.conversion_diff is not None
+    assert report.conversion_diff > 0.01
+
+
+def test_what_cannot_be_exported_says_why_and_leaves_nothing(
+    service: TrainingService, lora_lm: TrainingJob, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        GGUFConversionError,
+        match=r"architecture GPT2LMHeadModel cannot be converted to GGUF here\. Supported: "
+        r"LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM\. Fix:",
+    ):
+        supported_architecture({"architectures": ["GPT2LMHeadModel"]})
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a folder")
+    with pytest.raises(OutputExistsError, match="is a file"):
+        export_as(service, lora_lm.job_id, a_file, format="gguf")
+    assert a_file.read_text() == "not a folder"
+    if importlib.util.find_spec("llama_cpp") is None:  # the `gguf` extra is not installed
+        target = tmp_path / "q4"
+        with pytest.raises(
+            GGUFConversionError,
+            match=r"q4_k_m is written by llama.cpp's quantiser, which is not installed\. "
+            r"Fix: pip install 'flextrain\[gguf\]'",
+        ):
+            export_as(service, lora_lm.job_id, target, format="gguf", quant="q4_k_m")
+        assert not target.exists()
+    # Weights cut short: the writer fails, and neither the file nor its partial stays.
+    folder = Path(
+        shutil.copytree(service.models.resolve("flextrain/tiny-llama").path, tmp_path / "cut")
+    )
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    out = tmp_path / "cut-out"
+    with pytest.raises(SafetensorError):
+        write_gguf(folder, out / "cut.gguf", "q8_0", name="cut")
+    assert list(out.iterdir()) == []
