@@ -33,6 +33,7 @@ from flextrain.public import (
     ModelFilters,
     ModelRegistry,
     ModelResolver,
+    ParityReport,
     PullProgress,
     PullResult,
     QueueSnapshot,
@@ -307,6 +308,11 @@ class FlexibleTrainingInterface:
             quant=quant,
             verify=verify,
         )
+
+    async def verify_export(self, path: str | Path) -> ParityReport:
+        """Check an export made earlier (a GGUF file or a safetensors folder) against the
+        job that trained it: complete, same tokens and template, same answers."""
+        return await asyncio.to_thread(self.service.verify_export, path)
 
     async def try_model(
         self,

@@ -38,6 +38,7 @@ from flextrain.models.compatibility import NO_DATASET, ModelCompatibility
 from flextrain.models.evaluate import EvaluationResult, ModelAnswer, Split, TryResult
 from flextrain.models.export import EXPORT_FORMATS, ExportFormat, ExportResult, MergeResult
 from flextrain.models.gguf_file import GGUF_QUANTS, GGUFQuant
+from flextrain.models.gguf_parity import ParityReport
 from flextrain.models.heavy import load_transformers
 from flextrain.models.hub import HubAccess, HubOfflineError, ModelFilters, TrainableListing
 from flextrain.models.lineage import ModelDiff
@@ -80,6 +81,7 @@ __all__ = [
     "ModelFilters",
     "ModelRegistry",
     "ModelResolver",
+    "ParityReport",
     "Preview",
     "PullProgress",
     "PullResult",

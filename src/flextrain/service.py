@@ -56,6 +56,7 @@ if TYPE_CHECKING:  # the modules below are imported when their method first runs
     from flextrain.jobs.scheduler import TickReport
     from flextrain.models.evaluate import EvaluationResult, Split, TryResult
     from flextrain.models.export import ExportFormat, ExportResult, MergeResult
+    from flextrain.models.gguf_parity import ParityReport
     from flextrain.models.hub import HubAccess, ModelFilters, TrainableListing
     from flextrain.models.pull import PullProgress, PullResult
 
@@ -430,6 +431,14 @@ class TrainingService:
             quant=quant,
             verify=verify,
         )
+
+    def verify_export(self, path: str | Path, *, job_id: str | None = None) -> ParityReport:
+        """Check an export made earlier against the job its flextrain.json names (which
+        must be `job_id`, when given): a GGUF file read back by transformers, or a
+        safetensors folder loaded on its own."""
+        from flextrain.models.export_check import verify_export
+
+        return verify_export(self, path, job_id=job_id)
 
     def try_model(
         self, job_id: str, texts: list[str], *, max_new_tokens: int = 32, chat: bool | None = None

@@ -164,6 +164,14 @@ def test_export_as_gguf_reports_its_parity(setup: Setup) -> None:
     assert result["file"].endswith("-f16.gguf")
     assert result["parity"]["passed"] is True
     assert result["parity"]["tokenizer_match"] is True
+    verified = setup.post(setup.tom, setup.job_id, "verify", {"path": "exports/gguf"})
+    assert verified.status_code == 200, verified.text
+    assert (verified.json()["passed"], verified.json()["quant"]) == (True, "f16")
+    assert_error(
+        setup.post(setup.tom, setup.job_id, "verify", {"path": "exports/none"}),
+        422,
+        "is no export",
+    )
     bad = {"out_dir": "exports/x", "format": "gguf", "quant": "q2"}
     assert_error(setup.post(setup.tom, setup.job_id, "export", bad), 422, "quant")
     vllm_quant = {"out_dir": "exports/y", "quant": "f16"}

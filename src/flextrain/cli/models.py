@@ -30,3 +30,4 @@ from flextrain.cli import models_after  # noqa: E402
 
 models_app.command("merge")(models_after.merge)
 models_app.command("export")(models_after.export)
+models_app.command("verify")(models_after.verify)

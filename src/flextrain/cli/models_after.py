@@ -19,7 +19,7 @@ from rich.table import Table
 from flextrain.cli.common import console, err_console, get_service, guard
 
 if TYPE_CHECKING:
-    from flextrain.public import EvaluationResult, ModelAnswer, TryResult
+    from flextrain.public import EvaluationResult, ModelAnswer, ParityReport, TryResult
 
 JobArg = Annotated[str, typer.Argument(help="Id of a completed job.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -70,23 +70,24 @@ def export(
         typer.Option(
             "--format",
             help="vllm: a safetensors folder (transformers, vLLM); gguf: one GGUF file "
-            "(llama.cpp, Ollama).",
+            "(llama.cpp); ollama: the GGUF file and a Modelfile.",
         ),
     ] = "vllm",
     quant: Annotated[
-        str | None, typer.Option("--quant", help="gguf: f16, q8_0 (default) or q4_k_m.")
+        str | None,
+        typer.Option("--quant", help="gguf, ollama: f16, q8_0 (default) or q4_k_m."),
     ] = None,
     no_verify: Annotated[
         bool,
-        typer.Option("--no-verify", help="gguf: skip the check that the file answers alike."),
+        typer.Option("--no-verify", help="Skip the check that the export answers as the job."),
     ] = False,
     as_json: AsJson = False,
 ) -> None:
     """Write the trained model and a README.md model card to OUT_DIR: a safetensors folder
     with its tokenizer, or a GGUF file checked against the trained model."""
-    if format not in ("vllm", "gguf"):
+    if format not in ("vllm", "gguf", "ollama"):
         err_console.print(
-            f"--format: '{format}' is not vllm or gguf. Fix: pick one of them.",
+            f"--format: '{format}' is not vllm, gguf or ollama. Fix: pick one of them.",
             style="red",
             markup=False,
         )
@@ -123,6 +124,41 @@ def export(
             f"{'match' if p.tokenizer_match and p.chat_template_match else 'DIFFER'}.",
             highlight=False,
         )
+        for note in p.notes:
+            console.print(f"note: {escape(note)}", highlight=False)
+
+
+def verify(
+    export_path: Annotated[
+        Path, typer.Argument(help="An export: its folder, or the .gguf file in it.")
+    ],
+    as_json: AsJson = False,
+) -> None:
+    """Check an export against the job that trained it: complete for its runtime, same
+    tokens and chat template, same answers. Exit code 1 when it fails."""
+    report = guard(lambda: get_service().verify_export(export_path))
+    if as_json:
+        console.print_json(report.model_dump_json())
+    else:
+        _print_parity(report)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _print_parity(p: ParityReport) -> None:
+    verdict = "[green]passed[/]" if p.passed else "[red]FAILED[/]"
+    console.print(f"Parity of {escape(p.file)} ({p.runtime}, {p.quant}): {verdict}")
+    if p.positions:
+        console.print(
+            f"  {p.positions} positions over {p.prompts} prompts: top-1 agreement "
+            f"{p.top1_agreement:.3f}, max logit difference {p.max_abs_diff:.3g} "
+            f"({p.relative_diff:.3g} of their spread)",
+            highlight=False,
+        )
+    for problem in p.problems:
+        console.print(f"  problem: {escape(problem)}", highlight=False)
+    for note in p.notes:
+        console.print(f"  note: {escape(note)}", highlight=False)
 
 
 def try_model(

@@ -55,9 +55,10 @@ PIPELINE_TAGS = {
 # Never exported: the Trainer's pickled arguments, pickled weights, files we rewrite.
 _LEFT_BEHIND = {"training_args.bin", META_FILE, "README.md"}
 _PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-# vllm: the safetensors folder (transformers and vLLM load it); gguf: one GGUF file.
-ExportFormat = Literal["vllm", "gguf"]
-EXPORT_FORMATS: tuple[ExportFormat, ...] = ("vllm", "gguf")
+# vllm: the safetensors folder (transformers and vLLM load it); gguf: one GGUF file
+# (llama.cpp); ollama: the GGUF file and a Modelfile for `ollama create`.
+ExportFormat = Literal["vllm", "gguf", "ollama"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("vllm", "gguf", "ollama")
 
 
 class MergeResult(BaseModel):
@@ -144,11 +145,14 @@ def export(
     adapter_only: bool = False,
     force: bool = False,
     full_config: bool = False,
+    verify: bool = True,
 ) -> ExportResult:
     """Write the job's model to `out_dir` with a model card; see the module docstring.
 
     `full_config` puts every config field in the card, not only those that differ
-    from the defaults. (A GGUF file: flextrain.models.export_gguf.)
+    from the defaults. `verify` loads the written folder on its own and compares it
+    with the trained model (flextrain.models.export_check); a folder that fails is
+    not written. (A GGUF file: flextrain.models.export_gguf.)
     """
     model = trained_model(service, job_id, "export")
     if adapter_only and not model.is_adapter:
@@ -178,11 +182,23 @@ def export(
             created=datetime.now(UTC),
         )
         (folder / "README.md").write_text(card, encoding="utf-8")
+        report = None
+        if verify:
+            from flextrain.models.export_check import (
+                PARITY_FILE,
+                refuse_unless_passed,
+                verify_folder,
+            )
+
+            report = verify_folder(model, folder)
+            refuse_unless_passed(report, job_id, "safetensors")
+            (folder / PARITY_FILE).write_text(report.model_dump_json(indent=2))
     files, size = _listing(target)
     return ExportResult(
         job_id=job_id,
         path=str(target.resolve()),
         weights=weights,
+        parity=report,
         dataset_id=_dataset_name(model),
         dataset_hash=dataset_hash,
         files=files,

@@ -33,6 +33,7 @@ from flextrain.models.export import (
     model_card,
     staged,
 )
+from flextrain.models.export_check import PARITY_FILE, refuse_unless_passed
 from flextrain.models.gguf_file import (
     GGUF_QUANTS,
     GGUFConversionError,
@@ -41,16 +42,14 @@ from flextrain.models.gguf_file import (
     write_gguf,
 )
 from flextrain.models.gguf_parity import ParityReport, check_gguf
-from flextrain.models.trained import AfterTrainingError, CompletedJobs, TrainedModel, trained_model
-
-PARITY_FILE = "parity.json"
-
-
-class ParityError(AfterTrainingError):
-    """The exported file does not answer as the trained model does."""
-
-    code = "export_parity"
-    field = "format"
+from flextrain.models.ollama import MODELFILE, modelfile, turn_pieces
+from flextrain.models.trained import (
+    AfterTrainingError,
+    CompletedJobs,
+    TrainedModel,
+    load_tokenizer,
+    trained_model,
+)
 
 
 def export_gguf(
@@ -62,15 +61,19 @@ def export_gguf(
     force: bool = False,
     full_config: bool = False,
     verify: bool = True,
+    ollama: bool = False,
 ) -> ExportResult:
     """Write job `job_id`'s model to `out_dir` as `<run name>-<quant>.gguf`; see the
-    module docstring."""
+    module docstring. `ollama`: with a Modelfile (flextrain.models.ollama) beside it."""
     if quant not in GGUF_QUANTS:
         raise GGUFConversionError(
             f"quant '{quant}' is not one of {', '.join(GGUF_QUANTS)}. Fix: pick one of them."
         )
     model = trained_model(service, job_id, "export")
     _check_exportable(model)
+    tokenizer = load_tokenizer(model)
+    # Derived (or refused) before any writing: a template Ollama cannot say stops here.
+    pieces = turn_pieces(tokenizer) if ollama and tokenizer.chat_template else None
     quantizer = llama_cpp_quantizer() if quant == "q4_k_m" else None
     target = Path(out_dir)
     _refuse_own_folder(model, target)
@@ -88,14 +91,12 @@ def export_gguf(
         )
         if verify:
             report = check_gguf(written.path, source, quant)
-            if not report.passed:
-                raise ParityError(
-                    f"The GGUF export of job {job_id} ({quant}) does not answer as the trained "
-                    f"model: {'; '.join(report.problems)}. Nothing was written. Fix: report it "
-                    "(with the numbers above); a higher-precision quant (f16) may pass, and "
-                    "--no-verify writes the file unchecked."
-                )
+            refuse_unless_passed(report, job_id, f"GGUF ({quant})")
             (folder / PARITY_FILE).write_text(report.model_dump_json(indent=2))
+        if ollama:
+            (folder / MODELFILE).write_text(
+                modelfile(written.path.name, pieces, tokenizer, source), encoding="utf-8"
+            )
         if model.is_adapter:
             shutil.rmtree(source)
         _write_lineage(service, model, folder, weights=weights)
@@ -107,7 +108,7 @@ def export_gguf(
             config=_card_config(model, full_config),
             version=flextrain_version(),
             created=datetime.now(UTC),
-            usage=("bash", _usage(written.path.name, report)),
+            usage=("bash", _usage(written.path.name, report, ollama=ollama, name=name)),
             library="gguf",
         )
         (folder / "README.md").write_text(card, encoding="utf-8")
@@ -116,7 +117,7 @@ def export_gguf(
         job_id=job_id,
         path=str(target.resolve()),
         weights=weights,
-        format="gguf",
+        format="ollama" if ollama else "gguf",
         quant=quant,
         file=str(target.resolve() / written.path.name),
         parity=report,
@@ -141,7 +142,7 @@ def export_as(
 ) -> ExportResult:
     """Export in `format`: the safetensors folder (`export`) or a GGUF file in `quant`
     (q8_0 unless given), refusing the options that belong to the other one."""
-    if format == "gguf":
+    if format in ("gguf", "ollama"):
         if adapter_only:
             raise AfterTrainingError(
                 "adapter_only: a GGUF file holds the merged model. Fix: drop --adapter-only, "
@@ -155,6 +156,7 @@ def export_as(
             force=force,
             full_config=full_config,
             verify=verify,
+            ollama=format == "ollama",
         )
     if quant is not None:
         raise AfterTrainingError(
@@ -162,7 +164,13 @@ def export_as(
             "weights' precision. Fix: drop --quant, or add --format gguf."
         )
     return export(
-        service, job_id, out_dir, adapter_only=adapter_only, force=force, full_config=full_config
+        service,
+        job_id,
+        out_dir,
+        adapter_only=adapter_only,
+        force=force,
+        full_config=full_config,
+        verify=verify,
     )
 
 
@@ -187,15 +195,21 @@ def _file_stem(model: TrainedModel) -> str:
     return stem[:80] or model.job.job_id
 
 
-def _usage(file: str, report: ParityReport | None) -> list[str]:
+def _usage(file: str, report: ParityReport | None, *, ollama: bool, name: str) -> list[str]:
     checked = (
         f"# Checked against the trained model: top-1 agreement {report.top1_agreement:.3f}, "
         f"max logit difference {report.max_abs_diff:.3g} (parity.json)."
         if report is not None
         else "# Not checked against the trained model (exported with --no-verify)."
     )
+    served = (
+        ["# Ollama", f"ollama create {name.lower()} -f Modelfile", f"ollama run {name.lower()}"]
+        if ollama
+        else []
+    )
     return [
         checked,
+        *served,
         "# llama.cpp",
         f'llama-cli -m {file} -p "Hello"',
         "# transformers (needs the gguf package)",

@@ -44,6 +44,8 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     "f16": {"top1": 0.98, "relative_diff": 0.05, "conversion": 1e-3},
     "q8_0": {"top1": 0.95, "conversion": 1e-3},
     "q4_k_m": {"top1": 0.80},
+    # A safetensors folder keeps the trained weights: only float noise (a merge) is allowed.
+    "safetensors": {"top1": 0.99, "relative_diff": 0.01},
 }
 
 
@@ -92,20 +94,30 @@ def _ids(tokenizer: Any, text: str, templated: bool) -> list[int]:
     return ids
 
 
-def check_gguf(path: Path, reference: Path, quant: GGUFQuant) -> ParityReport:
-    """Read `path` with transformers' GGUF loader and compare it with the transformers
-    model in `reference` (the folder the file was written from)."""
+def load_reference(folder: Path) -> tuple[Any, Any]:
+    """The causal LM in `folder` (float32, eval) and its tokenizer: what a file written
+    from that folder is compared with."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from flextrain.models.trained import quiet_transformers
 
-    tokenizer = AutoTokenizer.from_pretrained(str(reference))
-    templated = bool(getattr(tokenizer, "chat_template", None))
-    texts = prompt_texts(tokenizer)
-    ids = [_ids(tokenizer, t, templated) for t in texts]
     with quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(str(reference), dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(str(folder))
+
+
+def check_gguf(path: Path, reference: Path | tuple[Any, Any], quant: GGUFQuant) -> ParityReport:
+    """Read `path` with transformers' GGUF loader and compare it with the trained model:
+    the folder the file was written from, or a (model, tokenizer) pair already loaded
+    (plain weights, no adapter: the conversion check rounds its parameters in place)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from flextrain.models.trained import quiet_transformers
+
+    model, tokenizer = load_reference(reference) if isinstance(reference, Path) else reference
+    texts, ids, templated = prompt_ids(tokenizer)
     notes: list[str] = []
     # The file alone in a folder: a tokenizer.json beside it would be read instead.
     with tempfile.TemporaryDirectory(prefix="flextrain-parity-") as alone:
@@ -131,46 +143,78 @@ def check_gguf(path: Path, reference: Path, quant: GGUFQuant) -> ParityReport:
     chat_template_match = (file_tokenizer.chat_template or None) == (
         tokenizer.chat_template or None
     )
-
-    with torch.no_grad():
-        want = [model(torch.tensor([i])).logits[0] for i in ids]
-        got = [loaded(torch.tensor([i])).logits[0] for i in ids]
-        greedy = _greedy(model, ids[0]) == _greedy(loaded, ids[0])
-    reference_logits = torch.cat(want)
-    std = float(reference_logits.std()) or 1.0
-    diff = max(float((g - w).abs().max()) for g, w in zip(got, want, strict=True))
-    agree = sum(int((g.argmax(-1) == w.argmax(-1)).sum()) for g, w in zip(got, want, strict=True))
-    positions = sum(len(i) for i in ids)
+    measured = compare(model, loaded, ids, greedy=True)
     conversion = None
     if quant in ("f16", "q8_0"):
         _round_like_file(model, quant)
-        with torch.no_grad():
-            rounded = [model(torch.tensor([i])).logits[0] for i in ids]
-        conversion = (
-            max(float((g - r).abs().max()) for g, r in zip(got, rounded, strict=True)) / std
-        )
-
+        conversion = compare(model, loaded, ids).relative_diff
     limits = THRESHOLDS[quant]
     report = ParityReport(
         runtime="transformers",
         file=str(path),
         quant=quant,
+        **measured.model_dump(),
+        conversion_diff=conversion,
+        tokenizer_match=tokenizer_match,
+        chat_template_match=chat_template_match,
+        thresholds=limits,
+        passed=True,
+        notes=notes,
+    )
+    problems = problems_of(report, limits)
+    return report.model_copy(update={"passed": not problems, "problems": problems})
+
+
+class Comparison(BaseModel):
+    """Logits of two models on the same token ids."""
+
+    prompts: int
+    positions: int
+    logit_std: float
+    max_abs_diff: float
+    relative_diff: float
+    top1_agreement: float
+    greedy_match: bool | None = None
+
+
+def prompt_ids(tokenizer: Any) -> tuple[list[str], list[list[int]], bool]:
+    """The fixed prompts' texts (through the chat template when there is one), their ids,
+    and whether the template was used."""
+    templated = bool(getattr(tokenizer, "chat_template", None))
+    texts = prompt_texts(tokenizer)
+    return texts, [_ids(tokenizer, t, templated) for t in texts], templated
+
+
+def compare(
+    reference: Any, candidate: Any, ids: list[list[int]], *, greedy: bool = False
+) -> Comparison:
+    """Largest logit difference (absolute, and over the reference's spread) and top-1
+    agreement at every position; for a classifier, one position per text. `greedy`:
+    whether a few greedily generated tokens agree too."""
+    import torch
+
+    with torch.no_grad():
+        want = [_rows(reference(torch.tensor([i])).logits) for i in ids]
+        got = [_rows(candidate(torch.tensor([i])).logits) for i in ids]
+        same_text = _greedy(reference, ids[0]) == _greedy(candidate, ids[0]) if greedy else None
+    std = float(torch.cat(want).std()) or 1.0
+    diff = max(float((g - w).abs().max()) for g, w in zip(got, want, strict=True))
+    agree = sum(int((g.argmax(-1) == w.argmax(-1)).sum()) for g, w in zip(got, want, strict=True))
+    positions = sum(len(w) for w in want)
+    return Comparison(
         prompts=len(ids),
         positions=positions,
         logit_std=std,
         max_abs_diff=diff,
         relative_diff=diff / std,
         top1_agreement=agree / positions,
-        conversion_diff=conversion,
-        tokenizer_match=tokenizer_match,
-        chat_template_match=chat_template_match,
-        greedy_match=greedy,
-        thresholds=limits,
-        passed=True,
-        notes=notes,
+        greedy_match=same_text,
     )
-    problems = _problems(report, limits)
-    return report.model_copy(update={"passed": not problems, "problems": problems})
+
+
+def _rows(logits: Any) -> Any:
+    """One row of scores per position (a classifier has one position)."""
+    return logits[0].reshape(-1, logits.shape[-1]).float()
 
 
 def _reader_lacks_head_dim(config: Any) -> bool:
@@ -181,7 +225,7 @@ def _reader_lacks_head_dim(config: Any) -> bool:
     return config.model_type == "qwen3" and head_dim is not None and head_dim != default
 
 
-def _problems(report: ParityReport, limits: dict[str, float]) -> list[str]:
+def problems_of(report: ParityReport, limits: dict[str, float]) -> list[str]:
     problems = []
     if not report.tokenizer_match:
         problems.append("the file's tokenizer gives other token ids than the trained model's")
@@ -200,8 +244,8 @@ def _problems(report: ParityReport, limits: dict[str, float]) -> list[str]:
             f"the conversion itself is off by {conversion:.3g} of the logits' spread (over "
             f"{limits['conversion']}): a weight-layout bug, not rounding"
         )
-    if report.quant == "f16" and report.greedy_match is False:
-        problems.append("greedy text differs at f16")
+    if report.quant in ("f16", "safetensors") and report.greedy_match is False:
+        problems.append(f"greedy text differs at {report.quant}")
     return problems
 
 

@@ -161,7 +161,7 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _auto_class(objective: str) -> Any:
+def auto_class(objective: str) -> Any:
     from transformers import (
         AutoModelForCausalLM,
         AutoModelForMaskedLM,
@@ -189,7 +189,7 @@ def load_tokenizer(model: TrainedModel) -> Any:
     return tokenizer
 
 
-def _load_base_weights(model: TrainedModel, tokenizer: Any) -> Any:
+def load_base_weights(model: TrainedModel, tokenizer: Any) -> Any:
     """The base model as training loaded it (same head size and label names); a head
     the base lacks is initialised from the job's seed, so it is the same every call."""
     import torch
@@ -205,7 +205,7 @@ def _load_base_weights(model: TrainedModel, tokenizer: Any) -> Any:
         }
     torch.manual_seed(model.spec.config.seed)
     with quiet_transformers():
-        loaded = _auto_class(model.objective).from_pretrained(
+        loaded = auto_class(model.objective).from_pretrained(
             str(model.base_path),
             dtype=torch.float32,
             use_safetensors=None if model.allow_pickle else True,
@@ -226,12 +226,12 @@ def load_trained(model: TrainedModel, tokenizer: Any) -> Any:
     if model.is_adapter:
         from peft import PeftModel
 
-        base = _load_base_weights(model, tokenizer)
+        base = load_base_weights(model, tokenizer)
         with quiet_transformers():
             loaded = PeftModel.from_pretrained(base, str(model.folder))
     else:
         with quiet_transformers():
-            loaded = _auto_class(model.objective).from_pretrained(
+            loaded = auto_class(model.objective).from_pretrained(
                 str(model.folder),
                 dtype=torch.float32,
                 use_safetensors=None if model.allow_pickle else True,
@@ -245,7 +245,7 @@ def load_base(model: TrainedModel, tokenizer: Any) -> Any:
     from flextrain.models.heavy import load_transformers
 
     load_transformers()
-    loaded = _load_base_weights(model, tokenizer)
+    loaded = load_base_weights(model, tokenizer)
     loaded.eval()
     return loaded
 

@@ -40,6 +40,7 @@ from flextrain.public import (
     ExportResult,
     GGUFQuant,
     MergeResult,
+    ParityReport,
     TryResult,
 )
 from flextrain.service import TrainingService
@@ -102,10 +103,11 @@ class ExportRequest(BaseModel):
     format: ExportFormat = Field(
         "vllm",
         description="vllm: a safetensors folder (transformers, vLLM); gguf: one GGUF file "
-        "(llama.cpp), checked against the trained model.",
+        "(llama.cpp); ollama: the GGUF file and a Modelfile. Each is checked against the "
+        "trained model.",
     )
-    quant: GGUFQuant | None = Field(None, description="gguf only: f16, q8_0 (default), q4_k_m.")
-    verify: bool = Field(True, description="gguf: check the file answers as the model does.")
+    quant: GGUFQuant | None = Field(None, description="gguf, ollama: f16, q8_0 (default), q4_k_m.")
+    verify: bool = Field(True, description="Check the export answers as the trained model.")
 
     _check_path = field_validator("out_dir")(_no_nul)
 
@@ -189,6 +191,29 @@ def export_job(
         quant=body.quant,
         verify=body.verify,
     )
+
+
+class VerifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(
+        min_length=1,
+        max_length=MAX_PATH,
+        description="The export's folder (or the .gguf file in it). Non-admins: inside "
+        "FLEXTRAIN_HOME/outputs/NAME (relative paths start there).",
+    )
+
+    _check_path = field_validator("path")(_no_nul)
+
+
+@router.post("/jobs/{job_id}/verify", response_model=ParityReport, responses=_ERRORS)
+def verify_export(
+    job_id: str, body: VerifyRequest, user: TrainerDep, service: ServiceDep
+) -> ParityReport:
+    """Check an export of this job made earlier: complete for its runtime, same tokens and
+    chat template, same answers (`passed`, and `problems` when not)."""
+    owned_job(service, user, job_id)
+    return service.verify_export(_out_dir(service, user, body.path), job_id=job_id)
 
 
 @router.post("/jobs/{job_id}/try", response_model=TryResult, responses=_ERRORS)

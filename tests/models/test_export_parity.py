@@ -107,7 +107,7 @@ def test_the_cli_exports_and_reports_parity(
         app, ["models", "export", lora_lm.job_id, str(tmp_path / "x"), "--format", "onnx"]
     )
     assert refused.exit_code == 2
-    assert "--format: 'onnx' is not vllm or gguf. Fix:" in refused.output
+    assert "--format: 'onnx' is not vllm, gguf or ollama. Fix:" in refused.output
     refused = runner.invoke(
         app, ["models", "export", lora_lm.job_id, str(tmp_path / "y"), "--quant", "q8_0"]
     )
@@ -226,3 +226,77 @@ def test_what_cannot_be_exported_says_why_and_leaves_nothing(
     with pytest.raises(SafetensorError):
         write_gguf(folder, out / "cut.gguf", "q8_0", name="cut")
     assert list(out.iterdir()) == []
+
+
+def test_a_safetensors_export_is_complete_and_answers_as_the_job(
+    service: TrainingService, lora_lm: TrainingJob, tmp_path: Path
+) -> None:
+    merged = export_as(service, lora_lm.job_id, tmp_path / "merged")
+    adapter = export_as(service, lora_lm.job_id, tmp_path / "adapter", adapter_only=True)
+    for result in (merged, adapter):
+        report = result.parity
+        assert report is not None
+        assert report.passed, report.problems
+        assert (report.quant, report.tokenizer_match, report.chat_template_match) == (
+            "safetensors",
+            True,
+            True,
+        )
+        assert report.relative_diff < 1e-3  # a merge in float32: float noise only
+        assert "parity.json" in result.files
+    assert "generation_config.json" in merged.files
+    assert "adapter_model.safetensors" in adapter.files
+
+
+def test_verify_finds_what_an_export_lost_or_changed(
+    service: TrainingService, lora_lm: TrainingJob, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    gguf_out = tmp_path / "gguf"
+    export_as(service, lora_lm.job_id, gguf_out, format="gguf", quant="q8_0")
+    again = service.verify_export(gguf_out / "tiny-helper-q8_0.gguf")
+    assert (again.passed, again.quant) == (True, "q8_0")
+
+    folder = tmp_path / "folder"
+    export_as(service, lora_lm.job_id, folder)
+    (folder / "generation_config.json").unlink()
+    lost = service.verify_export(folder)
+    assert not lost.passed
+    assert lost.problems == ["the folder lacks generation_config.json"]
+
+    export_as(service, lora_lm.job_id, folder, force=True)
+    weights = load_file(str(folder / "model.safetensors"))
+    name = next(k for k in weights if k.endswith("layers.0.self_attn.v_proj.weight"))
+    weights[name] = weights[name] * 5  # an export gone wrong: the model answers otherwise
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    changed = service.verify_export(folder)
+    assert not changed.passed
+    assert any("of the logits' spread, over 0.01" in p for p in changed.problems), changed.problems
+
+    monkeypatch.setenv("FLEXTRAIN_HOME", str(service.settings.home))
+    monkeypatch.setenv("FLEXTRAIN_MODELS_CACHE", str(service.settings.models_cache))
+    monkeypatch.setenv("COLUMNS", "300")
+    done = CliRunner().invoke(app, ["models", "verify", str(folder)])
+    text = " ".join(done.output.split())
+    assert done.exit_code == 1, text
+    assert f"Parity of {folder} (transformers, safetensors): FAILED" in text
+    assert "problem: max logit difference" in text
+    done = CliRunner().invoke(app, ["models", "verify", str(tmp_path / "nothing")])
+    assert done.exit_code == 2
+    assert "is no export (not a folder or a .gguf file). Fix:" in " ".join(done.output.split())
+
+
+def test_an_ollama_export_has_the_gguf_and_a_modelfile_with_the_template(
+    service: TrainingService, lora_lm: TrainingJob, tmp_path: Path
+) -> None:
+    out = tmp_path / "ollama"
+    result = export_as(service, lora_lm.job_id, out, format="ollama")
+    assert result.format == "ollama"
+    assert result.parity is not None
+    assert result.parity.passed, result.parity.problems
+    assert "Modelfile" in result.files
+    text = (out / "Modelfile").read_text()
+    assert text.startswith('FROM ./tiny-helper-q8_0.gguf\nTEMPLATE """{{ range .Messages }}')
+    assert 'PARAMETER stop "</s>"' in text
+    assert "ollama create tiny-helper -f Modelfile" in (out / "README.md").read_text()
