@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 
-.PHONY: install demo test test-postgres test-cluster lint bench bench-dpo soak load clean security coverage
+.PHONY: install demo test test-postgres test-cluster test-export lint bench bench-dpo soak load clean security coverage
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,13 @@ test-postgres: install
 # (flextrain[ray]); some 6 minutes on 2 cores.
 test-cluster: install
 	PY=$(PY) bash scripts/test-cluster.sh
+
+# Exported GGUF files run in llama.cpp itself: installs the flextrain[gguf] extra (pip
+# builds llama.cpp from source the first time, some 10-15 minutes on 2 cores; later runs
+# take pip's cached wheel), then the tests marked `export`.
+test-export: install
+	$(PY) -m pip install --quiet -e ".[gguf]"
+	$(PY) -m pytest -m export --durations=10
 
 # Throughput against a plain Trainer and a bare packed loop (about 15 minutes on 2 cores;
 # appends to docs/benchmarks.md). Not part of `test`: it measures, it does not assert.

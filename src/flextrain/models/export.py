@@ -82,6 +82,11 @@ class ExportResult(BaseModel):
     parity: ParityReport | None = Field(
         None, description="How the exported file answers against the trained model."
     )
+    llama_cpp: ParityReport | None = Field(
+        None,
+        description="gguf, ollama: the same check run in llama.cpp itself (when the "
+        "flextrain[gguf] extra is installed).",
+    )
     dataset_id: str
     dataset_hash: str | None = Field(description="SHA-256 of the data the job trained on.")
     files: list[str]

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from flextrain.models.gguf_llama_cpp import check_in_llama_cpp, llama_cpp_available
 from flextrain.models.gguf_parity import (
     THRESHOLDS,
     ParityReport,
@@ -40,6 +41,7 @@ from flextrain.models.trained import (
 )
 
 PARITY_FILE = "parity.json"
+LLAMA_CPP_PARITY_FILE = "parity-llama-cpp.json"
 
 
 class ParityError(AfterTrainingError):
@@ -230,7 +232,19 @@ def _verify_gguf(model: TrainedModel, file: Path) -> ParityReport:
             "verify a file flextrain exported (f16, q8_0 or q4_k_m)."
         )
     tokenizer = load_tokenizer(model)
-    reference: Any = load_trained(model, tokenizer)
-    if model.is_adapter:
-        reference = reference.merge_and_unload()  # the file holds the merged weights
-    return check_gguf(file, (reference, tokenizer), quant)  # type: ignore[arg-type]
+
+    def reference() -> tuple[Any, Any]:
+        loaded = load_trained(model, tokenizer)
+        if model.is_adapter:
+            loaded = loaded.merge_and_unload()  # the file holds the merged weights
+        return loaded, tokenizer
+
+    report = check_gguf(file, reference(), quant)  # type: ignore[arg-type]
+    if report.passed and llama_cpp_available():
+        # The runtime itself, too (each check rounds its reference: a fresh one each).
+        in_llama_cpp = check_in_llama_cpp(file, reference(), quant)  # type: ignore[arg-type]
+        if not in_llama_cpp.passed:
+            return in_llama_cpp
+        notes = [*report.notes, "llama.cpp agrees too (runtime check passed)"]
+        report = report.model_copy(update={"notes": notes})
+    return report

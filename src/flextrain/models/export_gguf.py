@@ -4,8 +4,10 @@ as the trained model does.
 A LoRA job is merged into its base first (llama.cpp runs one set of weights). The
 folder written holds the GGUF file, a README.md model card (lineage, config,
 metrics, how to run it), flextrain.json and parity.json, the parity check's
-report. The check runs by default; when it fails, nothing is written and the error
-gives the numbers, since a file that answers differently is worse than none.
+report (and parity-llama-cpp.json: the same check run in llama.cpp, when the
+`flextrain[gguf]` extra is installed). The check runs by default; when it fails,
+nothing is written and the error gives the numbers, since a file that answers
+differently is worse than none.
 `verify=False` skips it (the card then says it was not checked).
 """
 
@@ -33,7 +35,11 @@ from flextrain.models.export import (
     model_card,
     staged,
 )
-from flextrain.models.export_check import PARITY_FILE, refuse_unless_passed
+from flextrain.models.export_check import (
+    LLAMA_CPP_PARITY_FILE,
+    PARITY_FILE,
+    refuse_unless_passed,
+)
 from flextrain.models.gguf_file import (
     GGUF_QUANTS,
     GGUFConversionError,
@@ -41,7 +47,8 @@ from flextrain.models.gguf_file import (
     supported_architecture,
     write_gguf,
 )
-from flextrain.models.gguf_parity import ParityReport, check_gguf
+from flextrain.models.gguf_llama_cpp import check_in_llama_cpp, llama_cpp_available
+from flextrain.models.gguf_parity import ParityReport, check_gguf, load_reference
 from flextrain.models.ollama import MODELFILE, modelfile, turn_pieces
 from flextrain.models.trained import (
     AfterTrainingError,
@@ -81,6 +88,7 @@ def export_gguf(
     weights = "merged" if model.is_adapter else "full"
     name = _file_stem(model)
     report: ParityReport | None = None
+    in_llama_cpp: ParityReport | None = None
     with staged(target, replace=force) as folder:
         source = model.folder
         if model.is_adapter:
@@ -93,6 +101,10 @@ def export_gguf(
             report = check_gguf(written.path, source, quant)
             refuse_unless_passed(report, job_id, f"GGUF ({quant})")
             (folder / PARITY_FILE).write_text(report.model_dump_json(indent=2))
+            if llama_cpp_available():
+                in_llama_cpp = check_in_llama_cpp(written.path, load_reference(source), quant)
+                refuse_unless_passed(in_llama_cpp, job_id, f"GGUF ({quant}) in llama.cpp")
+                (folder / LLAMA_CPP_PARITY_FILE).write_text(in_llama_cpp.model_dump_json(indent=2))
         if ollama:
             (folder / MODELFILE).write_text(
                 modelfile(written.path.name, pieces, tokenizer, source), encoding="utf-8"
@@ -121,6 +133,7 @@ def export_gguf(
         quant=quant,
         file=str(target.resolve() / written.path.name),
         parity=report,
+        llama_cpp=in_llama_cpp,
         dataset_id=_dataset_name(model),
         dataset_hash=dataset_hash,
         files=files,

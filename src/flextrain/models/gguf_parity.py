@@ -146,7 +146,7 @@ def check_gguf(path: Path, reference: Path | tuple[Any, Any], quant: GGUFQuant) 
     measured = compare(model, loaded, ids, greedy=True)
     conversion = None
     if quant in ("f16", "q8_0"):
-        _round_like_file(model, quant)
+        round_like_file(model, quant)
         conversion = compare(model, loaded, ids).relative_diff
     limits = THRESHOLDS[quant]
     report = ParityReport(
@@ -191,24 +191,36 @@ def compare(
     """Largest logit difference (absolute, and over the reference's spread) and top-1
     agreement at every position; for a classifier, one position per text. `greedy`:
     whether a few greedily generated tokens agree too."""
+    want = logits_of(reference, ids)
+    got = logits_of(candidate, ids)
+    same_text = greedy_ids(reference, ids[0]) == greedy_ids(candidate, ids[0]) if greedy else None
+    return measure(want, got, greedy_match=same_text)
+
+
+def logits_of(model: Any, ids: list[list[int]]) -> list[Any]:
+    """The model's scores for each prompt, one row per position (float32 tensors)."""
     import torch
 
     with torch.no_grad():
-        want = [_rows(reference(torch.tensor([i])).logits) for i in ids]
-        got = [_rows(candidate(torch.tensor([i])).logits) for i in ids]
-        same_text = _greedy(reference, ids[0]) == _greedy(candidate, ids[0]) if greedy else None
+        return [_rows(model(torch.tensor([i])).logits) for i in ids]
+
+
+def measure(want: list[Any], got: list[Any], *, greedy_match: bool | None = None) -> Comparison:
+    """Compare two lists of per-prompt score rows (reference first)."""
+    import torch
+
     std = float(torch.cat(want).std()) or 1.0
     diff = max(float((g - w).abs().max()) for g, w in zip(got, want, strict=True))
     agree = sum(int((g.argmax(-1) == w.argmax(-1)).sum()) for g, w in zip(got, want, strict=True))
     positions = sum(len(w) for w in want)
     return Comparison(
-        prompts=len(ids),
+        prompts=len(want),
         positions=positions,
         logit_std=std,
         max_abs_diff=diff,
         relative_diff=diff / std,
         top1_agreement=agree / positions,
-        greedy_match=same_text,
+        greedy_match=greedy_match,
     )
 
 
@@ -249,7 +261,7 @@ def problems_of(report: ParityReport, limits: dict[str, float]) -> list[str]:
     return problems
 
 
-def _greedy(model: Any, ids: list[int]) -> list[int]:
+def greedy_ids(model: Any, ids: list[int]) -> list[int]:
     import torch
 
     out = model.generate(
@@ -258,7 +270,7 @@ def _greedy(model: Any, ids: list[int]) -> list[int]:
     return [int(t) for t in out[0, len(ids) :]]
 
 
-def _round_like_file(model: Any, quant: str) -> None:
+def round_like_file(model: Any, quant: str) -> None:
     """Give `model` the weights the file holds: each tensor through the same encoding,
     decoded back (rows of a block type quantise along the input dimension, which the
     rotary row reordering does not mix, so this is done in transformers' layout)."""
