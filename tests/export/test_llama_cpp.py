@@ -14,9 +14,12 @@ import pytest
 from flextrain.data.bundled import bundled_path
 from flextrain.jobs.store import TrainingJob
 from flextrain.models.export_gguf import export_as
+from flextrain.models.gguf_file import write_gguf
+from flextrain.models.gguf_llama_cpp import check_in_llama_cpp
+from flextrain.models.gguf_parity import load_reference
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
-from tests.models.after_helpers import lora_lm_config
+from tests.models.after_helpers import ARCHITECTURES, lora_lm_config, tiny_random_lm
 from tests.train.helpers import run_job
 
 pytestmark = pytest.mark.export
@@ -97,3 +100,19 @@ def test_a_chat_through_the_embedded_template_matches_transformers(
     expected = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
     assert len(expected.strip()) > 5
     assert text.strip() == expected.strip()
+
+
+@pytest.mark.parametrize("kind", ARCHITECTURES)
+def test_each_supported_architecture_runs_in_llama_cpp(
+    service: TrainingService, kind: str, tmp_path: Path
+) -> None:
+    folder = tiny_random_lm(
+        kind, service.models.resolve("flextrain/tiny-llama").path, tmp_path / kind
+    )
+    # A neutral name: llama.cpp reads family names (phi3, ...) in general.name as hints.
+    written = write_gguf(folder, tmp_path / f"{kind}.gguf", "f16", name="tiny")
+    report = check_in_llama_cpp(written.path, load_reference(folder), "f16")
+    assert report.passed, report.problems
+    assert report.tokenizer_match
+    assert report.conversion_diff is not None
+    assert report.conversion_diff < 0.05

@@ -18,7 +18,6 @@ from typing import Any
 
 import gguf
 import pytest
-import torch
 from safetensors import SafetensorError
 from typer.testing import CliRunner
 
@@ -33,7 +32,7 @@ from flextrain.models.gguf_parity import check_gguf
 from flextrain.models.trained import OutputExistsError
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
-from tests.models.after_helpers import lora_lm_config
+from tests.models.after_helpers import ARCHITECTURES, lora_lm_config, tiny_random_lm
 from tests.train.helpers import run_job
 
 
@@ -115,65 +114,20 @@ def test_the_cli_exports_and_reports_parity(
     assert "quant 'q8_0' is for --format gguf" in " ".join(refused.output.split())
 
 
-def _tiny_random(kind: str, tokenizer_folder: Path, folder: Path) -> Path:
-    """A random model of `kind` with the tiny Llama's tokenizer, saved to `folder`."""
-    from transformers import (
-        AutoTokenizer,
-        LlamaConfig,
-        LlamaForCausalLM,
-        MistralConfig,
-        MistralForCausalLM,
-        Qwen2Config,
-        Qwen2ForCausalLM,
-        Qwen3Config,
-        Qwen3ForCausalLM,
-    )
-
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder))
-    sizes: dict[str, Any] = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 128,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "initializer_range": 0.2,  # sharper logits than the default: top tokens differ
-    }
-    classes = {
-        "llama": (LlamaConfig, LlamaForCausalLM),
-        "mistral": (MistralConfig, MistralForCausalLM),
-        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
-        "qwen3": (Qwen3Config, Qwen3ForCausalLM),
-    }
-    config_class, model_class = classes[kind]
-    extra = {"head_dim": 32} if kind == "qwen3" else {}  # head_dim != hidden / heads
-    torch.manual_seed(0)
-    model = model_class(config_class(**sizes, **extra))
-    with torch.no_grad():  # norms away from 1, so a misplaced norm weight shows
-        for name, param in model.named_parameters():
-            if "norm" in name:
-                param.copy_(1 + 0.1 * torch.randn_like(param))
-    model.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
-
-
-@pytest.mark.parametrize("kind", ["llama", "mistral", "qwen2", "qwen3"])
+@pytest.mark.parametrize("kind", ARCHITECTURES)
 def test_each_supported_architecture_converts_exactly(
     service: TrainingService, kind: str, tmp_path: Path
 ) -> None:
     base = service.models.resolve("flextrain/tiny-llama").path
-    folder = _tiny_random(kind, base, tmp_path / kind)
-    written = write_gguf(folder, tmp_path / "out" / f"{kind}.gguf", "f16", name=f"tiny-{kind}")
+    folder = tiny_random_lm(kind, base, tmp_path / kind)
+    written = write_gguf(folder, tmp_path / "out" / f"{kind}.gguf", "f16", name="tiny")
     assert written.tensor_types["F32"] > 0  # norms (and Qwen2's biases) stay float32
     report = check_gguf(written.path, folder, "f16")
     assert report.passed, report.problems
     assert report.conversion_diff is not None
     assert report.conversion_diff < 1e-3
-    assert bool(report.notes) == (kind == "qwen3")  # transformers' reader gap, said aloud
+    # transformers' reader gaps, said aloud
+    assert bool(report.notes) == (kind in ("qwen3", "gemma2"))
 
 
 def test_the_check_fails_a_file_with_a_wrong_weight_layout(
@@ -181,7 +135,7 @@ def test_the_check_fails_a_file_with_a_wrong_weight_layout(
 ) -> None:
     """Without the rotary row reordering llama.cpp needs, transformers' loader (which
     undoes it) reads scrambled query and key weights: the check must say so."""
-    folder = _tiny_random(
+    folder = tiny_random_lm(
         "llama", service.models.resolve("flextrain/tiny-llama").path, tmp_path / "m"
     )
     monkeypatch.setitem(gguf_file._ARCHES, "LlamaForCausalLM", gguf_file._Arch("LLAMA", False))
@@ -199,7 +153,8 @@ def test_what_cannot_be_exported_says_why_and_leaves_nothing(
     with pytest.raises(
         GGUFConversionError,
         match=r"architecture GPT2LMHeadModel cannot be converted to GGUF here\. Supported: "
-        r"LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM\. Fix:",
+        r"Gemma2ForCausalLM, LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, "
+        r"Qwen2ForCausalLM, Qwen3ForCausalLM\. Fix:",
     ):
         supported_architecture({"architectures": ["GPT2LMHeadModel"]})
     a_file = tmp_path / "taken"

@@ -50,20 +50,26 @@ class GGUFConversionError(AfterTrainingError):
 
 @dataclass(frozen=True)
 class _Arch:
-    """How one transformers architecture is written: llama.cpp's architecture, and
-    whether query/key rows are reordered for interleaved rotary embeddings."""
+    """How one transformers architecture is written: llama.cpp's architecture, whether
+    query/key rows are reordered for interleaved rotary embeddings, and whether norm
+    weights are stored as transformers' Gemma keeps them (the scale minus one) while
+    llama.cpp wants the scale itself."""
 
     gguf_name: str
     reorder_rotary: bool
+    norm_plus_one: bool = False
 
 
 # transformers architecture -> how llama.cpp names and lays it out. Mistral is the Llama
-# graph (llama.cpp converts it as "llama" too).
+# graph (llama.cpp converts it as "llama" too); Phi-3 keeps its fused qkv and gate/up
+# projections, which llama.cpp's phi3 reads as they are.
 _ARCHES = {
     "LlamaForCausalLM": _Arch("LLAMA", reorder_rotary=True),
     "MistralForCausalLM": _Arch("LLAMA", reorder_rotary=True),
     "Qwen2ForCausalLM": _Arch("QWEN2", reorder_rotary=False),
     "Qwen3ForCausalLM": _Arch("QWEN3", reorder_rotary=False),
+    "Phi3ForCausalLM": _Arch("PHI3", reorder_rotary=False),
+    "Gemma2ForCausalLM": _Arch("GEMMA2", reorder_rotary=False, norm_plus_one=True),
 }
 SUPPORTED_ARCHITECTURES = tuple(sorted(_ARCHES))
 
@@ -170,16 +176,35 @@ def _hyperparameters(gguf: Any, writer: Any, config: dict[str, Any], quant: str,
     writer.add_feed_forward_length(int(config["intermediate_size"]))
     writer.add_head_count(heads)
     writer.add_head_count_kv(int(config.get("num_key_value_heads") or heads))
-    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_dimension_count(int(head_dim * float(config.get("partial_rotary_factor", 1.0))))
     writer.add_rope_freq_base(float(rope.get("rope_theta", config.get("rope_theta", 10000.0))))
     writer.add_layer_norm_rms_eps(float(config["rms_norm_eps"]))
     writer.add_vocab_size(int(config["vocab_size"]))
-    if head_dim != hidden // heads:
+    if head_dim != hidden // heads or config.get("model_type") == "gemma2":
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
+    if config.get("sliding_window"):
+        writer.add_sliding_window(int(config["sliding_window"]))
+    if config.get("model_type") == "gemma2":
+        _gemma2(writer, config, head_dim)
     file_types = {"f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0"}
     writer.add_file_type(int(getattr(gguf.LlamaFileType, file_types[quant])))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+
+def _gemma2(writer: Any, config: dict[str, Any], head_dim: int) -> None:
+    """Gemma 2's soft caps; its query scaling must be llama.cpp's (by the head size)."""
+    scalar = config.get("query_pre_attn_scalar")
+    if scalar is not None and int(scalar) != head_dim:
+        raise GGUFConversionError(
+            f"format gguf: this Gemma 2 scales queries by {scalar}, not its head size "
+            f"{head_dim}, which llama.cpp's gemma2 assumes. Fix: export as a safetensors "
+            "folder (--format vllm)."
+        )
+    if config.get("attn_logit_softcapping") is not None:
+        writer.add_attn_logit_softcapping(float(config["attn_logit_softcapping"]))
+    if config.get("final_logit_softcapping") is not None:
+        writer.add_final_logit_softcapping(float(config["final_logit_softcapping"]))
 
 
 def _tokenizer(gguf: Any, writer: Any, folder: Path, vocab_size: int) -> None:
@@ -308,6 +333,8 @@ def _tensors(
                     array = reorder_rotary_rows(array, heads)
                 elif arch.reorder_rotary and key.endswith("k_proj.weight"):
                     array = reorder_rotary_rows(array, kv_heads)
+                if arch.norm_plus_one and key.endswith("norm.weight"):
+                    array = array + 1.0
                 data, kind = encode(gguf, array, quant)
                 quantized = kind not in (
                     gguf.GGMLQuantizationType.F32,

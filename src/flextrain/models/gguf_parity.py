@@ -125,14 +125,12 @@ def check_gguf(path: Path, reference: Path | tuple[Any, Any], quant: GGUFQuant) 
         with quiet_transformers():
             file_tokenizer = AutoTokenizer.from_pretrained(alone, gguf_file=path.name)
             config = None
-            if _reader_lacks_head_dim(model.config):
-                # transformers' GGUF reader maps no head size for this architecture (llama.cpp
-                # reads the attention.key_length the file has): read the weights into the
-                # trained model's shapes, and say so.
+            gap = reader_gap(model.config)
+            if gap is not None:
                 config = model.config
                 notes.append(
-                    f"transformers' GGUF reader has no head size for {model.config.model_type};"
-                    " the weights were read with the trained model's config"
+                    f"transformers' GGUF reader has {gap}; the weights were read with the "
+                    "trained model's config (llama.cpp reads them from the file)"
                 )
             loaded = AutoModelForCausalLM.from_pretrained(
                 alone, gguf_file=path.name, dtype=torch.float32, config=config
@@ -229,12 +227,17 @@ def _rows(logits: Any) -> Any:
     return logits[0].reshape(-1, logits.shape[-1]).float()
 
 
-def _reader_lacks_head_dim(config: Any) -> bool:
-    """Qwen3 with a head size other than hidden / heads (the real Qwen3 sizes): transformers
-    5's GGUF config map for qwen3 reads no attention.key_length."""
-    head_dim = getattr(config, "head_dim", None)
-    default = config.hidden_size // config.num_attention_heads
-    return config.model_type == "qwen3" and head_dim is not None and head_dim != default
+def reader_gap(config: Any) -> str | None:
+    """What transformers 5's GGUF reader cannot read back for this model (llama.cpp
+    reads it from the file), or None: the weights are then read into the trained
+    model's config."""
+    if config.model_type == "qwen3":
+        head_dim = getattr(config, "head_dim", None)
+        if head_dim is not None and head_dim != config.hidden_size // config.num_attention_heads:
+            return "no head size for qwen3"  # its config map reads no attention.key_length
+    if config.model_type == "gemma2":
+        return "no query scaling or soft caps for gemma2"
+    return None
 
 
 def problems_of(report: ParityReport, limits: dict[str, float]) -> list[str]:
