@@ -79,12 +79,23 @@ def test_a_killed_fork_is_recorded_by_its_signal_and_the_job_interrupted(
     deadline = time.monotonic() + 60
     while service.require_job(job.job_id).current_step < 1 and time.monotonic() < deadline:
         time.sleep(0.2)
+    oom_kills = oom.vmstat_oom_kills()
     os.kill(started.pid, signal.SIGKILL)
     root = service.environment(job.job_id).root
     while oom.recorded_exit(root) is None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert oom.recorded_exit(root) == -signal.SIGKILL
-    assert service.require_job(job.job_id).status == TrainingStatus.INTERRUPTED
+    now = service.require_job(job.job_id)
+    status = now.status
+    if oom_kills is not None and (oom.vmstat_oom_kills() or 0) > oom_kills:
+        # The kernel's OOM killer ended some other process meanwhile (test_oom_kill on the
+        # other xdist worker does that on purpose). Without a job cgroup the service can
+        # only say a SIGKILL was "most likely" the OOM killer's, and retries the job at a
+        # smaller batch: queued (or already started) again, never failed.
+        assert status == TrainingStatus.INTERRUPTED or not now.is_finished, status
+        service.cancel_job(job.job_id)
+        return
+    assert status == TrainingStatus.INTERRUPTED
 
 
 def test_without_a_live_server_the_job_is_spawned(service: TrainingService) -> None:

@@ -4,6 +4,7 @@ than wrap each turn by its role is refused."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from transformers import AutoTokenizer
 
 from flextrain.data.prepare import DEFAULT_CHAT_TEMPLATE
 from flextrain.models.ollama import TemplateNotExpressibleError, modelfile, turn_pieces
-from flextrain.service import TrainingService
+from flextrain.models.resolve import ModelResolver
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -33,10 +34,15 @@ COUNTING = (  # the fourth turn is marked: not a matter of role and text alone
 )
 
 
+@pytest.fixture(scope="module")
+def tiny_llama(models_cache: Path) -> Path:
+    return ModelResolver(models_cache).resolve("flextrain/tiny-llama").path
+
+
 @pytest.fixture
-def tokenizer(service: TrainingService) -> Any:
-    """The tiny Llama's tokenizer (it adds BOS '<s>' itself)."""
-    return AutoTokenizer.from_pretrained(str(service.models.resolve("flextrain/tiny-llama").path))
+def tokenizer(tiny_llama: Path) -> Any:
+    """The tiny Llama's tokenizer (it adds BOS '<s>' itself); each test sets a template."""
+    return AutoTokenizer.from_pretrained(str(tiny_llama))
 
 
 CONVERSATION = [
@@ -57,12 +63,9 @@ def test_the_pieces_render_as_the_jinja_template(tokenizer: Any, template: str) 
     assert ("system" in pieces.before) == (template != NO_SYSTEM)
 
 
-def test_the_default_template_as_an_ollama_modelfile(
-    tokenizer: Any, service: TrainingService
-) -> None:
+def test_the_default_template_as_an_ollama_modelfile(tokenizer: Any, tiny_llama: Path) -> None:
     tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
-    folder = service.models.resolve("flextrain/tiny-llama").path
-    text = modelfile("m-q8_0.gguf", turn_pieces(tokenizer), tokenizer, folder)
+    text = modelfile("m-q8_0.gguf", turn_pieces(tokenizer), tokenizer, tiny_llama)
     assert text == (
         "FROM ./m-q8_0.gguf\n"
         'TEMPLATE """{{ range .Messages }}'
