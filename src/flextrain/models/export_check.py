@@ -24,6 +24,7 @@ from flextrain.models.gguf_parity import (
     ParityReport,
     check_gguf,
     compare,
+    not_compared,
     problems_of,
     prompt_ids,
 )
@@ -116,12 +117,12 @@ def verify_folder(model: TrainedModel, folder: Path) -> ParityReport:
     adapter = (folder / "adapter_config.json").is_file()
     chat = bool(getattr(tokenizer, "chat_template", None))
     missing = missing_files(folder, objective=model.objective, adapter=adapter, chat=chat)
+    if missing:  # loading would fail, or load something else than was trained
+        problems = [f"the folder lacks {m}" for m in missing]
+        return not_compared("transformers", str(folder), "safetensors", problems)
     reference = load_trained(model, tokenizer)
     texts, ids, templated = prompt_ids(tokenizer)
-    problems = [f"the folder lacks {m}" for m in missing]
     limits = THRESHOLDS["safetensors"]
-    if missing:  # loading would fail, or load something else than was trained
-        return _report(folder, limits, problems, tokenizer_match=False, template_match=False)
     with quiet_transformers():
         if adapter:
             from peft import PeftModel
@@ -153,33 +154,6 @@ def verify_folder(model: TrainedModel, folder: Path) -> ParityReport:
     )
     problems = problems_of(report, limits)
     return report.model_copy(update={"passed": not problems, "problems": problems})
-
-
-def _report(
-    folder: Path,
-    limits: dict[str, float],
-    problems: list[str],
-    *,
-    tokenizer_match: bool,
-    template_match: bool,
-) -> ParityReport:
-    """A report for a folder that could not be compared at all."""
-    return ParityReport(
-        runtime="transformers",
-        file=str(folder),
-        quant="safetensors",
-        prompts=0,
-        positions=0,
-        logit_std=0.0,
-        max_abs_diff=0.0,
-        relative_diff=0.0,
-        top1_agreement=0.0,
-        tokenizer_match=tokenizer_match,
-        chat_template_match=template_match,
-        thresholds=limits,
-        passed=False,
-        problems=problems,
-    )
 
 
 def verify_export(

@@ -24,6 +24,7 @@ from flextrain.models.gguf_parity import (
     greedy_ids,
     logits_of,
     measure,
+    not_compared,
     problems_of,
     prompt_ids,
     round_like_file,
@@ -58,7 +59,8 @@ def check_in_llama_cpp(path: Path, reference: tuple[Any, Any], quant: GGUFQuant)
             seed=0,
         )
     except ValueError as exc:  # llama.cpp's reason goes to its log, not the exception
-        return _unloadable(path, quant, str(exc))
+        problem = f"llama.cpp could not load the file ({exc}); run it with llama-cli to see why"
+        return not_compared("llama.cpp", str(path), quant, [problem])
     try:
         # A rendered template carries its special tokens; plain text gets BOS as the
         # tokenizer adds it (llama.cpp reads whether to from the file).
@@ -102,25 +104,3 @@ def check_in_llama_cpp(path: Path, reference: tuple[Any, Any], quant: GGUFQuant)
     )
     problems = problems_of(report, limits)
     return report.model_copy(update={"passed": not problems, "problems": problems})
-
-
-def _unloadable(path: Path, quant: str, reason: str) -> ParityReport:
-    """The report for a file llama.cpp refused to load."""
-    return ParityReport(
-        runtime="llama.cpp",
-        file=str(path),
-        quant=quant,
-        prompts=0,
-        positions=0,
-        logit_std=0.0,
-        max_abs_diff=0.0,
-        relative_diff=0.0,
-        top1_agreement=0.0,
-        tokenizer_match=False,
-        chat_template_match=False,
-        thresholds=THRESHOLDS[quant],
-        passed=False,
-        problems=[
-            f"llama.cpp could not load the file ({reason}); run it with llama-cli to see why"
-        ],
-    )

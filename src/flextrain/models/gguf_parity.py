@@ -240,6 +240,32 @@ def reader_gap(config: Any) -> str | None:
     return None
 
 
+def not_compared(
+    runtime: Literal["transformers", "llama.cpp"],
+    file: str,
+    quant: str,
+    problems: list[str],
+) -> ParityReport:
+    """The failed report of an export that could not be compared at all (files missing,
+    or a runtime that would not load it)."""
+    return ParityReport(
+        runtime=runtime,
+        file=file,
+        quant=quant,
+        prompts=0,
+        positions=0,
+        logit_std=0.0,
+        max_abs_diff=0.0,
+        relative_diff=0.0,
+        top1_agreement=0.0,
+        tokenizer_match=False,
+        chat_template_match=False,
+        thresholds=THRESHOLDS[quant],
+        passed=False,
+        problems=problems,
+    )
+
+
 def problems_of(report: ParityReport, limits: dict[str, float]) -> list[str]:
     problems = []
     if not report.tokenizer_match:
