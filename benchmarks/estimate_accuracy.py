@@ -108,6 +108,31 @@ def grid(paths: dict[str, Path]) -> list[dict[str, Any]]:
     add("medium-llama", "causal_lm", "fine_tuning", 8, 256, False)
     add("medium-llama", "sequence_classification", "task_specific", 8, 256, False)
     rows.extend(preference_grid(paths))
+    rows.extend(qlora_grid(paths))
+    return rows
+
+
+def qlora_grid(paths: dict[str, Path]) -> list[dict[str, Any]]:
+    """QLoRA (issue 25): the LoRA rows again with the base held in 4 bits."""
+    rows: list[dict[str, Any]] = []
+    for model, objective, b, s, gc in (
+        ("medium-llama", "causal_lm", 4, 128, False),
+        ("medium-llama", "causal_lm", 16, 512, False),
+        ("medium-llama", "causal_lm", 16, 512, True),
+        ("minilm", "sequence_classification", 16, 512, False),
+    ):
+        rows.append(
+            {
+                "model": model,
+                "model_path": str(paths[model]),
+                "objective": objective,
+                "training_type": "lora_adaptation",
+                "batch_size": b,
+                "seq_len": s,
+                "gradient_checkpointing": gc,
+                "load_in_4bit": True,
+            }
+        )
     return rows
 
 
@@ -153,6 +178,7 @@ def measure(row: dict[str, Any], threads: int) -> dict[str, Any]:
         "num_threads": threads,
         "precision": row.get("precision", "fp32"),
         "preference": row.get("preference"),
+        "load_in_4bit": row.get("load_in_4bit", False),
     }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(request, fh)
@@ -185,7 +211,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--probe", action="store_true", help="also run the probe per row")
     parser.add_argument("--previous", type=Path, help="earlier measurements of the same grid")
-    parser.add_argument("--only", choices=["preference"], help="measure only this part of the grid")
+    parser.add_argument(
+        "--only", choices=["preference", "qlora"], help="measure only this part of the grid"
+    )
     args = parser.parse_args()
 
     import torch
@@ -197,6 +225,9 @@ def main() -> None:
     rows = grid(paths)
     if args.only == "preference":
         rows = [r for r in rows if r.get("preference") is not None]
+    if args.only == "qlora":  # with the same rows' 16-bit LoRA beside them
+        rows = [r for r in rows if r["training_type"] == "lora_adaptation"]
+        rows = [r for r in rows if r.get("preference") is None]
     if torch.cuda.is_available():  # the same grid in bf16 mixed precision on the GPU
         for row in rows:
             row.update(device="cuda", precision="bf16")
@@ -232,7 +263,11 @@ _KEY = ("model", "objective", "training_type", "batch_size", "seq_len", "gradien
 
 
 def _key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (*(row[k] for k in _KEY), json.dumps(row.get("preference"), sort_keys=True))
+    return (
+        *(row[k] for k in _KEY),
+        json.dumps(row.get("preference"), sort_keys=True),
+        row.get("load_in_4bit", False),
+    )
 
 
 def merge_previous(rows: list[dict[str, Any]], previous: list[dict[str, Any]]) -> None:
@@ -279,6 +314,7 @@ def _setup(row: dict[str, Any]) -> Any:
         lora_targets=tuple(choose_lora_targets(info.linear_module_names)) if lora else (),
         precision=row.get("precision", "fp32"),
         device="cuda" if row.get("device") == "cuda" else "cpu",
+        quantized_4bit=row.get("load_in_4bit", False),
         **extra,
     )
 
@@ -341,7 +377,12 @@ def estimate_for_row(row: dict[str, Any]) -> int:
 def analytic_step(row: dict[str, Any]) -> float:
     """Step time from FLOPs and this machine's throughput prior (no probe)."""
     from flextrain.estimate.memory import rows as forward_rows
-    from flextrain.estimate.timing import decode_seconds, device_flops_prior, flops_per_token
+    from flextrain.estimate.timing import (
+        decode_seconds,
+        dequantization_seconds,
+        device_flops_prior,
+        flops_per_token,
+    )
 
     info, setup = _setup(row)
     flops = flops_per_token(info.architecture(), setup) * forward_rows(setup) * row["seq_len"]
@@ -349,12 +390,17 @@ def analytic_step(row: dict[str, Any]) -> float:
     typical = device_flops_prior(
         gpu_names=names, cpu_cores=os.cpu_count() or 1, precision=row.get("precision", "fp32")
     )[1]
-    return flops / typical + decode_seconds(info.architecture(), setup, typical)
+    arch = info.architecture()
+    return (
+        flops / typical + decode_seconds(arch, setup, typical) + dequantization_seconds(arch, setup)
+    )
 
 
 def _type_label(row: dict[str, Any]) -> str:
     """The training type with the preference options that change memory."""
     options = row.get("preference")
+    if row.get("load_in_4bit"):
+        return f"{row['training_type']} (4-bit base)"
     if not options:
         return str(row["training_type"])
     parts = ["full" if options.get("use_lora") is False else "lora"]

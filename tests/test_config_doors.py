@@ -51,6 +51,7 @@ from flextrain.jobs.spec import RunSpec
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
 from flextrain.train.arguments import training_arguments
+from flextrain.train.model import quantized_loading
 from flextrain.train.preference.run import method_options
 from flextrain.train.tracking import configure_tracking
 from tests.conftest import TEST_CLIENT_HOST
@@ -63,6 +64,7 @@ FINE = {
 }
 LORA = {**FINE, "training_type": "lora_adaptation"}
 DPO = {**FINE, "dataset_id": "demo/preferences", "training_type": "dpo"}
+QLORA = {**LORA, "load_in_4bit": True}
 
 Observe = Callable[["Seen"], Any]
 
@@ -86,7 +88,7 @@ class Case:
     value: Any
     observe: Observe
     expected: Any = None  # None: the value itself
-    base: dict[str, str] = field(default_factory=lambda: dict(FINE))
+    base: dict[str, Any] = field(default_factory=lambda: dict(FINE))
     flag: list[str] | None = None  # `flextrain train` arguments giving the same value
     warns: bool = False  # the value waits for another setting: a warning names it
     refused_here: str | None = None  # this CPU machine cannot run it: the refusal names this
@@ -110,6 +112,11 @@ def _arg(name: str) -> Observe:
 
 def _enum_arg(name: str) -> Observe:
     return lambda seen: str(getattr(getattr(seen.args, name), "value", getattr(seen.args, name)))
+
+
+def _four_bit(seen: Seen) -> Any:
+    """The BitsAndBytesConfig the worker loads the base with (absent: not 4-bit)."""
+    return quantized_loading(seen.spec).get("quantization_config")
 
 
 def _flag_after(flag: str) -> Observe:
@@ -188,6 +195,26 @@ CASES: list[Case] = [
     Case("lora_r", 8, _cfg("lora_r"), base=LORA),
     Case("lora_alpha", 64, _cfg("lora_alpha"), base=LORA),
     Case("lora_dropout", 0.05, _cfg("lora_dropout"), base=LORA),
+    # Read by the worker's model loading (train/model.py) into transformers' 4-bit config.
+    Case(
+        "load_in_4bit",
+        True,
+        lambda s: _four_bit(s).load_in_4bit,
+        base=LORA,
+        flag=["--load-in-4bit"],
+    ),
+    Case(
+        "bnb_4bit_quant_type",
+        "fp4",
+        lambda s: _four_bit(s).bnb_4bit_quant_type,
+        base=QLORA,
+    ),
+    Case(
+        "bnb_4bit_use_double_quant",
+        False,
+        lambda s: _four_bit(s).bnb_4bit_use_double_quant,
+        base=QLORA,
+    ),
     Case("per_device_train_batch_size", 4, _arg("per_device_train_batch_size")),
     Case("per_device_eval_batch_size", 3, _arg("per_device_eval_batch_size")),
     Case("effective_batch_size", 8, _cfg("effective_batch_size"), warns=True),
@@ -397,7 +424,8 @@ def _create(door: str, case: Case, doors: Doors) -> Created:
                 args += ["--output-dir", str(value)]
         else:
             config = doors.files / f"{door}-{case.field}.yaml"
-            config.write_text(yaml.safe_dump({case.field: value}))
+            extra = {k: v for k, v in base.items() if k not in REQUIRED}  # e.g. load_in_4bit
+            config.write_text(yaml.safe_dump({**extra, case.field: value}))
             args += ["--config", str(config)]
         result = _cli(doors, *args)
         text = " ".join(result.output.split())

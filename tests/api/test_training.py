@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from fastapi.testclient import TestClient
 
 from flextrain.models.resolve import ModelResolver
@@ -23,6 +24,7 @@ from tests.api.helpers import (
     create_job,
     parse_sse,
     read_events,
+    wait_finished,
 )
 
 CHECK = "/api/training/compatibility/check"
@@ -186,6 +188,35 @@ def test_invalid_config_names_every_field_and_its_fix(
     # Nothing was recorded or created on disk.
     assert client.get(JOBS, headers=trainer.headers).json() == []
     assert list(service.settings.jobs_dir.iterdir()) == []
+
+
+def test_a_qlora_job_trains_and_a_4bit_full_fine_tune_is_refused(
+    client: TestClient, trainer: Caller, service: TrainingService
+) -> None:
+    pytest.importorskip("bitsandbytes")
+    refused = client.post(
+        f"{JOBS}/basic", json={**BASIC_JOB, "load_in_4bit": True}, headers=trainer.headers
+    )
+    error = assert_error(refused, 422, "Invalid training configuration")
+    by_field = {e["field"]: e for e in error["errors"]}
+    assert "4-bit weights are frozen" in by_field["load_in_4bit"]["message"]
+    assert "training_type=lora_adaptation" in by_field["load_in_4bit"]["fix"]
+    assert client.get(JOBS, headers=trainer.headers).json() == []
+
+    body = {**TINY_JOB, "training_type": "lora_adaptation", "load_in_4bit": True}
+    check = client.post(
+        CHECK, json={"model_id": body["model_id"], "config": body}, headers=trainer.headers
+    )
+    assert check.status_code == 200, check.text
+    assert check.json()["memory"]["dequantization_gb"] > 0
+    job = create_job(client, trainer, body, mode="advanced")
+    assert job["config"]["load_in_4bit"] is True
+    started = client.post(f"{JOBS}/{job['job_id']}/start", headers=trainer.headers)
+    assert started.status_code == 200, started.text
+    done = wait_finished(client, job["job_id"], trainer)
+    assert done["status"] == "completed", done
+    losses = [m["loss"] for m in service.store.metric_history(job["job_id"]) if "loss" in m]
+    assert losses[-1] < losses[0]
 
 
 def test_unknown_model_or_dataset_is_404(client: TestClient, trainer: Caller) -> None:

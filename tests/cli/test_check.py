@@ -6,6 +6,7 @@ test runs the calibration probe for real (tiny-llama, two small batches).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -151,11 +152,16 @@ def test_check_missing_model_json(home: Path, dataset: tuple[str, ...]) -> None:
     assert any("does not exist" in issue for issue in data["issues"])
 
 
-@pytest.mark.parametrize("dataset", [()], ids=["no-dataset"])  # one real probe is enough
+# One real probe is enough: of a QLoRA run (4-bit base) where bitsandbytes is installed,
+# as in `make test`, since the probe must build the model as that job would.
+PROBED_TYPE = "qlora" if importlib.util.find_spec("bitsandbytes") else "fine_tuning"
+
+
+@pytest.mark.parametrize("dataset", [()], ids=["no-dataset"])
 def test_check_with_probe(home: Path, dataset: tuple[str, ...]) -> None:
     result = check(
         "flextrain/tiny-llama", "--batch-size", "4", "--max-length", "32", "--probe", "--json",
-        *dataset,
+        "--type", PROBED_TYPE, *dataset,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -234,3 +240,19 @@ def test_check_grpo_counts_its_sampling(home: Path) -> None:
     assert data["memory"]["generation_gb"] > 0
     assert data["memory"]["reference_gb"] == 0  # LoRA: the adapter-off base is the reference
     assert data["time"]["optimizer_steps"] >= 1
+
+
+def test_check_qlora_counts_a_4bit_base(home: Path) -> None:
+    pytest.importorskip("bitsandbytes")
+    args = ("flextrain/tiny-llama", "--batch-size", "4", "--max-length", "32", "--json")
+    lora = json.loads(check(*args, "--type", "lora").stdout)["memory"]
+    result = check(*args, "--type", "qlora")
+    assert result.exit_code == 0, result.output
+    qlora = json.loads(result.stdout)["memory"]
+    # The blocks' weights in 4 bits: less than LoRA's float32 base, the same adapters.
+    assert qlora["weights_gb"] < lora["weights_gb"]
+    assert qlora["dequantization_gb"] > 0 == lora["dequantization_gb"]
+    assert qlora["trainable_parameters"] == lora["trainable_parameters"]
+    assert any("4 bits" in note for note in qlora["notes"])
+    table = flat(check("flextrain/tiny-llama", "--type", "qlora", "--batch-size", "4"))
+    assert "4-bit dequantization" in table

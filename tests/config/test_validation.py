@@ -8,6 +8,7 @@ stops telling the user how to fix it is caught.
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any, ClassVar
 
 import pytest
@@ -117,6 +118,7 @@ def test_every_rule_has_a_test_class_here() -> None:
         "expert_rule",
         "preference_rule",
         "hardware_rule",  # tests/config/test_rules_hardware.py, one test per table row
+        "quantization_rule",  # TestFourBitBase
         "_custom_parameters",
     }
 
@@ -882,19 +884,27 @@ class TestListsMatchTransformers:
 
 
 class TestEightBitOptimizer:
-    def test_adamw_8bit_without_bitsandbytes_names_the_package(self) -> None:
-        import importlib.util
+    CFG: ClassVar[dict[str, str]] = {
+        "model_id": "m",
+        "dataset_id": "d",
+        "training_type": "fine_tuning",
+    }
 
-        cfg = AdvancedTrainingConfig(
-            model_id="m", dataset_id="d", training_type="fine_tuning", optim="adamw_bnb_8bit"
-        )
+    def test_adamw_8bit_without_bitsandbytes_names_the_package(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # A None entry makes the package unimportable, as on a machine without it.
+        monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+        cfg = AdvancedTrainingConfig(**self.CFG, optim="adamw_bnb_8bit")
         issues = [i for i in TrainingParameterValidator().validate(cfg) if i.field == "optim"]
-        if importlib.util.find_spec("bitsandbytes") is None:
-            assert len(issues) == 1
-            assert issues[0].severity == "error"
-            assert "pip install bitsandbytes" in str(issues[0])
-        else:
-            assert issues == []
+        assert len(issues) == 1
+        assert issues[0].severity == "error"
+        assert "pip install bitsandbytes" in str(issues[0])
+
+    def test_adamw_8bit_with_bitsandbytes_is_clean(self) -> None:
+        pytest.importorskip("bitsandbytes")
+        cfg = AdvancedTrainingConfig(**self.CFG, optim="adamw_bnb_8bit")
+        assert [i for i in TrainingParameterValidator().validate(cfg) if i.field == "optim"] == []
 
 
 class TestDistributed:
@@ -1161,3 +1171,55 @@ def test_supervised_only_expert_knobs_are_named_as_ignored_for_preference_runs()
     one(issues, "loss", r"ignored: dpo is trained by TRL's trainer", "warning")
     one(issues, "ema_decay", r"ignored", "warning")
     assert errors(issues) == []
+
+
+class TestFourBitBase:
+    """load_in_4bit (QLoRA): only under a LoRA adapter, with bitsandbytes, not sharded."""
+
+    def test_lora_on_a_4bit_base_is_clean(self) -> None:
+        issues = run(make(training_type=TrainingType.LORA_ADAPTATION, load_in_4bit=True))
+        assert not [i for i in issues if "4" in i.field or i.field == "distributed_strategy"]
+
+    @pytest.mark.parametrize(
+        "ttype", [TrainingType.FINE_TUNING, TrainingType.CONTINUED_PRETRAINING]
+    )
+    def test_full_weight_training_is_refused(self, ttype: TrainingType) -> None:
+        one(
+            run(make(training_type=ttype, load_in_4bit=True)),
+            "load_in_4bit",
+            rf"{ttype.value} updates every weight, but 4-bit weights are frozen.*"
+            r"Fix: use training_type=lora_adaptation",
+        )
+
+    def test_a_preference_run_without_its_adapter_is_refused(self) -> None:
+        cfg = make(
+            training_type=TrainingType.DPO, load_in_4bit=True, preference={"use_lora": False}
+        )
+        one(run(cfg), "load_in_4bit", r"dpo trains every weight \(preference.use_lora is off\)")
+        with_adapter = make(training_type=TrainingType.DPO, load_in_4bit=True)
+        assert not on(run(with_adapter), "load_in_4bit")
+
+    @pytest.mark.parametrize("strategy", ["fsdp", "deepspeed"])
+    def test_sharded_strategies_are_refused(self, strategy: str) -> None:
+        cfg = make(
+            training_type=TrainingType.LORA_ADAPTATION,
+            load_in_4bit=True,
+            num_processes=2,
+            distributed_strategy=strategy,
+        )
+        found = [i for i in run(cfg, hardware=gpu_hardware()) if "flattened" in i.message]
+        assert len(found) == 1
+        assert found[0].field == "distributed_strategy"
+        assert found[0].severity == "error"
+        assert re.search(rf"{strategy} shards.*use distributed_strategy=ddp", str(found[0]))
+
+    def test_without_bitsandbytes_the_fix_names_the_extra(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # unimportable, as if absent
+        cfg = make(training_type=TrainingType.LORA_ADAPTATION, load_in_4bit=True)
+        one(run(cfg), "load_in_4bit", r"needs the bitsandbytes package.*flextrain\[qlora\]")
+
+    def test_4bit_options_without_load_in_4bit_warn(self) -> None:
+        cfg = make(training_type=TrainingType.LORA_ADAPTATION, bnb_4bit_quant_type="fp4")
+        one(run(cfg), "bnb_4bit_quant_type", "has no effect without load_in_4bit", "warning")

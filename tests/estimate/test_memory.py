@@ -6,6 +6,7 @@ must not, in the direction and by the amount the model of memory says.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -16,6 +17,7 @@ from flextrain.estimate.memory import (
     LOGITS_BYTES_AMP,
     LOGITS_BYTES_FP32,
     OPTIMIZER_STATE_BYTES,
+    QLORA_CHECKPOINT_EXCESS,
     Architecture,
     MemoryEstimate,
     TrainingSetup,
@@ -23,7 +25,8 @@ from flextrain.estimate.memory import (
     estimate_memory,
     lora_parameters,
 )
-from tests.estimate.archs import EH, KV, VOCAB, H, bert_like, llama_like
+from flextrain.estimate.quant import KEEP_OUTSIDE_BLOCKS, quantized_in_4bit
+from tests.estimate.archs import DECODER_LAYER, EH, KV, VOCAB, H, bert_like, llama_like
 
 DECODER = llama_like()
 ENCODER = bert_like()
@@ -371,6 +374,7 @@ def test_parts_in_gb() -> None:
         "logits": e.logits / gib,
         "reference": 0.0,
         "generation": 0.0,
+        "dequantization": 0.0,
         "baseline": e.baseline / gib,
         "peak": e.peak / gib,
     }
@@ -383,3 +387,74 @@ def test_full_fine_tuning_parameter_bytes_follow_the_memory_anatomy() -> None:
     n = DECODER.num_parameters
     assert (e.weights, e.gradients, e.optimizer) == (4 * n, 4 * n, 8 * n)
     assert e.trainable_parameters == e.total_parameters == n
+
+
+# -- QLoRA: a 4-bit base ---------------------------------------------------------------
+
+
+def test_qlora_holds_the_block_weights_in_4_bits_with_their_scales() -> None:
+    lora = estimate_memory(DECODER, LORA)
+    blocks = DECODER.num_layers * sum(d_in * d_out for _, d_in, d_out in DECODER_LAYER)
+    for double_quant, scale_bytes in ((False, 4 / 64), (True, 1 / 64 + 4 / (64 * 256))):
+        q = est(DECODER, LORA, quantized_4bit=True, double_quant=double_quant)
+        # Every block weight drops from 4 bytes to half a byte plus its share of scales;
+        # the embeddings, the norms and the adapters stay in float32.
+        saved = blocks * (4 - 0.5 - scale_bytes)
+        assert q.weights == pytest.approx(lora.weights - saved, abs=1)
+        # What trains is unchanged: the same adapters, gradients and optimizer states.
+        assert (q.trainable_parameters, q.gradients, q.optimizer) == (
+            lora.trainable_parameters,
+            lora.gradients,
+            lora.optimizer,
+        )
+    # Double quantization saves ~0.37 bits a weight (QLoRA paper: 0.5 -> 0.127).
+    plain = est(DECODER, LORA, quantized_4bit=True, double_quant=False)
+    double = est(DECODER, LORA, quantized_4bit=True, double_quant=True)
+    assert (plain.weights - double.weights) * 8 / blocks == pytest.approx(0.373, abs=0.01)
+
+
+def test_qlora_adds_the_transient_of_one_unpacked_weight() -> None:
+    q = est(DECODER, LORA, quantized_4bit=True)
+    largest = max(d_in * d_out for _, d_in, d_out in DECODER_LAYER)  # up/gate/down: H x F
+    assert q.dequantization == largest * 4 * 2  # float32 on CPU, the copy and its cast
+    assert est(
+        DECODER, LORA, quantized_4bit=True, device="cuda", precision="bf16"
+    ).dequantization == (largest * 2 * 2)
+    assert estimate_memory(DECODER, LORA).dequantization == 0
+    lora = estimate_memory(DECODER, LORA)
+    assert q.peak - lora.peak == (q.weights - lora.weights) + q.dequantization
+
+
+@pytest.mark.parametrize(
+    ("name", "quantized"),
+    [
+        ("model.layers.0.self_attn.q_proj", True),
+        ("bert.encoder.layer.11.output.dense", True),
+        ("transformer.h.3.mlp.c_fc", True),
+        ("layers.2.ffn", True),
+        ("lm_head", False),
+        ("classifier", False),
+        ("bert.pooler.dense", False),
+        ("score", False),
+        ("model.embed_tokens", False),
+        ("cls.predictions.transform.dense", False),
+    ],
+)
+def test_qlora_quantizes_the_repeated_blocks_only(name: str, quantized: bool) -> None:
+    """Heads, poolers and embeddings stay full: a head created fresh must train."""
+    assert quantized_in_4bit(name) is quantized
+    # transformers skips a module when the pattern matches its name from the start.
+    assert (re.match(rf"(?:{KEEP_OUTSIDE_BLOCKS})(?:(?<=\.)|(?=\.|$))", name) is None) is quantized
+
+
+def test_qlora_with_checkpointing_keeps_the_measured_excess() -> None:
+    gc = replace(LORA, gradient_checkpointing=True)
+    q, lora = est(DECODER, gc, quantized_4bit=True), estimate_memory(DECODER, gc)
+    tokens = gc.batch_size * gc.seq_len
+    excess = QLORA_CHECKPOINT_EXCESS * DECODER.num_layers * tokens * (H + DECODER.intermediate_size)
+    assert q.activations - lora.activations == pytest.approx(excess * 4, abs=8)
+    # Without checkpointing the activations are those of LoRA.
+    assert (
+        est(DECODER, LORA, quantized_4bit=True).activations
+        == estimate_memory(DECODER, LORA).activations
+    )

@@ -348,6 +348,8 @@ def test_build_request_for_full_fine_tuning() -> None:
         "lora_r": 16,
         "lora_alpha": 32,
         "lora_target_modules": None,
+        "load_in_4bit": False,
+        "double_quant": True,
         "points": [[4, 96], [16, 96]],
         "steps": 2,
         "num_threads": 1,
@@ -446,3 +448,31 @@ def test_fsdp_proposes_the_fewest_gpus_that_fit() -> None:
     assert fsdp.changes["num_processes"] == 2
     assert fsdp.fits
     assert fsdp.estimate.peak == two
+
+
+def test_qlora_is_offered_when_lora_alone_does_not_fit() -> None:
+    lora_setup = replace(BIG, lora=True, lora_targets=TARGETS, batch_size=1, seq_len=64)
+    qlora_peak = peak(lora_setup, quantized_4bit=True)
+    assert qlora_peak < peak(lora_setup)
+    budget = qlora_peak + 1  # the 4-bit base fits, the float32 one does not
+    options = recommend(DECODER, lora_setup, budget, lora_targets=TARGETS)
+    qlora = by_changes(options, load_in_4bit=True)
+    assert qlora.changes == {"load_in_4bit": True}
+    assert qlora.fits
+    assert "QLoRA" in qlora.description
+    # From full fine-tuning, it comes with the switch to LoRA.
+    full = replace(lora_setup, lora=False, lora_targets=())
+    from_full = by_changes(
+        recommend(DECODER, full, budget, lora_targets=TARGETS), load_in_4bit=True
+    )
+    assert from_full.changes == {"training_type": "lora_adaptation", "load_in_4bit": True}
+
+
+def test_qlora_is_not_offered_when_lora_fits_or_under_fsdp() -> None:
+    budget = peak(BIG, lora=True, lora_targets=TARGETS) + 1
+    options = recommend(DECODER, BIG, budget, lora_targets=TARGETS)
+    assert options
+    assert not any(r.changes.get("load_in_4bit") for r in options)
+    sharded = replace(BIG, lora=True, lora_targets=TARGETS, device="cuda", strategy="fsdp")
+    options = recommend(DECODER, sharded, peak(sharded) / 2, gpu_count=2, lora_targets=TARGETS)
+    assert not any(r.changes.get("load_in_4bit") for r in options)

@@ -215,3 +215,28 @@ def preference_config(data: Path, ttype: TrainingType, **overrides: Any) -> Adva
         **PREFERENCE_FAST,
     }
     return AdvancedTrainingConfig(**{**values, **overrides})
+
+
+def lora_classifier_spec(tmp_path: Path, models_cache: Path, **config: Any) -> RunSpec:
+    """The run spec of a LoRA classifier on the tiny BERT (two labels), for tests that
+    build the worker's model without training it."""
+    from flextrain.models.builtin import TINY_BERT_ID, builtin_path
+
+    data = DataSpec(
+        path=str(tmp_path / "data.jsonl"),
+        format="jsonl",
+        text_column="text",
+        label_column="label",
+        labels=["negative", "positive"],
+        version="0" * 64,
+    )
+    return run_spec(
+        tmp_path,
+        objective="sequence_classification",
+        model_path=builtin_path(TINY_BERT_ID, models_cache),
+        data=data,
+        model_id=TINY_BERT_ID,
+        dataset_id="demo/sentiment",
+        training_type=TrainingType.LORA_ADAPTATION,
+        **config,
+    )

@@ -11,32 +11,13 @@ from pathlib import Path
 
 import torch
 
-from flextrain.config.enums import TrainingType
-from flextrain.jobs.spec import DataSpec, RunSpec
-from flextrain.models.builtin import TINY_BERT_ID, builtin_path
+from flextrain.jobs.spec import RunSpec
 from flextrain.train.model import build_model, load_tokenizer
-from tests.train.helpers import run_spec
+from tests.train.helpers import lora_classifier_spec
 
 
 def _spec(tmp_path: Path, models_cache: Path, seed: int) -> RunSpec:
-    data = DataSpec(
-        path=str(tmp_path / "data.jsonl"),
-        format="jsonl",
-        text_column="text",
-        label_column="label",
-        labels=["negative", "positive"],
-        version="0" * 64,
-    )
-    return run_spec(
-        tmp_path,
-        objective="sequence_classification",
-        model_path=builtin_path(TINY_BERT_ID, models_cache),
-        data=data,
-        model_id=TINY_BERT_ID,
-        dataset_id="demo/sentiment",
-        training_type=TrainingType.LORA_ADAPTATION,
-        seed=seed,
-    )
+    return lora_classifier_spec(tmp_path, models_cache, seed=seed)
 
 
 def _drawn(spec: RunSpec) -> dict[str, torch.Tensor]:

@@ -247,7 +247,7 @@ def test_train_a_tiny_job_from_the_page(page: Page, server: str, shots: Path) ->
     page.locator("#f-training_type").select_option("continued_pretraining")
     page.locator("#f-num_epochs").fill("1")
     page.locator("#f-max_length").fill("32")
-    page.locator("#f-batch_size").fill("8")
+    page.locator("#f-batch_size").fill("16")
 
     # An API error is shown by its field and named in the summary.
     page.locator("#f-learning_rate").fill("-1")

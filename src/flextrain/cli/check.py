@@ -13,7 +13,7 @@ from flextrain.cli.common import console, get_service, guard, print_hardware
 
 if TYPE_CHECKING:
     from flextrain.public import ModelCompatibility
-from flextrain.cli.train import parse_training_type
+from flextrain.cli.train import parse_training_type, wants_4bit
 
 
 def hardware(
@@ -70,9 +70,11 @@ def _print_check(report: ModelCompatibility) -> None:
             ("logits / loss", m.logits_gb),
             ("reference model", m.reference_gb),
             ("sampling (KV cache)", m.generation_gb),
+            ("4-bit dequantization", m.dequantization_gb),
             ("framework baseline", m.baseline_gb),
         ):
-            if value or label not in ("reference model", "sampling (KV cache)"):
+            optional = ("reference model", "sampling (KV cache)", "4-bit dequantization")
+            if value or label not in optional:
                 mem.add_row(label, _gb(value))
         mem.add_row("[bold]peak", f"[bold]{_gb(m.peak_gb)}")
         mem.add_row("available", _gb(m.available_gb))
@@ -118,7 +120,8 @@ def _print_check(report: ModelCompatibility) -> None:
 def check(
     model: Annotated[str, typer.Argument(help="Model id or folder.")],
     training_type: Annotated[
-        str, typer.Option("--type", help="Training type or alias (lora, full, cpt, task).")
+        str,
+        typer.Option("--type", help="Training type or alias (lora, qlora, full, cpt, task)."),
     ] = "fine_tuning",
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
     max_length: Annotated[int, typer.Option(min=8)] = 512,
@@ -128,6 +131,9 @@ def check(
         bool, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")
     ] = False,
     lora_r: Annotated[int, typer.Option(min=1)] = 16,
+    load_in_4bit: Annotated[
+        bool, typer.Option("--load-in-4bit", help="QLoRA: the base held in 4 bits.")
+    ] = False,
     optim: Annotated[
         str, typer.Option(help="Optimizer (adamw_torch, sgd, adamw_bnb_8bit...).")
     ] = "adamw_torch",
@@ -162,6 +168,7 @@ def check(
             lora_r=lora_r,
             lora_alpha=2 * lora_r,
             optim=optim,
+            load_in_4bit=load_in_4bit or wants_4bit(training_type),
             preference={
                 "use_lora": not full_weights,
                 "num_generations": num_generations,

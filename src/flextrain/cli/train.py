@@ -82,7 +82,8 @@ def train(
     model: Annotated[str | None, typer.Option(help="Model id or folder.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset name or file.")] = None,
     training_type: Annotated[
-        str | None, typer.Option("--type", help="Training type or alias (lora, full, cpt).")
+        str | None,
+        typer.Option("--type", help="Training type or alias (lora, qlora, full, cpt)."),
     ] = None,
     preset: Annotated[str | None, typer.Option(help="quick, balanced or thorough.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML/JSON file of config keys.")] = None,
@@ -109,6 +110,14 @@ def train(
     lora_target_modules: Annotated[
         str | None, typer.Option(help="Comma-separated module names.")
     ] = None,
+    load_in_4bit: Annotated[
+        bool,
+        typer.Option(
+            "--load-in-4bit",
+            help="QLoRA: hold the base in 4 bits (bitsandbytes NF4) under the LoRA adapter "
+            "(also: --type qlora).",
+        ),
+    ] = False,
     output_dir: Annotated[str | None, typer.Option()] = None,
     run_name: Annotated[str | None, typer.Option()] = None,
     early_stopping_patience: Annotated[
@@ -204,6 +213,7 @@ def train(
                 if lora_target_modules
                 else None
             ),
+            "load_in_4bit": True if load_in_4bit or wants_4bit(training_type) else None,
             "output_dir": output_dir,
             "run_name": run_name,
             "early_stopping_patience": early_stopping_patience,
@@ -253,15 +263,16 @@ def train(
             )
             return job
         job = service.start_job(job.job_id)
+        kind = cfg.training_type.value + (", 4-bit base" if cfg.load_in_4bit else "")
         if job.status == TrainingStatus.QUEUED:
             console.print(
-                f"Job [bold]{job.job_id}[/] queued ({cfg.training_type.value}); it starts when "
+                f"Job [bold]{job.job_id}[/] queued ({kind}); it starts when "
                 "the machine has room (`flextrain queue` shows the queue)."
             )
             if detach:
                 console.print(f"queued: {job.wait_reason}", markup=False, highlight=False)
         else:
-            console.print(f"Job [bold]{job.job_id}[/] started ({cfg.training_type.value}).")
+            console.print(f"Job [bold]{job.job_id}[/] started ({kind}).")
         if detach:
             return job
         return follow_job(service, job.job_id, console)
@@ -375,6 +386,7 @@ def demo(
 
 _TYPE_ALIASES = {
     "lora": TrainingType.LORA_ADAPTATION,
+    "qlora": TrainingType.LORA_ADAPTATION,  # with load_in_4bit (see wants_4bit)
     "fine": TrainingType.FINE_TUNING,
     "finetune": TrainingType.FINE_TUNING,
     "cpt": TrainingType.CONTINUED_PRETRAINING,
@@ -401,6 +413,11 @@ def parse_reward(text: str) -> dict[str, Any]:
     if arg:
         spec["pattern"] = arg
     return spec
+
+
+def wants_4bit(training_type: str | None) -> bool:
+    """Whether `--type` named QLoRA: LoRA on a base held in 4 bits (load_in_4bit)."""
+    return (training_type or "").strip().lower() == "qlora"
 
 
 def parse_training_type(value: str) -> TrainingType:

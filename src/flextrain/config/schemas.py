@@ -129,6 +129,11 @@ class BasicTrainingConfig(BaseModel):
         max_length=MAX_ITEMS,
         description="Module names to adapt with LoRA; detected from the model if unset.",
     )
+    load_in_4bit: bool = Field(
+        False,
+        description="QLoRA: hold the frozen base weights in 4 bits (bitsandbytes) and train "
+        "LoRA adapters on them; LoRA runs only.",
+    )
     output_dir: str | None = Field(
         None, max_length=MAX_PATH, description="Where to write the result (job folder)."
     )
@@ -205,6 +210,14 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
     lora_r: int = Field(16, description="LoRA rank.")
     lora_alpha: int = Field(32, description="LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = Field(0.1, description="Dropout on the LoRA path.")
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field(
+        "nf4", description="With load_in_4bit: the 4-bit code (nf4 suits normal weights)."
+    )
+    bnb_4bit_use_double_quant: bool = Field(
+        True,
+        description="With load_in_4bit: quantise the per-block scales too (about 0.4 bits "
+        "a weight less).",
+    )
 
     per_device_train_batch_size: int | None = Field(
         None, description="Overrides batch_size when set."

@@ -30,6 +30,7 @@ from flextrain.config.modes import config_for_mode
 from flextrain.config.rules_expert import TORCH_OPTIMIZERS, expert_rule
 from flextrain.config.rules_hardware import hardware_rule
 from flextrain.config.rules_preference import preference_rule
+from flextrain.config.rules_quant import quantization_rule
 from flextrain.config.rules_run import (
     checkpointing_rule,
     data_rule,
@@ -461,6 +462,7 @@ for _run_rule in (
     tracking_rule,
     distributed_rule,
     preference_rule,
+    quantization_rule,
 ):
     _rule(_run_rule)
 _rule(expert_rule)

@@ -29,6 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from flextrain.estimate.quant import bytes_per_4bit_weight, quantized_in_4bit
+
 Precision = Literal["fp32", "fp16", "bf16"]
 Device = Literal["cpu", "cuda"]
 Strategy = Literal["single", "ddp", "fsdp"]
@@ -100,6 +102,9 @@ class TrainingSetup:
     reference_forward: bool = False  # the reference's log-probs are computed (time)
     generation_tokens: int = 0  # GRPO: tokens sampled per completion
     generations_per_row: int = 1  # GRPO: completions per prompt
+    # QLoRA: the blocks' linear weights held in 4 bits (flextrain.estimate.quant).
+    quantized_4bit: bool = False
+    double_quant: bool = True
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,7 @@ class MemoryEstimate:
     notes: list[str] = field(default_factory=list)
     reference: int = 0  # a frozen reference copy of the weights
     generation: int = 0  # GRPO's KV cache and sampling logits (before the training forward)
+    dequantization: int = 0  # QLoRA: a 4-bit weight unpacked for its matmul
 
     def parts_gb(self) -> dict[str, float]:
         return {
@@ -130,6 +136,7 @@ class MemoryEstimate:
             "logits": self.logits / _GIB,
             "reference": self.reference / _GIB,
             "generation": self.generation / _GIB,
+            "dequantization": self.dequantization / _GIB,
             "baseline": self.baseline / _GIB,
             "peak": self.peak / _GIB,
         }
@@ -206,6 +213,7 @@ ENCODER_H_COEF = 11.0
 ENCODER_F_COEF = 2.0
 ATTENTION_SCORE_COPIES = 3.4
 GC_LIVE_LAYERS = 2.5
+QLORA_CHECKPOINT_EXCESS = 1.3
 LOGITS_BYTES_FP32 = 12.0  # logits, log-softmax output, gradient
 LOGITS_BYTES_AMP = 16.0  # plus the 16-bit logits and their 16-bit gradient
 
@@ -229,6 +237,13 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
 
     shards = setup.num_gpus if setup.strategy == "fsdp" and setup.num_gpus > 1 else 1
     weights = total * 4 // shards
+    dequantization = 0
+    if setup.quantized_4bit:
+        weights, dequantization = _four_bit_weights(arch, setup, total)
+        notes.append(
+            "QLoRA: the blocks' linear weights are held in 4 bits "
+            f"({'with' if setup.double_quant else 'without'} double quantization)."
+        )
     if amp and setup.device == "cuda":
         weights += trainable * 2 // shards  # autocast's cached 16-bit copies of weights
     gradients = trainable * 4 // shards
@@ -251,6 +266,17 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
         # Only each layer's input is kept; in backward a layer is recomputed in full and
         # its gradients flow while the next recompute starts (measured: ~2.5 layers).
         act_elements = arch.num_layers * layer_input + GC_LIVE_LAYERS * per_layer
+        if setup.quantized_4bit:
+            # Measured, not derived: under checkpointing a 4-bit run keeps about
+            # 1.3 (f + h) more values per token in every layer than the same LoRA run
+            # (the 25M decoder, 4,096 and 8,192 tokens a batch, four runs; without
+            # checkpointing there is no such excess).
+            act_elements += (
+                QLORA_CHECKPOINT_EXCESS
+                * arch.num_layers
+                * layer_input
+                * (1 + arch.intermediate_size / max(arch.hidden_size, 1))
+            )
     else:
         act_elements = arch.num_layers * per_layer
     # Embedding output and final norm, kept in any case.
@@ -276,7 +302,7 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
         varying = gradients + max(forward_peak, step_temp)
     else:
         varying = max(forward_peak, backward_end)
-    peak = baseline + weights + reference + optimizer + varying
+    peak = baseline + weights + reference + optimizer + varying + dequantization
     if setup.device == "cuda":
         notes.append(
             f"Add about {CUDA_CONTEXT_BYTES / _GIB:.1f} GB of CUDA context outside the allocator."
@@ -296,4 +322,24 @@ def estimate_memory(arch: Architecture, setup: TrainingSetup) -> MemoryEstimate:
         notes=notes,
         reference=reference,
         generation=generation,
+        dequantization=dequantization,
     )
+
+
+def _four_bit_weights(arch: Architecture, setup: TrainingSetup, total: int) -> tuple[int, int]:
+    """A QLoRA base's weight bytes, and the transient bytes of unpacking one 4-bit
+    weight for its matmul.
+
+    The quantized weights cost their codes and scales (flextrain.estimate.quant); the
+    rest (embeddings, norms, heads, biases, the adapters) stays in float32, as peft
+    prepares a k-bit model. Each quantized layer's weight is dequantized to the compute
+    dtype in its forward and again in its backward, one at a time: the largest one,
+    twice (the copy and its cast), is the transient.
+    """
+    quantized = [
+        d_in * d_out for name, d_in, d_out in arch.linear_layers if quantized_in_4bit(name)
+    ]
+    stored = sum(quantized) * bytes_per_4bit_weight(setup.double_quant)
+    weights = int(stored) + (total - sum(quantized)) * 4
+    compute_bytes = 2 if setup.precision != "fp32" and setup.device == "cuda" else 4
+    return weights, max(quantized, default=0) * compute_bytes * 2

@@ -143,6 +143,8 @@ def build_request(
         "lora_r": setup.lora_r,
         "lora_alpha": 2 * setup.lora_r,
         "lora_target_modules": list(setup.lora_targets) or None,
+        "load_in_4bit": setup.quantized_4bit,
+        "double_quant": setup.double_quant,
         "points": [
             [b, setup.seq_len]
             for b in (batches or probe_batches(setup.batch_size, anchored=anchored))

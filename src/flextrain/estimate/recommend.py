@@ -3,7 +3,8 @@
 Tried in the order a user loses least by: smaller micro-batch with gradient
 accumulation (same effective batch, same result, slower), gradient
 checkpointing (about 20-30% slower), mixed precision on GPU, LoRA instead of
-full fine-tuning, sharding over several GPUs; then combinations.
+full fine-tuning, QLoRA (the frozen base in 4 bits) when LoRA alone does not fit,
+sharding over several GPUs; then combinations.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ def recommend(
         )
         if estimate_memory(arch, lora).peak > budget_bytes:
             smaller_batch(lora, "LoRA, ", {"training_type": "lora_adaptation"})
+    _four_bit(arch, setup, budget_bytes, lora_targets, add, smaller_batch)
     if gpu_count > 1 and setup.strategy != "fsdp":
         # The fewest GPUs that fit: each process more costs communication.
         for count in range(2, gpu_count + 1):
@@ -119,3 +121,33 @@ def recommend(
         )
     out.sort(key=lambda r: (not r.fits, 0))
     return out
+
+
+def _four_bit(
+    arch: Architecture,
+    setup: TrainingSetup,
+    budget_bytes: float,
+    lora_targets: tuple[str, ...],
+    add: Any,
+    smaller_batch: Any,
+) -> None:
+    """QLoRA, when a LoRA run (the one asked for, or the LoRA alternative) still does
+    not fit: the frozen base in 4 bits, then with a smaller micro-batch if needed."""
+    if setup.quantized_4bit or setup.strategy == "fsdp":
+        return
+    changes: dict[str, Any]
+    if setup.lora:
+        base, changes = setup, {"load_in_4bit": True}
+    elif lora_targets:
+        base = replace(setup, lora=True, lora_targets=lora_targets)
+        changes = {"training_type": "lora_adaptation", "load_in_4bit": True}
+    else:
+        return
+    if estimate_memory(arch, base).peak <= budget_bytes:
+        return
+    qlora = replace(base, quantized_4bit=True)
+    if estimate_memory(arch, qlora).peak >= estimate_memory(arch, base).peak:
+        return  # nothing to quantize (no linear layer inside the blocks)
+    add("use QLoRA: the frozen base held in 4 bits (load_in_4bit)", changes, qlora)
+    if estimate_memory(arch, qlora).peak > budget_bytes:
+        smaller_batch(qlora, "QLoRA, ", changes)

@@ -11,6 +11,9 @@ reference model forward (2·N per token) too. GRPO samples `num_generations`
 completions per prompt, token by token: 2·N per sampled token, and each decoding
 step has a fixed cost of its own (DECODE_STEP_SECONDS), which on small models is
 most of the sampling time.
+
+QLoRA multiplies the matmul arithmetic (QLORA_MATMUL_FACTOR) and adds the unpacking
+of every 4-bit weight per micro-batch (DEQUANT_SECONDS_PER_WEIGHT).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 
 from flextrain.config.steps import total_steps
 from flextrain.estimate.memory import Architecture, TrainingSetup
+from flextrain.estimate.quant import quantized_in_4bit
 
 # Dense peak TFLOP/s for 16-bit training by GPU name fragment (vendor data sheets).
 GPU_PEAK_TFLOPS = {
@@ -51,6 +55,13 @@ STEP_OVERHEAD_SECONDS = {"cpu": (0.01, 0.03, 0.1), "cuda": (0.005, 0.02, 0.05)}
 # arithmetic (sampling, cache update, Python): measured with GRPO on this project's
 # CPU machine (benchmarks/estimate_accuracy.py), a prior elsewhere.
 DECODE_STEP_SECONDS = {"cpu": (0.001, 0.003, 0.01), "cuda": (0.005, 0.015, 0.04)}
+# QLoRA: a 4-bit weight is unpacked for every matmul, forward and backward. Two costs,
+# fitted on this project's CPU machine (25M-parameter Llama, benchmarks/estimate_accuracy.py
+# --only qlora): the matmuls run about 2x slower than float32 LoRA's (bitsandbytes' CPU
+# kernel), and every pass over a weight costs ~2e-8 s to unpack, per micro-batch. On a
+# GPU both are priors: QLoRA's fused kernels are reported 1.2-1.4x slower than LoRA.
+QLORA_MATMUL_FACTOR = {"cpu": 1.0, "cuda": 1.3}
+DEQUANT_SECONDS_PER_WEIGHT = {"cpu": 2e-8, "cuda": 5e-12}
 
 
 @dataclass(frozen=True)
@@ -91,7 +102,23 @@ def flops_per_token(arch: Architecture, setup: TrainingSetup) -> float:
     attention = 12.0 * arch.num_layers * arch.hidden_size * setup.seq_len
     if setup.lora:
         attention *= 2.0 / 3.0
+    if setup.quantized_4bit:
+        passes *= QLORA_MATMUL_FACTOR["cuda" if setup.device == "cuda" else "cpu"]
     return passes * n + attention
+
+
+def dequantization_seconds(arch: Architecture, setup: TrainingSetup) -> float:
+    """QLoRA: unpacking every 4-bit weight in one micro-batch's forward and backward
+    (and the recompute, with gradient checkpointing); 0 without a 4-bit base."""
+    if not setup.quantized_4bit:
+        return 0.0
+    weights = sum(
+        d_in * d_out for name, d_in, d_out in arch.linear_layers if quantized_in_4bit(name)
+    )
+    passes = 3 if setup.gradient_checkpointing else 2
+    return (
+        weights * passes * DEQUANT_SECONDS_PER_WEIGHT["cuda" if setup.device == "cuda" else "cpu"]
+    )
 
 
 def decode_seconds(arch: Architecture, setup: TrainingSetup, flops_per_second: float) -> float:
@@ -154,7 +181,8 @@ def estimate_time(
     rows_per_step = setup.batch_size * setup.gradient_accumulation_steps * max(setup.num_gpus, 1)
     steps = total_steps(rows_per_epoch, rows_per_step, epochs)
     start = STARTUP_SECONDS[device]
-    per_step = STEP_OVERHEAD_SECONDS[device]
+    unpack = dequantization_seconds(arch, setup) * setup.gradient_accumulation_steps
+    per_step = tuple(cost + unpack for cost in STEP_OVERHEAD_SECONDS[device])
     if source == "probe":
         per_step = (0.0, 0.0, 0.0)  # the probe's step times already include it
         decode = (0.0, 0.0, 0.0)  # and, for GRPO, the sampling

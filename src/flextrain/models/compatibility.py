@@ -133,6 +133,8 @@ def training_setup(
             if config.distributed_strategy == "fsdp"
             else "ddp"
         ),
+        quantized_4bit=config.load_in_4bit and lora,
+        double_quant=config.bnb_4bit_use_double_quant,
         **preference,
     )
 
@@ -496,6 +498,7 @@ def _memory_report(
         logits_gb=estimate.logits / _GIB,
         reference_gb=estimate.reference / _GIB,
         generation_gb=estimate.generation / _GIB,
+        dequantization_gb=estimate.dequantization / _GIB,
         baseline_gb=estimate.baseline / _GIB,
         peak_gb=peak / _GIB,
         available_gb=budget / _GIB,

@@ -370,6 +370,24 @@ def _usage(model: TrainedModel, weights: str) -> list[str]:
         "masked_lm": "AutoModelForMaskedLM",
         "sequence_classification": "AutoModelForSequenceClassification",
     }[model.objective]
+    if weights == "adapter" and model.quantization:
+        # QLoRA: the adapter corrects the 4-bit weights it trained on; load them so.
+        quant = model.quantization
+        return [
+            "import torch",
+            "from peft import PeftModel",
+            f"from transformers import {auto}, AutoTokenizer, BitsAndBytesConfig",
+            "",
+            "four_bit = BitsAndBytesConfig(",
+            f'    load_in_4bit=True, bnb_4bit_quant_type="{quant["quant_type"]}",',
+            f"    bnb_4bit_use_double_quant={quant['double_quant']},",
+            f"    bnb_4bit_compute_dtype=torch.{quant['compute_dtype']},",
+            f'    llm_int8_skip_modules=[r"{quant.get("kept", "")}"],',
+            ")",
+            f'base = {auto}.from_pretrained("{model.base_model}", quantization_config=four_bit)',
+            'model = PeftModel.from_pretrained(base, "path/to/this/folder")',
+            'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+        ]
     if weights == "adapter":
         return [
             "from peft import PeftModel",

@@ -39,6 +39,10 @@ def load_transformers() -> None:
             return
         import torch  # noqa: F401
         import transformers
+
+        from flextrain.models.quantize import quiet_bitsandbytes_kernel_fetch
+
+        quiet_bitsandbytes_kernel_fetch()
         from transformers.models.auto import modeling_auto  # noqa: F401
 
         for name in _NAMES:

@@ -23,6 +23,9 @@ class MemoryReport(BaseModel):
     generation_gb: float = Field(
         0.0, description="GRPO's KV cache and sampling logits, before the training forward."
     )
+    dequantization_gb: float = Field(
+        0.0, description="QLoRA: one 4-bit weight unpacked for its matmul (transient)."
+    )
     baseline_gb: float
     peak_gb: float
     available_gb: float

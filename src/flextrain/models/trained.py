@@ -15,6 +15,7 @@ by the front ends, which must start without them).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import warnings
 from collections.abc import Callable, Iterator
@@ -92,6 +93,12 @@ class TrainedModel:
     @property
     def labels(self) -> list[str]:
         return [str(label) for label in self.meta.get("labels") or []]
+
+    @property
+    def quantization(self) -> dict[str, Any] | None:
+        """How training held the base weights: 4-bit for QLoRA, else None."""
+        found = self.meta.get("base_quantization")
+        return found if isinstance(found, dict) else None
 
     @property
     def base_model(self) -> str:
@@ -210,10 +217,41 @@ def load_base_weights(model: TrainedModel, tokenizer: Any) -> Any:
             dtype=torch.float32,
             use_safetensors=None if model.allow_pickle else True,
             **kwargs,
+            **_as_trained_on(model),
         )
+        if model.quantization:
+            loaded = loaded.dequantize()
     if getattr(loaded.config, "pad_token_id", None) is None:
         loaded.config.pad_token_id = tokenizer.pad_token_id
     return loaded
+
+
+def _as_trained_on(model: TrainedModel) -> dict[str, Any]:
+    """A QLoRA job's base is loaded 4-bit as training held it, then dequantized to
+    float32 before any forward (bitsandbytes repacks CPU weights at the first one).
+    The adapter learned to correct *those* weights: merged onto the originals it would
+    answer differently from the model that was trained and evaluated; merged onto the
+    dequantized ones it answers the same, at float32 in any runtime."""
+    quant = model.quantization
+    if not quant:
+        return {}
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise AfterTrainingError(
+            f"Job {model.job.job_id} trained its adapter on a 4-bit base (QLoRA); loading "
+            "that base needs the bitsandbytes package, not installed here. Fix: pip "
+            "install 'flextrain[qlora]'."
+        )
+    import torch
+
+    from flextrain.models.quantize import KEEP_OUTSIDE_BLOCKS, bnb_4bit_config
+
+    config = bnb_4bit_config(
+        quant["quant_type"],
+        quant["double_quant"],
+        torch.float32,
+        keep=quant.get("kept", KEEP_OUTSIDE_BLOCKS),
+    )
+    return {"quantization_config": config, "device_map": {"": "cpu"}}
 
 
 def load_trained(model: TrainedModel, tokenizer: Any) -> Any:

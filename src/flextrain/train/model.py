@@ -65,14 +65,55 @@ def build_model(spec: RunSpec, tokenizer: Any) -> tuple[Any, list[str]]:
             use_safetensors=None if spec.allow_pickle_weights else True,
             **kwargs,
             **attention,
+            **quantized_loading(spec),
         )
         # Module paths (not parameter names) of weights the checkpoint lacked.
         fresh = sorted({key.rsplit(".", 1)[0] for key in info.get("missing_keys", [])})
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     if spec.config.uses_lora:
+        if spec.config.load_in_4bit:
+            model = _ready_for_4bit_training(model)
         model = _wrap_lora(model, spec, fresh)
     return model, fresh
+
+
+def quantized_loading(spec: RunSpec) -> dict[str, Any]:
+    """from_pretrained's arguments for a QLoRA run's 4-bit base (none otherwise).
+
+    The 4-bit matmuls compute in the run's precision (bf16/fp16 under mixed precision,
+    float32 otherwise). A quantized model cannot be moved after loading, so it is
+    placed on this process's device at once: its GPU under torchrun, else the CPU.
+    """
+    cfg = spec.config
+    if not cfg.load_in_4bit:
+        return {}
+    from flextrain.models.quantize import bnb_4bit_config
+    from flextrain.train import distributed
+
+    compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(spec.precision, torch.float32)
+    quant = bnb_4bit_config(cfg.bnb_4bit_quant_type, cfg.bnb_4bit_use_double_quant, compute)
+    device: int | str = distributed.local_rank() if torch.cuda.is_available() else "cpu"
+    return {"quantization_config": quant, "device_map": {"": device}}
+
+
+def _ready_for_4bit_training(model: PreTrainedModel) -> Any:
+    """peft's preparation of a k-bit model: every base weight frozen, and those left
+    unquantized (norms, embeddings, heads) in float32, so the small updates of a
+    training step are not lost to 16-bit rounding. Gradient checkpointing is left to
+    the Trainer, which turns it on (non-reentrant: frozen inputs need no grad) for
+    every run alike."""
+    from peft import prepare_model_for_kbit_training
+
+    for module in model.modules():
+        # bitsandbytes (0.50) repacks a 4-bit weight for its CPU inference kernel at the
+        # first forward in eval mode (our evaluation before training) and never unpacks
+        # it: every training forward after that runs the inference kernel, which has no
+        # backward, so gradients silently stop at each base weight (and a biased layer
+        # fails). Off, every forward dequantizes and multiplies in the compute dtype.
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            setattr(module, "support_avx512bf16_for_cpu", False)  # noqa: B010
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
 def linear_module_names(model: PreTrainedModel) -> frozenset[str]:

@@ -214,7 +214,7 @@ def _optimizer_class(name: str) -> type[torch.optim.Optimizer]:
         return Adafactor
     if name == "AdamW8bit":
         try:
-            from bitsandbytes.optim import AdamW8bit  # type: ignore[import-not-found]
+            from bitsandbytes.optim import AdamW8bit  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:
             raise ValueError(
                 f"optimizer 'AdamW8bit' needs bitsandbytes, which is not importable here "

@@ -35,6 +35,8 @@ class ProbeRequest(BaseModel):
     lora_r: int = 16
     lora_alpha: int = 32
     lora_target_modules: list[str] | None = None
+    load_in_4bit: bool = False
+    double_quant: bool = True
     points: list[tuple[int, int]]
     steps: int = 3
     num_threads: int = 1
@@ -90,6 +92,8 @@ def main(argv: list[str]) -> int:
         lora_target_modules=request.lora_target_modules,
         gradient_checkpointing=request.gradient_checkpointing,
         optim=request.optim,
+        load_in_4bit=request.load_in_4bit,
+        bnb_4bit_use_double_quant=request.double_quant,
         **({"preference": request.preference} if request.preference else {}),
     )
     spec = RunSpec(
@@ -111,7 +115,7 @@ def main(argv: list[str]) -> int:
     tokenizer = load_tokenizer(spec)
     model, _ = build_model(spec, tokenizer)
     on_gpu = torch.cuda.is_available()
-    if on_gpu:
+    if on_gpu and not request.load_in_4bit:  # a 4-bit model is placed as it loads
         model.to("cuda")
     model_loaded = _current_rss()
     print(

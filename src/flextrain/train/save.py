@@ -13,6 +13,7 @@ from transformers import Trainer
 from flextrain.data.prepare import DEFAULT_CHAT_TEMPLATE, TEMPLATED_SHAPES
 from flextrain.jobs.spec import RunSpec
 from flextrain.jobs.store import JobStore
+from flextrain.models.quantize import KEEP_OUTSIDE_BLOCKS
 from flextrain.train import distributed
 
 
@@ -52,6 +53,8 @@ def save_outputs(
                 "base_model": spec.config.model_id,
                 "base_model_path": spec.model_path,
                 "adapter": spec.config.uses_lora,
+                # QLoRA: the adapter was trained on these 4-bit weights, not the originals.
+                "base_quantization": base_quantization(spec),
                 "labels": spec.data.labels,
                 "metrics": metrics,
                 "probe": probe,
@@ -61,6 +64,21 @@ def save_outputs(
     )
     store.merge_metrics(spec.job_id, metrics)
     return metrics
+
+
+def base_quantization(spec: RunSpec) -> dict[str, Any] | None:
+    """How a QLoRA run held its base weights (None: at full precision)."""
+    cfg = spec.config
+    if not cfg.load_in_4bit:
+        return None
+    return {
+        "bits": 4,
+        "quant_type": cfg.bnb_4bit_quant_type,
+        "double_quant": cfg.bnb_4bit_use_double_quant,
+        "compute_dtype": {"bf16": "bfloat16", "fp16": "float16"}.get(spec.precision, "float32"),
+        # The modules left at full precision (a transformers skip pattern).
+        "kept": KEEP_OUTSIDE_BLOCKS,
+    }
 
 
 def output_probe(model: Any, tokenizer: Any, sequences: list[list[int]]) -> dict[str, Any]:

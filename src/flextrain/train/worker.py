@@ -42,6 +42,7 @@ from flextrain.jobs.resume import requeue_from_checkpoint
 from flextrain.jobs.spec import RunSpec
 from flextrain.jobs.store import JobStore
 from flextrain.migrations import make_engine
+from flextrain.models.quantize import quiet_bitsandbytes_kernel_fetch
 from flextrain.train.monitor import JobMonitor
 from flextrain.train.stop import (
     DiskPausedError,
@@ -218,6 +219,7 @@ def _fork_job(order: dict[str, Any]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     quiet_library_deprecations()
+    quiet_bitsandbytes_kernel_fetch()
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--fork-server"]:
         return _serve_forks()

@@ -65,7 +65,18 @@
     ],
     ["Learning-rate schedule", ["lr_scheduler_type", "warmup_steps", "warmup_ratio"]],
     ["Precision and memory", ["use_mixed_precision", "fp16", "bf16", "gradient_checkpointing"]],
-    ["LoRA", ["lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"]],
+    [
+      "LoRA",
+      [
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_modules",
+        "load_in_4bit",
+        "bnb_4bit_quant_type",
+        "bnb_4bit_use_double_quant",
+      ],
+    ],
     ["Preference and reward training", ["preference"]],
     [
       "Evaluation, logging and checkpoints",
@@ -114,6 +125,9 @@
     lora_alpha: "LoRA alpha",
     lora_dropout: "LoRA dropout",
     lora_target_modules: "LoRA target modules",
+    load_in_4bit: "4-bit base (QLoRA)",
+    bnb_4bit_quant_type: "4-bit code",
+    bnb_4bit_use_double_quant: "Double quantization",
     fp16: "fp16",
     bf16: "bf16",
     eval_strategy: "Evaluation strategy",
@@ -163,6 +177,7 @@
     ["optimizer_gb", "Optimizer state"],
     ["activations_gb", "Activations"],
     ["logits_gb", "Logits"],
+    ["dequantization_gb", "4-bit dequantization"],
     ["baseline_gb", "Runtime baseline"],
   ];
 
@@ -1659,7 +1674,7 @@
           "table",
           { className: "kv" },
           el("tbody", {},
-            ...MEMORY_PARTS.map(([key, label]) => el("tr", {}, el("th", { scope: "row" }, label), el("td", {}, formatGB(memory[key])))),
+            ...MEMORY_PARTS.filter(([key]) => key !== "dequantization_gb" || memory[key]).map(([key, label]) => el("tr", {}, el("th", { scope: "row" }, label), el("td", {}, formatGB(memory[key])))),
             el("tr", { className: "total" }, el("th", { scope: "row" }, "Peak"), el("td", {}, formatGB(peak))),
             el("tr", {}, el("th", { scope: "row" }, "Available"), el("td", {}, formatGB(memory.available_gb))),
           ),
