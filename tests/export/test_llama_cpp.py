@@ -19,7 +19,12 @@ from flextrain.models.gguf_llama_cpp import check_in_llama_cpp
 from flextrain.models.gguf_parity import load_reference
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
-from tests.models.after_helpers import ARCHITECTURES, lora_lm_config, tiny_random_lm
+from tests.models.after_helpers import (
+    ARCHITECTURES,
+    SENTENCEPIECE_KINDS,
+    lora_lm_config,
+    tiny_random_lm,
+)
 from tests.train.helpers import run_job
 
 pytestmark = pytest.mark.export
@@ -102,7 +107,7 @@ def test_a_chat_through_the_embedded_template_matches_transformers(
     assert text.strip() == expected.strip()
 
 
-@pytest.mark.parametrize("kind", ARCHITECTURES)
+@pytest.mark.parametrize("kind", ARCHITECTURES + SENTENCEPIECE_KINDS)
 def test_each_supported_architecture_runs_in_llama_cpp(
     service: TrainingService, kind: str, tmp_path: Path
 ) -> None:
@@ -116,3 +121,46 @@ def test_each_supported_architecture_runs_in_llama_cpp(
     assert report.tokenizer_match
     assert report.conversion_diff is not None
     assert report.conversion_diff < 0.05
+    # The leading-space difference of Metaspace tokenizers is said in the report.
+    assert bool(report.notes) == (kind in ("llama-spm", "mistral-spm"))
+
+
+# Text where SentencePiece-style tokenizers are easiest to get wrong: spaces at the
+# start, runs of spaces, characters missing from the vocabulary (byte fallback),
+# newlines and tabs, digits.
+TRICKY_TEXTS = (
+    "Hello world",
+    "  two leading spaces",
+    "trailing space ",
+    "double  space and   triple",
+    "\u00e9 \u65e5\u672c \U0001f642 na\u00efve",
+    "line one\nline two\ttab",
+    "3.14159 and 42",
+    "the weather was lovely today",
+)
+
+
+@pytest.mark.parametrize("kind", SENTENCEPIECE_KINDS)
+def test_sentencepiece_tokenizers_cut_text_as_transformers_does(
+    service: TrainingService, kind: str, tmp_path: Path
+) -> None:
+    from llama_cpp import Llama
+    from transformers import AutoTokenizer
+
+    folder = tiny_random_lm(
+        kind, service.models.resolve("flextrain/tiny-llama").path, tmp_path / kind
+    )
+    written = write_gguf(folder, tmp_path / f"{kind}.gguf", "f16", name="tiny")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    # transformers' Metaspace puts no "\u2581" before text that starts with a space;
+    # llama.cpp, as SentencePiece itself, always does: that text gets one piece more.
+    metaspace = type(tokenizer.backend_tokenizer.pre_tokenizer).__name__ == "Metaspace"
+    llm = Llama(model_path=str(written.path), vocab_only=True, verbose=False)
+    try:
+        for text in TRICKY_TEXTS:
+            as_read = " " + text if metaspace and text.startswith(" ") else text
+            want = tokenizer(as_read)["input_ids"]
+            got = llm.tokenize(text.encode(), add_bos=True, special=False)
+            assert got == want, (text, tokenizer.convert_ids_to_tokens(want), got)
+    finally:
+        llm.close()

@@ -10,6 +10,10 @@ from flextrain.config.schemas import AdvancedTrainingConfig
 
 # Architectures the GGUF writer supports, as tiny_random_lm builds them.
 ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2")
+# Real Llama 2, Mistral (to v0.3) and Gemma models ship SentencePiece-style tokenizers
+# (BPE with byte fallback, "▁" for spaces), not byte-level BPE: the same kinds again
+# with such a tokenizer, in transformers' own Llama and Gemma layouts.
+SENTENCEPIECE_KINDS = ("llama-spm", "mistral-spm", "gemma2-spm")
 
 FAST: dict[str, Any] = {
     "batch_size": 16,
@@ -41,8 +45,41 @@ def lora_lm_config(**extra: Any) -> AdvancedTrainingConfig:
     return AdvancedTrainingConfig(**values)
 
 
+def sentencepiece_tokenizer(style: str) -> Any:
+    """A SentencePiece-style tokenizer learned from the bundled text: Llama's layout
+    (<unk> <s> </s>, a space put before the text) or Gemma's (<pad> <eos> <bos> <unk>
+    <mask>, no space put before). Its merges are derived from the vocabulary's order,
+    as transformers converts a SentencePiece model, so any pair that joins into a
+    token may merge (SentencePiece's rule), ranked by that token's place."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import GemmaTokenizer, LlamaTokenizer
+    from transformers.tokenization_utils_base import generate_merges
+
+    from flextrain.data.bundled import bundled_path
+
+    specials = (
+        ["<unk>", "<s>", "</s>"]
+        if style == "llama"
+        else ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+    )
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    learner = Tokenizer(models.BPE(byte_fallback=True))
+    learner.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+    trainer = trainers.BpeTrainer(
+        vocab_size=700, special_tokens=specials + byte_tokens, show_progress=False
+    )
+    learner.train_from_iterator(bundled_path("text.txt").read_text().splitlines(), trainer)
+    vocab = learner.get_vocab()
+    merges = generate_merges(
+        vocab, {t: -i for t, i in vocab.items()}, skip_tokens=specials + byte_tokens
+    )
+    cls = LlamaTokenizer if style == "llama" else GemmaTokenizer
+    return cls(vocab=vocab, merges=merges, add_bos_token=True)  # as both models do
+
+
 def tiny_random_lm(kind: str, tokenizer_folder: Path, folder: Path) -> Path:
-    """A random model of `kind` with the tiny Llama's tokenizer, saved to `folder`."""
+    """A random model of `kind` with the tiny Llama's tokenizer, saved to `folder`;
+    `<kind>-spm` gives it a SentencePiece-style tokenizer instead."""
     import torch
     from transformers import (
         AutoTokenizer,
@@ -60,7 +97,11 @@ def tiny_random_lm(kind: str, tokenizer_folder: Path, folder: Path) -> Path:
         Qwen3ForCausalLM,
     )
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder))
+    if kind.endswith("-spm"):
+        kind = kind.removesuffix("-spm")
+        tokenizer = sentencepiece_tokenizer("gemma" if kind == "gemma2" else "llama")
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder))
     sizes: dict[str, Any] = {
         "vocab_size": len(tokenizer),
         "hidden_size": 64,

@@ -33,7 +33,12 @@ from flextrain.models.gguf_parity import check_gguf
 from flextrain.models.trained import OutputExistsError
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
-from tests.models.after_helpers import ARCHITECTURES, lora_lm_config, tiny_random_lm
+from tests.models.after_helpers import (
+    ARCHITECTURES,
+    SENTENCEPIECE_KINDS,
+    lora_lm_config,
+    tiny_random_lm,
+)
 from tests.train.helpers import run_job
 
 
@@ -118,7 +123,7 @@ def test_the_cli_exports_and_reports_parity(
     assert "quant 'q8_0' is for --format gguf" in " ".join(refused.output.split())
 
 
-@pytest.mark.parametrize("kind", ARCHITECTURES)
+@pytest.mark.parametrize("kind", ARCHITECTURES + SENTENCEPIECE_KINDS)
 def test_each_supported_architecture_converts_exactly(
     service: TrainingService, kind: str, tmp_path: Path
 ) -> None:
@@ -130,8 +135,9 @@ def test_each_supported_architecture_converts_exactly(
     assert report.passed, report.problems
     assert report.conversion_diff is not None
     assert report.conversion_diff < 1e-3
+    assert report.tokenizer_match
     # transformers' reader gaps, said aloud
-    assert bool(report.notes) == (kind in ("qwen3", "gemma2"))
+    assert bool(report.notes) == (kind in ("qwen3", "gemma2", "gemma2-spm"))
 
 
 def test_the_check_fails_a_file_with_a_wrong_weight_layout(
@@ -184,6 +190,28 @@ def test_what_cannot_be_exported_says_why_and_leaves_nothing(
     out = tmp_path / "cut-out"
     with pytest.raises(SafetensorError):
         write_gguf(folder, out / "cut.gguf", "q8_0", name="cut")
+    assert list(out.iterdir()) == []
+
+
+def test_a_tokenizer_llama_cpp_cannot_cut_alike_is_refused_and_leaves_nothing(
+    service: TrainingService, tmp_path: Path
+) -> None:
+    folder = tiny_random_lm(
+        "llama-spm", service.models.resolve("flextrain/tiny-llama").path, tmp_path / "m"
+    )
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    # A normalizer llama.cpp would not repeat (Unicode NFKC before the space marks).
+    spec["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "NFKC"}]}
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    with pytest.raises(GGUFConversionError, match=r"normalizes text in a way llama.cpp does not"):
+        write_gguf(folder, out / "m.gguf", "f16", name="m")
+    assert list(out.iterdir()) == []
+    # WordPiece (a BERT tokenizer) is not BPE at all.
+    bert = service.models.resolve("flextrain/tiny-bert").path
+    shutil.copy(bert / "tokenizer.json", folder / "tokenizer.json")
+    with pytest.raises(GGUFConversionError, match=r"this one is WordPiece\. Fix: export as"):
+        write_gguf(folder, out / "m.gguf", "f16", name="m")
     assert list(out.iterdir()) == []
 
 

@@ -1,10 +1,10 @@
 """Write a transformers decoder model as one GGUF file, the format llama.cpp and Ollama run.
 
 The file holds the model's hyperparameters, its weights under llama.cpp's tensor
-names, and its tokenizer (tokens, merges, special tokens, whether BOS is added)
-with the chat template, so a runtime needs nothing else to answer as the trained
-model does. Names come from the `gguf` package's own tensor-name maps
-(`get_tensor_name_map`), never from a table kept here.
+names, and its tokenizer (flextrain.models.gguf_tokenizer: tokens, merges or scores,
+special tokens, whether BOS is added) with the chat template, so a runtime needs
+nothing else to answer as the trained model does. Names come from the `gguf`
+package's own tensor-name maps (`get_tensor_name_map`), never from a table kept here.
 
 Two facts of llama.cpp's format shape the conversion:
 - llama.cpp applies rotary embeddings to interleaved pairs of a head's dimensions,
@@ -35,17 +35,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from flextrain.models.trained import AfterTrainingError
+from flextrain.models.gguf_tokenizer import GGUFConversionError, write_tokenizer
 
 GGUFQuant = Literal["f16", "q8_0", "q4_k_m"]
 GGUF_QUANTS: tuple[GGUFQuant, ...] = ("f16", "q8_0", "q4_k_m")
-
-
-class GGUFConversionError(AfterTrainingError):
-    """The model (or its tokenizer) cannot be written as GGUF; the message says why."""
-
-    code = "gguf_conversion"
-    field = "format"
 
 
 @dataclass(frozen=True)
@@ -72,10 +65,6 @@ _ARCHES = {
     "Gemma2ForCausalLM": _Arch("GEMMA2", reorder_rotary=False, norm_plus_one=True),
 }
 SUPPORTED_ARCHITECTURES = tuple(sorted(_ARCHES))
-
-# Canonical llama.cpp pre-tokenizer names, tried in this order when a tokenizer's split
-# regex is looked up (transformers lists aliases too; these are the names llama.cpp uses).
-_PRE_NAMES = ("llama-bpe", "qwen2", "tekken", "gpt-4o", "qwen35")
 
 
 @dataclass(frozen=True)
@@ -149,7 +138,7 @@ def _write(
     writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[model_arch])
     try:
         _hyperparameters(gguf, writer, config, quant, name)
-        _tokenizer(gguf, writer, folder, int(config["vocab_size"]))
+        write_tokenizer(gguf, writer, folder, int(config["vocab_size"]))
         types = _tensors(gguf, writer, folder, config, model_arch, arch, quant)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -205,72 +194,6 @@ def _gemma2(writer: Any, config: dict[str, Any], head_dim: int) -> None:
         writer.add_attn_logit_softcapping(float(config["attn_logit_softcapping"]))
     if config.get("final_logit_softcapping") is not None:
         writer.add_final_logit_softcapping(float(config["final_logit_softcapping"]))
-
-
-def _tokenizer(gguf: Any, writer: Any, folder: Path, vocab_size: int) -> None:
-    """Byte-level BPE (GPT-2, Llama 3, Qwen tokenizers) as llama.cpp's "gpt2" model."""
-    try:
-        spec = json.loads((folder / "tokenizer.json").read_text())
-    except (OSError, ValueError):
-        raise GGUFConversionError(
-            f"format gguf: {folder} has no readable tokenizer.json. Fix: the model folder needs "
-            "the fast tokenizer transformers saves with it."
-        ) from None
-    model = spec.get("model") or {}
-    if model.get("type") != "BPE" or model.get("byte_fallback"):
-        raise GGUFConversionError(
-            "format gguf: only byte-level BPE tokenizers (GPT-2, Llama 3, Qwen) are written to "
-            f"GGUF so far; this one is {model.get('type')}"
-            + (" with byte fallback (SentencePiece style)" if model.get("byte_fallback") else "")
-            + ". Fix: export as a safetensors folder (--format vllm)."
-        )
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(_pre_tokenizer(spec.get("pre_tokenizer")))
-    vocab: dict[int, str] = {i: t for t, i in model["vocab"].items()}
-    added = {int(a["id"]): a for a in spec.get("added_tokens", [])}
-    tokens: list[str] = []
-    kinds: list[int] = []
-    for i in range(max(vocab_size, max(vocab, default=-1) + 1, max(added, default=-1) + 1)):
-        if i in added:
-            tokens.append(added[i]["content"])
-            kind = "CONTROL" if added[i].get("special") else "USER_DEFINED"
-        elif i in vocab:
-            tokens.append(vocab[i])
-            kind = "NORMAL"
-        else:  # the embedding is wider than the tokenizer: rows no text maps to
-            tokens.append(f"[PAD{i}]")
-            kind = "UNUSED"
-        kinds.append(int(getattr(gguf.TokenType, kind)))
-    writer.add_token_list(tokens)
-    writer.add_token_types(kinds)
-    # Merges, special token ids, whether BOS/EOS are added (read from the post-processor,
-    # not tokenizer_config.json, which transformers 5 leaves without add_bos_token), and
-    # the chat template (chat_template.jinja).
-    gguf.SpecialVocab(folder, load_merges=True, n_vocab=len(tokens)).add_to_gguf(writer)
-
-
-def _pre_tokenizer(pre: dict[str, Any] | None) -> str:
-    """llama.cpp's name for how the tokenizer splits text before BPE; GGUFConversionError
-    for a split it has no name for (llama.cpp would refuse the file)."""
-    given: dict[str, Any] = pre or {}
-    listed = given.get("pretokenizers") if given.get("type") == "Sequence" else [given]
-    parts: list[dict[str, Any]] = [p for p in listed or [] if p]
-    if len(parts) == 1 and parts[0].get("type") == "ByteLevel" and parts[0].get("use_regex", True):
-        return "gpt-2"
-    splits = [p for p in parts if p.get("type") == "Split"]
-    if splits and any(p.get("type") == "ByteLevel" for p in parts):
-        pattern = (splits[0].get("pattern") or {}).get("Regex")
-        from transformers.integrations.gguf.gguf_tokenizer_mapping import (
-            GGUF_PRE_TOKENIZER_SPLITS,
-        )
-
-        for known in _PRE_NAMES:
-            if GGUF_PRE_TOKENIZER_SPLITS.get(known) == pattern:
-                return known
-    raise GGUFConversionError(
-        "format gguf: the tokenizer splits text in a way llama.cpp has no name for "
-        f"({json.dumps(pre)[:200]}). Fix: export as a safetensors folder (--format vllm)."
-    )
 
 
 def reorder_rotary_rows(weight: np.ndarray, heads: int) -> np.ndarray:
