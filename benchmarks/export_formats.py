@@ -28,12 +28,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.models.after_helpers import lora_lm_config  # noqa: E402
+from tests.models.after_helpers import train_tiny_helper  # noqa: E402
 from tests.train.helpers import run_job  # noqa: E402
 
 from flextrain.config.enums import TrainingType  # noqa: E402
 from flextrain.config.schemas import AdvancedTrainingConfig  # noqa: E402
-from flextrain.data.bundled import bundled_path  # noqa: E402
 from flextrain.models.gguf_llama_cpp import llama_cpp_available  # noqa: E402
 from flextrain.service import TrainingService  # noqa: E402
 from flextrain.settings import Settings  # noqa: E402
@@ -62,8 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="export-bench-")) / "home"
     service = TrainingService(Settings(home=home))
-    service.datasets.register("instructions", bundled_path("instructions.jsonl"))
-    lora = run_job(service, lora_lm_config(run_name="tiny helper"))
+    lora = train_tiny_helper(service)
     minilm = run_job(
         service,
         AdvancedTrainingConfig(

@@ -11,7 +11,6 @@ from typing import Any
 import gguf
 import pytest
 
-from flextrain.data.bundled import bundled_path
 from flextrain.jobs.store import TrainingJob
 from flextrain.models.export_gguf import export_as
 from flextrain.models.gguf_file import write_gguf
@@ -22,10 +21,9 @@ from flextrain.settings import Settings
 from tests.models.after_helpers import (
     ARCHITECTURES,
     SENTENCEPIECE_KINDS,
-    lora_lm_config,
     tiny_random_lm,
+    train_tiny_helper,
 )
-from tests.train.helpers import run_job
 
 pytestmark = pytest.mark.export
 llama_cpp = pytest.importorskip("llama_cpp", reason="make test-export installs flextrain[gguf]")
@@ -41,8 +39,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Ite
 
 @pytest.fixture(scope="module")
 def lora_lm(service: TrainingService) -> TrainingJob:
-    service.datasets.register("instructions", bundled_path("instructions.jsonl"))
-    return run_job(service, lora_lm_config(run_name="tiny helper"))
+    return train_tiny_helper(service)
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,16 @@ def lora_lm_config(**extra: Any) -> AdvancedTrainingConfig:
     return AdvancedTrainingConfig(**values)
 
 
+def train_tiny_helper(service: Any) -> Any:
+    """The LoRA job the export tests and benchmark export: `lora_lm_config` trained on
+    the bundled instructions, registered first, under the run name "tiny helper"."""
+    from flextrain.data.bundled import bundled_path
+    from tests.train.helpers import run_job
+
+    service.datasets.register("instructions", bundled_path("instructions.jsonl"))
+    return run_job(service, lora_lm_config(run_name="tiny helper"))
+
+
 def sentencepiece_tokenizer(style: str) -> Any:
     """A SentencePiece-style tokenizer learned from the bundled text: Llama's layout
     (<unk> <s> </s>, a space put before the text) or Gemma's (<pad> <eos> <bos> <unk>

@@ -22,7 +22,6 @@ from safetensors import SafetensorError
 from typer.testing import CliRunner
 
 from flextrain.cli.main import app
-from flextrain.data.bundled import bundled_path
 from flextrain.data.prepare import DEFAULT_CHAT_TEMPLATE
 from flextrain.jobs.store import TrainingJob
 from flextrain.models import gguf_file
@@ -36,10 +35,9 @@ from flextrain.settings import Settings
 from tests.models.after_helpers import (
     ARCHITECTURES,
     SENTENCEPIECE_KINDS,
-    lora_lm_config,
     tiny_random_lm,
+    train_tiny_helper,
 )
-from tests.train.helpers import run_job
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +50,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, models_cache: Path) -> Ite
 
 @pytest.fixture(scope="module")
 def lora_lm(service: TrainingService) -> TrainingJob:
-    service.datasets.register("instructions", bundled_path("instructions.jsonl"))
-    cfg = lora_lm_config(run_name="tiny helper")
-    return run_job(service, cfg)
+    return train_tiny_helper(service)
 
 
 def test_a_lora_job_exports_gguf_files_that_answer_as_it_does(

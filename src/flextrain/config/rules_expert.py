@@ -3,12 +3,12 @@ schedule expression over a sample run, and user code read (never run) from code_
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 
 from flextrain.config.issues import RuleContext, ValidationIssue
 from flextrain.config.issues import err as _err
 from flextrain.config.issues import warn as _warn
+from flextrain.config.rules_quant import bitsandbytes_installed
 from flextrain.config.schemas import ExpertOptimizerConfig, ExpertTrainingConfig
 from flextrain.config.steps import warmup_steps
 from flextrain.config.usercode import check_reference
@@ -160,7 +160,7 @@ TORCH_OPTIMIZERS = frozenset(
 
 def _optimizer_name_problem(name: str) -> str | None:
     if name == "AdamW8bit":
-        if not importlib.util.find_spec("bitsandbytes"):
+        if not bitsandbytes_installed():
             return "AdamW8bit needs bitsandbytes: pip install bitsandbytes."
         return None
     if name in TORCH_OPTIMIZERS:

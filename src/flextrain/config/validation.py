@@ -8,7 +8,6 @@ the rules pure and each one testable with a passing and a failing case.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,7 +29,7 @@ from flextrain.config.modes import config_for_mode
 from flextrain.config.rules_expert import TORCH_OPTIMIZERS, expert_rule
 from flextrain.config.rules_hardware import hardware_rule
 from flextrain.config.rules_preference import preference_rule
-from flextrain.config.rules_quant import quantization_rule
+from flextrain.config.rules_quant import bitsandbytes_installed, quantization_rule
 from flextrain.config.rules_run import (
     checkpointing_rule,
     data_rule,
@@ -247,7 +246,7 @@ def _optimizer(ctx: RuleContext) -> Iterator[ValidationIssue]:
             f"'{c.lr_scheduler_type}' is not a known scheduler.",
             f"use one of: {', '.join(SCHEDULER_TYPES)}.",
         )
-    if c.optim == "adamw_bnb_8bit" and importlib.util.find_spec("bitsandbytes") is None:
+    if c.optim == "adamw_bnb_8bit" and not bitsandbytes_installed():
         yield _err(
             "optim",
             "adamw_bnb_8bit needs the bitsandbytes package, not installed.",

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from flextrain.estimate.quant import bytes_per_4bit_weight, quantized_in_4bit
+from flextrain.estimate.quant import bytes_per_4bit_weight, quantized_weights
 
 Precision = Literal["fp32", "fp16", "bf16"]
 Device = Literal["cpu", "cuda"]
@@ -336,9 +336,7 @@ def _four_bit_weights(arch: Architecture, setup: TrainingSetup, total: int) -> t
     dtype in its forward and again in its backward, one at a time: the largest one,
     twice (the copy and its cast), is the transient.
     """
-    quantized = [
-        d_in * d_out for name, d_in, d_out in arch.linear_layers if quantized_in_4bit(name)
-    ]
+    quantized = quantized_weights(arch.linear_layers)
     stored = sum(quantized) * bytes_per_4bit_weight(setup.double_quant)
     weights = int(stored) + (total - sum(quantized)) * 4
     compute_bytes = 2 if setup.precision != "fp32" and setup.device == "cuda" else 4

@@ -14,6 +14,7 @@ step, `model.layers.3.mlp.up_proj`) go to 4 bits; see flextrain.models.quantize.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 BLOCK_SIZE = 64
 SECOND_BLOCK_SIZE = 256
@@ -27,6 +28,11 @@ _IN_BLOCK = re.compile(r"(?:.*\.)?\d+\..+")
 def quantized_in_4bit(module_name: str) -> bool:
     """Whether a linear layer of this name is held in 4 bits by a QLoRA run."""
     return bool(_IN_BLOCK.fullmatch(module_name))
+
+
+def quantized_weights(linear_layers: Iterable[tuple[str, int, int]]) -> list[int]:
+    """The size (d_in x d_out) of every linear layer a QLoRA run holds in 4 bits."""
+    return [d_in * d_out for name, d_in, d_out in linear_layers if quantized_in_4bit(name)]
 
 
 def bytes_per_4bit_weight(double_quant: bool) -> float:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from flextrain.config.steps import total_steps
 from flextrain.estimate.memory import Architecture, TrainingSetup
-from flextrain.estimate.quant import quantized_in_4bit
+from flextrain.estimate.quant import quantized_weights
 
 # Dense peak TFLOP/s for 16-bit training by GPU name fragment (vendor data sheets).
 GPU_PEAK_TFLOPS = {
@@ -57,9 +57,9 @@ STEP_OVERHEAD_SECONDS = {"cpu": (0.01, 0.03, 0.1), "cuda": (0.005, 0.02, 0.05)}
 DECODE_STEP_SECONDS = {"cpu": (0.001, 0.003, 0.01), "cuda": (0.005, 0.015, 0.04)}
 # QLoRA: a 4-bit weight is unpacked for every matmul, forward and backward. Two costs,
 # fitted on this project's CPU machine (25M-parameter Llama, benchmarks/estimate_accuracy.py
-# --only qlora): the matmuls run about 2x slower than float32 LoRA's (bitsandbytes' CPU
-# kernel), and every pass over a weight costs ~2e-8 s to unpack, per micro-batch. On a
-# GPU both are priors: QLoRA's fused kernels are reported 1.2-1.4x slower than LoRA.
+# --only qlora): the matmuls cost what float32 LoRA's do (factor 1.01), and every pass
+# over a weight costs ~2e-8 s to unpack, per micro-batch. On a GPU both are priors:
+# QLoRA's fused kernels are reported 1.2-1.4x slower than LoRA.
 QLORA_MATMUL_FACTOR = {"cpu": 1.0, "cuda": 1.3}
 DEQUANT_SECONDS_PER_WEIGHT = {"cpu": 2e-8, "cuda": 5e-12}
 
@@ -112,9 +112,7 @@ def dequantization_seconds(arch: Architecture, setup: TrainingSetup) -> float:
     (and the recompute, with gradient checkpointing); 0 without a 4-bit base."""
     if not setup.quantized_4bit:
         return 0.0
-    weights = sum(
-        d_in * d_out for name, d_in, d_out in arch.linear_layers if quantized_in_4bit(name)
-    )
+    weights = sum(quantized_weights(arch.linear_layers))
     passes = 3 if setup.gradient_checkpointing else 2
     return (
         weights * passes * DEQUANT_SECONDS_PER_WEIGHT["cuda" if setup.device == "cuda" else "cpu"]

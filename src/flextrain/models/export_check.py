@@ -24,8 +24,8 @@ from flextrain.models.gguf_parity import (
     ParityReport,
     check_gguf,
     compare,
+    judged,
     not_compared,
-    problems_of,
     prompt_ids,
 )
 from flextrain.models.trained import (
@@ -152,8 +152,7 @@ def verify_folder(model: TrainedModel, folder: Path) -> ParityReport:
         thresholds=limits,
         passed=True,
     )
-    problems = problems_of(report, limits)
-    return report.model_copy(update={"passed": not problems, "problems": problems})
+    return judged(report)
 
 
 def verify_export(

@@ -22,10 +22,10 @@ from flextrain.models.gguf_parity import (
     THRESHOLDS,
     ParityReport,
     greedy_ids,
+    judged,
     logits_of,
     measure,
     not_compared,
-    problems_of,
     prompt_ids,
     round_like_file,
 )
@@ -110,8 +110,7 @@ def check_in_llama_cpp(path: Path, reference: tuple[Any, Any], quant: GGUFQuant)
         passed=True,
         notes=_tokenizer_notes(tokenizer, sentencepiece=file_model == "llama"),
     )
-    problems = problems_of(report, limits)
-    return report.model_copy(update={"passed": not problems, "problems": problems})
+    return judged(report)
 
 
 def _tokenizer_notes(tokenizer: Any, *, sentencepiece: bool) -> list[str]:

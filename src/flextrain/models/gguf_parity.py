@@ -159,8 +159,7 @@ def check_gguf(path: Path, reference: Path | tuple[Any, Any], quant: GGUFQuant) 
         passed=True,
         notes=notes,
     )
-    problems = problems_of(report, limits)
-    return report.model_copy(update={"passed": not problems, "problems": problems})
+    return judged(report)
 
 
 class Comparison(BaseModel):
@@ -264,6 +263,12 @@ def not_compared(
         passed=False,
         problems=problems,
     )
+
+
+def judged(report: ParityReport) -> ParityReport:
+    """The report with its verdict: passed, or the problems against its own thresholds."""
+    problems = problems_of(report, report.thresholds)
+    return report.model_copy(update={"passed": not problems, "problems": problems})
 
 
 def problems_of(report: ParityReport, limits: dict[str, float]) -> list[str]:

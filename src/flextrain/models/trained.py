@@ -15,7 +15,6 @@ by the front ends, which must start without them).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import warnings
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from flextrain.config.enums import TrainingStatus
+from flextrain.config.rules_quant import bitsandbytes_installed
 from flextrain.errors import ConflictError, InvalidInputError
 from flextrain.jobs.errors import JobStateError
 from flextrain.jobs.spec import RunSpec
@@ -235,7 +235,7 @@ def _as_trained_on(model: TrainedModel) -> dict[str, Any]:
     quant = model.quantization
     if not quant:
         return {}
-    if importlib.util.find_spec("bitsandbytes") is None:
+    if not bitsandbytes_installed():
         raise AfterTrainingError(
             f"Job {model.job.job_id} trained its adapter on a 4-bit base (QLoRA); loading "
             "that base needs the bitsandbytes package, not installed here. Fix: pip "
