@@ -128,6 +128,44 @@ def test_time_from_a_named_dataset(service: TrainingService) -> None:
     assert short.time.seconds < time.seconds
 
 
+def test_the_report_names_the_batching_and_times_its_work(service: TrainingService) -> None:
+    # Instructions: the loss is on the answers only, lengths vary; the check picks the
+    # strategy the worker will pick, and its time counts that strategy's work.
+    config = AdvancedTrainingConfig(
+        model_id=TINY_LLAMA_ID,
+        dataset_id="demo/instructions",
+        training_type=TrainingType.FINE_TUNING,
+        batch_size=8,
+        max_length=256,
+        num_epochs=1,
+    )
+    report = service.check_compatibility(TINY_LLAMA_ID, config=config)
+    assert report.time is not None
+    # The tiny Llama is mostly attention, which packed rows make grow with the row:
+    # grouping saves more than its 15% bar.
+    assert report.time.batching == "grouped"
+    assert report.time.batching_reason is not None
+    assert "work per epoch against it: padded " in report.time.batching_reason
+    assert "packed " in report.time.batching_reason
+    packed = service.check_compatibility(
+        TINY_LLAMA_ID, config=config.model_copy(update={"packing": True})
+    )
+    assert packed.time is not None
+    assert packed.time.batching == "packed"
+    assert packed.time.batching_reason == "the only exact strategy for this model and config"
+    assert packed.time.seconds > report.time.seconds
+    padded = service.check_compatibility(
+        TINY_LLAMA_ID, config=config.model_copy(update={"packing": False, "group_by_length": False})
+    )
+    assert padded.time is not None
+    assert padded.time.batching == "padded"
+    assert padded.time.seconds > report.time.seconds
+    # Classification batches are padded per batch: no plan is named.
+    minilm = service.check_compatibility(MINILM_ID, TrainingType.TASK_SPECIFIC, batch_size=4)
+    assert minilm.time is not None
+    assert minilm.time.batching is None
+
+
 def test_gpu_machine_compares_the_smallest_free_gpu(service: TrainingService) -> None:
     hardware = two_h200s()
     report = service.compatibility.check(TINY_LLAMA_ID, hardware=hardware, batch_size=8)

@@ -13,13 +13,14 @@ from transformers import AutoModelForCausalLM
 
 from flextrain.config.enums import TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
+from flextrain.estimate.batching import balanced_rows
 from flextrain.models.builtin import TINY_LLAMA_ID
 from flextrain.models.resolve import ModelResolver
 from flextrain.service import TrainingService
 from flextrain.train.packing import (
     IGNORE_INDEX,
     PackingCollator,
-    balanced_rows,
+    PaddingCollator,
     packing_is_exact,
     sparse_logits_are_exact,
 )
@@ -131,6 +132,13 @@ def test_loss_and_gradients_packed_equal_unpacked(tiny_llama: Any) -> None:
     loss_sparse, grads_sparse = loss_and_grads(sparse)
     assert loss_sparse == pytest.approx(loss_unpacked, rel=1e-5)
     assert torch.allclose(grads_sparse, grads_unpacked, rtol=1e-4, atol=1e-6)
+    # The same with one example per row, padded (the grouped and padded strategies).
+    padded = PaddingCollator(pad_token_id=0, sparse_logits=True)(examples)
+    assert padded["input_ids"].shape == unpacked["input_ids"].shape
+    assert int(padded["logits_to_keep"].sum()) == predicted
+    loss_padded, grads_padded = loss_and_grads(padded)
+    assert loss_padded == pytest.approx(loss_unpacked, rel=1e-5)
+    assert torch.allclose(grads_padded, grads_unpacked, rtol=1e-4, atol=1e-6)
 
 
 def test_exactness_check(tiny_llama: Any) -> None:
@@ -166,12 +174,14 @@ def test_a_packed_job_learns_as_the_unpacked_one(service: TrainingService) -> No
         "gradient_checkpointing": False,
         "group_by_length": False,  # same batches in the same order for both
     }
-    packed = run_job(service, AdvancedTrainingConfig(**common))
+    packed = run_job(service, AdvancedTrainingConfig(**common, packing=True))
     padded = run_job(service, AdvancedTrainingConfig(**common, packing=False))
     log = service.read_log(packed.job_id)
-    assert "packing: several examples per row" in log
+    assert "batching: packed" in log
     assert "logits only where a token is predicted" in log
-    assert "packing:" not in service.read_log(padded.job_id)
+    assert "batching: padded" in service.read_log(padded.job_id)
+    assert packed.metrics["batching"] == "packed"
+    assert padded.metrics["batching"] == "padded"
 
     def losses(job_id: str) -> list[float]:
         return [r["loss"] for r in service.metric_history(job_id) if "loss" in r]

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from datasets import Dataset
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     DataCollatorForLanguageModeling,
-    DataCollatorForSeq2Seq,
     DataCollatorWithPadding,
     EvalPrediction,
     TrainingArguments,
@@ -24,7 +24,7 @@ from flextrain.models.builtin import TINY_BERT_ID, TINY_LLAMA_ID, builtin_path
 from flextrain.train.batching import choose_batching
 from flextrain.train.metrics import classification_metrics, throughput_and_memory
 from flextrain.train.oom import free_memory, halved_batch, is_out_of_memory, out_of_memory_advice
-from flextrain.train.packing import PackingCollator
+from flextrain.train.packing import PackingCollator, PaddingCollator
 from tests.train.helpers import run_spec
 
 
@@ -38,46 +38,102 @@ def llama(models_cache: Path) -> tuple[Any, Any]:
     return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
 
 
+def _rows(*columns: str, count: int = 40) -> Dataset:
+    """Prepared rows of 6-45 tokens: the first half a prompt (label -100), the rest
+    predicted."""
+    lengths = [6 + (7 * i) % 40 for i in range(count)]
+    ids = [[5 + (i + j) % 200 for j in range(n)] for i, n in enumerate(lengths)]
+    data: dict[str, Any] = {"input_ids": ids}
+    if "labels" in columns:
+        data["labels"] = [[-100] * (len(row) // 2) + row[len(row) // 2 :] for row in ids]
+    return Dataset.from_dict(data)
+
+
 class TestBatching:
     def test_classification_pads_and_scores(self, tmp_path: Path, llama: tuple[Any, Any]) -> None:
         model, tokenizer = llama
         spec = _spec(tmp_path, "sequence_classification")
-        batching = choose_batching(spec, model, tokenizer, ["input_ids", "labels"])
+        batching = choose_batching(spec, model, tokenizer, _rows("labels"))
         assert isinstance(batching.collator, DataCollatorWithPadding)
         assert batching.compute_metrics is classification_metrics
+        assert batching.strategy == "grouped"
         assert not batching.packed
 
     def test_plain_text_gets_the_language_model_collator(
         self, tmp_path: Path, llama: tuple[Any, Any], models_cache: Path
     ) -> None:
         model, tokenizer = llama
-        causal = choose_batching(_spec(tmp_path, "causal_lm"), model, tokenizer, ["input_ids"])
+        causal = choose_batching(_spec(tmp_path, "causal_lm"), model, tokenizer, _rows())
         assert isinstance(causal.collator, DataCollatorForLanguageModeling)
         assert causal.collator.mlm is False
         bert = AutoTokenizer.from_pretrained(builtin_path(TINY_BERT_ID, models_cache))
-        masked = choose_batching(_spec(tmp_path, "masked_lm"), None, bert, ["input_ids"])
+        masked = choose_batching(_spec(tmp_path, "masked_lm"), None, bert, _rows())
         assert isinstance(masked.collator, DataCollatorForLanguageModeling)
         assert masked.collator.mlm is True
 
-    def test_prepared_rows_are_packed_where_attention_keeps_them_apart(
+    def test_the_cost_model_decides_for_this_model(
         self, tmp_path: Path, llama: tuple[Any, Any], capsys: pytest.CaptureFixture[str]
     ) -> None:
+        # The tiny Llama is all attention (hidden 64): packed rows would make it grow
+        # with the row, so grouped batches save more than the 15% bar here (the
+        # benchmark's 5M-parameter model packs: tests/estimate/test_batching.py).
         model, tokenizer = llama
-        spec = _spec(tmp_path, "causal_lm")
-        batching = choose_batching(spec, model, tokenizer, ["input_ids", "labels"])
-        assert isinstance(batching.collator, PackingCollator)
-        assert batching.packed
-        assert "packing: several examples per row" in capsys.readouterr().out
+        batching = choose_batching(_spec(tmp_path, "causal_lm"), model, tokenizer, _rows("labels"))
+        assert isinstance(batching.collator, PaddingCollator)
+        assert batching.strategy == "grouped"
+        assert not batching.packed
+        assert batching.sparse_logits
+        out = capsys.readouterr().out
+        assert "[flextrain] batching: grouped (work per epoch against it: padded " in out
+        assert "packed " in out
+        assert "logits only where a token is predicted" in out
 
-    def test_packing_off_pads_labels_with_the_ignore_index(
+    def test_without_packing_grouping_saves_enough(
         self, tmp_path: Path, llama: tuple[Any, Any]
     ) -> None:
         model, tokenizer = llama
         spec = _spec(tmp_path, "causal_lm", packing=False)
-        batching = choose_batching(spec, model, tokenizer, ["input_ids", "labels"])
-        assert isinstance(batching.collator, DataCollatorForSeq2Seq)
-        assert batching.collator.label_pad_token_id == -100
+        batching = choose_batching(spec, model, tokenizer, _rows("labels"))
+        assert isinstance(batching.collator, PaddingCollator)
+        assert batching.strategy == "grouped"
         assert not batching.packed
+
+    def test_packing_asked_for_packs(
+        self, tmp_path: Path, llama: tuple[Any, Any], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        model, tokenizer = llama
+        spec = _spec(tmp_path, "causal_lm", packing=True)
+        batching = choose_batching(spec, model, tokenizer, _rows("labels"))
+        assert isinstance(batching.collator, PackingCollator)
+        assert batching.strategy == "packed"
+        assert batching.packed
+        assert "batching: packed (the only exact strategy" in capsys.readouterr().out
+
+    def test_packing_off_and_no_grouping_pads_in_random_order(
+        self, tmp_path: Path, llama: tuple[Any, Any]
+    ) -> None:
+        model, tokenizer = llama
+        spec = _spec(tmp_path, "causal_lm", packing=False, group_by_length=False)
+        batching = choose_batching(spec, model, tokenizer, _rows("labels"))
+        assert isinstance(batching.collator, PaddingCollator)
+        assert batching.strategy == "padded"
+        batch = batching.collator(
+            [
+                {"input_ids": [7, 8, 9], "labels": [-100, 8, 9]},
+                {"input_ids": [7, 8], "labels": [-100, 8]},
+            ]
+        )
+        # Shifted, kept positions only: 8 and 9 of the first row, 8 of the second.
+        assert batch["labels"].tolist() == [8, 9, 8]
+        assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+
+    def test_text_trained_in_full_keeps_every_logit(
+        self, tmp_path: Path, llama: tuple[Any, Any]
+    ) -> None:
+        model, tokenizer = llama
+        rows = _rows("labels").map(lambda r: {"labels": r["input_ids"]})
+        batching = choose_batching(_spec(tmp_path, "causal_lm"), model, tokenizer, rows)
+        assert not batching.sparse_logits
 
 
 class TestMetrics:

@@ -91,6 +91,8 @@ def _print_check(report: ModelCompatibility) -> None:
             f"{t.tokens_per_epoch:,} tokens per epoch{where}; source: {t.source}.",
             markup=False,
         )
+        if t.batching:
+            console.print(f"Batching: {t.batching} ({t.batching_reason}).", markup=False)
     if report.probe:
         p = report.probe
         console.print(

@@ -262,7 +262,9 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
     packing: bool | None = Field(
         None,
         description="Lay several examples end to end in each row (causal LM), each attending "
-        "only to itself; None: on whenever the model keeps packed examples apart.",
+        "only to itself. None: flextrain picks the exact batching with the least work for "
+        "the data's lengths on this device (packed rows in random order on CPU, one "
+        "padding-free row per batch with flash-attention); False: never pack.",
     )
     torch_compile: bool = Field(
         False, description="Compile the model with torch.compile (GPU; slow first steps)."
@@ -273,7 +275,10 @@ class AdvancedTrainingConfig(BasicTrainingConfig):
     )
     group_by_length: bool = Field(
         True,
-        description="Batch examples of similar length together (less padding) when not packing.",
+        description="Allow batches of examples of similar length (less padding). Causal LM: "
+        "used only where it saves at least 15% of the work of the best strategy that "
+        "keeps the data's random order (it changes what is learnt); classification and "
+        "masked LM: always. Off: random order, each batch padded to its longest.",
     )
     early_stopping_patience: int | None = Field(
         None,

@@ -155,7 +155,11 @@ def estimate_time(
     epochs: float,
     flops_range: tuple[float, float, float],
     source: str = "prior",
+    epoch_flops: float | None = None,
 ) -> TimeEstimate:
+    """`epoch_flops`: one epoch's work as the batching strategy gives it to the device
+    (`estimate.batching.plan_epoch`: padding, attention per row, logits only where
+    predicted); without it, every token costs `flops_per_token` at full length."""
     per_token = flops_per_token(arch, setup)
     # A pair trains both of its sequences (the row's tokens count the longer one, twice).
     trained_tokens = tokens_per_epoch * max(setup.sequences_per_row, 1)
@@ -175,6 +179,8 @@ def estimate_time(
             for i in range(3)
         )
     total = per_token * trained_tokens * epochs
+    if epoch_flops is not None and setup.generation_tokens <= 0 and setup.sequences_per_row <= 1:
+        total = epoch_flops * epochs
     lo, mid, hi = flops_range
     rows_per_step = setup.batch_size * setup.gradient_accumulation_steps * max(setup.num_gpus, 1)
     steps = total_steps(rows_per_epoch, rows_per_step, epochs)

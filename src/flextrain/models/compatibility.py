@@ -17,7 +17,8 @@ from typing import Any
 from flextrain.config.enums import PAIRED_TYPES, PREFERENCE_TYPES, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.config.validation import ConfigValidationError
-from flextrain.data.registry import DatasetInfo, read_rows
+from flextrain.data.registry import DatasetInfo
+from flextrain.estimate.batching import BatchingChoice, candidates, plan_epoch
 from flextrain.estimate.memory import MemoryEstimate, TrainingSetup, estimate_memory
 from flextrain.estimate.memory import rows as forward_rows
 from flextrain.estimate.probe import (
@@ -31,8 +32,8 @@ from flextrain.estimate.recommend import largest_fitting_batch, recommend
 from flextrain.estimate.timing import device_flops_prior, estimate_time, flops_per_token
 from flextrain.hardware.detect import HardwareConstraints
 from flextrain.models.facts_cache import inspect_model_cached
-from flextrain.models.heavy import load_transformers
 from flextrain.models.inspect import ModelInfo, choose_lora_targets
+from flextrain.models.lengths import LengthSample, sample_lengths
 from flextrain.models.report import (
     MemoryReport,
     ModelCompatibility,
@@ -176,32 +177,40 @@ def memory_budget(hardware: HardwareConstraints) -> tuple[float, str]:
 
 def tokens_per_epoch(
     data: DatasetInfo | None, model_path: Path | None, max_length: int, eval_split: float = 0.0
-) -> tuple[int, int, str | None]:
+) -> tuple[int, int, str | None, LengthSample | None]:
     """(tokens, rows) one epoch trains on, from a tokenized sample of the data, or an
-    assumption (returned as text) when no dataset is named."""
+    assumption (returned as text) when no dataset is named; and the sample."""
     if data is None:
         return (
             _ASSUMED_ROWS * max_length,
             _ASSUMED_ROWS,
             f"{_ASSUMED_ROWS} rows of {max_length} tokens",
+            None,
         )
-    rows = read_rows(data.path, data.format)[:1000]
-    texts = [" ".join(str(v) for v in r.values() if isinstance(v, str)) for r in rows]
-    lengths: list[int] | None = None
-    if model_path is not None and (model_path / "tokenizer_config.json").exists():
-        try:
-            load_transformers()
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(model_path)
-            lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
-        except Exception:
-            lengths = None
-    if lengths is None:  # ~1.3 tokens per English word for subword tokenizers
-        lengths = [int(len(t.split()) * 1.3) + 2 for t in texts]
+    sample = sample_lengths(data, model_path)
     train_rows = max(1, data.num_rows - int(data.num_rows * eval_split))
-    kept = sum(min(n, max_length) for n in lengths)
-    return int(kept * train_rows / max(len(lengths), 1)), train_rows, None
+    kept = sum(min(n, max_length) for n in sample.lengths)
+    return int(kept * train_rows / max(len(sample.lengths), 1)), train_rows, None, sample
+
+
+def _batching_plan(
+    arch: Any, setup: TrainingSetup, cfg: AdvancedTrainingConfig, sample: Any, rows: int
+) -> tuple[BatchingChoice | None, float | None]:
+    """The batching a causal-LM job on this data will use, and one epoch's work with it
+    (None for the other objectives and methods, whose batches are padded per batch).
+    The worker decides again on the tokenised data, with the same cost model; whether
+    the model keeps packed examples apart is only checked there."""
+    if setup.objective != "causal_lm" or sample is None or cfg.training_type in PREFERENCE_TYPES:
+        return None, None
+    options = candidates(
+        device=setup.device,
+        can_pack=True,
+        group_by_length=cfg.group_by_length,
+        packing=cfg.packing,
+        varlen=cfg.attn_implementation == "flash_attention_2",
+    )
+    lengths = [min(n, setup.seq_len) for n in sample.lengths]
+    return plan_epoch(arch, setup, lengths, sample.predicted, rows=rows, options=options)
 
 
 class ModelCompatibilityChecker:
@@ -321,12 +330,13 @@ class ModelCompatibilityChecker:
             arch, setup, budget, hw, lora_targets, peak / estimate.peak if estimate.peak else 1.0
         )
         recommended = _recommended_batch(arch, setup, budget, probe_report)
-        tokens, rows, assumption = tokens_per_epoch(
+        tokens, rows, assumption, sample = tokens_per_epoch(
             dataset,
             resolved.path if resolved.source != "hub" else None,
             setup.seq_len,
             cfg.eval_split,
         )
+        batching, epoch_flops = _batching_plan(arch, setup, cfg, sample, rows)
         time_source = "prior"
         if step_seconds:
             rate = step_flops / step_seconds
@@ -339,6 +349,7 @@ class ModelCompatibilityChecker:
             epochs=cfg.num_epochs,
             flops_range=flops_range,
             source=time_source,
+            epoch_flops=epoch_flops,
         )
         if hw.gpu_count == 0 and info.num_parameters > 500_000_000:
             warnings.append("Training a model this size on CPU will be very slow.")
@@ -373,6 +384,8 @@ class ModelCompatibilityChecker:
                 flops_per_token=timing.flops_per_token,
                 source=timing.source,
                 assumption=assumption,
+                batching=batching.strategy if batching else None,
+                batching_reason=batching.reason if batching else None,
             ),
             probe=probe_report,
             issues=issues,

@@ -49,6 +49,12 @@ class TimeReport(BaseModel):
     overhead_seconds: float = Field(
         0.0, description="Start-up and per-step costs included in `seconds` (not arithmetic)."
     )
+    batching: str | None = Field(
+        None,
+        description="How a causal-LM job will batch its rows (grouped, padded, packed, "
+        "padding_free): the exact strategy with the least work for this data and device.",
+    )
+    batching_reason: str | None = None
 
 
 class RecommendationReport(BaseModel):

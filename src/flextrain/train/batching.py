@@ -1,8 +1,11 @@
 """How tokenized rows become batches: the collator for the objective and the data, and
 the metrics that go with it.
 
-Which one fits depends on the data (prepared rows carry their own labels) and on the
-model (packing is only used where its attention keeps packed examples apart).
+Which one fits depends on the data (prepared rows carry their own labels), the model
+(packing only where its attention keeps packed examples apart, logits only at predicted
+positions where its forward allows it) and the device: among the exact strategies the
+cost model of `flextrain.estimate.batching` picks the one with the least work for the
+train split's actual lengths.
 """
 
 from __future__ import annotations
@@ -11,56 +14,126 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from transformers import (
     DataCollatorForLanguageModeling,
-    DataCollatorForSeq2Seq,
     DataCollatorWithPadding,
 )
 
 from flextrain.data.prepare import IGNORE_INDEX
+from flextrain.estimate.batching import SPARSE_BELOW, ModelShape, candidates, choose
 from flextrain.jobs.spec import RunSpec
 from flextrain.train.metrics import classification_metrics
-from flextrain.train.packing import PackingCollator, packing_is_exact, sparse_logits_are_exact
+from flextrain.train.packing import (
+    PackingCollator,
+    PaddingCollator,
+    packing_is_exact,
+    sparse_logits_are_exact,
+)
 
 
 @dataclass(frozen=True)
 class Batching:
-    """The collator, the Trainer's compute_metrics (None: loss only), and whether rows
-    are packed (then grouping by length has nothing left to gain)."""
+    """The collator, the Trainer's compute_metrics (None: loss only), the strategy
+    (`flextrain.estimate.batching`: grouped, padded, packed, padding_free) and why."""
 
     collator: Any
     compute_metrics: Callable[..., dict[str, float]] | None = None
-    packed: bool = False
+    strategy: str = "grouped"
+    reason: str = ""
+    sparse_logits: bool = False
+
+    @property
+    def packed(self) -> bool:
+        """Rows hold several examples: grouping by length has nothing left to gain."""
+        return self.strategy in ("packed", "padding_free")
 
 
-def choose_batching(
-    spec: RunSpec, model: Any, tokenizer: Any, train_columns: list[str]
-) -> Batching:
-    """The batching for this run; says on stdout (the job's log) when packing is on, or
-    was asked for but cannot be used with this model."""
+def choose_batching(spec: RunSpec, model: Any, tokenizer: Any, train: Any) -> Batching:
+    """The batching for this run, from the train split's lengths, this device and this
+    model; says on stdout (the job's log) which strategy and why."""
     cfg = spec.config
+    unpacked = "grouped" if cfg.group_by_length else "padded"
     if spec.objective == "sequence_classification":
-        return Batching(DataCollatorWithPadding(tokenizer), classification_metrics)
-    if "labels" not in train_columns:
-        collator = DataCollatorForLanguageModeling(
+        return _told(Batching(DataCollatorWithPadding(tokenizer), classification_metrics, unpacked))
+    if "labels" not in train.column_names:
+        language = DataCollatorForLanguageModeling(
             tokenizer, mlm=spec.objective == "masked_lm", mlm_probability=0.15
         )
-        return Batching(collator)
-    if cfg.packing is not False and packing_is_exact(model, len(tokenizer)):
-        sparse = sparse_logits_are_exact(model, len(tokenizer))
-        packing = PackingCollator(tokenizer.pad_token_id, cfg.max_length, sparse)
-        print(
-            "[flextrain] packing: several examples per row, each attending only to itself"
-            + ("; logits only where a token is predicted" if sparse else ""),
-            flush=True,
-        )
-        return Batching(packing, packed=True)
-    if cfg.packing:
+        return _told(Batching(language, strategy=unpacked))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    can_pack = cfg.packing is not False and packing_is_exact(model, len(tokenizer))
+    lengths = [len(ids) for ids in train["input_ids"]]
+    label_lengths = [sum(1 for t in labels[1:] if t != IGNORE_INDEX) for labels in train["labels"]]
+    # Worth it where prompts are masked (the collator decides batch by batch, too).
+    predicted = sum(label_lengths) / max(sum(lengths), 1)
+    sparse = predicted <= SPARSE_BELOW and sparse_logits_are_exact(model, len(tokenizer))
+    options = candidates(
+        device=device,
+        can_pack=can_pack,
+        group_by_length=cfg.group_by_length,
+        packing=cfg.packing,
+        varlen=_varlen_attention(model),
+    )
+    choice = choose(
+        lengths,
+        label_lengths,
+        batch_size=cfg.train_batch_size,
+        max_length=cfg.max_length,
+        shape=model_shape(model),
+        options=options,
+        sparse_logits=sparse,
+        seed=cfg.seed,
+    )
+    if cfg.packing and not can_pack:
         print(
             "[flextrain] packing: off, this model's attention does not keep packed "
             "examples apart; padding each batch to its longest example instead",
             flush=True,
         )
-    # Prepared data carries its own labels (-100 on the prompt); the LM collator would
-    # overwrite them with a copy of input_ids, so pad them with -100 instead.
-    return Batching(DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX))
+    pad = tokenizer.pad_token_id
+    if choice.strategy == "packed":
+        collator: Any = PackingCollator(pad, cfg.max_length, sparse)
+    elif choice.strategy == "padding_free":
+        # One row per micro-batch: the varlen kernel attends per example inside it.
+        collator = PackingCollator(pad, cfg.max_length * cfg.train_batch_size, sparse)
+    else:
+        collator = PaddingCollator(pad, sparse)
+    return _told(Batching(collator, None, choice.strategy, choice.reason, sparse))
+
+
+def _told(batching: Batching) -> Batching:
+    detail = f" ({batching.reason})" if batching.reason else ""
+    sparse = "; logits only where a token is predicted" if batching.sparse_logits else ""
+    print(f"[flextrain] batching: {batching.strategy}{detail}{sparse}", flush=True)
+    return batching
+
+
+def _varlen_attention(model: Any) -> bool:
+    """Whether the model's attention runs flash-attention's varlen kernel, which attends
+    per example inside a row of several (from the position ids)."""
+    implementation = str(getattr(model.config, "_attn_implementation", "") or "")
+    return "flash" in implementation
+
+
+def model_shape(model: Any) -> ModelShape:
+    """The cost model's view of a built model: parameters of the body's matrix products,
+    of the output layer, the layers and the hidden width."""
+    config = (
+        model.config.get_text_config()
+        if hasattr(model.config, "get_text_config")
+        else (model.config)
+    )
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head_parameters = head.weight.numel() if head is not None else 0
+    embeddings = model.get_input_embeddings()
+    skip = {id(embeddings.weight)} if embeddings is not None else set()
+    if head is not None:
+        skip.add(id(head.weight))
+    body = sum(p.numel() for p in model.parameters() if p.ndim == 2 and id(p) not in skip)
+    return ModelShape(
+        body_parameters=body,
+        head_parameters=head_parameters,
+        layers=int(getattr(config, "num_hidden_layers", 1) or 1),
+        hidden=int(getattr(config, "hidden_size", 1) or 1),
+    )

@@ -1,4 +1,12 @@
-"""Sequence packing for causal language modelling: no compute spent on padding.
+"""Collators for causal language modelling: packed rows, and padded rows, both with
+logits only where a token is predicted.
+
+Which one a job uses is the cost model's choice (`flextrain.estimate.batching`): on
+CPU length-grouped padded batches usually do less work than packed rows, whose dense
+block-diagonal mask makes attention grow with the row; `packing: true` asks for
+packing, and on CUDA with flash-attention one padding-free row per batch is used.
+
+Packing, below, spends no compute on padding.
 
 A micro-batch of examples is laid end to end in as few rows of at most
 max_length tokens as they fit in, with position ids restarting at 0 for every example and no
@@ -25,9 +33,9 @@ from typing import Any
 
 import torch
 
+from flextrain.estimate.batching import SPARSE_BELOW, balanced_rows
+
 IGNORE_INDEX = -100
-# Sparse logits are used for a micro-batch whose predicted positions are at most this share.
-SPARSE_BELOW = 0.8
 
 
 class PackingCollator:
@@ -77,51 +85,50 @@ class PackingCollator:
             "use_cache": False,
         }
         if self.sparse_logits:
-            # Logits only where a next token is predicted (prompts and padding predict
-            # nothing): the output projection and the loss skip the rest. The labels are
-            # handed over already shifted, one per kept position.
-            shifted = torch.full_like(label_tensor, IGNORE_INDEX)
-            shifted[:, :-1] = label_tensor[:, 1:]
-            keep = shifted != IGNORE_INDEX
-            # Gathering the kept positions costs a little: worth it only when it skips
-            # a real share of them (prompts), not on text trained in full.
-            if keep.float().mean().item() <= SPARSE_BELOW:
-                batch["logits_to_keep"] = keep
-                batch["labels"] = batch["shift_labels"] = shifted[keep]
+            _keep_predicted_only(batch)
         return batch
 
 
-def balanced_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
-    """Indices of `lengths` grouped into rows of at most `capacity` tokens: as few rows as
-    first-fit-decreasing manages, each about total / rows long (small padding)."""
-    if not lengths:
-        return []
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    total, longest = sum(lengths), max(lengths)
-    count = -(-total // capacity)
-    while True:
-        width = max(longest, -(-total // count))
-        while width <= capacity:
-            rows = _first_fit(order, lengths, width)
-            if len(rows) <= count:
-                return rows
-            width += max(1, width // 50)
-        count += 1
+class PaddingCollator:
+    """Pads a micro-batch to its longest example (attention mask 0 and label -100 on the
+    padding), with logits only where a token is predicted when `sparse_logits` is on.
+
+    The "grouped" and "padded" strategies (`flextrain.estimate.batching`): attention is
+    per example, so no mask spans two examples, and with length-grouped batches the
+    padding is a few percent. transformers' DataCollatorForSeq2Seq pads the same way but
+    cannot hand the model `logits_to_keep`.
+    """
+
+    def __init__(self, pad_token_id: int, sparse_logits: bool = False) -> None:
+        self.pad_token_id = pad_token_id
+        self.sparse_logits = sparse_logits
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        rows = [list(f["input_ids"]) for f in features]
+        targets = [list(f.get("labels", f["input_ids"])) for f in features]
+        width = max(len(r) for r in rows)
+        batch: dict[str, Any] = {
+            "input_ids": torch.tensor([r + [self.pad_token_id] * (width - len(r)) for r in rows]),
+            "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
+            "labels": torch.tensor([t + [IGNORE_INDEX] * (width - len(t)) for t in targets]),
+        }
+        if self.sparse_logits:
+            _keep_predicted_only(batch)
+        return batch
 
 
-def _first_fit(order: Sequence[int], lengths: Sequence[int], width: int) -> list[list[int]]:
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for i in order:
-        for r, free in enumerate(room):
-            if lengths[i] <= free:
-                rows[r].append(i)
-                room[r] -= lengths[i]
-                break
-        else:
-            rows.append([i])
-            room.append(width - lengths[i])
-    return rows
+def _keep_predicted_only(batch: dict[str, Any]) -> None:
+    """Logits only where a next token is predicted (prompts and padding predict nothing):
+    the output projection and the loss skip the rest. The labels are handed over already
+    shifted, one per kept position. Gathering the kept positions costs a little: done
+    only when it skips a real share of them (prompts), not on text trained in full."""
+    labels = batch["labels"]
+    shifted = torch.full_like(labels, IGNORE_INDEX)
+    shifted[:, :-1] = labels[:, 1:]
+    keep = shifted != IGNORE_INDEX
+    if keep.float().mean().item() <= SPARSE_BELOW:
+        batch["logits_to_keep"] = keep
+        batch["labels"] = batch["shift_labels"] = shifted[keep]
 
 
 def packing_is_exact(model: Any, vocab_size: int, tolerance: float = 1e-4) -> bool:

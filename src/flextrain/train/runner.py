@@ -115,6 +115,8 @@ def _train(
     build = _trainer_factory(spec, parts, callbacks, guards)
     session = _Session(build(model, args), args, spec.resume_from_checkpoint)
     metrics = size_metrics(model, parts.splits)
+    metrics["batching"] = parts.batching.strategy
+    metrics["sparse_logits"] = parts.batching.sparse_logits
     del model  # the session holds it now: an out-of-memory back-off must be able to free it
 
     if parts.has_eval and spec.config.evaluate_before_training and not session.resume:
@@ -157,7 +159,7 @@ def _build_model_and_data(spec: RunSpec) -> tuple[_Parts, Any]:
     expert = prepare_expert(spec, splits["train"])
     for note in expert.notes:
         print(f"[flextrain] expert: {note}", flush=True)
-    batching = choose_batching(spec, model, tokenizer, splits["train"].column_names)
+    batching = choose_batching(spec, model, tokenizer, splits["train"])
     return _Parts(tokenizer, splits, expert, batching), model
 
 
@@ -175,8 +177,8 @@ def _model(spec: RunSpec, tokenizer: Any, *, announce: bool = False) -> Any:
 
 def _arguments(spec: RunSpec, parts: _Parts, model: Any, report_to: list[str]) -> TrainingArguments:
     """The TrainingArguments once the model and data are known: gradient checkpointing
-    only where the model supports it, grouping by length only for unpacked rows (packing
-    already fills each row), and the several-process strategy for this model."""
+    only where the model supports it, the length-grouped sampler where the batching
+    chose grouping, and the several-process strategy for this model."""
     cfg = spec.config
     supports_gc = bool(getattr(model, "supports_gradient_checkpointing", True))
     return training_arguments(
@@ -184,7 +186,7 @@ def _arguments(spec: RunSpec, parts: _Parts, model: Any, report_to: list[str]) -
         parts.has_eval,
         supports_gc,
         report_to,
-        grouped=cfg.group_by_length and not parts.batching.packed,
+        grouped=parts.batching.strategy == "grouped",
         distributed=distributed.strategy_arguments(cfg, model),
     )
 

@@ -1699,6 +1699,9 @@
           `${time.optimizer_steps.toLocaleString()} optimizer steps, ${time.tokens_per_epoch.toLocaleString()} tokens per epoch ` +
           `over ${formatNumber(time.epochs)} epoch(s) (${time.source}).`),
         time.assumption ? el("p", { className: "small muted" }, time.assumption) : null,
+        time.batching
+          ? el("p", { className: "small", "data-testid": "check-batching" }, `Batching: ${time.batching} (${time.batching_reason}).`)
+          : null,
       );
     }
     const details = (report.recommendation_details || []).map((rec) =>
