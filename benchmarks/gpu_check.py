@@ -3,7 +3,9 @@
 Checks: NVML detection (no CUDA in the parent), bf16 chosen automatically,
 explicit fp16, and for a ~95M-parameter Llama built from a config: peak GPU
 memory against flextrain's rough estimate and real tokens/s, for full
-fine-tuning, full with gradient checkpointing, and LoRA. Writes one JSON file.
+fine-tuning, full with gradient checkpointing, LoRA and QLoRA; and flextrain's
+default batching against a Trainer with group_by_length on demo/instructions
+(training time, bf16). Writes one JSON file.
 
     python benchmarks/gpu_check.py OUT_DIR
 """
@@ -100,12 +102,64 @@ def run(service: TrainingService, cfg: AdvancedTrainingConfig) -> dict[str, Any]
                 "total_parameters",
                 "eval_loss",
                 "initial_eval_loss",
+                "batching",
+                "sparse_logits",
             )
         },
     }
     if job.status.value != "completed":
         out["log_tail"] = service.read_log(job.job_id, 40)
     return out
+
+
+def throughput(service: TrainingService, model: Path) -> dict[str, Any]:
+    """Issue 26 on a GPU: flextrain's default batching (padding-free where flash-attention
+    is installed, else length-grouped with logits only where predicted) against a plain
+    Trainer with dynamic padding and group_by_length, bf16, demo/instructions."""
+    import subprocess
+
+    data = {"path": str(bundled_path("instructions.jsonl")), "shape": "instruction"}
+    job = {
+        "task": "causal",
+        "model": str(model),
+        "data": data,
+        "batch": 16,
+        "max_length": 256,
+        "lr": 1e-4,
+        "epochs": 1,
+        "threads": 4,
+        "out": "/tmp/gpu-trainer",
+        "variant": "grouped",
+        "cuda": True,
+        "lora": None,
+    }
+    request, result = Path("/tmp/gpu-trainer.json"), Path("/tmp/gpu-trainer-result.json")
+    request.write_text(json.dumps(job))
+    here = Path(__file__).resolve().parent
+    command = [sys.executable, str(here / "throughput.py"), "--child", "trainer"]
+    subprocess.run([*command, str(request), str(result)], check=True, capture_output=True)
+    trainer = json.loads(result.read_text())
+    ours = run(
+        service,
+        AdvancedTrainingConfig(
+            model_id=str(model),
+            dataset_id="demo/instructions",
+            training_type=TrainingType.FINE_TUNING,
+            num_epochs=1,
+            learning_rate=1e-4,
+            batch_size=16,
+            max_length=256,
+            eval_split=0.0,
+            save_steps=10**9,
+            logging_steps=10,
+            evaluate_before_training=False,
+        ),
+    )
+    return {
+        "trainer_grouped_seconds": trainer["train_runtime"],
+        "flextrain": ours,
+        "ratio": trainer["train_runtime"] / ours["train_runtime"],
+    }
 
 
 def main(out_dir: Path) -> None:
@@ -195,6 +249,8 @@ def main(out_dir: Path) -> None:
             return result
 
         record(name, go)
+
+    record("throughput_instructions", lambda: throughput(service, bench))
 
     import torch
 

