@@ -53,7 +53,7 @@ test-export: install
 	$(PY) -m pip install --quiet -e ".[gguf]"
 	$(PY) -m pytest -m export --durations=10
 
-# Throughput against a plain Trainer and a bare packed loop (about 15 minutes on 2 cores;
+# Throughput against every batching a Trainer user has (about 35 minutes on 2 cores;
 # appends to docs/benchmarks.md). Not part of `test`: it measures, it does not assert.
 bench: install
 	$(PY) benchmarks/throughput.py
