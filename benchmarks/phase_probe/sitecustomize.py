@@ -46,12 +46,12 @@ PHASES: dict[str, list[str]] = {
     "flextrain.train.runner": ["run_training"],
     "flextrain.train.save": ["output_probe"],
     # Trainer is transformers' class, wrapped once here (the module that subclasses it).
-    "flextrain.train.trainer": [
+    "flextrain.train.health": [
         "Trainer.evaluate",
         "Trainer.train",
         "Trainer.save_model",
-        "FlexTrainer.__init__",
     ],
+    "flextrain.train.trainer": ["FlexTrainer.__init__"],
     "flextrain.train.model": ["load_tokenizer", "build_model"],
     "flextrain.train.data": ["load_splits"],
     # The worker runs as __main__ (python -m), so its own functions cannot be wrapped:
@@ -117,7 +117,12 @@ def _patch(module: Any) -> None:
         module.JobStore.update = _status_stamps(module.JobStore.update)
     for path in PHASES.get(module.__name__, []):
         owner_name, _, attr = path.rpartition(".")
-        owner = getattr(module, owner_name) if owner_name else module
+        owner = getattr(module, owner_name, None) if owner_name else module
+        if owner is None or not hasattr(owner, attr):
+            # Renamed or moved since this list was written: say so, do not break the run.
+            now = time.time()
+            _write(f"not found: {module.__name__}.{path}", now, now)
+            continue
         fn = owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr)
         if fn is None:  # inherited: wrap the base class's method on its own class
             fn = getattr(owner, attr)
