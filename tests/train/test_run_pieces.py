@@ -194,3 +194,17 @@ class TestOutOfMemory:
         assert "max_length (now 128)" in advice
         if micro > 1:
             assert f"batch_size {micro // 2} with gradient_accumulation_steps 4" in advice
+
+
+def test_token_counts_read_from_arrow_match_a_plain_count() -> None:
+    # A split (an index mapping) over two concatenated tables: sliced, chunked columns.
+    from datasets import concatenate_datasets
+
+    from flextrain.train.batching import token_counts
+
+    rows = _rows("labels", count=60)
+    data = concatenate_datasets([rows, rows.select(range(5, 25))])
+    train = data.train_test_split(test_size=0.25, seed=0)["train"]
+    lengths = [len(ids) for ids in train["input_ids"]]
+    predicted = [sum(1 for t in labels[1:] if t != -100) for labels in train["labels"]]
+    assert token_counts(train) == (lengths, predicted)

@@ -182,11 +182,8 @@ def epoch_cost(
             processed += sum(sizes)
             attention += 0.5 * sum(n * n for n in sizes)
     real = sum(lengths)
-    logits = (
-        sum(min(a, b) for a, b in zip(labels, lengths, strict=False))
-        if sparse_logits
-        else (processed)
-    )
+    predicted = sum(min(a, b) for a, b in zip(labels, lengths, strict=False))
+    logits = predicted if sparse_logits else processed
     # Forward 2 FLOPs per parameter and position, backward 4; attention 4·d·T² per layer
     # forward (scores and weighted values), 12·d·T² with the backward.
     flops = (

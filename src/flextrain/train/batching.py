@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pyarrow as pa  # type: ignore[import-untyped]  # no type information
+import pyarrow.compute as pc  # type: ignore[import-untyped]
 import torch
 from transformers import (
     DataCollatorForLanguageModeling,
@@ -63,8 +66,7 @@ def choose_batching(spec: RunSpec, model: Any, tokenizer: Any, train: Any) -> Ba
         return _told(Batching(language, strategy=unpacked))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     can_pack = cfg.packing is not False and packing_is_exact(model, len(tokenizer))
-    lengths = [len(ids) for ids in train["input_ids"]]
-    label_lengths = [sum(1 for t in labels[1:] if t != IGNORE_INDEX) for labels in train["labels"]]
+    lengths, label_lengths = token_counts(train)
     # Worth it where prompts are masked (the collator decides batch by batch, too).
     predicted = sum(label_lengths) / max(sum(lengths), 1)
     sparse = predicted <= SPARSE_BELOW and sparse_logits_are_exact(model, len(tokenizer))
@@ -102,6 +104,24 @@ def choose_batching(spec: RunSpec, model: Any, tokenizer: Any, train: Any) -> Ba
     return _told(Batching(collator, None, choice.strategy, choice.reason, sparse))
 
 
+def token_counts(train: Any) -> tuple[list[int], list[int]]:
+    """Tokens per row, and predicted tokens per row (labels other than -100 after the
+    first position), read from the Arrow columns: a Python loop over every label would
+    cost seconds of start-up per ten million tokens."""
+    columns = train.with_format("arrow")
+    lengths = pc.list_value_length(columns["input_ids"]).to_numpy(zero_copy_only=False)
+    labels = columns["labels"]
+    if isinstance(labels, pa.ChunkedArray):
+        labels = labels.combine_chunks()
+    offsets = labels.offsets.to_numpy()
+    predicted = labels.values.to_numpy(zero_copy_only=False) != IGNORE_INDEX
+    running = np.concatenate([[0], np.cumsum(predicted, dtype=np.int64)])
+    counts = running[offsets[1:]] - running[offsets[:-1]]
+    starts = offsets[:-1][offsets[1:] > offsets[:-1]]  # a row's first label predicts nothing
+    counts[offsets[1:] > offsets[:-1]] -= predicted[starts]
+    return [int(n) for n in lengths], [int(n) for n in counts]
+
+
 def _told(batching: Batching) -> Batching:
     detail = f" ({batching.reason})" if batching.reason else ""
     sparse = "; logits only where a token is predicted" if batching.sparse_logits else ""
@@ -119,11 +139,9 @@ def _varlen_attention(model: Any) -> bool:
 def model_shape(model: Any) -> ModelShape:
     """The cost model's view of a built model: parameters of the body's matrix products,
     of the output layer, the layers and the hidden width."""
-    config = (
-        model.config.get_text_config()
-        if hasattr(model.config, "get_text_config")
-        else (model.config)
-    )
+    config = model.config
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     head_parameters = head.weight.numel() if head is not None else 0
     embeddings = model.get_input_embeddings()
