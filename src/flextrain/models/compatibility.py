@@ -19,7 +19,12 @@ from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.config.validation import ConfigValidationError
 from flextrain.data.registry import DatasetInfo
 from flextrain.estimate.batching import BatchingChoice, candidates, plan_epoch
-from flextrain.estimate.memory import MemoryEstimate, TrainingSetup, estimate_memory
+from flextrain.estimate.memory import (
+    Architecture,
+    MemoryEstimate,
+    TrainingSetup,
+    estimate_memory,
+)
 from flextrain.estimate.memory import rows as forward_rows
 from flextrain.estimate.probe import (
     ProbeError,
@@ -194,7 +199,11 @@ def tokens_per_epoch(
 
 
 def _batching_plan(
-    arch: Any, setup: TrainingSetup, cfg: AdvancedTrainingConfig, sample: Any, rows: int
+    arch: Architecture,
+    setup: TrainingSetup,
+    cfg: AdvancedTrainingConfig,
+    sample: LengthSample | None,
+    rows: int,
 ) -> tuple[BatchingChoice | None, float | None]:
     """The batching a causal-LM job on this data will use, and one epoch's work with it
     (None for the other objectives and methods, whose batches are padded per batch).
