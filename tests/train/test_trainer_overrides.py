@@ -32,6 +32,8 @@ from flextrain.train.trainer import CheckpointDiskFullError, FlexTrainer
 PRIVATE_OVERRIDES = {
     "_get_output_dir": ["self", "trial"],
     "_save_checkpoint": ["self", "model", "trial"],
+    "_save_optimizer_and_scheduler": ["self", "output_dir"],
+    "_clip_grad_norm": ["self", "model"],
 }
 # The same for HealthChecked (train/health.py), the mixin of every run's trainer: the
 # one place each optimizer step passes with its gradient norm known, update not applied.
@@ -199,9 +201,12 @@ def test_checkpoints_are_written_aside_then_renamed_whole(
     for step in (1, 2):
         # Everything _save_checkpoint writes came along: it all went through _get_output_dir.
         files = {p.name for p in (out / f"checkpoint-{step}").iterdir()}
-        expected = {"model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json"}
-        assert expected <= files, files
+        assert {"model.safetensors", "trainer_state.json"} <= files, files
         assert any(name.startswith("rng_state") for name in files), files
+    # The optimizer state is kept where training can go on, not at the last step (a
+    # resume there only loads the weights: see the test below).
+    assert {"optimizer.pt", "scheduler.pt"} <= {p.name for p in (out / "checkpoint-1").iterdir()}
+    assert not {"optimizer.pt", "scheduler.pt"} & {p.name for p in (out / "checkpoint-2").iterdir()}
 
     # The best checkpoint is named by its final path, in memory and in its saved state.
     best = trainer.state.best_model_checkpoint
@@ -266,3 +271,29 @@ def test_the_scheduler_flag_an_expert_schedule_sets_is_the_trainers_own(
     trainer.create_optimizer()
     Trainer.create_scheduler(trainer, num_training_steps=2)
     assert trainer._created_lr_scheduler is True
+
+
+@pytest.mark.parametrize("max_norm", [1e-4, 1e4])
+def test_clipping_gives_the_trainers_gradients_and_norm_to_the_bit(
+    tmp_path: Path, models_cache: Path, max_norm: float
+) -> None:
+    """Below max_norm the gradients are left as they are (no multiply by 1), above it
+    they are scaled; either way exactly what the Trainer's own clipping gives."""
+    trainer = _trainer(models_cache, tmp_path / "out")
+    trainer.args.max_grad_norm = max_norm
+    model = trainer.model
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    model(**batch).loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+
+    ours = trainer._clip_grad_norm(model)
+    clipped = [p.grad.clone() for p in model.parameters()]
+    for p, g in zip(model.parameters(), grads, strict=True):
+        p.grad = g.clone()
+    theirs = Trainer._clip_grad_norm(trainer, model)
+
+    assert torch.equal(ours, theirs)
+    for p, mine in zip(model.parameters(), clipped, strict=True):
+        assert torch.equal(p.grad, mine)
+    scaled = not torch.equal(clipped[0], grads[0])
+    assert scaled == (max_norm < float(theirs)), (max_norm, float(theirs))

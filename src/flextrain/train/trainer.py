@@ -3,8 +3,10 @@
 Most of it goes through the Trainer's documented extension points (create_optimizer,
 create_scheduler, compute_loss, training_step, log). Atomic checkpoints cannot: the
 Trainer has no public say in where a checkpoint is written before it writes it, so
-`_get_output_dir` and `_save_checkpoint` are overridden. tests/train/
-test_trainer_overrides.py fails when a transformers release changes either.
+`_get_output_dir` and `_save_checkpoint` are overridden. Two more private ones save
+work without changing a result (`_save_optimizer_and_scheduler`, `_clip_grad_norm`; see
+there). tests/train/test_trainer_overrides.py fails when a transformers release changes
+any of them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
+from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
@@ -101,6 +105,38 @@ class FlexTrainer(HealthChecked):
                 use_mtime=True,
             )
         self.accelerator.wait_for_everyone()
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        # A checkpoint of the last step is only ever resumed to skip training
+        # (train/resume.py: its weights and state are loaded, no optimizer step follows),
+        # so its optimizer state (twice the weights for AdamW) is not written. Every rank
+        # sees the same step, so the collective saves of FSDP are skipped by all or none.
+        if self.state.max_steps and self.state.global_step >= self.state.max_steps:
+            return
+        super()._save_optimizer_and_scheduler(output_dir)
+
+    def _clip_grad_norm(self, model: Any) -> Any:
+        # The Trainer scales every gradient by min(1, max_norm / norm) even when that is
+        # 1, to spare an accelerator a host sync. On the CPU there is no sync to spare,
+        # and the multiply is a pass over every gradient (3% of a MiniLM step): it is
+        # skipped when it would multiply by 1. The norm is the Trainer's, to the bit.
+        kind = self.accelerator.distributed_type
+        plain = kind in (DistributedType.NO, DistributedType.MULTI_CPU)
+        on_cpu = (
+            self.args.device.type == "cpu" and getattr(self.accelerator, "scaler", None) is None
+        )
+        if not (plain and on_cpu) or self._has_mixed_mesh_grads(model):
+            return super()._clip_grad_norm(model)
+        max_norm = float(self.args.max_grad_norm)
+        params = [p for p in model.parameters() if p.grad is not None]
+        if not params:
+            return torch.zeros(())
+        # The accelerator's way (a norm per device mesh, then the norm of those): one here.
+        per_mesh = torch.stack([get_total_norm([p.grad for p in params], 2.0)])
+        total = torch.linalg.vector_norm(per_mesh, 2.0)
+        if not bool(max_norm / (total + 1e-6) >= 1.0):  # NaN too: scaled, as before
+            clip_grads_with_norm_(params, max_norm, total)
+        return total
 
     # Expert mode through the Trainer's own extension points: what it builds is then
     # checkpointed, resumed and logged like the defaults.
