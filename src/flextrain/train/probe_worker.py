@@ -79,6 +79,7 @@ def main(argv: list[str]) -> int:
     from flextrain.config.schemas import AdvancedTrainingConfig
     from flextrain.jobs.spec import DataSpec, RunSpec
     from flextrain.train.model import build_model, load_tokenizer
+    from flextrain.train.pooled import first_position_only
 
     torch.set_num_threads(request.num_threads)
     baseline = _current_rss()
@@ -114,6 +115,7 @@ def main(argv: list[str]) -> int:
     )
     tokenizer = load_tokenizer(spec)
     model, _ = build_model(spec, tokenizer)
+    first_position_only(model)  # measured as the run will train it
     on_gpu = torch.cuda.is_available()
     if on_gpu and not request.load_in_4bit:  # a 4-bit model is placed as it loads
         model.to("cuda")

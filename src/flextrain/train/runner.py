@@ -43,6 +43,7 @@ from flextrain.train.oom import (
     is_out_of_memory,
     out_of_memory_advice,
 )
+from flextrain.train.pooled import first_position_only
 from flextrain.train.preference.run import train_preference
 from flextrain.train.resume import finished_training, skip_finished_training
 from flextrain.train.save import save_outputs
@@ -170,6 +171,8 @@ def _model(spec: RunSpec, tokenizer: Any, *, announce: bool = False) -> Any:
     frozen = freeze_configured(spec, model)
     if announce and fresh:
         print(f"Newly initialised modules (trained in full): {', '.join(fresh)}")
+    if first_position_only(model) and announce:
+        print("[flextrain] last layer computed at the classified position only", flush=True)
     if announce and frozen:
         print(f"[flextrain] expert: {frozen}", flush=True)
     return model
