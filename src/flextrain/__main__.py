@@ -1,6 +1,6 @@
 """`python -m flextrain`: the same as the `flextrain` command (handy where the venv's
 scripts are not on PATH, e.g. a node joining a job)."""
 
-from flextrain.main import app
+from flextrain.entry import main
 
-app(prog_name="flextrain")
+main()

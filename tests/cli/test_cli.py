@@ -18,6 +18,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from flextrain.cli.main import app
+from flextrain.jobs.launch import tcmalloc_path
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
 from tests.train.helpers import write_keyword_sentiment
@@ -146,6 +147,8 @@ def test_train_then_jobs_list_show_logs(home: Path) -> None:
     logs = invoke("jobs", "logs", job_id)
     assert logs.exit_code == 0, logs.output
     assert "[flextrain] completed" in logs.output
+    # The worker ran with tcmalloc where this machine has it (jobs/launch.py).
+    assert ("threads, tcmalloc" in logs.output) == (tcmalloc_path() is not None), logs.output
 
 
 def test_train_from_config_file_with_flag_override(home: Path, tmp_path: Path) -> None:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from flextrain.config.enums import TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
-from flextrain.jobs.launch import build_launch_command, supervised
+from flextrain.jobs.launch import (
+    MALLOC_VARIABLE,
+    build_launch_command,
+    cluster_command,
+    preload_allocator,
+    supervised,
+    tcmalloc_path,
+)
 from flextrain.jobs.resources import Allocation, Layout
 from flextrain.settings import Settings
 
@@ -142,3 +150,37 @@ def test_the_layout_is_read_from_the_typed_config() -> None:
         **base, num_processes=2, num_nodes=3, num_threads=4, distributed_timeout=90
     )
     assert Layout.of(given) == Layout(processes=2, nodes=3, threads=4, timeout_s=90)
+
+
+# --- the allocator ---------------------------------------------------------------------
+
+
+def test_tcmalloc_is_found_where_the_machine_has_it(tmp_path: Path) -> None:
+    assert tcmalloc_path((str(tmp_path),)) is None
+    (tmp_path / "libtcmalloc_minimal.so.4").write_bytes(b"")
+    assert tcmalloc_path(("/nowhere", str(tmp_path))) == str(tmp_path / "libtcmalloc_minimal.so.4")
+
+
+def test_the_allocator_is_preloaded_unless_the_user_chose_otherwise() -> None:
+    lib = "/lib/libtcmalloc_minimal.so.4"
+    env = preload_allocator({}, lib)
+    assert env["LD_PRELOAD"] == lib
+    assert int(env["TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"]) >= 1 << 40  # no log flood
+    assert preload_allocator({"LD_PRELOAD": "/x/libfoo.so"}, lib)["LD_PRELOAD"] == (
+        f"{lib}:/x/libfoo.so"
+    )
+    # The user's own choice stands: the system allocator, or another one preloaded.
+    assert "LD_PRELOAD" not in preload_allocator({MALLOC_VARIABLE: "system"}, lib)
+    theirs = {"LD_PRELOAD": "/opt/libjemalloc.so.2"}
+    assert preload_allocator(dict(theirs), lib) == theirs
+    assert "LD_PRELOAD" not in preload_allocator({}, None)  # none on this machine
+
+
+def test_workers_here_get_it_and_a_clusters_do_not(tmp_path: Path) -> None:
+    """Machines of a cluster may not have the library this one has (srun and Ray start
+    the worker there)."""
+    lib = tcmalloc_path()
+    _, env = build_launch_command("abc", Layout(), _settings(tmp_path), base_env={})
+    assert env.get("LD_PRELOAD") == lib
+    _, remote = cluster_command("abc", _settings(tmp_path))
+    assert remote.get("LD_PRELOAD") == os.environ.get("LD_PRELOAD")

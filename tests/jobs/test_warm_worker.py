@@ -8,11 +8,14 @@ import signal
 import time
 
 import psutil
+import pytest
 
 from flextrain.config.enums import TrainingStatus, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
+from flextrain.entry import wants_warm_worker
 from flextrain.jobs.executor import LocalExecutor
-from flextrain.jobs.process import WarmWorker
+from flextrain.jobs.process import WarmWorker, prestart_warm_worker, take_prestarted
+from flextrain.jobs.workerenv import warm_worker_command, worker_environment
 from flextrain.service import TrainingService
 
 
@@ -95,3 +98,36 @@ def test_a_warm_worker_that_died_is_replaced_by_a_fresh_one(service: TrainingSer
     started = service.start_job(job.job_id)
     assert started.pid not in (None, dead)
     assert service.wait(job.job_id, timeout=120).status == TrainingStatus.COMPLETED
+
+
+def test_a_worker_the_entry_point_started_runs_the_job(service: TrainingService) -> None:
+    """`flextrain train` starts its worker before importing its own code (entry.py); the
+    executor takes that one instead of starting another."""
+    prestart_warm_worker(warm_worker_command(), worker_environment())
+    service.start_warm_worker()
+    warm = _warm(service)
+    assert warm is not None
+    assert warm.proc is not None
+    assert take_prestarted() is None  # taken once
+    pid = warm.proc.pid
+    job = service.create_job(_config())
+    assert service.start_job(job.job_id).pid == pid
+    assert service.wait(job.job_id, timeout=120).status == TrainingStatus.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "wanted"),
+    [
+        (["train", "--config", "x.yaml"], {}, True),
+        (["demo"], {}, True),
+        (["train", "--help"], {}, False),
+        (["train", "--config", "x.yaml", "--no-start"], {}, False),
+        (["jobs", "list"], {}, False),
+        ([], {}, False),
+        (["train", "--config", "x.yaml"], {"FLEXTRAIN_EXECUTOR": "slurm"}, False),
+    ],
+)
+def test_the_entry_point_starts_a_worker_only_for_a_job_started_here(
+    argv: list[str], env: dict[str, str], wanted: bool
+) -> None:
+    assert wants_warm_worker(argv, env) is (wanted and not os.path.exists("/dev/nvidiactl"))

@@ -29,6 +29,7 @@ from flextrain.jobs.process import (
     process_start_time,
     shared_fork_server,
     spawn,
+    take_prestarted,
     terminate_tree,
 )
 from flextrain.jobs.store import JobStore, TrainingJob
@@ -155,7 +156,7 @@ class LocalExecutor:
         """Start a worker now for the next single-process job (see `WarmWorker`); it is
         stopped when this process exits if no job took it."""
         if self.warm is None:
-            self.warm = WarmWorker(warm_worker_command(), worker_environment())
+            self.warm = take_prestarted() or WarmWorker(warm_worker_command(), worker_environment())
             atexit.register(self.warm.discard)
 
     def submit(self, submission: Submission) -> Submitted:

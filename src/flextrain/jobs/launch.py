@@ -12,12 +12,33 @@ flextrain adds no process protocol of its own.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from flextrain.jobs.resources import Allocation, Layout
+from flextrain.jobs.workerenv import (
+    MALLOC_VARIABLE,
+    WORKER_MODULE,
+    fork_server_command,
+    preload_allocator,
+    tcmalloc_path,
+    warm_worker_command,
+    worker_environment,
+)
 from flextrain.settings import Settings
+
+__all__ = [
+    "MALLOC_VARIABLE",
+    "SHUTDOWN_GRACE",
+    "build_launch_command",
+    "cluster_command",
+    "fork_server_command",
+    "preload_allocator",
+    "tcmalloc_path",
+    "warm_worker_command",
+    "worker_arguments",
+    "worker_environment",
+]
 
 # Seconds torchrun gives the ranks to finish a step and save a checkpoint after
 # SIGTERM (a cancel) before it kills them; the service's cancel grace is the same.
@@ -26,36 +47,6 @@ SHUTDOWN_GRACE = 30
 # How often the elastic agent checks its ranks: a rank that dies is noticed, and the
 # others stopped, within this many seconds.
 MONITOR_INTERVAL = 0.5
-
-WORKER_MODULE = "flextrain.train.worker"
-
-
-def worker_environment(base_env: dict[str, str] | None = None) -> dict[str, str]:
-    """What every worker process runs with, whatever its job: `base_env` (default this
-    process's environment) plus the settings below, some of which only act when the
-    interpreter starts."""
-    env = dict(os.environ if base_env is None else base_env)
-    env.update(
-        {
-            "PYTHONUNBUFFERED": "1",
-            # The tokenizer's thread pool would compete with torch for the same cores.
-            "TOKENIZERS_PARALLELISM": "false",
-            "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-            # Progress bars of file writes only clutter the job log.
-            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        }
-    )
-    return env
-
-
-def warm_worker_command(python: str | None = None) -> list[str]:
-    """A worker started before it has a job (`flextrain.jobs.process.WarmWorker`)."""
-    return [python or sys.executable, "-m", WORKER_MODULE, "--warm"]
-
-
-def fork_server_command(python: str | None = None) -> list[str]:
-    """A worker that forks one process per job (`flextrain.jobs.process.ForkServer`)."""
-    return [python or sys.executable, "-m", WORKER_MODULE, "--fork-server"]
 
 
 def worker_arguments(job_id: str, settings: Settings) -> list[str]:
@@ -78,7 +69,8 @@ def cluster_command(
     """The one-process worker command a cluster executor wraps in its own launcher
     (srun and torchrun, or a Ray job); it reads the worker's arguments from it."""
     python = python or sys.executable
-    return [python, "-m", WORKER_MODULE, *worker_arguments(job_id, settings)], worker_environment()
+    command = [python, "-m", WORKER_MODULE, *worker_arguments(job_id, settings)]
+    return command, worker_environment(this_machine=False)
 
 
 def build_launch_command(

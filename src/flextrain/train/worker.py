@@ -331,10 +331,19 @@ def _read_spec(environments: TrainingEnvironmentManager, job_id: str, rank: int 
     print(
         f"[flextrain] job {spec.job_id}: {spec.config.training_type.value} "
         f"of {spec.config.model_id} on {spec.config.dataset_id} ({spec.objective}, "
-        f"{spec.precision}, {spec.num_threads} threads{where})",
+        f"{spec.precision}, {spec.num_threads} threads{_allocator()}{where})",
         flush=True,
     )
     return spec
+
+
+def _allocator() -> str:
+    """ ", tcmalloc" when this process runs with it (jobs/launch.py preloads it)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return ", tcmalloc" if "tcmalloc" in maps.read() else ""
+    except OSError:  # no /proc (not Linux)
+        return ""
 
 
 def _continue_after_requeue(
