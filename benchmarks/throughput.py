@@ -584,8 +584,12 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    folder = DOCS if write_docs else Path(tempfile.gettempdir())
     json_name = f"throughput_cpu_{results['date'][:10]}.json"
-    json_path = (DOCS if write_docs else Path(tempfile.gettempdir())) / json_name
+    if (folder / json_name).exists():  # an earlier run that day keeps its raw data
+        json_name = f"throughput_cpu_{results['date'][:10]}_{results['date'][11:16]}.json"
+        json_name = json_name.replace(":", "")
+    json_path = folder / json_name
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     block = docs_block(results, json_name)
     print("\n" + block)

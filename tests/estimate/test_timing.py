@@ -233,3 +233,22 @@ def test_tokens_from_lengths_truncates_and_scales_the_sample() -> None:
     assert tokens_from_lengths(lengths, max_length=128, total_rows=400) == 100 * 316
     assert tokens_from_lengths(lengths, max_length=1000, total_rows=4) == sum(lengths)
     assert tokens_from_lengths([], max_length=128, total_rows=1000) == 0
+
+
+def test_a_first_token_classifier_skips_most_of_its_last_layer() -> None:
+    """The worker computes the last layer's query, output and feed-forward at the first
+    position only (train/pooled.py): the estimate counts the same work."""
+    setup = TrainingSetup(objective="sequence_classification", lora=False, batch_size=8, seq_len=64)
+    other = replace(ENCODER, model_type="deberta-v2")  # reads its own pooling: all of it
+    n = matmul_parameters(ENCODER, "sequence_classification")
+    assert flops_per_token(other, setup) == 6 * n + attention_flops(
+        64, layers=ENCODER.num_layers, hidden=EH
+    )
+    skipped = (2 * EH * EH + 2 * EH * ENCODER.intermediate_size) * (1 - 1 / 64)
+    want = 6 * (n - skipped) + attention_flops(64, layers=1, hidden=EH) * (1 + 1 / 64)
+    assert flops_per_token(ENCODER, setup) == pytest.approx(want)
+    # Masked LM reads every position: nothing skipped.
+    mlm = replace(setup, objective="masked_lm")
+    assert flops_per_token(ENCODER, mlm) == 6 * matmul_parameters(
+        ENCODER, "masked_lm"
+    ) + attention_flops(64, layers=ENCODER.num_layers, hidden=EH)

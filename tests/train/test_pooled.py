@@ -140,3 +140,17 @@ def test_a_layer_that_does_not_check_out_equal_is_put_back() -> None:
     assert "forward" not in vars(layer)
     assert model.training  # the check's eval() is undone
     torch.testing.assert_close(model(**_batch()).logits.detach(), before)
+
+
+def test_the_estimate_knows_the_same_models() -> None:
+    """estimate/timing.py (pure: no transformers) lists the model types of these
+    classes, and counts their skipped work."""
+    import transformers
+
+    from flextrain.estimate.timing import FIRST_TOKEN_MODEL_TYPES
+    from flextrain.train.pooled import FIRST_TOKEN_CLASSIFIERS
+
+    types = {
+        getattr(transformers, name).config_class.model_type for name in FIRST_TOKEN_CLASSIFIERS
+    }
+    assert types == FIRST_TOKEN_MODEL_TYPES

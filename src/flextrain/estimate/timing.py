@@ -92,14 +92,34 @@ def matmul_parameters(arch: Architecture, objective: str) -> int:
     return max(arch.num_parameters - embedding, 1)
 
 
+# Encoder classifiers whose head reads the first position only: the worker computes the
+# last layer's query, attention output and feed-forward there alone (train/pooled.py,
+# whose list of model classes these model types are).
+FIRST_TOKEN_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "electra", "camembert"})
+
+
+def unread_last_layer(arch: Architecture, setup: TrainingSetup) -> float:
+    """Share of the last layer a first-token classifier skips per token (0 to 1): all of
+    it but the keys and values, at every position but the first."""
+    if setup.objective != "sequence_classification" or arch.num_layers < 1:
+        return 0.0
+    if arch.model_type not in FIRST_TOKEN_MODEL_TYPES:
+        return 0.0
+    return 1.0 - 1.0 / max(setup.seq_len, 1)
+
+
 def flops_per_token(arch: Architecture, setup: TrainingSetup) -> float:
-    n = matmul_parameters(arch, setup.objective)
+    n = float(matmul_parameters(arch, setup.objective))
+    skipped = unread_last_layer(arch, setup)
+    if skipped:
+        h, inner = arch.hidden_size, arch.intermediate_size
+        n = max(n - (2 * h * h + 2 * h * inner) * skipped, 1.0)  # query, output, FFN
     passes = 4.0 if setup.lora else 6.0
     if setup.gradient_checkpointing:
         passes += 2.0
     if setup.reference_forward:
         passes += 2.0
-    attention = 12.0 * arch.num_layers * arch.hidden_size * setup.seq_len
+    attention = 12.0 * (arch.num_layers - skipped) * arch.hidden_size * setup.seq_len
     if setup.lora:
         attention *= 2.0 / 3.0
     if setup.quantized_4bit:
