@@ -476,3 +476,18 @@ def test_qlora_is_not_offered_when_lora_fits_or_under_fsdp() -> None:
     sharded = replace(BIG, lora=True, lora_targets=TARGETS, device="cuda", strategy="fsdp")
     options = recommend(DECODER, sharded, peak(sharded) / 2, gpu_count=2, lora_targets=TARGETS)
     assert not any(r.changes.get("load_in_4bit") for r in options)
+
+
+def test_the_probe_runs_with_the_allocator_the_jobs_worker_has() -> None:
+    """Measured as the job will run: with tcmalloc where this machine has it."""
+    import subprocess
+    import sys
+
+    from flextrain.estimate.probe import probe_environment
+    from flextrain.jobs.workerenv import tcmalloc_path
+
+    code = "print('tcmalloc' in open('/proc/self/maps').read())"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=probe_environment(), capture_output=True, text=True
+    )
+    assert done.stdout.strip() == str(tcmalloc_path() is not None), done.stderr

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from flextrain.estimate.memory import TrainingSetup
+from flextrain.jobs.workerenv import preload_allocator, tcmalloc_path
 
 
 class ProbeError(RuntimeError):
@@ -208,21 +209,27 @@ def run_probe(
     )
 
 
+def probe_environment() -> dict[str, str]:
+    """The probe process's environment: the allocator the job's worker will have
+    (jobs/workerenv.py), so its steps are as fast as the job's and its memory the same."""
+    env = {
+        **os.environ,
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    }
+    return preload_allocator(env, tcmalloc_path())
+
+
 def _run_worker(request: dict[str, Any], remaining: float, timeout: float) -> list[dict[str, Any]]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(request, fh)
     try:
-        env = {
-            **os.environ,
-            "TOKENIZERS_PARALLELISM": "false",
-            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        }
         done = subprocess.run(
             [sys.executable, "-m", "flextrain.train.probe_worker", fh.name],
             capture_output=True,
             text=True,
             timeout=remaining,
-            env=env,
+            env=probe_environment(),
         )
     except subprocess.TimeoutExpired as exc:
         raise ProbeError(f"The probe took longer than {timeout:.0f} s.") from exc
