@@ -18,7 +18,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from flextrain.cli.main import app
-from flextrain.jobs.launch import tcmalloc_path
+from flextrain.jobs.workerenv import tcmalloc_path
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
 from tests.train.helpers import write_keyword_sentiment

@@ -17,8 +17,8 @@ import pytest
 from flextrain.config.enums import TrainingStatus, TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig
 from flextrain.jobs import oom
-from flextrain.jobs.launch import fork_server_command, worker_environment
 from flextrain.jobs.process import ForkServer, shared_fork_server
+from flextrain.jobs.workerenv import fork_server_command, worker_environment
 from flextrain.service import TrainingService
 from flextrain.settings import Settings
 

@@ -9,15 +9,9 @@ import pytest
 
 from flextrain.config.enums import TrainingType
 from flextrain.config.schemas import AdvancedTrainingConfig, BasicTrainingConfig
-from flextrain.jobs.launch import (
-    MALLOC_VARIABLE,
-    build_launch_command,
-    cluster_command,
-    preload_allocator,
-    supervised,
-    tcmalloc_path,
-)
+from flextrain.jobs.launch import build_launch_command, cluster_command, supervised
 from flextrain.jobs.resources import Allocation, Layout
+from flextrain.jobs.workerenv import MALLOC_VARIABLE, preload_allocator, tcmalloc_path
 from flextrain.settings import Settings
 
 WORKER_TAIL = ["-m", "flextrain.train.worker", "--job-id", "abc", "--database-url"]

@@ -22,7 +22,6 @@ from typing import Protocol, runtime_checkable
 from flextrain.config.issues import ValidationIssue
 from flextrain.hardware.detect import HardwareConstraints
 from flextrain.jobs import oom
-from flextrain.jobs.launch import fork_server_command, warm_worker_command, worker_environment
 from flextrain.jobs.process import (
     WarmWorker,
     is_alive,
@@ -33,6 +32,7 @@ from flextrain.jobs.process import (
     terminate_tree,
 )
 from flextrain.jobs.store import JobStore, TrainingJob
+from flextrain.jobs.workerenv import fork_server_command, warm_worker_command, worker_environment
 from flextrain.settings import Settings
 
 # A worker on another host is presumed dead when its heartbeat is this much older

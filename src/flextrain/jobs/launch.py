@@ -16,29 +16,8 @@ import sys
 from pathlib import Path
 
 from flextrain.jobs.resources import Allocation, Layout
-from flextrain.jobs.workerenv import (
-    MALLOC_VARIABLE,
-    WORKER_MODULE,
-    fork_server_command,
-    preload_allocator,
-    tcmalloc_path,
-    warm_worker_command,
-    worker_environment,
-)
+from flextrain.jobs.workerenv import WORKER_MODULE, worker_environment
 from flextrain.settings import Settings
-
-__all__ = [
-    "MALLOC_VARIABLE",
-    "SHUTDOWN_GRACE",
-    "build_launch_command",
-    "cluster_command",
-    "fork_server_command",
-    "preload_allocator",
-    "tcmalloc_path",
-    "warm_worker_command",
-    "worker_arguments",
-    "worker_environment",
-]
 
 # Seconds torchrun gives the ranks to finish a step and save a checkpoint after
 # SIGTERM (a cancel) before it kills them; the service's cancel grace is the same.

@@ -338,7 +338,7 @@ def _read_spec(environments: TrainingEnvironmentManager, job_id: str, rank: int 
 
 
 def _allocator() -> str:
-    """ ", tcmalloc" when this process runs with it (jobs/launch.py preloads it)."""
+    """ ", tcmalloc" when this process runs with it (jobs/workerenv.py preloads it)."""
     try:
         with open("/proc/self/maps") as maps:
             return ", tcmalloc" if "tcmalloc" in maps.read() else ""
